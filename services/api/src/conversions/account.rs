@@ -1,0 +1,171 @@
+//! `tablecrypt.v1.Account` in and out.
+
+use std::collections::HashMap;
+
+use tablecrypt_core::{
+    Account, AccountChanges, AccountId, AccountSpec, DisplayName, ExternalId, InvalidValue, Labels,
+    Regions, RoleArn, ValidationErrors,
+};
+use tablecrypt_proto::v1 as pb;
+
+use super::timestamp;
+
+/// The account as callers see it: the external id is never sent back, only whether one is set.
+pub fn to_proto(account: &Account) -> pb::Account {
+    let spec = &account.spec;
+    pb::Account {
+        account_id: account.account_id.to_string(),
+        display_name: spec.display_name.to_string(),
+        role_arn: spec.role_arn.to_string(),
+        external_id: String::new(),
+        external_id_set: spec.external_id.is_some(),
+        regions: spec.regions.names(),
+        labels: spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        create_time: Some(timestamp::to_proto(account.create_time)),
+        update_time: Some(timestamp::to_proto(account.update_time)),
+        etag: account.etag(),
+    }
+}
+
+fn parse_external_id(value: &str) -> Result<Option<ExternalId>, InvalidValue> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        ExternalId::parse(value).map(Some)
+    }
+}
+
+fn parse_labels(errors: &mut ValidationErrors, labels: &HashMap<String, String>) -> Option<Labels> {
+    Labels::parse(labels.iter())
+        .map_err(|e| errors.extend_prefixed("labels", e))
+        .ok()
+}
+
+fn parse_regions(errors: &mut ValidationErrors, regions: &[String]) -> Option<Regions> {
+    Regions::parse(regions)
+        .map_err(|e| errors.extend_prefixed("regions", e))
+        .ok()
+}
+
+/// `RegisterAccountRequest.account` into a new account; field paths are relative to `account`.
+pub fn parse_new(account: &pb::Account) -> Result<(AccountId, AccountSpec), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let account_id = errors.check("account_id", AccountId::parse(&account.account_id));
+    let display_name = errors.check("display_name", DisplayName::parse(&account.display_name));
+    let role_arn = errors.check("role_arn", RoleArn::parse(&account.role_arn));
+    let external_id = errors.check("external_id", parse_external_id(&account.external_id));
+    let regions = parse_regions(&mut errors, &account.regions);
+    let labels = parse_labels(&mut errors, &account.labels);
+    match (
+        account_id,
+        display_name,
+        role_arn,
+        external_id,
+        regions,
+        labels,
+    ) {
+        (
+            Some(id),
+            Some(display_name),
+            Some(role_arn),
+            Some(external_id),
+            Some(regions),
+            Some(labels),
+        ) if errors.is_empty() => {
+            let spec = AccountSpec::new(&id, display_name, role_arn, external_id, regions, labels)?;
+            Ok((id, spec))
+        }
+        _ => Err(errors),
+    }
+}
+
+/// The fields UpdateAccount may change, as named in an update mask.
+const UPDATABLE: &[&str] = &[
+    "display_name",
+    "role_arn",
+    "external_id",
+    "regions",
+    "labels",
+];
+
+/// `UpdateAccountRequest` into the account id, the expected version (from the etag) and the changes. Field paths
+/// are relative to the request (`account.role_arn`, `update_mask`).
+pub fn parse_update(
+    account: &pb::Account,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<(AccountId, Option<i64>, AccountChanges), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let account_id = errors.check("account.account_id", AccountId::parse(&account.account_id));
+    let expected_version = match account.etag.as_str() {
+        "" => None,
+        etag => match Account::parse_etag(etag) {
+            Some(version) => Some(version),
+            None => {
+                errors.add("account.etag", "is not an etag returned by this service");
+                None
+            }
+        },
+    };
+    let paths: Vec<String> = match mask {
+        Some(mask) => mask.paths.clone(),
+        // No mask: every field given a non-empty value (AIP-134).
+        None => {
+            let mut paths = Vec::new();
+            let mut set = |name: &str, present: bool| {
+                if present {
+                    paths.push(name.to_owned());
+                }
+            };
+            set("display_name", !account.display_name.is_empty());
+            set("role_arn", !account.role_arn.is_empty());
+            set("external_id", !account.external_id.is_empty());
+            set("regions", !account.regions.is_empty());
+            set("labels", !account.labels.is_empty());
+            paths
+        }
+    };
+    if paths.is_empty() {
+        errors.add(
+            "update_mask",
+            format!(
+                "names no field to change: use any of {}",
+                UPDATABLE.join(", ")
+            ),
+        );
+    }
+    let mut changes = AccountChanges::default();
+    let mut nested = ValidationErrors::new();
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => {
+                changes.display_name =
+                    nested.check("display_name", DisplayName::parse(&account.display_name));
+            }
+            "role_arn" => {
+                changes.role_arn = nested.check("role_arn", RoleArn::parse(&account.role_arn))
+            }
+            "external_id" => {
+                changes.external_id =
+                    nested.check("external_id", parse_external_id(&account.external_id));
+            }
+            "regions" => changes.regions = parse_regions(&mut nested, &account.regions),
+            "labels" => changes.labels = parse_labels(&mut nested, &account.labels),
+            other => errors.add(
+                "update_mask",
+                format!(
+                    "{other:?} cannot be updated: use any of {}",
+                    UPDATABLE.join(", ")
+                ),
+            ),
+        }
+    }
+    errors.extend_prefixed("account", nested);
+    match account_id {
+        Some(id) if errors.is_empty() => Ok((id, expected_version, changes)),
+        _ => Err(errors),
+    }
+}

@@ -1,0 +1,4 @@
+//! Proto <-> domain conversions. Everything coming in is validated here; field paths in errors are the proto's.
+
+pub mod account;
+pub mod timestamp;

@@ -1,0 +1,80 @@
+//! The one map from failures to gRPC status.
+
+use tablecrypt_core::ValidationErrors;
+use tablecrypt_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Every way an RPC can fail, classified by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong; carries one violation per bad field.
+    #[error(transparent)]
+    InvalidArgument(#[from] ValidationErrors),
+    #[error("{resource} {id} not found")]
+    NotFound { resource: &'static str, id: String },
+    #[error("{resource} {id} already exists")]
+    AlreadyExists { resource: &'static str, id: String },
+    /// A stale etag or a concurrent write: re-read and retry.
+    #[error("{0}")]
+    Aborted(String),
+    /// A dependency (Postgres) is not answering; retrying later may work.
+    #[error("service temporarily unavailable")]
+    Unavailable(#[source] StoreError),
+    /// A bug or corrupt state; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { resource, id } => Self::NotFound { resource, id },
+            StoreError::AlreadyExists { resource, id } => Self::AlreadyExists { resource, id },
+            StoreError::VersionConflict { resource, id } => Self::Aborted(format!(
+                "{resource} {id} was changed since the given etag was read: read it again and retry"
+            )),
+            error @ StoreError::Unavailable(_) => Self::Unavailable(error),
+            error @ (StoreError::Corrupt { .. }
+            | StoreError::Database(_)
+            | StoreError::Migrate(_)) => Self::Internal(error),
+        }
+    }
+}
+
+/// Walks an error's `source()` chain into one line, for logs.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument(errors) => {
+                let mut details = ErrorDetails::new();
+                for v in errors.violations() {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, errors.to_string(), details)
+            }
+            ApiError::NotFound { .. } => Status::not_found(error.to_string()),
+            ApiError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+            ApiError::Aborted(message) => Status::aborted(message),
+            ApiError::Unavailable(ref cause) => {
+                tracing::warn!(error = %cause_chain(cause), "dependency unavailable");
+                Status::unavailable(error.to_string())
+            }
+            ApiError::Internal(ref cause) => {
+                tracing::error!(error = %cause_chain(cause), "internal error");
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}

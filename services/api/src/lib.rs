@@ -1,0 +1,13 @@
+//! The `tablecrypt.v1.TableEncryption` gRPC service.
+//!
+//! Requests are converted to validated domain types at this edge (`conversions`), handled per resource
+//! (`accounts`), and every failure goes through the one error map in `error`.
+
+mod accounts;
+mod conversions;
+pub mod error;
+mod page_token;
+mod service;
+
+pub use error::ApiError;
+pub use service::TableEncryptionService;

@@ -1,0 +1,176 @@
+//! Member accounts of the fleet: what a caller declares, and what the registry keeps.
+
+use chrono::{DateTime, Utc};
+
+use crate::account_id::AccountId;
+use crate::display_name::DisplayName;
+use crate::external_id::ExternalId;
+use crate::labels::Labels;
+use crate::region::Regions;
+use crate::role_arn::RoleArn;
+use crate::validation::ValidationErrors;
+
+/// What a caller controls about an account. Built only through [`AccountSpec::new`], which checks the fields
+/// against each other and against the account id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSpec {
+    /// Shown in listings; free text.
+    pub display_name: DisplayName,
+    /// The role tablecrypt assumes in the account; always in the account itself.
+    pub role_arn: RoleArn,
+    /// Sent to STS when the role's trust policy demands it.
+    pub external_id: Option<ExternalId>,
+    /// Where the account's tables live; all in the role's partition.
+    pub regions: Regions,
+    /// Ownership and environment tags, matched by selectors.
+    pub labels: Labels,
+}
+
+impl AccountSpec {
+    /// Cross-field checks: the role must belong to `account_id`, and every region to the role's partition.
+    /// Field paths in the error are relative to the account (`role_arn`, `regions[1]`).
+    pub fn new(
+        account_id: &AccountId,
+        display_name: DisplayName,
+        role_arn: RoleArn,
+        external_id: Option<ExternalId>,
+        regions: Regions,
+        labels: Labels,
+    ) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if role_arn.account_id() != account_id {
+            errors.add(
+                "role_arn",
+                format!(
+                    "must be a role in account {account_id}, but names account {}",
+                    role_arn.account_id()
+                ),
+            );
+        }
+        for (i, region) in regions.as_slice().iter().enumerate() {
+            if region.partition() != role_arn.partition() {
+                errors.add(
+                    format!("regions[{i}]"),
+                    format!(
+                        "{region} is in partition {}, but the role is in partition {}",
+                        region.partition(),
+                        role_arn.partition()
+                    ),
+                );
+            }
+        }
+        errors.into_result(|| Self {
+            display_name,
+            role_arn,
+            external_id,
+            regions,
+            labels,
+        })
+    }
+}
+
+/// A registered account as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: AccountId,
+    pub spec: AccountSpec,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    /// Bumped on every update; the API's etag, for optimistic concurrency.
+    pub version: i64,
+}
+
+impl Account {
+    /// The spec this account would have after `changes`, validated as a whole.
+    pub fn with_changes(&self, changes: AccountChanges) -> Result<AccountSpec, ValidationErrors> {
+        let current = &self.spec;
+        AccountSpec::new(
+            &self.account_id,
+            changes
+                .display_name
+                .unwrap_or_else(|| current.display_name.clone()),
+            changes.role_arn.unwrap_or_else(|| current.role_arn.clone()),
+            changes
+                .external_id
+                .unwrap_or_else(|| current.external_id.clone()),
+            changes.regions.unwrap_or_else(|| current.regions.clone()),
+            changes.labels.unwrap_or_else(|| current.labels.clone()),
+        )
+    }
+
+    /// The opaque etag the API hands out for this version.
+    pub fn etag(&self) -> String {
+        format!("\"v{}\"", self.version)
+    }
+
+    /// The version an etag stands for, if it is one of ours.
+    pub fn parse_etag(etag: &str) -> Option<i64> {
+        etag.strip_prefix("\"v")?.strip_suffix('"')?.parse().ok()
+    }
+}
+
+/// A partial update: `None` leaves a field as it is. `external_id: Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct AccountChanges {
+    pub display_name: Option<DisplayName>,
+    pub role_arn: Option<RoleArn>,
+    pub external_id: Option<Option<ExternalId>>,
+    pub regions: Option<Regions>,
+    pub labels: Option<Labels>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> AccountId {
+        AccountId::parse(s).expect("valid id")
+    }
+
+    fn spec(account: &str, role: &str, regions: &[&str]) -> Result<AccountSpec, ValidationErrors> {
+        AccountSpec::new(
+            &id(account),
+            DisplayName::default(),
+            RoleArn::parse(role).expect("valid role"),
+            None,
+            Regions::parse(regions).expect("valid regions"),
+            Labels::default(),
+        )
+    }
+
+    #[test]
+    fn role_must_live_in_the_account() {
+        let err = spec(
+            "111111111111",
+            "arn:aws:iam::222222222222:role/x",
+            &["eu-west-1"],
+        )
+        .expect_err("mismatch");
+        assert_eq!(err.violations()[0].field, "role_arn");
+        assert!(
+            spec(
+                "111111111111",
+                "arn:aws:iam::111111111111:role/x",
+                &["eu-west-1"]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn regions_must_match_the_role_partition() {
+        let err = spec(
+            "111111111111",
+            "arn:aws:iam::111111111111:role/x",
+            &["eu-west-1", "cn-north-1"],
+        )
+        .expect_err("cross-partition");
+        assert_eq!(err.violations()[0].field, "regions[1]");
+    }
+
+    #[test]
+    fn etags_round_trip() {
+        assert_eq!(Account::parse_etag("\"v42\""), Some(42));
+        assert_eq!(Account::parse_etag("42"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! The tablecrypt domain: validated newtypes and the rules that hold whatever the transport or storage.
+//!
+//! Everything here is plain Rust. Transport (`tonic`), storage (`sqlx`) and AWS access convert *into* these
+//! types at their edge; once a value is one of these types it has been validated.
+
+pub mod account;
+pub mod account_id;
+pub mod display_name;
+pub mod external_id;
+pub mod labels;
+pub mod region;
+pub mod role_arn;
+pub mod validation;
+
+pub use account::{Account, AccountChanges, AccountSpec};
+pub use account_id::AccountId;
+pub use display_name::DisplayName;
+pub use external_id::ExternalId;
+pub use labels::{LabelSelector, Labels};
+pub use region::{Partition, Region, Regions};
+pub use role_arn::RoleArn;
+pub use validation::{FieldViolation, InvalidValue, ValidationErrors};

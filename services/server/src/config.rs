@@ -1,0 +1,235 @@
+//! Typed configuration: a TOML file, then environment variables, validated once at start.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// The server's configuration. Every field has a default except where noted; see the README's configuration
+/// reference for the environment variable of each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gRPC API listens (`TABLECRYPT_LISTEN_ADDR`).
+    pub listen_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics` (`TABLECRYPT_METRICS_ADDR`); "off" disables the endpoint.
+    #[serde(deserialize_with = "optional_addr")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Postgres connection URL (`DATABASE_URL`); its password never appears in logs.
+    pub database_url: DatabaseUrl,
+    /// Most Postgres connections this process opens (`TABLECRYPT_DATABASE_MAX_CONNECTIONS`).
+    pub database_max_connections: NonZeroU32,
+    /// How long a query waits for a connection before failing with UNAVAILABLE
+    /// (`TABLECRYPT_DATABASE_ACQUIRE_TIMEOUT`, e.g. "5s").
+    #[serde(with = "humantime_serde")]
+    pub database_acquire_timeout: Duration,
+    /// json or pretty (`TABLECRYPT_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// A tracing filter such as "info,tablecrypt_api=debug" (`TABLECRYPT_LOG_FILTER`; `RUST_LOG` wins if set).
+    pub log_filter: String,
+    /// After SIGTERM, how long in-flight calls may take before the server stops anyway
+    /// (`TABLECRYPT_SHUTDOWN_GRACE_PERIOD`, e.g. "30s").
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace_period: Duration,
+}
+
+/// The defaults, as a provider so a file and the environment override them field by field.
+#[derive(Serialize)]
+struct Defaults {
+    listen_addr: &'static str,
+    metrics_addr: &'static str,
+    database_url: &'static str,
+    database_max_connections: u32,
+    database_acquire_timeout: &'static str,
+    log_format: LogFormat,
+    log_filter: &'static str,
+    shutdown_grace_period: &'static str,
+}
+
+const DEFAULTS: Defaults = Defaults {
+    listen_addr: "127.0.0.1:50051",
+    // 9464 is the port OpenTelemetry's Prometheus exporter uses by default.
+    metrics_addr: "127.0.0.1:9464",
+    database_url: "postgres://postgres@127.0.0.1:5432/tablecrypt",
+    database_max_connections: 10,
+    database_acquire_timeout: "5s",
+    log_format: LogFormat::Json,
+    log_filter: "info",
+    // Kubernetes' default terminationGracePeriodSeconds is 30 s; leave a little of it for the process to exit.
+    shutdown_grace_period: "25s",
+};
+
+impl Config {
+    /// Defaults, then `file` (if given), then `TABLECRYPT_*` and `DATABASE_URL` from the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(DEFAULTS));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("TABLECRYPT_"))
+            .merge(Env::raw().only(&["DATABASE_URL"]));
+        Self::from_figment(figment)
+    }
+
+    /// Defaults overridden by a TOML document only, ignoring the environment: for tests and tools that build a
+    /// configuration in code.
+    pub fn from_toml(toml: &str) -> anyhow::Result<Self> {
+        Self::from_figment(Figment::from(Serialized::defaults(DEFAULTS)).merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Self> {
+        figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
+        })
+    }
+}
+
+/// A socket address, or "off" / "" for none.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim() {
+        "" | "off" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{addr:?} is not host:port (an IP address and port) or \"off\""
+            ))
+        }),
+    }
+}
+
+/// A Postgres URL, parsed at load so a typo fails at start with a clear message; `Debug` hides the password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: SecretString,
+    options: PgConnectOptions,
+}
+
+impl DatabaseUrl {
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// The URL with its password, for handing to a child process; never log it.
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = anyhow::Error;
+
+    fn from_str(url: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "DATABASE_URL must be a postgres:// URL"
+        );
+        let options =
+            PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
+        Ok(Self {
+            url: SecretString::from(url.to_owned()),
+            options,
+        })
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opts = &self.options;
+        write!(
+            f,
+            "postgres://{}:[redacted]@{}:{}/{}",
+            opts.get_username(),
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("")
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> anyhow::Result<Config> {
+        Config::from_toml(toml)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = load("").expect("defaults load");
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.shutdown_grace_period, Duration::from_secs(25));
+        assert!(config.metrics_addr.is_some());
+        assert!(
+            load("metrics_addr = 'off'")
+                .expect("off is valid")
+                .metrics_addr
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        let err = load("listen_addr = 'localhost'")
+            .expect_err("not a socket address")
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = load("log_format = 'xml'")
+            .expect_err("unknown format")
+            .to_string();
+        assert!(err.contains("log_format"), "{err}");
+        let err = load("database_url = 'mysql://x'")
+            .expect_err("not postgres")
+            .to_string();
+        assert!(err.contains("postgres"), "{err}");
+        let err = load("database_acquire_timeout = 'soon'")
+            .expect_err("not a duration")
+            .to_string();
+        assert!(err.contains("database_acquire_timeout"), "{err}");
+        let err = load("listen_adr = '127.0.0.1:1'")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("listen_adr"), "{err}");
+    }
+
+    #[test]
+    fn password_is_redacted() {
+        let config = load("database_url = 'postgres://u:hunter2@db:5432/x'").expect("valid");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,12 @@
+//! The tablecrypt server: configuration, telemetry, metrics and the gRPC server with health and reflection.
+//!
+//! `main.rs` only parses the command line; tests call [`server::run`] with listeners bound to port 0.
+
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{Listeners, run};

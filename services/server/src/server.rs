@@ -1,0 +1,151 @@
+//! Wiring: the database, the gRPC services, metrics, and an orderly shutdown.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tablecrypt_api::TableEncryptionService;
+use tablecrypt_proto::v1::table_encryption_server::TableEncryptionServer;
+use tablecrypt_store::{PoolSettings, Store};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::metrics::{self, GrpcMetrics, GrpcMetricsLayer};
+
+/// The sockets to serve on, bound by the caller (the binary from config, tests on port 0).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("failed to listen for gRPC on {}", config.listen_addr))?;
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { grpc, metrics })
+    }
+}
+
+/// The fully qualified name health checks use for our API.
+pub const SERVICE_NAME: &str = "tablecrypt.v1.TableEncryption";
+
+/// Opens the pool and applies migrations. Used by `serve` and by the `migrate` subcommand.
+pub async fn open_store(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let settings = PoolSettings {
+        max_connections: config.database_max_connections.get(),
+        acquire_timeout: config.database_acquire_timeout,
+    };
+    let pool = tablecrypt_store::connect_lazy(config.database_url.connect_options(), &settings);
+    tablecrypt_store::migrate(&pool).await.with_context(|| {
+        format!(
+            "failed to apply database migrations to {:?}",
+            config.database_url
+        )
+    })?;
+    Ok(pool)
+}
+
+/// Runs the server until `shutdown` is cancelled: health turns NOT_SERVING, the listener closes, in-flight calls
+/// get up to the grace period, then background tasks are awaited.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = open_store(&config).await?;
+    let store = Store::new(pool.clone());
+
+    let registry = prometheus::Registry::new();
+    let grpc_metrics =
+        GrpcMetrics::register(&registry).context("failed to register gRPC metrics")?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<TableEncryptionServer<TableEncryptionService>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tablecrypt_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("failed to build reflection v1")?;
+    // grpcurl 1.8 speaks only v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tablecrypt_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("failed to build reflection v1alpha")?;
+
+    let tasks = TaskTracker::new();
+    if let Some(listener) = listeners.metrics {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = metrics::serve(listener, registry, token).await {
+                tracing::error!(%error, "metrics endpoint failed");
+            }
+        });
+    }
+
+    let grpc_addr = listeners.grpc.local_addr()?;
+    tracing::info!(addr = %grpc_addr, "serving gRPC ({SERVICE_NAME}, health, reflection)");
+    let stop_accepting = {
+        let shutdown = shutdown.clone();
+        let health = health.clone();
+        async move {
+            shutdown.cancelled().await;
+            health
+                .set_not_serving::<TableEncryptionServer<TableEncryptionService>>()
+                .await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            tracing::info!("health is NOT_SERVING; draining in-flight calls");
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(grpc_metrics))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TableEncryptionServer::new(TableEncryptionService::new(
+            store,
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop_accepting);
+
+    let grace = config.shutdown_grace_period;
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("gRPC server failed")?,
+        () = deadline => tracing::warn!(grace = ?grace, "calls still in flight after the grace period; stopping anyway"),
+    }
+
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 5 s");
+    }
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

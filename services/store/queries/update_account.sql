@@ -1,0 +1,10 @@
+UPDATE accounts
+SET display_name = $3,
+    role_arn = $4,
+    external_id = $5,
+    regions = $6,
+    labels = $7,
+    version = version + 1,
+    update_time = greatest(now(), create_time)
+WHERE account_id = $1 AND version = $2
+RETURNING account_id, display_name, role_arn, external_id, regions, labels, version, create_time, update_time

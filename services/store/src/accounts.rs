@@ -1,0 +1,272 @@
+//! The account registry.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use tablecrypt_core::labels::LabelRequirement;
+use tablecrypt_core::{
+    Account, AccountId, AccountSpec, DisplayName, ExternalId, LabelSelector, Labels, Regions,
+    RoleArn,
+};
+
+use crate::error::StoreError;
+
+const RESOURCE: &str = "account";
+
+/// Reads and writes `accounts` rows.
+#[derive(Debug, Clone)]
+pub struct AccountRepository {
+    pool: PgPool,
+}
+
+/// One page of a listing, and whether more rows follow.
+#[derive(Debug)]
+pub struct AccountPage {
+    pub accounts: Vec<Account>,
+    pub has_more: bool,
+}
+
+/// An `accounts` row as Postgres returns it, before domain validation.
+struct AccountRow {
+    account_id: String,
+    display_name: String,
+    role_arn: String,
+    external_id: Option<String>,
+    regions: Vec<String>,
+    labels: Value,
+    version: i64,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+}
+
+impl AccountRow {
+    fn into_account(self) -> Result<Account, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            resource: RESOURCE,
+            id: self.account_id.clone(),
+            reason,
+        };
+        let account_id =
+            AccountId::parse(&self.account_id).map_err(|e| corrupt(format!("account_id {e}")))?;
+        let labels_map: BTreeMap<String, String> = serde_json::from_value(self.labels.clone())
+            .map_err(|e| corrupt(format!("labels {e}")))?;
+        let spec = AccountSpec::new(
+            &account_id,
+            DisplayName::parse(&self.display_name)
+                .map_err(|e| corrupt(format!("display_name {e}")))?,
+            RoleArn::parse(&self.role_arn).map_err(|e| corrupt(format!("role_arn {e}")))?,
+            self.external_id
+                .as_deref()
+                .map(ExternalId::parse)
+                .transpose()
+                .map_err(|e| corrupt(format!("external_id {e}")))?,
+            Regions::parse(&self.regions).map_err(|e| corrupt(format!("regions {e}")))?,
+            Labels::parse(labels_map.iter()).map_err(|e| corrupt(format!("labels {e}")))?,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        Ok(Account {
+            account_id,
+            spec,
+            create_time: self.create_time,
+            update_time: self.update_time,
+            version: self.version,
+        })
+    }
+}
+
+fn labels_json(labels: &Labels) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// A selector split into the arguments of `list_accounts.sql`.
+struct SelectorArgs {
+    equals: Value,
+    exists: Vec<String>,
+    absent: Vec<String>,
+    not_equals: Value,
+    /// Two `key=value` terms with the same key and different values: nothing can match.
+    contradictory: bool,
+}
+
+impl SelectorArgs {
+    fn from(selector: &LabelSelector) -> Self {
+        let mut equals = serde_json::Map::new();
+        let mut not_equals = Vec::new();
+        let mut exists = Vec::new();
+        let mut absent = Vec::new();
+        let mut contradictory = false;
+        for requirement in selector.requirements() {
+            match requirement {
+                LabelRequirement::Equals(k, v) => {
+                    if let Some(Value::String(previous)) =
+                        equals.insert(k.clone(), Value::String(v.clone()))
+                    {
+                        contradictory |= previous != *v;
+                    }
+                }
+                LabelRequirement::NotEquals(k, v) => not_equals.push(serde_json::json!([k, v])),
+                LabelRequirement::Exists(k) => exists.push(k.clone()),
+                LabelRequirement::NotExists(k) => absent.push(k.clone()),
+            }
+        }
+        Self {
+            equals: Value::Object(equals),
+            exists,
+            absent,
+            not_equals: Value::Array(not_equals),
+            contradictory,
+        }
+    }
+}
+
+impl AccountRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores a new account; `AlreadyExists` if the id is taken.
+    #[tracing::instrument(skip_all, fields(account_id = %account_id), err)]
+    pub async fn insert(
+        &self,
+        account_id: &AccountId,
+        spec: &AccountSpec,
+    ) -> Result<Account, StoreError> {
+        let row = sqlx::query_file_as!(
+            AccountRow,
+            "queries/insert_account.sql",
+            account_id.as_str(),
+            spec.display_name.as_str(),
+            spec.role_arn.as_str(),
+            spec.external_id.as_ref().map(ExternalId::expose),
+            &spec.regions.names(),
+            labels_json(&spec.labels),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => row.into_account(),
+            None => Err(StoreError::AlreadyExists {
+                resource: RESOURCE,
+                id: account_id.to_string(),
+            }),
+        }
+    }
+
+    /// One account, or `NotFound`.
+    #[tracing::instrument(skip_all, fields(account_id = %account_id), err)]
+    pub async fn get(&self, account_id: &AccountId) -> Result<Account, StoreError> {
+        sqlx::query_file_as!(AccountRow, "queries/get_account.sql", account_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                resource: RESOURCE,
+                id: account_id.to_string(),
+            })?
+            .into_account()
+    }
+
+    /// Accounts matching `selector` with ids after `after`, in id order, at most `limit`.
+    #[tracing::instrument(skip_all, fields(selector = %selector.canonical(), limit), err)]
+    pub async fn list(
+        &self,
+        selector: &LabelSelector,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<AccountPage, StoreError> {
+        let args = SelectorArgs::from(selector);
+        if args.contradictory {
+            return Ok(AccountPage {
+                accounts: Vec::new(),
+                has_more: false,
+            });
+        }
+        // Fetch one more than asked to learn whether another page follows.
+        let fetch = i64::from(limit) + 1;
+        let rows = sqlx::query_file_as!(
+            AccountRow,
+            "queries/list_accounts.sql",
+            after.map(AccountId::as_str),
+            args.equals,
+            &args.exists,
+            &args.absent,
+            args.not_equals,
+            fetch,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let has_more = rows.len() as i64 > i64::from(limit);
+        let accounts = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(AccountRow::into_account)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AccountPage { accounts, has_more })
+    }
+
+    /// Replaces the spec of an account if it is still at `expected_version`.
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err)]
+    pub async fn update(
+        &self,
+        account_id: &AccountId,
+        expected_version: i64,
+        spec: &AccountSpec,
+    ) -> Result<Account, StoreError> {
+        let row = sqlx::query_file_as!(
+            AccountRow,
+            "queries/update_account.sql",
+            account_id.as_str(),
+            expected_version,
+            spec.display_name.as_str(),
+            spec.role_arn.as_str(),
+            spec.external_id.as_ref().map(ExternalId::expose),
+            &spec.regions.names(),
+            labels_json(&spec.labels),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => row.into_account(),
+            None => Err(self.missing_or_conflict(account_id).await),
+        }
+    }
+
+    /// Deletes an account, only at `expected_version` when one is given.
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err)]
+    pub async fn delete(
+        &self,
+        account_id: &AccountId,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let deleted = sqlx::query_file!(
+            "queries/delete_account.sql",
+            account_id.as_str(),
+            expected_version
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted == 1 {
+            Ok(())
+        } else {
+            Err(self.missing_or_conflict(account_id).await)
+        }
+    }
+
+    /// After a conditional write touched nothing: was the row gone, or at another version?
+    async fn missing_or_conflict(&self, account_id: &AccountId) -> StoreError {
+        match self.get(account_id).await {
+            Ok(_) => StoreError::VersionConflict {
+                resource: RESOURCE,
+                id: account_id.to_string(),
+            },
+            Err(e) => e,
+        }
+    }
+}

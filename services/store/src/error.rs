@@ -1,0 +1,37 @@
+//! What can go wrong in the store, classified for the API's one error map.
+
+/// A store failure. `NotFound`, `AlreadyExists` and `VersionConflict` are outcomes a caller can act on; the rest
+/// are internal and must never reach a caller verbatim (they may contain SQL).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{resource} {id} not found")]
+    NotFound { resource: &'static str, id: String },
+    #[error("{resource} {id} already exists")]
+    AlreadyExists { resource: &'static str, id: String },
+    #[error("{resource} {id} changed since it was read")]
+    VersionConflict { resource: &'static str, id: String },
+    /// A stored row that no longer passes domain validation (hand edits, or a rule tightened since).
+    #[error("stored {resource} {id} is invalid: {reason}")]
+    Corrupt {
+        resource: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error)
+            }
+            other => Self::Database(other),
+        }
+    }
+}

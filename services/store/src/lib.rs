@@ -1,0 +1,55 @@
+//! Postgres persistence for tablecrypt.
+//!
+//! One repository per aggregate (`accounts`), one method per operation. Queries are compile-checked against the
+//! schema in `migrations/` (offline data in `.sqlx/`).
+
+pub mod accounts;
+pub mod error;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use accounts::{AccountPage, AccountRepository};
+pub use error::StoreError;
+
+/// The schema migrations, embedded in the binary from the top-level `migrations/` folder.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// How the pool connects; built from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most open connections per process.
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection (or for Postgres to answer) before the call fails.
+    pub acquire_timeout: Duration,
+}
+
+/// Opens a pool. Connections are made lazily, so a server can start (and report NOT_SERVING) while Postgres is
+/// still coming up; the first query waits up to `acquire_timeout`.
+pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options)
+}
+
+/// Applies every pending migration. Safe to run from several replicas at once (sqlx takes an advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
+}
+
+/// Every repository over one pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub accounts: AccountRepository,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            accounts: AccountRepository::new(pool),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh machine: starts PostgreSQL, installs grpcurl and buf locally, checks
+# formatting, lints (clippy, buf), runs every Rust test, then a grpcurl smoke test of the real binary.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/local/env.sh"
+cd "$TABLECRYPT_ROOT"
+# Builds use the committed .sqlx query data, so no database is needed to compile.
+export SQLX_OFFLINE=true
+
+ensure_postgres
+ensure_grpcurl
+ensure_buf
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "buf lint"
+buf lint
+
+log "cargo clippy"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+log "grpcurl smoke test"
+bash tests/smoke/grpcurl.sh
+
+log "cargo nextest"
+cargo nextest run --workspace --no-fail-fast

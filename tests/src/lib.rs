@@ -1,0 +1,161 @@
+//! Test harness: a fresh Postgres database per test and the real server on port 0, reached through the generated
+//! tonic client over a real socket.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::Connection as _;
+use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
+use tablecrypt_server::{Config, Listeners};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Where tests create their databases; override with TABLECRYPT_TEST_ADMIN_URL.
+fn admin_url() -> String {
+    std::env::var("TABLECRYPT_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database of its own for one test, dropped (with its connections) when the value is.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin = admin_url();
+        let name = format!("tablecrypt_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .with_context(|| format!("failed to connect to Postgres at {admin}: is it running?"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .context("failed to create the test database")?;
+        conn.close().await.ok();
+        let base = admin
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin);
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context; use a short-lived runtime on its own thread.
+        let handle = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = handle.join();
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub client: TableEncryptionClient<Channel>,
+    pub channel: Channel,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// Starts the server against `db` on port 0, with extra TOML configuration lines.
+    pub async fn spawn_with(db: &TestDatabase, extra_toml: &str) -> anyhow::Result<Self> {
+        let config = Config::from_toml(&format!(
+            "database_url = '{}'\nlog_format = 'pretty'\nshutdown_grace_period = '3s'\n{extra_toml}",
+            db.url
+        ))?;
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = grpc.local_addr()?;
+        let metrics_addr = metrics.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(tablecrypt_server::run(
+            config,
+            Listeners {
+                grpc,
+                metrics: Some(metrics),
+            },
+            shutdown.clone(),
+        ));
+        let channel = connect(addr, &handle).await?;
+        Ok(Self {
+            addr,
+            metrics_addr,
+            client: TableEncryptionClient::new(channel.clone()),
+            channel,
+            shutdown,
+            handle,
+        })
+    }
+
+    pub async fn spawn(db: &TestDatabase) -> anyhow::Result<Self> {
+        Self::spawn_with(db, "").await
+    }
+
+    /// Begins shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Shuts down as SIGTERM would and waits for the server to return.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .context("server did not stop")??
+    }
+}
+
+/// Connects once the server answers; fails early if the server task ended (e.g. bad config).
+async fn connect(
+    addr: SocketAddr,
+    handle: &JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<Channel> {
+    let endpoint =
+        Channel::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(2));
+    for _ in 0..100 {
+        anyhow::ensure!(!handle.is_finished(), "server exited during start");
+        if let Ok(channel) = endpoint.connect().await {
+            return Ok(channel);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("server at {addr} did not accept connections")
+}
+
+/// Reads `GET /metrics` over plain HTTP/1.0.
+pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}

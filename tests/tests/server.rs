@@ -1,0 +1,160 @@
+//! The server around the API: health, reflection, metrics, shutdown.
+
+use tablecrypt_proto::v1 as pb;
+use tablecrypt_tests::{TestApp, TestDatabase, scrape_metrics};
+use tokio_stream::StreamExt as _;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+#[tokio::test]
+async fn health_is_serving_then_not_serving_during_shutdown() {
+    let db = TestDatabase::create().await.expect("db");
+    let app = TestApp::spawn(&db).await.expect("server");
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in ["", "tablecrypt.v1.TableEncryption"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("check")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "tablecrypt.v1.TableEncryption".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("first").expect("ok");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    app.begin_shutdown();
+    let next = watch.next().await.expect("an update").expect("ok");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_every_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as V1;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as V1Request;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as V1Response;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as V1Alpha;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+
+    let db = TestDatabase::create().await.expect("db");
+    let app = TestApp::spawn(&db).await.expect("server");
+    let expected = [
+        "tablecrypt.v1.TableEncryption",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ];
+
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(V1Request::ListServices(String::new())),
+    };
+    let mut responses = V1::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1")
+        .into_inner();
+    let Some(V1Response::ListServicesResponse(list)) = responses
+        .next()
+        .await
+        .expect("a response")
+        .expect("ok")
+        .message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in expected {
+        assert!(
+            names.iter().any(|n| n == name),
+            "v1 lists {name}: {names:?}"
+        );
+    }
+
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let mut responses = V1Alpha::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha")
+        .into_inner();
+    let Some(AlphaResponse::ListServicesResponse(list)) = responses
+        .next()
+        .await
+        .expect("a response")
+        .expect("ok")
+        .message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "tablecrypt.v1.TableEncryption"),
+        "v1alpha: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "v1alpha: {names:?}"
+    );
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_method_and_code() {
+    let db = TestDatabase::create().await.expect("db");
+    let app = TestApp::spawn(&db).await.expect("server");
+    let mut client = app.client.clone();
+    client
+        .get_account(pb::GetAccountRequest {
+            account_id: "bad".into(),
+        })
+        .await
+        .expect_err("invalid");
+    client
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect("list");
+
+    let text = scrape_metrics(app.metrics_addr).await.expect("scrape");
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    let counted = |method: &str, code: &str| {
+        text.lines().any(|l| {
+            l.starts_with("grpc_server_handled_total{")
+                && l.contains(&format!("grpc_method=\"{method}\""))
+                && l.contains(&format!("grpc_code=\"{code}\""))
+                && l.contains("grpc_service=\"tablecrypt.v1.TableEncryption\"")
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(counted("GetAccount", "InvalidArgument"), "{text}");
+    assert!(counted("ListAccounts", "Ok"), "{text}");
+    assert!(
+        text.contains("grpc_server_handling_seconds_bucket{"),
+        "{text}"
+    );
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_at_start_with_the_key_named() {
+    let error =
+        tablecrypt_server::Config::from_toml("listen_addr = 'not-an-address'").expect_err("bad");
+    assert!(format!("{error:#}").contains("listen_addr"), "{error:#}");
+}
