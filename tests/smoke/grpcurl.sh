@@ -69,7 +69,7 @@ ok "GetAccount (external id not returned)"
 
 etag="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["etag"])' <<<"$got")"
 updated="$(grpcurl -plaintext -d "{\"account\": {\"account_id\": \"123456789012\", \"display_name\": \"Payments (prod)\",
-  \"etag\": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$etag")}, \"update_mask\": \"display_name\"}" \
+  \"etag\": \"$etag\"}, \"update_mask\": {\"paths\": [\"display_name\"]}}" \
   "$ADDR" tablecrypt.v1.TableEncryption/UpdateAccount)"
 grep -q '"displayName": "Payments (prod)"' <<<"$updated" || fail "UpdateAccount: $updated"
 ok "UpdateAccount with field mask and etag"

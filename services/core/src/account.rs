@@ -100,12 +100,12 @@ impl Account {
 
     /// The opaque etag the API hands out for this version.
     pub fn etag(&self) -> String {
-        format!("\"v{}\"", self.version)
+        format!("v{}", self.version)
     }
 
     /// The version an etag stands for, if it is one of ours.
     pub fn parse_etag(etag: &str) -> Option<i64> {
-        etag.strip_prefix("\"v")?.strip_suffix('"')?.parse().ok()
+        etag.strip_prefix('v')?.parse().ok()
     }
 }
 
@@ -170,7 +170,8 @@ mod tests {
 
     #[test]
     fn etags_round_trip() {
-        assert_eq!(Account::parse_etag("\"v42\""), Some(42));
+        assert_eq!(Account::parse_etag("v42"), Some(42));
         assert_eq!(Account::parse_etag("42"), None);
+        assert_eq!(Account::parse_etag("\"v42\""), None);
     }
 }
