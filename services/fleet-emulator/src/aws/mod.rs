@@ -1,0 +1,10 @@
+//! The AWS wire protocols and the operations of each service.
+
+pub mod dynamodb;
+pub mod error;
+pub mod kms;
+pub mod protocol;
+pub mod sigv4;
+pub mod sts;
+
+pub use error::AwsError;

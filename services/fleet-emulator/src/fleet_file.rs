@@ -1,0 +1,180 @@
+//! The fleet file (YAML): accounts, the roles they trust, regions, KMS keys and aliases, and tables, listed one by
+//! one or generated.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole fleet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// The account whose long-term credentials callers start from (tablecrypt's hub account).
+    #[serde(default)]
+    pub hub: HubSpec,
+    /// Timings and limits.
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub accounts: Vec<AccountSpec>,
+}
+
+/// The hub account and its long-term access key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpec {
+    pub account_id: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The IAM principal those credentials stand for, reported by GetCallerIdentity and in AccessDenied messages.
+    #[serde(default = "default_hub_principal")]
+    pub principal: String,
+}
+
+fn default_hub_principal() -> String {
+    "user/tablecrypt-hub".to_owned()
+}
+
+impl Default for HubSpec {
+    fn default() -> Self {
+        Self {
+            account_id: "000000000000".to_owned(),
+            access_key_id: "AKIAHUBEXAMPLE000000".to_owned(),
+            secret_access_key: "hub-secret-access-key".to_owned(),
+            principal: default_hub_principal(),
+        }
+    }
+}
+
+/// Timings and limits. Defaults follow AWS where AWS documents a number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// How long an UpdateTable keeps the table UPDATING before it is ACTIVE with the new key (AWS: minutes).
+    pub update_seconds: f64,
+    /// How long after its key is disabled or scheduled for deletion a table turns
+    /// INACCESSIBLE_ENCRYPTION_CREDENTIALS (AWS: "within minutes").
+    pub inaccessible_after_seconds: f64,
+    /// Tables per account-region allowed in CREATING/UPDATING/DELETING at once (AWS default quota: 500).
+    pub max_updating_tables_per_region: usize,
+    /// Request log entries kept (oldest dropped first).
+    pub request_log_capacity: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            update_seconds: 2.0,
+            inaccessible_after_seconds: 300.0,
+            max_updating_tables_per_region: 500,
+            request_log_capacity: 1_000_000,
+        }
+    }
+}
+
+/// One member account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    pub account_id: String,
+    /// Roles the hub may assume here. A role not listed refuses AssumeRole with AccessDenied.
+    #[serde(default)]
+    pub roles: Vec<RoleSpec>,
+    /// Regions the account uses (for table generation; requests to other regions see an empty region).
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(default)]
+    pub tables: Vec<TableSpec>,
+    /// Generated tables, for large fleets.
+    #[serde(default)]
+    pub generate: Vec<GenerateSpec>,
+}
+
+/// A role in a member account, trusting the hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    pub name: String,
+    /// When set, AssumeRole must pass exactly this sts:ExternalId.
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+/// A KMS key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub region: String,
+    /// The key id (a UUID); generated when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Aliases pointing at the key, each "alias/...".
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// SYMMETRIC_DEFAULT (the default) or an asymmetric spec such as RSA_2048.
+    #[serde(default = "default_key_spec")]
+    pub spec: String,
+    /// Enabled (default), Disabled or PendingDeletion.
+    #[serde(default = "default_key_state")]
+    pub state: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_key_spec() -> String {
+    "SYMMETRIC_DEFAULT".to_owned()
+}
+
+fn default_key_state() -> String {
+    "Enabled".to_owned()
+}
+
+/// How a table is encrypted: "owned", "managed", or a key reference (key id, key ARN, alias name or alias ARN).
+pub type EncryptionSpec = String;
+
+/// One table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub name: String,
+    pub region: String,
+    #[serde(default = "default_encryption")]
+    pub encryption: EncryptionSpec,
+    /// Other regions holding replicas (a 2019.11.21 global table). Each replica uses the same kind of key; a key
+    /// reference is resolved in each replica's region (so use an alias that exists in every one).
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn default_encryption() -> String {
+    "owned".to_owned()
+}
+
+/// `count` tables named `<prefix><n>` spread over `regions`, encrypted by weighted choice from `mix`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSpec {
+    pub count: usize,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Regions to spread over; the account's regions when empty.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Encryption -> weight, e.g. {owned: 2, managed: 1, "alias/payments": 1}. All owned when empty.
+    #[serde(default)]
+    pub mix: BTreeMap<EncryptionSpec, u32>,
+}
+
+fn default_prefix() -> String {
+    "table-".to_owned()
+}
+
+impl FleetSpec {
+    pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
+        serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("invalid fleet file: {e}"))
+    }
+}

@@ -1,0 +1,284 @@
+//! The HTTP endpoint: AWS requests at `/`, the admin API under `/_emulator/`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::protocol::{Service, error_for, json_result, query_result};
+use crate::aws::{AwsError, dynamodb, kms, sigv4, sts};
+use crate::faults::Faults;
+use crate::fleet_file::FleetSpec;
+use crate::request_log::{Record, RequestLog};
+use crate::world::World;
+
+/// Largest request body accepted (fleet files posted to the admin API can be large).
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// Everything a request handler reaches.
+#[derive(Debug)]
+pub struct Shared {
+    pub world: World,
+    pub faults: Faults,
+    pub log: RequestLog,
+    /// The fleet loaded at start (or last loaded through the admin API), restored by `reset`.
+    pub fleet: RwLock<FleetSpec>,
+}
+
+/// An emulator, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+}
+
+/// An emulator serving on a socket in the background.
+pub struct RunningEmulator {
+    pub addr: SocketAddr,
+    pub emulator: Emulator,
+    shutdown: CancellationToken,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningEmulator {
+    /// `http://127.0.0.1:PORT`, for `endpoint_url`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await.unwrap_or(Ok(()))
+    }
+}
+
+impl Emulator {
+    pub fn new(fleet: FleetSpec) -> anyhow::Result<Self> {
+        let world = World::default();
+        world.load(&fleet)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                world,
+                faults: Faults::default(),
+                log: RequestLog::default(),
+                fleet: RwLock::new(fleet),
+            }),
+        })
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .nest("/_emulator", crate::admin::router())
+            .fallback(aws_request)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self.shared.clone())
+    }
+
+    /// Serves on `listener` until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+
+    /// Starts serving on 127.0.0.1 on a free port.
+    pub async fn spawn(fleet: FleetSpec) -> anyhow::Result<RunningEmulator> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let emulator = Self::new(fleet)?;
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(emulator.clone().serve(listener, shutdown.clone()));
+        Ok(RunningEmulator {
+            addr,
+            emulator,
+            shutdown,
+            handle,
+        })
+    }
+}
+
+/// What a request asks for, once its protocol is known.
+enum Call {
+    Json {
+        service: Service,
+        operation: String,
+        input: Value,
+    },
+    Query {
+        action: String,
+        params: Vec<(String, String)>,
+    },
+}
+
+fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, String, AwsError)> {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        let (service, operation) = if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
+            (Service::DynamoDb, op)
+        } else if let Some(op) = target.strip_prefix("TrentService.") {
+            (Service::Kms, op)
+        } else {
+            return Err((
+                Service::DynamoDb,
+                target.to_owned(),
+                AwsError::new(
+                    400,
+                    "UnknownOperationException",
+                    format!("Unknown target {target}"),
+                ),
+            ));
+        };
+        let input = if body.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                (
+                    service,
+                    operation.to_owned(),
+                    AwsError::new(
+                        400,
+                        "SerializationException",
+                        format!("Malformed JSON: {e}"),
+                    ),
+                )
+            })?
+        };
+        return Ok(Call::Json {
+            service,
+            operation: operation.to_owned(),
+            input,
+        });
+    }
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    match params.iter().find(|(k, _)| k == "Action") {
+        Some((_, action)) => Ok(Call::Query {
+            action: action.clone(),
+            params,
+        }),
+        None => Err((
+            Service::Sts,
+            "Unknown".to_owned(),
+            AwsError::new(400, "MissingAction", "Missing Action"),
+        )),
+    }
+}
+
+async fn aws_request(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = match parse_call(&headers, &body) {
+        Ok(call) => call,
+        Err((service, operation, error)) => return error_for(service, &operation, error),
+    };
+    let (service, operation) = match &call {
+        Call::Json {
+            service, operation, ..
+        } => (*service, operation.clone()),
+        Call::Query { action, .. } => (Service::Sts, action.clone()),
+    };
+    let signed = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(sigv4::parse_authorization);
+    let Some(signed) = signed else {
+        return error_for(
+            service,
+            &operation,
+            AwsError::new(
+                400,
+                "MissingAuthenticationTokenException",
+                "Request is missing Authentication Token",
+            ),
+        );
+    };
+    let world = &shared.world;
+    let settings = world.settings();
+    let table = match &call {
+        Call::Json {
+            service: Service::DynamoDb,
+            input,
+            ..
+        } => dynamodb::table_of(input),
+        _ => None,
+    };
+    let record = |account_id: &str, outcome: &str| {
+        shared.log.record(
+            Record {
+                time: world.clock.now(),
+                account_id,
+                region: &signed.region,
+                service: service.as_str(),
+                operation: &operation,
+                table: table.clone(),
+                outcome,
+            },
+            settings.request_log_capacity,
+        );
+    };
+    let caller = match world.authenticate(&signed.access_key_id) {
+        Ok(caller) => caller,
+        Err(error) => {
+            record("unknown", error.code);
+            return error_for(service, &operation, error);
+        }
+    };
+    let verdict = shared.faults.check(
+        service.as_str(),
+        &operation,
+        &caller.account_id,
+        &signed.region,
+    );
+    if let Some(delay) = verdict.delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(error) = verdict.error {
+        record(&caller.account_id, error.code);
+        return error_for(service, &operation, error);
+    }
+    match call {
+        Call::Json {
+            service: Service::DynamoDb,
+            input,
+            ..
+        } => {
+            let result = dynamodb::handle(world, &caller, &signed.region, &operation, &input);
+            record(
+                &caller.account_id,
+                result.as_ref().map_or_else(|e| e.code, |_| "ok"),
+            );
+            json_result(Service::DynamoDb, result)
+        }
+        Call::Json { input, .. } => {
+            let result = kms::handle(world, &caller, &signed.region, &operation, &input);
+            record(
+                &caller.account_id,
+                result.as_ref().map_or_else(|e| e.code, |_| "ok"),
+            );
+            json_result(Service::Kms, result)
+        }
+        Call::Query { action, params } => {
+            let result = sts::handle(world, &caller, &action, &params);
+            record(
+                &caller.account_id,
+                result.as_ref().map_or_else(|e| e.code, |_| "ok"),
+            );
+            query_result(&action, result)
+        }
+    }
+}
