@@ -8,7 +8,7 @@ cd "$TABLECRYPT_ROOT"
 export SQLX_OFFLINE=true
 
 ensure_postgres
-ensure_grpcurl
+ensure_python_tools
 ensure_buf
 
 log "cargo fmt --check"
@@ -22,6 +22,10 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 log "grpcurl smoke test"
 bash tests/smoke/grpcurl.sh
+
+log "fleet emulator with boto3 (pytest)"
+cargo build --quiet --bin fleet-emulator
+FLEET_EMULATOR_BIN="$CARGO_TARGET_DIR/debug/fleet-emulator" python -m pytest -q services/fleet-emulator/tests/python
 
 log "cargo nextest"
 cargo nextest run --workspace --no-fail-fast

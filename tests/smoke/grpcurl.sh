@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../deploy/local/env.sh"
 cd "$TABLECRYPT_ROOT"
-ensure_grpcurl
+ensure_python_tools
 
 SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server
 BIN="$CARGO_TARGET_DIR/debug/tablecrypt-server"
