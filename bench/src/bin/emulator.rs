@@ -54,12 +54,18 @@ async fn load_remote(endpoint: &str, yaml: &str) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let head = format!("PUT /_emulator/fleet HTTP/1.0\r\nHost: e\r\nContent-Length: {}\r\n\r\n", yaml.len());
+    let head = format!(
+        "PUT /_emulator/fleet HTTP/1.0\r\nHost: e\r\nContent-Length: {}\r\n\r\n",
+        yaml.len()
+    );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(yaml.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    anyhow::ensure!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "load failed: {response}");
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "load failed: {response}"
+    );
     Ok(())
 }
 
@@ -90,14 +96,21 @@ async fn main() -> anyhow::Result<()> {
     let spec = FleetSpec::from_yaml(&yaml)?;
     let emulator = Emulator::new(spec)?;
     let load = started.elapsed();
-    println!("fleet load: {total_tables} tables in {} accounts: {:.3} s (parse + build)", args.accounts, load.as_secs_f64());
+    println!(
+        "fleet load: {total_tables} tables in {} accounts: {:.3} s (parse + build)",
+        args.accounts,
+        load.as_secs_f64()
+    );
 
     let endpoint = match &args.endpoint {
         Some(endpoint) => {
             drop(emulator);
             let started = Instant::now();
             load_remote(endpoint, &yaml).await?;
-            println!("fleet load into {endpoint} over the admin API: {:.3} s", started.elapsed().as_secs_f64());
+            println!(
+                "fleet load into {endpoint} over the admin API: {:.3} s",
+                started.elapsed().as_secs_f64()
+            );
             endpoint.clone()
         }
         None => {
@@ -106,7 +119,10 @@ async fn main() -> anyhow::Result<()> {
             listener.set_nonblocking(true)?;
             let addr = listener.local_addr()?;
             std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     // Never cancelled: the process exits when the benchmark is done.
@@ -161,14 +177,25 @@ async fn main() -> anyhow::Result<()> {
         move |i| {
             let client = clients[(i % accounts) as usize].clone();
             let table = format!("t-{:05}", (i / accounts) % tables);
-            async move { client.describe_table().table_name(table).send().await.is_ok() }
+            async move {
+                client
+                    .describe_table()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .is_ok()
+            }
         }
     })
     .await;
     let cpu_after_describe = args.emulator_pid.and_then(cpu_seconds);
     println!(
         "DescribeTable: {} ok in {:.1} s = {:.0}/s ({} errors), concurrency {}",
-        describe.ok, describe.seconds, describe.ok as f64 / describe.seconds, describe.errors, args.concurrency
+        describe.ok,
+        describe.seconds,
+        describe.ok as f64 / describe.seconds,
+        describe.errors,
+        args.concurrency
     );
 
     // Each UpdateTable switches a distinct table to the AWS owned key (always allowed by the switch quota).
@@ -179,7 +206,13 @@ async fn main() -> anyhow::Result<()> {
             let table = format!("t-{:05}", (i / accounts) % tables);
             async move {
                 let sse = SseSpecification::builder().enabled(false).build();
-                client.update_table().table_name(table).sse_specification(sse).send().await.is_ok()
+                client
+                    .update_table()
+                    .table_name(table)
+                    .sse_specification(sse)
+                    .send()
+                    .await
+                    .is_ok()
             }
         }
     })
@@ -196,7 +229,10 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "UpdateTable: {} accepted in {:.1} s = {:.0}/s ({} refused)",
-        update.ok, update.seconds, (update.ok + update.errors) as f64 / update.seconds, update.errors
+        update.ok,
+        update.seconds,
+        (update.ok + update.errors) as f64 / update.seconds,
+        update.errors
     );
     println!(
         "{}",
@@ -243,5 +279,9 @@ where
     for task in tasks {
         let _ = task.await;
     }
-    Phase { ok: ok.load(Ordering::Relaxed), errors: errors.load(Ordering::Relaxed), seconds: started.elapsed().as_secs_f64() }
+    Phase {
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    }
 }
