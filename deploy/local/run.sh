@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Runs tablecrypt locally: starts PostgreSQL if needed, starts the fleet emulator with the demo fleet on
-# 127.0.0.1:4566, builds the server, applies migrations and serves the gRPC API on 127.0.0.1:50051 (metrics on
-# 127.0.0.1:9464) until Ctrl-C, which stops both.
+# Runs tablecrypt locally against a demo fleet: starts PostgreSQL if needed, starts the fleet emulator with
+# deploy/local/demo-fleet.yaml on 127.0.0.1:4566, builds and starts the server (migrations applied at start) on
+# 127.0.0.1:50051 (metrics on 127.0.0.1:9464), registers the demo accounts, runs one inventory scan, and serves
+# until Ctrl-C, which stops everything.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$TABLECRYPT_ROOT"
 
 ensure_postgres
+ensure_python_tools
 ensure_database tablecrypt
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tablecrypt}"
 export TABLECRYPT_LOG_FORMAT="${TABLECRYPT_LOG_FORMAT:-pretty}"
 EMULATOR_ADDR="${FLEET_EMULATOR_LISTEN:-127.0.0.1:4566}"
+export TABLECRYPT_AWS_ENDPOINT_URL="${TABLECRYPT_AWS_ENDPOINT_URL:-http://$EMULATOR_ADDR}"
+# The demo fleet's hub key (not a real credential).
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-AKIAHUBTEST000000000}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-hub-secret}"
+ADDR="${TABLECRYPT_LISTEN_ADDR:-127.0.0.1:50051}"
 
 log "building tablecrypt-server and fleet-emulator"
 SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server --bin fleet-emulator
@@ -18,7 +25,29 @@ SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server --bin fleet-emulat
 log "starting the fleet emulator with deploy/local/demo-fleet.yaml on $EMULATOR_ADDR"
 "$CARGO_TARGET_DIR/debug/fleet-emulator" --fleet deploy/local/demo-fleet.yaml --listen "$EMULATOR_ADDR" &
 EMULATOR_PID=$!
-trap 'kill "$EMULATOR_PID" 2>/dev/null || true' EXIT
+"$CARGO_TARGET_DIR/debug/tablecrypt-server" serve "$@" &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" "$EMULATOR_PID" 2>/dev/null || true' EXIT INT TERM
 
-log "serving on ${TABLECRYPT_LISTEN_ADDR:-127.0.0.1:50051} (Ctrl-C to stop)"
-"$CARGO_TARGET_DIR/debug/tablecrypt-server" serve "$@"
+for _ in $(seq 1 100); do
+  grpcurl -plaintext "$ADDR" list >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+log "registering the demo accounts"
+register() {
+  local id="$1" external_id="$2" regions="$3" team="$4"
+  grpcurl -plaintext -d "{\"account\": {\"account_id\": \"$id\", \"display_name\": \"$team\",
+    \"role_arn\": \"arn:aws:iam::$id:role/tablecrypt-member\", \"external_id\": \"$external_id\",
+    \"regions\": $regions, \"labels\": {\"team\": \"$team\", \"env\": \"demo\"}}}" \
+    "$ADDR" tablecrypt.v1.TableEncryption/RegisterAccount >/dev/null 2>&1 || true  # already registered
+}
+register 111111111111 demo-payments '["eu-west-1", "us-east-1"]' payments
+register 222222222222 "" '["eu-west-1", "ap-southeast-2"]' search
+register 333333333333 "" '["us-east-1"]' analytics
+register 444444444444 "" '["eu-west-1"]' sandbox
+
+log "scanning the demo fleet"
+grpcurl -plaintext -d '{}' "$ADDR" tablecrypt.v1.TableEncryption/RefreshInventory | grep -E '"scanId"|"state"' || true
+log "ready: try  grpcurl -plaintext -d '{}' $ADDR tablecrypt.v1.TableEncryption/ListTableEncryptions"
+wait "$SERVER_PID"

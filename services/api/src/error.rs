@@ -18,6 +18,9 @@ pub enum ApiError {
     /// A stale etag or a concurrent write: re-read and retry.
     #[error("{0}")]
     Aborted(String),
+    /// AWS refused or failed, classified.
+    #[error("AWS: {0}")]
+    Aws(#[from] tablecrypt_fleet::FleetError),
     /// A dependency (Postgres) is not answering; retrying later may work.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] StoreError),
@@ -67,6 +70,20 @@ impl From<ApiError> for Status {
             ApiError::NotFound { .. } => Status::not_found(error.to_string()),
             ApiError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
             ApiError::Aborted(message) => Status::aborted(message),
+            ApiError::Aws(error) => {
+                use tablecrypt_core::FailureKind;
+                let message = format!("AWS {}: {}", error.kind, error.message);
+                match error.kind {
+                    FailureKind::AccessDenied => Status::permission_denied(message),
+                    FailureKind::NotFound => Status::not_found(message),
+                    FailureKind::Throttled | FailureKind::Transient => Status::unavailable(message),
+                    FailureKind::QuotaExceeded => Status::resource_exhausted(message),
+                    FailureKind::InvalidKey | FailureKind::InUse => {
+                        Status::failed_precondition(message)
+                    }
+                    FailureKind::Unknown => Status::unknown(message),
+                }
+            }
             ApiError::Unavailable(ref cause) => {
                 tracing::warn!(error = %cause_chain(cause), "dependency unavailable");
                 Status::unavailable(error.to_string())

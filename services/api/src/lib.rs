@@ -6,8 +6,9 @@
 mod accounts;
 mod conversions;
 pub mod error;
+pub mod inventory;
 mod page_token;
 mod service;
 
 pub use error::ApiError;
-pub use service::TableEncryptionService;
+pub use service::{CALLER_HEADER, TableEncryptionService};

@@ -1,21 +1,46 @@
 //! The generated `TableEncryption` trait, delegating to one module per resource.
 
+use std::sync::Arc;
+
+use tablecrypt_engine::InventoryScanner;
+use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_proto::v1::table_encryption_server::TableEncryption;
 use tablecrypt_store::Store;
 use tonic::{Request, Response, Status};
 
-use crate::accounts;
+use crate::{accounts, inventory};
 
-/// The service behind every RPC; cheap to clone (the store is a pool handle).
+/// The metadata header naming the caller, recorded as who asked for scans (and, later, changes) until
+/// authentication replaces it.
+pub const CALLER_HEADER: &str = "x-tablecrypt-caller";
+
+/// The caller as the temporary identity header says, or "anonymous".
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(CALLER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .unwrap_or("anonymous")
+        .to_owned()
+}
+
+/// The service behind every RPC; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct TableEncryptionService {
     store: Store,
+    fleet: Arc<Fleet>,
+    scanner: InventoryScanner,
 }
 
 impl TableEncryptionService {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, scanner: InventoryScanner) -> Self {
+        Self {
+            store,
+            fleet: scanner.fleet().clone(),
+            scanner,
+        }
     }
 }
 
@@ -63,6 +88,63 @@ impl TableEncryption for TableEncryptionService {
     ) -> Result<Response<pb::DeregisterAccountResponse>, Status> {
         Ok(Response::new(
             accounts::deregister(&self.store, request.into_inner()).await?,
+        ))
+    }
+
+    async fn verify_account(
+        &self,
+        request: Request<pb::VerifyAccountRequest>,
+    ) -> Result<Response<pb::VerifyAccountResponse>, Status> {
+        Ok(Response::new(
+            inventory::verify_account(&self.store, &self.fleet, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_table_encryption(
+        &self,
+        request: Request<pb::GetTableEncryptionRequest>,
+    ) -> Result<Response<pb::EncryptedTable>, Status> {
+        Ok(Response::new(
+            inventory::get_table_encryption(&self.store, &self.fleet, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_table_encryptions(
+        &self,
+        request: Request<pb::ListTableEncryptionsRequest>,
+    ) -> Result<Response<pb::ListTableEncryptionsResponse>, Status> {
+        Ok(Response::new(
+            inventory::list_table_encryptions(&self.store, &self.fleet, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn refresh_inventory(
+        &self,
+        request: Request<pb::RefreshInventoryRequest>,
+    ) -> Result<Response<pb::InventoryScan>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            inventory::refresh_inventory(&self.store, &self.scanner, &caller, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_inventory_scan(
+        &self,
+        request: Request<pb::GetInventoryScanRequest>,
+    ) -> Result<Response<pb::InventoryScan>, Status> {
+        Ok(Response::new(
+            inventory::get_inventory_scan(&self.store, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_key_usage(
+        &self,
+        request: Request<pb::GetKeyUsageRequest>,
+    ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
+        Ok(Response::new(
+            inventory::get_key_usage(&self.store, &self.fleet, request.into_inner()).await?,
         ))
     }
 }

@@ -7,16 +7,22 @@ pub mod account;
 pub mod account_id;
 pub mod display_name;
 pub mod external_id;
+pub mod failure;
 pub mod labels;
 pub mod region;
 pub mod role_arn;
+pub mod table;
 pub mod validation;
 
 pub use account::{Account, AccountChanges, AccountSpec};
 pub use account_id::AccountId;
 pub use display_name::DisplayName;
 pub use external_id::ExternalId;
+pub use failure::FailureKind;
 pub use labels::{LabelSelector, Labels};
 pub use region::{Partition, Region, Regions};
 pub use role_arn::RoleArn;
+pub use table::{
+    EncryptionMode, KeyArn, KeyReference, ReplicaEncryption, TableEncryption, TableName,
+};
 pub use validation::{FieldViolation, InvalidValue, ValidationErrors};

@@ -49,6 +49,22 @@ pub struct Config {
     /// (`TABLECRYPT_SHUTDOWN_GRACE_PERIOD`, e.g. "30s").
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
+    /// Overrides every AWS endpoint, for the fleet emulator or moto (`TABLECRYPT_AWS_ENDPOINT_URL`); "" for AWS.
+    pub aws_endpoint_url: String,
+    /// Region STS AssumeRole calls go to (`TABLECRYPT_AWS_STS_REGION`).
+    pub aws_sts_region: String,
+    /// RoleSessionName of every assumed-role session, visible in CloudTrail (`TABLECRYPT_AWS_SESSION_NAME`).
+    pub aws_session_name: String,
+    /// Account-regions scanned at once (`TABLECRYPT_SCAN_CONCURRENT_TARGETS`).
+    pub scan_concurrent_targets: NonZeroU32,
+    /// DescribeTable requests per second per account-region during scans (`TABLECRYPT_SCAN_DESCRIBE_RATE`).
+    pub scan_describe_rate: NonZeroU32,
+    /// DescribeTable calls in flight per account-region during scans (`TABLECRYPT_SCAN_DESCRIBES_IN_FLIGHT`).
+    pub scan_describes_in_flight: NonZeroU32,
+    /// How often to scan the whole fleet in the background, e.g. "1h"; "off" (default) disables it
+    /// (`TABLECRYPT_INVENTORY_SCAN_INTERVAL`).
+    #[serde(deserialize_with = "optional_duration")]
+    pub inventory_scan_interval: Option<Duration>,
 }
 
 /// The defaults, as a provider so a file and the environment override them field by field.
@@ -62,6 +78,13 @@ struct Defaults {
     log_format: LogFormat,
     log_filter: &'static str,
     shutdown_grace_period: &'static str,
+    aws_endpoint_url: &'static str,
+    aws_sts_region: &'static str,
+    aws_session_name: &'static str,
+    scan_concurrent_targets: u32,
+    scan_describe_rate: u32,
+    scan_describes_in_flight: u32,
+    inventory_scan_interval: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -75,6 +98,14 @@ const DEFAULTS: Defaults = Defaults {
     log_filter: "info",
     // Kubernetes' default terminationGracePeriodSeconds is 30 s; leave a little of it for the process to exit.
     shutdown_grace_period: "25s",
+    aws_endpoint_url: "",
+    aws_sts_region: "us-east-1",
+    aws_session_name: "tablecrypt",
+    scan_concurrent_targets: 64,
+    // A small share of DynamoDB's ~2,500 control-plane requests/s per account-region.
+    scan_describe_rate: 50,
+    scan_describes_in_flight: 8,
+    inventory_scan_interval: "off",
 };
 
 impl Config {
@@ -106,6 +137,23 @@ impl Config {
             let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
         })
+    }
+}
+
+/// A duration such as "1h", or "off" / "" for none.
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim() {
+        "" | "off" => Ok(None),
+        value => humantime_serde::re::humantime::parse_duration(value)
+            .map(Some)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{value:?} is not a duration such as \"1h\" or \"off\": {e}"
+                ))
+            }),
     }
 }
 

@@ -1,9 +1,12 @@
 //! Wiring: the database, the gRPC services, metrics, and an orderly shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tablecrypt_api::TableEncryptionService;
+use tablecrypt_engine::{InventoryScanner, ScanSettings};
+use tablecrypt_fleet::{Fleet, FleetSettings};
 use tablecrypt_proto::v1::table_encryption_server::TableEncryptionServer;
 use tablecrypt_store::{PoolSettings, Store};
 use tokio::net::TcpListener;
@@ -67,6 +70,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = open_store(&config).await?;
     let store = Store::new(pool.clone());
+    match store.scans.fail_interrupted().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            scans = n,
+            "closed inventory scans interrupted by a previous stop"
+        ),
+        Err(error) => tracing::warn!(%error, "could not close interrupted inventory scans"),
+    }
+    let tasks = TaskTracker::new();
+    let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
+    let scanner = InventoryScanner::new(
+        store.clone(),
+        fleet,
+        ScanSettings {
+            concurrent_targets: config.scan_concurrent_targets.get() as usize,
+            describes_in_flight: config.scan_describes_in_flight.get() as usize,
+            describe_rate: config.scan_describe_rate,
+            ..ScanSettings::default()
+        },
+        tasks.clone(),
+        shutdown.clone(),
+    );
+    if let Some(interval) = config.inventory_scan_interval {
+        tasks.spawn(periodic_scans(
+            store.clone(),
+            scanner.clone(),
+            interval,
+            shutdown.clone(),
+        ));
+    }
 
     let registry = prometheus::Registry::new();
     let grpc_metrics =
@@ -89,7 +122,6 @@ pub async fn run(
         .build_v1alpha()
         .context("failed to build reflection v1alpha")?;
 
-    let tasks = TaskTracker::new();
     if let Some(listener) = listeners.metrics {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
@@ -123,7 +155,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(TableEncryptionServer::new(TableEncryptionService::new(
-            store,
+            store, scanner,
         )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop_accepting);
 
@@ -148,4 +180,35 @@ pub async fn run(
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn fleet_settings(config: &Config) -> FleetSettings {
+    FleetSettings {
+        endpoint_url: (!config.aws_endpoint_url.is_empty())
+            .then(|| config.aws_endpoint_url.clone()),
+        sts_region: config.aws_sts_region.clone(),
+        session_name: config.aws_session_name.clone(),
+        ..FleetSettings::default()
+    }
+}
+
+/// Scans the whole fleet every `interval` until shutdown.
+async fn periodic_scans(
+    store: Store,
+    scanner: InventoryScanner,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match tablecrypt_api::inventory::scan_everything(&store, &scanner, "periodic").await {
+            Ok(scan_id) => tracing::info!(%scan_id, "periodic inventory scan started"),
+            Err(error) => tracing::warn!(%error, "periodic inventory scan did not start"),
+        }
+    }
 }

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-use tablecrypt_core::labels::LabelRequirement;
 use tablecrypt_core::{
     Account, AccountId, AccountSpec, DisplayName, ExternalId, LabelSelector, Labels, Regions,
     RoleArn,
 };
 
 use crate::error::StoreError;
+use crate::selector::SelectorArgs;
 
 const RESOURCE: &str = "account";
 
@@ -83,47 +83,6 @@ fn labels_json(labels: &Labels) -> Value {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect(),
     )
-}
-
-/// A selector split into the arguments of `list_accounts.sql`.
-struct SelectorArgs {
-    equals: Value,
-    exists: Vec<String>,
-    absent: Vec<String>,
-    not_equals: Value,
-    /// Two `key=value` terms with the same key and different values: nothing can match.
-    contradictory: bool,
-}
-
-impl SelectorArgs {
-    fn from(selector: &LabelSelector) -> Self {
-        let mut equals = serde_json::Map::new();
-        let mut not_equals = Vec::new();
-        let mut exists = Vec::new();
-        let mut absent = Vec::new();
-        let mut contradictory = false;
-        for requirement in selector.requirements() {
-            match requirement {
-                LabelRequirement::Equals(k, v) => {
-                    if let Some(Value::String(previous)) =
-                        equals.insert(k.clone(), Value::String(v.clone()))
-                    {
-                        contradictory |= previous != *v;
-                    }
-                }
-                LabelRequirement::NotEquals(k, v) => not_equals.push(serde_json::json!([k, v])),
-                LabelRequirement::Exists(k) => exists.push(k.clone()),
-                LabelRequirement::NotExists(k) => absent.push(k.clone()),
-            }
-        }
-        Self {
-            equals: Value::Object(equals),
-            exists,
-            absent,
-            not_equals: Value::Array(not_equals),
-            contradictory,
-        }
-    }
 }
 
 impl AccountRepository {

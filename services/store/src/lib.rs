@@ -5,6 +5,9 @@
 
 pub mod accounts;
 pub mod error;
+pub mod inventory;
+pub mod scans;
+mod selector;
 
 use std::time::Duration;
 
@@ -13,6 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{AccountPage, AccountRepository};
 pub use error::StoreError;
+pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryRepository};
+pub use scans::{ScanRecord, ScanRepository, ScanTargetRecord, TargetOutcome};
 
 /// The schema migrations, embedded in the binary from the top-level `migrations/` folder.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -44,12 +49,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub accounts: AccountRepository,
+    pub inventory: InventoryRepository,
+    pub scans: ScanRepository,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            accounts: AccountRepository::new(pool),
+            accounts: AccountRepository::new(pool.clone()),
+            inventory: InventoryRepository::new(pool.clone()),
+            scans: ScanRepository::new(pool),
         }
     }
 }

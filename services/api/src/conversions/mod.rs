@@ -1,4 +1,5 @@
 //! Proto <-> domain conversions. Everything coming in is validated here; field paths in errors are the proto's.
 
 pub mod account;
+pub mod inventory;
 pub mod timestamp;

@@ -97,7 +97,8 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl World {
-    /// Replaces the whole fleet (accounts, keys, tables, sessions) with `spec`.
+    /// Replaces the fleet (accounts, keys, tables) with `spec`. Issued sessions stay valid, as temporary
+    /// credentials do in AWS while the resources around them change.
     pub fn load(&self, spec: &FleetSpec) -> anyhow::Result<()> {
         let now = self.clock.now();
         let accounts = load::build_accounts(spec, now)?;
@@ -107,7 +108,6 @@ impl World {
             .into_iter()
             .map(|a| (a.account_id.clone(), Arc::new(Mutex::new(a))))
             .collect();
-        write(&self.sessions).clear();
         Ok(())
     }
 

@@ -1,0 +1,102 @@
+//! Inventory messages out.
+
+use tablecrypt_core::{EncryptionMode, FailureKind, TableEncryption};
+use tablecrypt_fleet::FleetError;
+use tablecrypt_proto::v1 as pb;
+use tablecrypt_store::{InventoryEntry, ScanRecord};
+
+use super::timestamp;
+
+pub fn mode_to_proto(mode: EncryptionMode) -> pb::EncryptionMode {
+    match mode {
+        EncryptionMode::AwsOwned => pb::EncryptionMode::AwsOwned,
+        EncryptionMode::AwsManaged => pb::EncryptionMode::AwsManaged,
+        EncryptionMode::CustomerManaged => pb::EncryptionMode::CustomerManaged,
+    }
+}
+
+pub fn failure_kind_to_proto(kind: FailureKind) -> pb::FailureKind {
+    match kind {
+        FailureKind::Throttled => pb::FailureKind::Throttled,
+        FailureKind::QuotaExceeded => pb::FailureKind::QuotaExceeded,
+        FailureKind::AccessDenied => pb::FailureKind::AccessDenied,
+        FailureKind::NotFound => pb::FailureKind::NotFound,
+        FailureKind::InvalidKey => pb::FailureKind::InvalidKey,
+        FailureKind::InUse => pb::FailureKind::InUse,
+        FailureKind::Transient => pb::FailureKind::Transient,
+        FailureKind::Unknown => pb::FailureKind::Unknown,
+    }
+}
+
+pub fn failure_to_proto(error: &FleetError) -> pb::AwsFailure {
+    pb::AwsFailure {
+        kind: failure_kind_to_proto(error.kind) as i32,
+        code: error.code.clone().unwrap_or_default(),
+        message: error.message.clone(),
+    }
+}
+
+pub fn table_to_proto(table: &TableEncryption, gone: bool) -> pb::EncryptedTable {
+    pb::EncryptedTable {
+        account_id: table.account_id.to_string(),
+        region: table.region.to_string(),
+        table_name: table.table_name.to_string(),
+        mode: mode_to_proto(table.mode) as i32,
+        kms_key_arn: table.key_arn.clone().unwrap_or_default(),
+        sse_status: table.sse_status.clone(),
+        table_status: table.table_status.clone(),
+        inaccessible_since: table.inaccessible_since.map(timestamp::to_proto),
+        replicas: table
+            .replicas
+            .iter()
+            .map(|r| pb::ReplicaEncryption {
+                region: r.region.clone(),
+                replica_status: r.status.clone(),
+                kms_key_arn: r.key_arn.clone().unwrap_or_default(),
+            })
+            .collect(),
+        observe_time: Some(timestamp::to_proto(table.observed_at)),
+        gone,
+    }
+}
+
+pub fn entry_to_proto(entry: &InventoryEntry) -> pb::EncryptedTable {
+    table_to_proto(&entry.table, entry.gone_since.is_some())
+}
+
+pub fn scan_to_proto(scan: &ScanRecord) -> pb::InventoryScan {
+    let done = scan
+        .targets
+        .iter()
+        .filter(|t| t.state == "SUCCEEDED" || t.state == "FAILED")
+        .count();
+    let failed = scan.targets.iter().filter(|t| t.state == "FAILED").count();
+    pb::InventoryScan {
+        scan_id: scan.scan_id.to_string(),
+        state: scan.state.clone(),
+        create_time: Some(timestamp::to_proto(scan.create_time)),
+        finish_time: scan.finish_time.map(timestamp::to_proto),
+        targets_total: i32::try_from(scan.targets.len()).unwrap_or(i32::MAX),
+        targets_done: i32::try_from(done).unwrap_or(i32::MAX),
+        targets_failed: i32::try_from(failed).unwrap_or(i32::MAX),
+        tables_seen: scan.targets.iter().map(|t| i64::from(t.tables_seen)).sum(),
+        targets: scan
+            .targets
+            .iter()
+            .map(|t| pb::ScanTarget {
+                account_id: t.account_id.clone(),
+                region: t.region.clone(),
+                state: t.state.clone(),
+                tables_seen: t.tables_seen,
+                tables_gone: t.tables_gone,
+                failure: t.failure_kind.as_ref().map(|kind| pb::AwsFailure {
+                    kind: FailureKind::parse(kind)
+                        .map(failure_kind_to_proto)
+                        .unwrap_or(pb::FailureKind::Unknown) as i32,
+                    code: String::new(),
+                    message: t.failure_message.clone().unwrap_or_default(),
+                }),
+            })
+            .collect(),
+    }
+}

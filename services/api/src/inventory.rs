@@ -1,0 +1,450 @@
+//! Inventory RPCs: verify an account, live reads, listing, scans and key usage.
+
+use serde::{Deserialize, Serialize};
+use tablecrypt_core::{
+    Account, AccountId, EncryptionMode, KeyReference, LabelSelector, Region, TableName,
+    ValidationErrors,
+};
+use tablecrypt_engine::{InventoryScanner, ScanTarget};
+use tablecrypt_fleet::{AccountAccess, Fleet};
+use tablecrypt_proto::v1 as pb;
+use tablecrypt_store::{InventoryCursor, InventoryFilter, Store};
+
+use crate::conversions::inventory as convert;
+use crate::error::ApiError;
+use crate::page_token;
+
+/// What the fleet layer needs to reach an account.
+pub fn access(account: &Account) -> AccountAccess {
+    AccountAccess {
+        account_id: account.account_id.clone(),
+        role_arn: account.spec.role_arn.clone(),
+        external_id: account.spec.external_id.clone(),
+    }
+}
+
+/// A region the account is registered in, or NOT_FOUND naming both.
+fn registered_region(account: &Account, region: Region) -> Result<Region, ApiError> {
+    if account.spec.regions.as_slice().contains(&region) {
+        Ok(region)
+    } else {
+        Err(ApiError::NotFound {
+            resource: "region",
+            id: format!("{region} of account {}", account.account_id),
+        })
+    }
+}
+
+pub async fn verify_account(
+    store: &Store,
+    fleet: &Fleet,
+    request: pb::VerifyAccountRequest,
+) -> Result<pb::VerifyAccountResponse, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let account_id = errors.check("account_id", AccountId::parse(&request.account_id));
+    let regions: Vec<Option<Region>> = request
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| errors.check(format!("regions[{i}]"), Region::parse(r)))
+        .collect();
+    let Some(account_id) = account_id.filter(|_| errors.is_empty()) else {
+        return Err(errors.into());
+    };
+    let account = store.accounts.get(&account_id).await?;
+    let regions: Vec<Region> = if regions.is_empty() {
+        account.spec.regions.as_slice().to_vec()
+    } else {
+        regions
+            .into_iter()
+            .flatten()
+            .map(|r| registered_region(&account, r))
+            .collect::<Result<_, _>>()?
+    };
+    let access = access(&account);
+    let mut out = Vec::with_capacity(regions.len());
+    for region in regions {
+        let verification = match fleet.caller_identity(&access, region).await {
+            Err(error) => pb::RegionVerification {
+                region: region.to_string(),
+                failure: Some(convert::failure_to_proto(&error)),
+                ..Default::default()
+            },
+            Ok(identity) => match fleet.list_tables(&access, region).await {
+                Ok(tables) => pb::RegionVerification {
+                    region: region.to_string(),
+                    ok: true,
+                    assumed_identity_arn: identity.arn,
+                    table_count: i32::try_from(tables.len()).unwrap_or(i32::MAX),
+                    failure: None,
+                },
+                Err(error) => pb::RegionVerification {
+                    region: region.to_string(),
+                    assumed_identity_arn: identity.arn,
+                    failure: Some(convert::failure_to_proto(&error)),
+                    ..Default::default()
+                },
+            },
+        };
+        out.push(verification);
+    }
+    Ok(pb::VerifyAccountResponse {
+        account_id: account_id.to_string(),
+        regions: out,
+    })
+}
+
+pub async fn get_table_encryption(
+    store: &Store,
+    fleet: &Fleet,
+    request: pb::GetTableEncryptionRequest,
+) -> Result<pb::EncryptedTable, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let account_id = errors.check("account_id", AccountId::parse(&request.account_id));
+    let region = errors.check("region", Region::parse(&request.region));
+    let table = errors.check("table_name", TableName::parse(&request.table_name));
+    let (Some(account_id), Some(region), Some(table)) = (account_id, region, table) else {
+        return Err(errors.into());
+    };
+    let account = store.accounts.get(&account_id).await?;
+    let region = registered_region(&account, region)?;
+    let observed = fleet
+        .describe_table(&access(&account), region, &table)
+        .await?;
+    store
+        .inventory
+        .record(std::slice::from_ref(&observed), None)
+        .await?;
+    Ok(convert::table_to_proto(&observed, false))
+}
+
+/// The filter part of a ListTableEncryptionsRequest, as tied into page tokens.
+#[derive(Serialize)]
+struct FilterFingerprint<'a> {
+    account_ids: &'a [String],
+    selector: String,
+    regions: &'a [String],
+    mode: i32,
+    key: &'a str,
+    prefix: &'a str,
+    inaccessible_only: bool,
+    include_gone: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    a: String,
+    r: String,
+    t: String,
+}
+
+pub async fn list_table_encryptions(
+    store: &Store,
+    fleet: &Fleet,
+    request: pb::ListTableEncryptionsRequest,
+) -> Result<pb::ListTableEncryptionsResponse, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let page_size = errors.check("page_size", page_token::page_size(request.page_size));
+    let account_ids: Vec<AccountId> = request
+        .account_ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| errors.check(format!("account_ids[{i}]"), AccountId::parse(a)))
+        .collect();
+    let selector = errors.check(
+        "account_label_selector",
+        LabelSelector::parse(&request.account_label_selector),
+    );
+    let regions: Vec<Region> = request
+        .regions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| errors.check(format!("regions[{i}]"), Region::parse(r)))
+        .collect();
+    let mode = match pb::EncryptionMode::try_from(request.mode) {
+        Ok(pb::EncryptionMode::Unspecified) => None,
+        Ok(pb::EncryptionMode::AwsOwned) => Some(EncryptionMode::AwsOwned),
+        Ok(pb::EncryptionMode::AwsManaged) => Some(EncryptionMode::AwsManaged),
+        Ok(pb::EncryptionMode::CustomerManaged) => Some(EncryptionMode::CustomerManaged),
+        Err(_) => {
+            errors.add("mode", format!("{} is not an EncryptionMode", request.mode));
+            None
+        }
+    };
+    let key = if request.kms_key.is_empty() {
+        None
+    } else {
+        match KeyReference::parse(&request.kms_key) {
+            Ok(key @ (KeyReference::Arn(_) | KeyReference::AliasArn { .. })) => Some(key),
+            Ok(_) => {
+                errors.add(
+                    "kms_key",
+                    "use a key ARN or alias ARN here (or GetKeyUsage with an account and region)",
+                );
+                None
+            }
+            Err(e) => {
+                errors.add("kms_key", e.0);
+                None
+            }
+        }
+    };
+    let fingerprint = serde_json::to_string(&FilterFingerprint {
+        account_ids: &request.account_ids,
+        selector: selector
+            .as_ref()
+            .map(LabelSelector::canonical)
+            .unwrap_or_default(),
+        regions: &request.regions,
+        mode: request.mode,
+        key: &request.kms_key,
+        prefix: &request.table_name_prefix,
+        inaccessible_only: request.inaccessible_only,
+        include_gone: request.include_gone,
+    })
+    .unwrap_or_default();
+    let after = match errors
+        .check(
+            "page_token",
+            page_token::decode(&request.page_token, &fingerprint),
+        )
+        .flatten()
+    {
+        Some(text) => match serde_json::from_str::<Cursor>(&text) {
+            Ok(c) => Some(InventoryCursor {
+                account_id: c.a,
+                region: c.r,
+                table_name: c.t,
+            }),
+            Err(_) => {
+                errors.add("page_token", "is not a page token returned by this RPC");
+                None
+            }
+        },
+        None => None,
+    };
+    let (Some(page_size), Some(selector)) = (page_size, selector) else {
+        return Err(errors.into());
+    };
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let key_arns = match key {
+        None => Vec::new(),
+        Some(KeyReference::Arn(arn)) => vec![arn.to_string()],
+        Some(KeyReference::AliasArn {
+            arn,
+            region,
+            account_id,
+        }) => {
+            let account = store.accounts.get(&account_id).await?;
+            vec![fleet.resolve_key(&access(&account), region, &arn).await?]
+        }
+        Some(_) => Vec::new(),
+    };
+    let filter = InventoryFilter {
+        account_ids,
+        account_selector: selector,
+        regions,
+        mode,
+        key_arns,
+        name_prefix: (!request.table_name_prefix.is_empty())
+            .then(|| request.table_name_prefix.clone()),
+        inaccessible_only: request.inaccessible_only,
+        include_gone: request.include_gone,
+    };
+    let (entries, more) = store
+        .inventory
+        .list(&filter, after.as_ref(), page_size)
+        .await?;
+    let next_page_token = match (more, entries.last()) {
+        (true, Some(last)) => {
+            let cursor = Cursor {
+                a: last.table.account_id.to_string(),
+                r: last.table.region.to_string(),
+                t: last.table.table_name.to_string(),
+            };
+            page_token::encode(
+                &serde_json::to_string(&cursor).unwrap_or_default(),
+                &fingerprint,
+            )
+        }
+        _ => String::new(),
+    };
+    Ok(pb::ListTableEncryptionsResponse {
+        tables: entries.iter().map(convert::entry_to_proto).collect(),
+        next_page_token,
+    })
+}
+
+/// Every registered account, page by page.
+async fn all_accounts(store: &Store) -> Result<Vec<Account>, ApiError> {
+    let mut accounts = Vec::new();
+    let everything = LabelSelector::default();
+    loop {
+        let page = store
+            .accounts
+            .list(
+                &everything,
+                accounts.last().map(|a: &Account| &a.account_id),
+                1000,
+            )
+            .await?;
+        accounts.extend(page.accounts);
+        if !page.has_more {
+            return Ok(accounts);
+        }
+    }
+}
+
+pub async fn refresh_inventory(
+    store: &Store,
+    scanner: &InventoryScanner,
+    requested_by: &str,
+    request: pb::RefreshInventoryRequest,
+) -> Result<pb::InventoryScan, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let account_ids: Vec<AccountId> = request
+        .account_ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| errors.check(format!("account_ids[{i}]"), AccountId::parse(a)))
+        .collect();
+    let regions: Vec<Region> = request
+        .regions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| errors.check(format!("regions[{i}]"), Region::parse(r)))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let accounts = if account_ids.is_empty() {
+        all_accounts(store).await?
+    } else {
+        let mut accounts = Vec::with_capacity(account_ids.len());
+        for id in &account_ids {
+            accounts.push(store.accounts.get(id).await?);
+        }
+        accounts
+    };
+    let targets: Vec<ScanTarget> = accounts
+        .iter()
+        .flat_map(|account| {
+            let access = access(account);
+            account
+                .spec
+                .regions
+                .as_slice()
+                .iter()
+                .filter(|r| regions.is_empty() || regions.contains(r))
+                .map(move |region| ScanTarget {
+                    access: access.clone(),
+                    region: *region,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(ValidationErrors::single(
+            "regions",
+            "selects no registered account-region: register accounts first, or name regions they use",
+        )
+        .into());
+    }
+    let scan_id = scanner.start(requested_by, targets).await?;
+    Ok(convert::scan_to_proto(&store.scans.get(scan_id).await?))
+}
+
+pub async fn get_inventory_scan(
+    store: &Store,
+    request: pb::GetInventoryScanRequest,
+) -> Result<pb::InventoryScan, ApiError> {
+    let scan_id = uuid::Uuid::parse_str(&request.scan_id).map_err(|_| {
+        ValidationErrors::single(
+            "scan_id",
+            "is not a scan id (a UUID returned by RefreshInventory)",
+        )
+    })?;
+    Ok(convert::scan_to_proto(&store.scans.get(scan_id).await?))
+}
+
+/// Most tables GetKeyUsage returns; a key on more tables than this is certainly not retirable.
+const MAX_KEY_USAGE_TABLES: u32 = 10_000;
+
+pub async fn get_key_usage(
+    store: &Store,
+    fleet: &Fleet,
+    request: pb::GetKeyUsageRequest,
+) -> Result<pb::GetKeyUsageResponse, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let key = errors.check("kms_key", KeyReference::parse(&request.kms_key));
+    let account_id = (!request.account_id.is_empty())
+        .then(|| errors.check("account_id", AccountId::parse(&request.account_id)))
+        .flatten();
+    let region = (!request.region.is_empty())
+        .then(|| errors.check("region", Region::parse(&request.region)))
+        .flatten();
+    let Some(key) = key.filter(|_| errors.is_empty()) else {
+        return Err(errors.into());
+    };
+    let key_arn = match &key {
+        KeyReference::Arn(arn) => arn.to_string(),
+        KeyReference::AliasArn {
+            arn,
+            region,
+            account_id,
+        } => {
+            let account = store.accounts.get(account_id).await?;
+            fleet.resolve_key(&access(&account), *region, arn).await?
+        }
+        KeyReference::AliasName(_) | KeyReference::KeyId(_) => {
+            let (Some(account_id), Some(region)) = (account_id, region) else {
+                let mut errors = ValidationErrors::new();
+                if request.account_id.is_empty() {
+                    errors.add(
+                        "account_id",
+                        "is required to resolve an alias name or key id",
+                    );
+                }
+                if request.region.is_empty() {
+                    errors.add("region", "is required to resolve an alias name or key id");
+                }
+                return Err(errors.into());
+            };
+            let account = store.accounts.get(&account_id).await?;
+            fleet
+                .resolve_key(&access(&account), region, key.as_str())
+                .await?
+        }
+    };
+    let filter = InventoryFilter {
+        key_arns: vec![key_arn.clone()],
+        ..Default::default()
+    };
+    let (entries, _) = store
+        .inventory
+        .list(&filter, None, MAX_KEY_USAGE_TABLES)
+        .await?;
+    Ok(pb::GetKeyUsageResponse {
+        kms_key_arn: key_arn,
+        unused: entries.is_empty(),
+        tables: entries.iter().map(convert::entry_to_proto).collect(),
+    })
+}
+
+/// Starts a scan of every registered account-region (the periodic scan). Returns the scan id.
+pub async fn scan_everything(
+    store: &Store,
+    scanner: &InventoryScanner,
+    requested_by: &str,
+) -> Result<String, ApiError> {
+    let scan = refresh_inventory(
+        store,
+        scanner,
+        requested_by,
+        pb::RefreshInventoryRequest::default(),
+    )
+    .await?;
+    Ok(scan.scan_id)
+}

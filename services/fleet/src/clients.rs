@@ -1,0 +1,164 @@
+//! One long-lived set of AWS clients per (account, region).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_config::identity::IdentityCache;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::retry::RetryPartition;
+use tablecrypt_core::{AccountId, ExternalId, Region as AwsRegion, RoleArn};
+
+use crate::settings::FleetSettings;
+
+/// What tablecrypt needs to act in an account: the role to assume and the external id its trust policy wants.
+#[derive(Debug, Clone)]
+pub struct AccountAccess {
+    pub account_id: AccountId,
+    pub role_arn: RoleArn,
+    pub external_id: Option<ExternalId>,
+}
+
+/// The clients of one account-region, sharing one assumed-role credentials provider.
+#[derive(Debug)]
+pub struct RegionClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub sts: aws_sdk_sts::Client,
+    /// The AWS managed DynamoDB key's ARN, once looked up (it never changes for an account-region).
+    pub managed_key_arn: std::sync::OnceLock<String>,
+}
+
+/// A cached client set and the access it was built for (rebuilt if the account's role or external id change).
+struct CachedClients {
+    role_arn: String,
+    external_id: Option<String>,
+    clients: Arc<RegionClients>,
+}
+
+/// The fleet: base credentials from the default chain, and client sets per account-region built on demand.
+pub struct Fleet {
+    base: SdkConfig,
+    settings: FleetSettings,
+    /// Shared by every client, sized for the fleet (see [`FleetSettings::identity_cache_partitions`]).
+    identity_cache: SharedCache,
+    clients: Mutex<HashMap<(String, String), CachedClients>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+type SharedCache = aws_sdk_dynamodb::config::SharedIdentityCache;
+
+impl Fleet {
+    /// Loads base credentials from the default chain (environment, profile, web identity / IRSA, instance role).
+    pub async fn new(settings: FleetSettings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(settings.sts_region.clone()));
+        if let Some(endpoint) = &settings.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let base = loader.load().await;
+        Self::with_base_config(base, settings)
+    }
+
+    /// For tests and tools that bring their own base configuration.
+    pub fn with_base_config(base: SdkConfig, settings: FleetSettings) -> Self {
+        let identity_cache = IdentityCache::lazy()
+            .max_partitions(settings.identity_cache_partitions)
+            .build();
+        Self {
+            base,
+            settings,
+            identity_cache,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The clients for `access` in `region`, built once and reused.
+    pub async fn clients(&self, access: &AccountAccess, region: AwsRegion) -> Arc<RegionClients> {
+        let key = (access.account_id.to_string(), region.to_string());
+        let external_id = access.external_id.as_ref().map(|e| e.expose().to_owned());
+        {
+            let cache = self
+                .clients
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(cached) = cache.get(&key)
+                && cached.role_arn == access.role_arn.as_str()
+                && cached.external_id == external_id
+            {
+                return cached.clients.clone();
+            }
+        }
+        let clients = Arc::new(self.build(access, region).await);
+        let mut cache = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.insert(
+            key,
+            CachedClients {
+                role_arn: access.role_arn.to_string(),
+                external_id,
+                clients: clients.clone(),
+            },
+        );
+        clients
+    }
+
+    async fn build(&self, access: &AccountAccess, region: AwsRegion) -> RegionClients {
+        let mut provider = AssumeRoleProvider::builder(access.role_arn.as_str())
+            .session_name(&self.settings.session_name)
+            .session_length(self.settings.session_length)
+            .region(Region::new(self.settings.sts_region.clone()))
+            .configure(&self.base);
+        if let Some(external_id) = &access.external_id {
+            provider = provider.external_id(external_id.expose());
+        }
+        let provider = provider.build().await;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.settings.connect_timeout)
+            .operation_timeout(self.settings.operation_timeout)
+            .build();
+        let retry = RetryConfig::standard().with_max_attempts(self.settings.max_attempts);
+        let config = self
+            .base
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .identity_cache(self.identity_cache.clone())
+            .timeout_config(timeouts)
+            .retry_config(retry)
+            .build();
+        // One retry partition per account-region: throttling in one account must not spend another's retries.
+        let partition = RetryPartition::new(format!("tablecrypt-{}-{}", access.account_id, region));
+        RegionClients {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&config)
+                    .retry_partition(partition.clone())
+                    .build(),
+            ),
+            kms: aws_sdk_kms::Client::from_conf(
+                aws_sdk_kms::config::Builder::from(&config)
+                    .retry_partition(partition.clone())
+                    .build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&config)
+                    .retry_partition(partition)
+                    .build(),
+            ),
+            managed_key_arn: std::sync::OnceLock::new(),
+        }
+    }
+}

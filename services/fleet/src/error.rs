@@ -1,0 +1,122 @@
+//! AWS errors, classified.
+
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use tablecrypt_core::FailureKind;
+
+/// A failed AWS call: its class, the AWS error code if there was one, and a message fit for an operator (no
+/// secrets: AWS messages name ARNs, never credentials).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FleetError {
+    pub kind: FailureKind,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl FleetError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Classifies an AWS error code.
+pub fn classify_code(code: &str, message: &str) -> FailureKind {
+    match code {
+        "ThrottlingException"
+        | "Throttling"
+        | "ThrottledException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "ProvisionedThroughputExceededException" => FailureKind::Throttled,
+        "LimitExceededException" => FailureKind::QuotaExceeded,
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "NotAuthorizedException"
+        | "UnauthorizedOperation" => FailureKind::AccessDenied,
+        "ResourceNotFoundException" | "NotFoundException" => FailureKind::NotFound,
+        "DisabledException"
+        | "KMSInvalidStateException"
+        | "InvalidKeyUsageException"
+        | "KeyUnavailableException" => FailureKind::InvalidKey,
+        "ValidationException" if message.contains("KMS") || message.contains("KMSMasterKeyId") => {
+            FailureKind::InvalidKey
+        }
+        "ResourceInUseException" => FailureKind::InUse,
+        "InternalServerError"
+        | "InternalFailure"
+        | "ServiceUnavailable"
+        | "KMSInternalException"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => FailureKind::Transient,
+        _ => FailureKind::Unknown,
+    }
+}
+
+/// Classifies any SDK error: a service error by its code; a failed AssumeRole (surfacing as a credentials
+/// error) as access denied; timeouts and connection failures as transient.
+pub fn classify<E>(error: &aws_sdk_dynamodb::error::SdkError<E, HttpResponse>) -> FleetError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    let full = DisplayErrorContext(error).to_string();
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("Unknown").to_owned();
+            let message = service.err().message().unwrap_or_default().to_owned();
+            let status = service.raw().status().as_u16();
+            let kind = match classify_code(&code, &message) {
+                FailureKind::Unknown if status >= 500 => FailureKind::Transient,
+                kind => kind,
+            };
+            FleetError {
+                kind,
+                message: format!("{code}: {message}"),
+                code: Some(code),
+            }
+        }
+        SdkError::TimeoutError(_) => {
+            FleetError::new(FailureKind::Transient, format!("timed out: {full}"))
+        }
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            credentials_or(full, FailureKind::Transient)
+        }
+        _ => credentials_or(full, FailureKind::Unknown),
+    }
+}
+
+/// Errors from loading credentials (AssumeRole) arrive as construction or dispatch failures whose text carries
+/// STS's answer.
+fn credentials_or(full: String, otherwise: FailureKind) -> FleetError {
+    let denied = [
+        "AccessDenied",
+        "not authorized to perform: sts:AssumeRole",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+    ];
+    if denied.iter().any(|needle| full.contains(needle)) {
+        return FleetError {
+            kind: FailureKind::AccessDenied,
+            code: Some("AccessDenied".to_owned()),
+            message: full,
+        };
+    }
+    if full.contains("Throttling") {
+        return FleetError {
+            kind: FailureKind::Throttled,
+            code: Some("Throttling".to_owned()),
+            message: full,
+        };
+    }
+    FleetError::new(otherwise, full)
+}

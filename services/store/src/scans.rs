@@ -1,0 +1,180 @@
+//! Inventory scans and their per account-region targets.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+
+const RESOURCE: &str = "inventory scan";
+
+/// A scan's summary and targets.
+#[derive(Debug, Clone)]
+pub struct ScanRecord {
+    pub scan_id: Uuid,
+    pub state: String,
+    pub create_time: DateTime<Utc>,
+    pub finish_time: Option<DateTime<Utc>>,
+    pub targets: Vec<ScanTargetRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanTargetRecord {
+    pub account_id: String,
+    pub region: String,
+    pub state: String,
+    pub tables_seen: i32,
+    pub tables_gone: i32,
+    pub failure_kind: Option<String>,
+    pub failure_message: Option<String>,
+}
+
+/// How one account-region of a scan ended.
+#[derive(Debug, Clone)]
+pub enum TargetOutcome {
+    Succeeded {
+        tables_seen: i32,
+        tables_gone: i32,
+    },
+    Failed {
+        tables_seen: i32,
+        kind: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanRepository {
+    pool: PgPool,
+}
+
+impl ScanRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates a RUNNING scan with its targets, in one transaction.
+    #[tracing::instrument(skip_all, fields(targets = targets.len()), err)]
+    pub async fn create(
+        &self,
+        requested_by: &str,
+        targets: &[(String, String)],
+    ) -> Result<Uuid, StoreError> {
+        let scan_id = Uuid::new_v4();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "INSERT INTO inventory_scans (scan_id, state, requested_by) VALUES ($1, 'RUNNING', $2)",
+            scan_id,
+            requested_by
+        )
+        .execute(&mut *tx)
+        .await?;
+        let accounts: Vec<String> = targets.iter().map(|(a, _)| a.clone()).collect();
+        let regions: Vec<String> = targets.iter().map(|(_, r)| r.clone()).collect();
+        sqlx::query_file!(
+            "queries/insert_scan_targets.sql",
+            scan_id,
+            &accounts,
+            &regions
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(scan_id)
+    }
+
+    pub async fn start_target(
+        &self,
+        scan_id: Uuid,
+        account_id: &str,
+        region: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE inventory_scan_targets SET state = 'RUNNING' WHERE scan_id = $1 AND account_id = $2 AND region = $3",
+            scan_id,
+            account_id,
+            region
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a target's outcome, then closes the scan if it was the last one.
+    #[tracing::instrument(skip_all, fields(%scan_id, account_id, region), err)]
+    pub async fn finish_target(
+        &self,
+        scan_id: Uuid,
+        account_id: &str,
+        region: &str,
+        outcome: &TargetOutcome,
+    ) -> Result<(), StoreError> {
+        let (state, seen, gone, kind, message) = match outcome {
+            TargetOutcome::Succeeded {
+                tables_seen,
+                tables_gone,
+            } => ("SUCCEEDED", *tables_seen, *tables_gone, None, None),
+            TargetOutcome::Failed {
+                tables_seen,
+                kind,
+                message,
+            } => (
+                "FAILED",
+                *tables_seen,
+                0,
+                Some(kind.as_str()),
+                Some(message.as_str()),
+            ),
+        };
+        sqlx::query_file!(
+            "queries/finish_scan_target.sql",
+            scan_id,
+            account_id,
+            region,
+            state,
+            seen,
+            gone,
+            kind,
+            message
+        )
+        .execute(&self.pool)
+        .await?;
+        sqlx::query_file!("queries/finish_scan.sql", scan_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, scan_id: Uuid) -> Result<ScanRecord, StoreError> {
+        let scan = sqlx::query!(
+            "SELECT scan_id, state, create_time, finish_time FROM inventory_scans WHERE scan_id = $1",
+            scan_id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { resource: RESOURCE, id: scan_id.to_string() })?;
+        let targets = sqlx::query_as!(
+            ScanTargetRecord,
+            "SELECT account_id, region, state, tables_seen, tables_gone, failure_kind, failure_message
+             FROM inventory_scan_targets WHERE scan_id = $1 ORDER BY account_id, region",
+            scan_id
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ScanRecord {
+            scan_id: scan.scan_id,
+            state: scan.state,
+            create_time: scan.create_time,
+            finish_time: scan.finish_time,
+            targets,
+        })
+    }
+
+    /// Closes scans a previous process left RUNNING. Returns how many.
+    pub async fn fail_interrupted(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query_file!("queries/fail_interrupted_scans.sql")
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
