@@ -217,6 +217,11 @@ async fn verify_account_reports_identity_tables_and_classified_failures() {
         denied.regions[0].failure.as_ref().map(|f| f.kind()),
         Some(pb::FailureKind::AccessDenied)
     );
+    let message = &denied.regions[0].failure.as_ref().expect("failure").message;
+    assert!(
+        message.starts_with("AssumeRole denied: User: "),
+        "{message}"
+    );
 
     let status = client
         .verify_account(pb::VerifyAccountRequest {

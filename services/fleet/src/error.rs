@@ -108,7 +108,7 @@ fn credentials_or(full: String, otherwise: FailureKind) -> FleetError {
         return FleetError {
             kind: FailureKind::AccessDenied,
             code: Some("AccessDenied".to_owned()),
-            message: full,
+            message: sts_message(&full).unwrap_or(full),
         };
     }
     if full.contains("Throttling") {
@@ -119,4 +119,50 @@ fn credentials_or(full: String, otherwise: FailureKind) -> FleetError {
         };
     }
     FleetError::new(otherwise, full)
+}
+
+/// STS's own sentence ("User: ... is not authorized to perform: sts:AssumeRole on resource: ...") out of the
+/// SDK's nested error text, so operators read one line instead of a debug dump.
+fn sts_message(full: &str) -> Option<String> {
+    let start = full.find("User: ")?;
+    let rest = &full[start..];
+    let end = rest.find('"').unwrap_or(rest.len());
+    Some(format!("AssumeRole denied: {}", &rest[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assume_role_denials_keep_only_the_sts_sentence() {
+        let full = r#"dispatch failure: (AccessDenied): Error { code: "AccessDenied", message: "User: arn:aws:iam::0:user/hub is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::1:role/r", aws_request_id: "x" }"#;
+        let error = credentials_or(full.to_owned(), FailureKind::Transient);
+        assert_eq!(error.kind, FailureKind::AccessDenied);
+        assert_eq!(
+            error.message,
+            "AssumeRole denied: User: arn:aws:iam::0:user/hub is not authorized to perform: sts:AssumeRole on \
+             resource: arn:aws:iam::1:role/r"
+        );
+    }
+
+    #[test]
+    fn codes_are_classified() {
+        assert_eq!(
+            classify_code("ThrottlingException", ""),
+            FailureKind::Throttled
+        );
+        assert_eq!(
+            classify_code("LimitExceededException", ""),
+            FailureKind::QuotaExceeded
+        );
+        assert_eq!(
+            classify_code("ValidationException", "KMS key is disabled"),
+            FailureKind::InvalidKey
+        );
+        assert_eq!(
+            classify_code("ResourceNotFoundException", ""),
+            FailureKind::NotFound
+        );
+    }
 }
