@@ -42,12 +42,7 @@ pub async fn verify_account(
 ) -> Result<pb::VerifyAccountResponse, ApiError> {
     let mut errors = ValidationErrors::new();
     let account_id = errors.check("account_id", AccountId::parse(&request.account_id));
-    let regions: Vec<Option<Region>> = request
-        .regions
-        .iter()
-        .enumerate()
-        .map(|(i, r)| errors.check(format!("regions[{i}]"), Region::parse(r)))
-        .collect();
+    let regions = errors.check_each("regions", &request.regions, Region::parse);
     let Some(account_id) = account_id.filter(|_| errors.is_empty()) else {
         return Err(errors.into());
     };
@@ -57,7 +52,6 @@ pub async fn verify_account(
     } else {
         regions
             .into_iter()
-            .flatten()
             .map(|r| registered_region(&account, r))
             .collect::<Result<_, _>>()?
     };
@@ -145,22 +139,12 @@ pub async fn list_table_encryptions(
 ) -> Result<pb::ListTableEncryptionsResponse, ApiError> {
     let mut errors = ValidationErrors::new();
     let page_size = errors.check("page_size", page_token::page_size(request.page_size));
-    let account_ids: Vec<AccountId> = request
-        .account_ids
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| errors.check(format!("account_ids[{i}]"), AccountId::parse(a)))
-        .collect();
+    let account_ids = errors.check_each("account_ids", &request.account_ids, AccountId::parse);
     let selector = errors.check(
         "account_label_selector",
         LabelSelector::parse(&request.account_label_selector),
     );
-    let regions: Vec<Region> = request
-        .regions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| errors.check(format!("regions[{i}]"), Region::parse(r)))
-        .collect();
+    let regions = errors.check_each("regions", &request.regions, Region::parse);
     let mode = match pb::EncryptionMode::try_from(request.mode) {
         Ok(pb::EncryptionMode::Unspecified) => None,
         Ok(pb::EncryptionMode::AwsOwned) => Some(EncryptionMode::AwsOwned),
@@ -304,18 +288,8 @@ pub async fn refresh_inventory(
     request: pb::RefreshInventoryRequest,
 ) -> Result<pb::InventoryScan, ApiError> {
     let mut errors = ValidationErrors::new();
-    let account_ids: Vec<AccountId> = request
-        .account_ids
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| errors.check(format!("account_ids[{i}]"), AccountId::parse(a)))
-        .collect();
-    let regions: Vec<Region> = request
-        .regions
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| errors.check(format!("regions[{i}]"), Region::parse(r)))
-        .collect();
+    let account_ids = errors.check_each("account_ids", &request.account_ids, AccountId::parse);
+    let regions = errors.check_each("regions", &request.regions, Region::parse);
     if !errors.is_empty() {
         return Err(errors.into());
     }

@@ -74,6 +74,23 @@ impl ValidationErrors {
         }
     }
 
+    /// Parses every entry of a repeated field, recording each bad one as `field[i]`; returns the valid ones.
+    pub fn check_each<S, T>(
+        &mut self,
+        field: &str,
+        values: &[S],
+        parse: impl Fn(&str) -> Result<T, InvalidValue>,
+    ) -> Vec<T>
+    where
+        S: AsRef<str>,
+    {
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, value)| self.check(format!("{field}[{i}]"), parse(value.as_ref())))
+            .collect()
+    }
+
     /// Moves the violations of `other` in, with `prefix` in front of each field: `prefix.name` for a named
     /// field, `prefix[i]` for an entry, `prefix` itself for the whole.
     pub fn extend_prefixed(&mut self, prefix: &str, other: ValidationErrors) {

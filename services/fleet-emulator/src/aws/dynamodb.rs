@@ -52,6 +52,22 @@ fn table_name(input: &Value, caller: &Caller, region: &str) -> Result<String, Aw
     Ok(name.to_owned())
 }
 
+/// The `Tags` list of a request (CreateTable, TagResource) as key/value pairs; malformed entries are skipped.
+fn tags_of(input: &Value) -> Vec<(String, String)> {
+    input
+        .get("Tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|tag| {
+            Some((
+                string(tag, "Key")?.to_owned(),
+                string(tag, "Value")?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
 fn not_found(name: &str) -> AwsError {
     AwsError::resource_not_found(format!(
         "Requested resource not found: Table: {name} not found"
@@ -194,16 +210,7 @@ pub fn handle(
                     .collect();
                 return Ok(json!({"Tags": tags}));
             }
-            let tags = input
-                .get("Tags")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for tag in tags {
-                if let (Some(k), Some(v)) = (string(&tag, "Key"), string(&tag, "Value")) {
-                    table.tags.insert(k.to_owned(), v.to_owned());
-                }
-            }
+            table.tags.extend(tags_of(input));
             Ok(json!({}))
         }
         other => Err(AwsError::new(
@@ -244,16 +251,7 @@ fn create_table(
     } else if input.get("ProvisionedThroughput").is_some() {
         table.billing_mode = "PROVISIONED".to_owned();
     }
-    for tag in input
-        .get("Tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(k), Some(v)) = (string(tag, "Key"), string(tag, "Value")) {
-            table.tags.insert(k.to_owned(), v.to_owned());
-        }
-    }
+    table.tags.extend(tags_of(input));
     account.region(region).tables.insert(name.clone(), table);
     let description =
         describe(account, region, &name, now, settings).ok_or_else(|| not_found(&name))?;
