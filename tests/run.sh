@@ -23,6 +23,9 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 log "grpcurl smoke test"
 bash tests/smoke/grpcurl.sh
 
+log "demo: deploy/local/run.sh, then the inventory through grpcurl"
+bash tests/smoke/demo.sh
+
 log "fleet emulator with boto3 (pytest)"
 cargo build --quiet --bin fleet-emulator
 FLEET_EMULATOR_BIN="$CARGO_TARGET_DIR/debug/fleet-emulator" python -m pytest -q services/fleet-emulator/tests/python

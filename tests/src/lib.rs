@@ -1,11 +1,14 @@
 //! Test harness: a fresh Postgres database per test and the real server on port 0, reached through the generated
 //! tonic client over a real socket.
 
+pub mod moto;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::Connection as _;
+use tablecrypt_proto::v1 as pb;
 use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
 use tablecrypt_server::{Config, Listeners};
 use tokio::net::TcpListener;
@@ -115,6 +118,47 @@ impl TestApp {
 
     pub async fn spawn(db: &TestDatabase) -> anyhow::Result<Self> {
         Self::spawn_with(db, "").await
+    }
+
+    /// RefreshInventory, then polls GetInventoryScan until the scan leaves RUNNING (at most 15 s).
+    pub async fn refresh_and_wait(&self, request: pb::RefreshInventoryRequest) -> pb::InventoryScan {
+        let mut client = self.client.clone();
+        let scan = client
+            .refresh_inventory(request)
+            .await
+            .expect("refresh")
+            .into_inner();
+        for _ in 0..300 {
+            let now = client
+                .get_inventory_scan(pb::GetInventoryScanRequest {
+                    scan_id: scan.scan_id.clone(),
+                })
+                .await
+                .expect("get scan")
+                .into_inner();
+            if now.state != "RUNNING" {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("scan {} never finished", scan.scan_id);
+    }
+
+    /// One ListTableEncryptions page of up to 1000 rows, as `account/region/table` strings.
+    pub async fn list_tables(&self, request: pb::ListTableEncryptionsRequest) -> Vec<String> {
+        let mut client = self.client.clone();
+        let page = client
+            .list_table_encryptions(pb::ListTableEncryptionsRequest {
+                page_size: 1000,
+                ..request
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        page.tables
+            .into_iter()
+            .map(|t| format!("{}/{}/{}", t.account_id, t.region, t.table_name))
+            .collect()
     }
 
     /// Begins shutdown without waiting for it.

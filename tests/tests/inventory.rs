@@ -55,22 +55,11 @@ fn key_arn(id: &str) -> String {
 }
 
 async fn admin(emulator: &RunningEmulator, method: &str, path: &str, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(emulator.addr)
+    emulator
+        .admin(method, path, body)
         .await
-        .expect("connect");
-    let request = format!(
-        "{method} /_emulator{path} HTTP/1.0\r\nHost: e\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .expect("admin API answers")
+        .0
 }
 
 struct Setup {
@@ -80,6 +69,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// The fleet and server, with `extra_toml` added to the server's configuration.
+async fn setup_with(extra_toml: &str) -> Setup {
     let emulator = Emulator::spawn(FleetSpec::from_yaml(&fleet(true)).expect("fleet"))
         .await
         .expect("emulator");
@@ -96,7 +90,7 @@ async fn setup() -> Setup {
     let app = TestApp::spawn_with(
         &db,
         &format!(
-            "aws_endpoint_url = '{}'\nscan_describe_rate = 1000",
+            "aws_endpoint_url = '{}'\nscan_describe_rate = 1000\n{extra_toml}",
             emulator.endpoint()
         ),
     )
@@ -132,48 +126,6 @@ async fn setup() -> Setup {
         app,
         emulator,
     }
-}
-
-async fn refresh_and_wait(
-    app: &TestApp,
-    request: pb::RefreshInventoryRequest,
-) -> pb::InventoryScan {
-    let mut client = app.client.clone();
-    let scan = client
-        .refresh_inventory(request)
-        .await
-        .expect("refresh")
-        .into_inner();
-    for _ in 0..300 {
-        let now = client
-            .get_inventory_scan(pb::GetInventoryScanRequest {
-                scan_id: scan.scan_id.clone(),
-            })
-            .await
-            .expect("get scan")
-            .into_inner();
-        if now.state != "RUNNING" {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("scan {} never finished", scan.scan_id);
-}
-
-async fn list(app: &TestApp, request: pb::ListTableEncryptionsRequest) -> Vec<String> {
-    let mut client = app.client.clone();
-    let page = client
-        .list_table_encryptions(pb::ListTableEncryptionsRequest {
-            page_size: 1000,
-            ..request
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    page.tables
-        .into_iter()
-        .map(|t| format!("{}/{}/{}", t.account_id, t.region, t.table_name))
-        .collect()
 }
 
 fn failure_kind(target: &pb::ScanTarget) -> pb::FailureKind {
@@ -237,7 +189,7 @@ async fn verify_account_reports_identity_tables_and_classified_failures() {
 #[tokio::test]
 async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
     let s = setup().await;
-    let scan = refresh_and_wait(&s.app, pb::RefreshInventoryRequest::default()).await;
+    let scan = s.app.refresh_and_wait(pb::RefreshInventoryRequest::default()).await;
     assert_eq!(scan.state, "PARTIALLY_FAILED", "{scan:?}");
     assert_eq!(scan.targets_total, 5);
     assert_eq!(scan.targets_done, 5);
@@ -260,11 +212,11 @@ async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
     assert_eq!(target("111111111111", "eu-west-1").tables_seen, 4);
     assert_eq!(target("222222222222", "eu-west-1").tables_seen, 5);
 
-    let all = list(&s.app, pb::ListTableEncryptionsRequest::default()).await;
+    let all = s.app.list_tables(pb::ListTableEncryptionsRequest::default()).await;
     assert_eq!(all.len(), 4 + 1 + 5, "{all:?}");
 
     // Every filter.
-    let only = |r: pb::ListTableEncryptionsRequest| list(&s.app, r);
+    let only = |r: pb::ListTableEncryptionsRequest| s.app.list_tables(r);
     assert_eq!(
         only(pb::ListTableEncryptionsRequest {
             account_ids: vec!["111111111111".into()],
@@ -390,9 +342,7 @@ async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
 #[tokio::test]
 async fn key_usage_live_reads_and_disappearing_tables() {
     let s = setup().await;
-    refresh_and_wait(
-        &s.app,
-        pb::RefreshInventoryRequest {
+    s.app.refresh_and_wait(pb::RefreshInventoryRequest {
             account_ids: vec!["111111111111".into()],
             regions: vec![],
         },
@@ -476,9 +426,7 @@ async fn key_usage_live_reads_and_disappearing_tables() {
         admin(&s.emulator, "PUT", "/fleet", &fleet(false)).await,
         200
     );
-    let scan = refresh_and_wait(
-        &s.app,
-        pb::RefreshInventoryRequest {
+    let scan = s.app.refresh_and_wait(pb::RefreshInventoryRequest {
             account_ids: vec!["111111111111".into()],
             regions: vec![],
         },
@@ -486,9 +434,7 @@ async fn key_usage_live_reads_and_disappearing_tables() {
     .await;
     assert_eq!(scan.state, "SUCCEEDED", "{scan:?}");
     assert_eq!(scan.targets.iter().map(|t| t.tables_gone).sum::<i32>(), 1);
-    let current = list(
-        &s.app,
-        pb::ListTableEncryptionsRequest {
+    let current = s.app.list_tables(pb::ListTableEncryptionsRequest {
             account_ids: vec!["111111111111".into()],
             ..Default::default()
         },
@@ -565,4 +511,44 @@ async fn bad_inventory_requests_name_the_field() {
         .expect_err("unknown account");
     assert_eq!(status.code(), Code::NotFound);
     s.emulator.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_periodic_scan_fills_and_refreshes_the_inventory_by_itself() {
+    let s = setup_with("inventory_scan_interval = '1s'").await;
+    let orders = "111111111111/eu-west-1/orders".to_owned();
+    let payments = pb::ListTableEncryptionsRequest {
+        account_ids: vec!["111111111111".into()],
+        ..Default::default()
+    };
+    // No RefreshInventory call anywhere in this test: the background scan alone must find the tables ...
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = s.app.list_tables(payments.clone()).await;
+        if found.contains(&orders) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found.contains(&orders), "no periodic scan found orders: {found:?}");
+
+    // ... and a later one must notice that a table went away.
+    assert_eq!(admin(&s.emulator, "PUT", "/fleet", &fleet(false)).await, 200);
+    let mut still_listed = true;
+    for _ in 0..100 {
+        still_listed = s.app.list_tables(payments.clone()).await.contains(&orders);
+        if !still_listed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!still_listed, "no periodic scan marked orders gone");
+    let with_gone = s
+        .app
+        .list_tables(pb::ListTableEncryptionsRequest {
+            include_gone: true,
+            ..payments
+        })
+        .await;
+    assert!(with_gone.contains(&orders), "gone tables keep their row: {with_gone:?}");
 }

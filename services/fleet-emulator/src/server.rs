@@ -53,6 +53,36 @@ impl RunningEmulator {
         format!("http://{}", self.addr)
     }
 
+    /// One call to the admin API under `/_emulator` (plain HTTP/1.0, JSON body); returns (status, body).
+    /// For tests and tools that drive the emulator from Rust: faults, clock, request log.
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+        let request = format!(
+            "{method} /_emulator{path} HTTP/1.0\r\nHost: emulator\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
     pub async fn stop(self) -> std::io::Result<()> {
         self.shutdown.cancel();
         self.handle.await.unwrap_or(Ok(()))

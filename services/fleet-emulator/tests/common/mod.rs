@@ -9,7 +9,6 @@ use aws_config::retry::RetryConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::types::SseSpecification;
 use fleet_emulator::{Emulator, FleetSpec, RunningEmulator};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub const HUB_KEY: &str = "AKIAHUBTEST000000000";
 pub const HUB_SECRET: &str = "hub-secret";
@@ -161,34 +160,14 @@ pub async fn wait_active(
     panic!("table {table} never became ACTIVE");
 }
 
-/// A plain HTTP/1.0 call to the admin API; returns (status, body).
+/// A call to the admin API; returns (status, body).
 pub async fn admin(
     emulator: &RunningEmulator,
     method: &str,
     path: &str,
     body: &str,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(emulator.addr)
-        .await
-        .expect("connect");
-    let request = format!(
-        "{method} /_emulator{path} HTTP/1.0\r\nHost: emulator\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    emulator.admin(method, path, body).await.expect("admin API answers")
 }
 
 pub async fn advance_clock(emulator: &RunningEmulator, seconds: f64) {
