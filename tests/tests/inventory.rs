@@ -189,7 +189,10 @@ async fn verify_account_reports_identity_tables_and_classified_failures() {
 #[tokio::test]
 async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
     let s = setup().await;
-    let scan = s.app.refresh_and_wait(pb::RefreshInventoryRequest::default()).await;
+    let scan = s
+        .app
+        .refresh_and_wait(pb::RefreshInventoryRequest::default())
+        .await;
     assert_eq!(scan.state, "PARTIALLY_FAILED", "{scan:?}");
     assert_eq!(scan.targets_total, 5);
     assert_eq!(scan.targets_done, 5);
@@ -212,7 +215,10 @@ async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
     assert_eq!(target("111111111111", "eu-west-1").tables_seen, 4);
     assert_eq!(target("222222222222", "eu-west-1").tables_seen, 5);
 
-    let all = s.app.list_tables(pb::ListTableEncryptionsRequest::default()).await;
+    let all = s
+        .app
+        .list_tables(pb::ListTableEncryptionsRequest::default())
+        .await;
     assert_eq!(all.len(), 4 + 1 + 5, "{all:?}");
 
     // Every filter.
@@ -342,12 +348,12 @@ async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
 #[tokio::test]
 async fn key_usage_live_reads_and_disappearing_tables() {
     let s = setup().await;
-    s.app.refresh_and_wait(pb::RefreshInventoryRequest {
+    s.app
+        .refresh_and_wait(pb::RefreshInventoryRequest {
             account_ids: vec!["111111111111".into()],
             regions: vec![],
-        },
-    )
-    .await;
+        })
+        .await;
     let mut client = s.app.client.clone();
 
     let usage = client
@@ -426,20 +432,22 @@ async fn key_usage_live_reads_and_disappearing_tables() {
         admin(&s.emulator, "PUT", "/fleet", &fleet(false)).await,
         200
     );
-    let scan = s.app.refresh_and_wait(pb::RefreshInventoryRequest {
+    let scan = s
+        .app
+        .refresh_and_wait(pb::RefreshInventoryRequest {
             account_ids: vec!["111111111111".into()],
             regions: vec![],
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(scan.state, "SUCCEEDED", "{scan:?}");
     assert_eq!(scan.targets.iter().map(|t| t.tables_gone).sum::<i32>(), 1);
-    let current = s.app.list_tables(pb::ListTableEncryptionsRequest {
+    let current = s
+        .app
+        .list_tables(pb::ListTableEncryptionsRequest {
             account_ids: vec!["111111111111".into()],
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(
         !current.iter().any(|t| t.ends_with("/orders")),
         "{current:?}"
@@ -530,10 +538,16 @@ async fn the_periodic_scan_fills_and_refreshes_the_inventory_by_itself() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(found.contains(&orders), "no periodic scan found orders: {found:?}");
+    assert!(
+        found.contains(&orders),
+        "no periodic scan found orders: {found:?}"
+    );
 
     // ... and a later one must notice that a table went away.
-    assert_eq!(admin(&s.emulator, "PUT", "/fleet", &fleet(false)).await, 200);
+    assert_eq!(
+        admin(&s.emulator, "PUT", "/fleet", &fleet(false)).await,
+        200
+    );
     let mut still_listed = true;
     for _ in 0..100 {
         still_listed = s.app.list_tables(payments.clone()).await.contains(&orders);
@@ -550,5 +564,8 @@ async fn the_periodic_scan_fills_and_refreshes_the_inventory_by_itself() {
             ..payments
         })
         .await;
-    assert!(with_gone.contains(&orders), "gone tables keep their row: {with_gone:?}");
+    assert!(
+        with_gone.contains(&orders),
+        "gone tables keep their row: {with_gone:?}"
+    );
 }

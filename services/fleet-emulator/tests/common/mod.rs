@@ -167,7 +167,10 @@ pub async fn admin(
     path: &str,
     body: &str,
 ) -> (u16, String) {
-    emulator.admin(method, path, body).await.expect("admin API answers")
+    emulator
+        .admin(method, path, body)
+        .await
+        .expect("admin API answers")
 }
 
 pub async fn advance_clock(emulator: &RunningEmulator, seconds: f64) {
