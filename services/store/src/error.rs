@@ -10,6 +10,20 @@ pub enum StoreError {
     AlreadyExists { resource: &'static str, id: String },
     #[error("{resource} {id} changed since it was read")]
     VersionConflict { resource: &'static str, id: String },
+    /// The resource is in a state that does not allow the operation.
+    #[error("{resource} {id} is {state}: {reason}")]
+    InvalidState {
+        resource: &'static str,
+        id: String,
+        state: String,
+        reason: String,
+    },
+    /// The caller may not do this to the resource (e.g. approve their own request).
+    #[error("{reason}")]
+    Forbidden { reason: String },
+    /// Another worker reclaimed the item: this worker must write nothing more about it.
+    #[error("lease on change item {item_id} lost")]
+    LeaseLost { item_id: i64 },
     /// A stored row that no longer passes domain validation (hand edits, or a rule tightened since).
     #[error("stored {resource} {id} is invalid: {reason}")]
     Corrupt {

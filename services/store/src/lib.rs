@@ -4,8 +4,12 @@
 //! schema in `migrations/` (offline data in `.sqlx/`).
 
 pub mod accounts;
+pub mod change_items;
+pub mod change_requests;
 pub mod error;
+pub mod history;
 pub mod inventory;
+pub mod rate_slots;
 pub mod scans;
 mod selector;
 
@@ -15,8 +19,15 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{AccountPage, AccountRepository};
+pub use change_items::{ChangeItemRecord, ChangeItemRepository, ClaimedItem, ItemEnd};
+pub use change_requests::{
+    ChangeRequestRecord, ChangeRequestRepository, ItemCounts, NewChangeItem, NewChangeRequest,
+    RequestCursor,
+};
 pub use error::StoreError;
+pub use history::{HistoryFilter, HistoryRepository, KeyRotationRecord, TableKey};
 pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryRepository};
+pub use rate_slots::RateSlotRepository;
 pub use scans::{ScanRecord, ScanRepository, ScanTargetRecord, TargetOutcome};
 
 /// The schema migrations, embedded in the binary from the top-level `migrations/` folder.
@@ -51,6 +62,10 @@ pub struct Store {
     pub accounts: AccountRepository,
     pub inventory: InventoryRepository,
     pub scans: ScanRepository,
+    pub change_requests: ChangeRequestRepository,
+    pub change_items: ChangeItemRepository,
+    pub history: HistoryRepository,
+    pub rate_slots: RateSlotRepository,
 }
 
 impl Store {
@@ -58,7 +73,11 @@ impl Store {
         Self {
             accounts: AccountRepository::new(pool.clone()),
             inventory: InventoryRepository::new(pool.clone()),
-            scans: ScanRepository::new(pool),
+            scans: ScanRepository::new(pool.clone()),
+            change_requests: ChangeRequestRepository::new(pool.clone()),
+            change_items: ChangeItemRepository::new(pool.clone()),
+            history: HistoryRepository::new(pool.clone()),
+            rate_slots: RateSlotRepository::new(pool),
         }
     }
 }

@@ -1,0 +1,445 @@
+//! Change items: listing for the API, and the worker's lease-fenced operations (claim, heartbeat, transitions).
+//!
+//! Every write a worker makes names its lease (`lease_owner = $owner`): once another worker has reclaimed an
+//! item, the first one's writes match no row and it stops ([`StoreError::LeaseLost`]).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+
+/// A stored item.
+#[derive(Debug, Clone)]
+pub struct ChangeItemRecord {
+    pub item_id: i64,
+    pub request_id: Uuid,
+    pub ordinal: i32,
+    pub account_id: String,
+    pub region: String,
+    pub table_name: String,
+    pub state: String,
+    pub canary: bool,
+    pub from_mode: String,
+    pub from_key_arn: Option<String>,
+    pub to_mode: String,
+    pub to_key_arn: Option<String>,
+    pub replicas: Value,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_time: DateTime<Utc>,
+    pub apply_time: Option<DateTime<Utc>>,
+    pub finish_time: Option<DateTime<Utc>>,
+    pub update_time: DateTime<Utc>,
+}
+
+/// A claimed item with what the worker needs from its request.
+#[derive(Debug, Clone)]
+pub struct ClaimedItem {
+    pub item: ChangeItemRecord,
+    pub max_updates_per_second: Option<f64>,
+    pub created_by: String,
+    pub approved_by: Option<String>,
+}
+
+/// How a finished item ends.
+#[derive(Debug, Clone)]
+pub enum ItemEnd {
+    /// The table shows the target; `changed` adds the key-rotation history row.
+    Succeeded {
+        changed: bool,
+    },
+    Skipped {
+        message: String,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// The claim lock: claims from every replica take turns, so in-flight counts are exact. Held only for the
+/// claim transaction. The number is arbitrary but fixed ("tcrypt" on a phone keypad).
+const CLAIM_LOCK: i64 = 827_978;
+
+macro_rules! select_items {
+    ($where:literal, $($arg:expr),*) => {
+        sqlx::query_as!(
+            ChangeItemRecord,
+            "SELECT item_id, request_id, ordinal, account_id, region, table_name, state, canary, from_mode,
+                    from_key_arn, to_mode, to_key_arn, replicas, reason, message, attempts, next_attempt_time,
+                    apply_time, finish_time, update_time
+             FROM change_items " + $where,
+            $($arg),*
+        )
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct ChangeItemRepository {
+    pool: PgPool,
+}
+
+impl ChangeItemRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A request's items in plan order after `after_ordinal`, optionally only in `states`.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn list(
+        &self,
+        request_id: Uuid,
+        states: &[String],
+        after_ordinal: Option<i32>,
+        limit: i64,
+    ) -> Result<Vec<ChangeItemRecord>, StoreError> {
+        Ok(select_items!(
+            "WHERE request_id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+               AND ($3::integer IS NULL OR ordinal > $3)
+             ORDER BY ordinal LIMIT $4",
+            request_id,
+            states,
+            after_ordinal,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Items of a request changed at or after `since`, oldest change first (for watching).
+    #[tracing::instrument(skip(self), err)]
+    pub async fn changed_since(
+        &self,
+        request_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ChangeItemRecord>, StoreError> {
+        Ok(select_items!(
+            "WHERE request_id = $1 AND update_time >= $2 ORDER BY update_time, item_id",
+            request_id,
+            since
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every item of a request (for rollback planning).
+    pub async fn all_of(&self, request_id: Uuid) -> Result<Vec<ChangeItemRecord>, StoreError> {
+        self.list(request_id, &[], None, i64::MAX).await
+    }
+
+    /// Claims up to `limit` items for `owner` with a lease of `lease` seconds, within `max_in_flight` tables
+    /// updating per account-region (and each request's own cap). PENDING and DEFERRED items become APPLYING;
+    /// reclaimed items keep their state (and `apply_time`, which tells the worker to look before acting).
+    #[tracing::instrument(skip(self), err)]
+    pub async fn claim(
+        &self,
+        owner: Uuid,
+        lease_seconds: f64,
+        max_in_flight: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedItem>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let ids: Vec<i64> =
+            sqlx::query_file_scalar!("queries/claim_change_items.sql", max_in_flight, limit)
+                .fetch_all(&mut *tx)
+                .await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let reclaimed = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM change_items WHERE item_id = ANY($1) AND state IN ('APPLYING', 'WAITING')"#,
+            &ids
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if reclaimed > 0 {
+            tracing::info!(reclaimed, "reclaiming items whose lease expired");
+        }
+        let items = select_items!(
+            "WHERE item_id = ANY($1) ORDER BY next_attempt_time, item_id",
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE change_items
+             SET state = CASE WHEN state IN ('PENDING', 'DEFERRED') THEN 'APPLYING' ELSE state END,
+                 lease_owner = $2, lease_expire_time = now() + make_interval(secs => $3), update_time = now()
+             WHERE item_id = ANY($1)",
+            &ids,
+            owner,
+            lease_seconds
+        )
+        .execute(&mut *tx)
+        .await?;
+        let request_ids: Vec<Uuid> = items.iter().map(|i| i.request_id).collect();
+        sqlx::query!(
+            "UPDATE change_requests SET state = 'RUNNING', start_time = coalesce(start_time, now()),
+                 update_time = now()
+             WHERE request_id = ANY($1) AND state = 'QUEUED'",
+            &request_ids
+        )
+        .execute(&mut *tx)
+        .await?;
+        let requests = sqlx::query!(
+            "SELECT request_id, max_updates_per_second, created_by, approved_by
+             FROM change_requests WHERE request_id = ANY($1)",
+            &request_ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|mut item| {
+                let request = requests.iter().find(|r| r.request_id == item.request_id)?;
+                if item.state == "PENDING" || item.state == "DEFERRED" {
+                    item.state = "APPLYING".to_owned();
+                }
+                Some(ClaimedItem {
+                    item,
+                    max_updates_per_second: request.max_updates_per_second,
+                    created_by: request.created_by.clone(),
+                    approved_by: request.approved_by.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Extends every lease `owner` holds. Returns how many it holds.
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn heartbeat(&self, owner: Uuid, lease_seconds: f64) -> Result<u64, StoreError> {
+        Ok(sqlx::query!(
+            "UPDATE change_items SET lease_expire_time = now() + make_interval(secs => $2)
+             WHERE lease_owner = $1 AND state IN ('APPLYING', 'WAITING')",
+            owner,
+            lease_seconds
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Records that UpdateTable is about to be sent (from now on the table may be changing). Returns `false`,
+    /// writing nothing, when the request was paused or cancelled meanwhile: then nothing may be sent.
+    pub async fn mark_applying(&self, item_id: i64, owner: Uuid) -> Result<bool, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT lease_owner, r.state AS "request_state"
+               FROM change_items i JOIN change_requests r USING (request_id)
+               WHERE i.item_id = $1"#,
+            item_id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) if row.lease_owner == Some(owner) => {
+                if !matches!(row.request_state.as_str(), "QUEUED" | "RUNNING") {
+                    return Ok(false);
+                }
+            }
+            _ => return Err(StoreError::LeaseLost { item_id }),
+        }
+        let done = sqlx::query!(
+            "UPDATE change_items SET state = 'APPLYING', apply_time = now(), attempts = attempts + 1,
+                 update_time = now()
+             WHERE item_id = $1 AND lease_owner = $2
+               AND EXISTS (SELECT 1 FROM change_requests r
+                           WHERE r.request_id = change_items.request_id AND r.state IN ('QUEUED', 'RUNNING'))",
+            item_id,
+            owner
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// UpdateTable was accepted: the table is UPDATING.
+    pub async fn mark_waiting(&self, item_id: i64, owner: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query!(
+            "UPDATE change_items SET state = 'WAITING', update_time = now()
+             WHERE item_id = $1 AND lease_owner = $2",
+            item_id,
+            owner
+        )
+        .execute(&self.pool)
+        .await?;
+        fenced(done.rows_affected(), item_id)
+    }
+
+    /// Gives the item back until `until`, with the reason. `clear_apply` when AWS rejected the UpdateTable, so
+    /// the table is not changing because of us.
+    pub async fn defer(
+        &self,
+        item_id: i64,
+        owner: Uuid,
+        until: DateTime<Utc>,
+        reason: Option<&str>,
+        message: &str,
+        clear_apply: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_request_of(&mut tx, item_id).await?;
+        let done = sqlx::query!(
+            "UPDATE change_items
+             SET state = CASE WHEN r.state = 'CANCELLING' AND ($6 OR apply_time IS NULL) THEN 'CANCELLED'
+                              ELSE 'DEFERRED' END,
+                 finish_time = CASE WHEN r.state = 'CANCELLING' AND ($6 OR apply_time IS NULL) THEN now() END,
+                 next_attempt_time = $3, reason = $4, message = $5,
+                 apply_time = CASE WHEN $6 THEN NULL ELSE apply_time END, lease_owner = NULL,
+                 lease_expire_time = NULL, update_time = now()
+             FROM change_requests r
+             WHERE item_id = $1 AND lease_owner = $2 AND r.request_id = change_items.request_id
+             RETURNING change_items.request_id",
+            item_id,
+            owner,
+            until,
+            reason,
+            message,
+            clear_apply
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = done else {
+            return Err(StoreError::LeaseLost { item_id });
+        };
+        sqlx::query_file!("queries/finish_request_if_done.sql", row.request_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the item, appends its history row if it changed the table, and moves the request on: canary passed,
+    /// paused by its failure threshold or a failed canary, or finished when nothing is left.
+    pub async fn finish(
+        &self,
+        claimed: &ClaimedItem,
+        owner: Uuid,
+        end: &ItemEnd,
+    ) -> Result<(), StoreError> {
+        let item = &claimed.item;
+        let (state, reason, message) = match end {
+            ItemEnd::Succeeded { .. } => ("SUCCEEDED", None, None),
+            ItemEnd::Skipped { message } => ("SKIPPED", None, Some(message.clone())),
+            ItemEnd::Failed { reason, message } => {
+                ("FAILED", Some(reason.clone()), Some(message.clone()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        lock_request_of(&mut tx, item.item_id).await?;
+        let done = sqlx::query!(
+            "UPDATE change_items
+             SET state = $3, reason = $4, message = $5, finish_time = now(), update_time = now(),
+                 lease_owner = NULL, lease_expire_time = NULL
+             WHERE item_id = $1 AND lease_owner = $2
+             RETURNING apply_time",
+            item.item_id,
+            owner,
+            state,
+            reason,
+            message
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = done else {
+            return Err(StoreError::LeaseLost {
+                item_id: item.item_id,
+            });
+        };
+        if let ItemEnd::Succeeded { changed: true } = end {
+            sqlx::query!(
+                "INSERT INTO key_rotation_history (account_id, region, table_name, from_mode, from_key_arn,
+                     to_mode, to_key_arn, request_id, item_id, requested_by, approved_by, start_time, finish_time)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), now())
+                 ON CONFLICT (item_id) DO NOTHING",
+                item.account_id,
+                item.region,
+                item.table_name,
+                item.from_mode,
+                item.from_key_arn,
+                item.to_mode,
+                item.to_key_arn,
+                item.request_id,
+                item.item_id,
+                claimed.created_by,
+                claimed.approved_by,
+                row.apply_time,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        if item.canary {
+            // A failed canary pauses the request; an operator's resume accepts it. Once no canary is open the
+            // rest may run (while the request is not paused).
+            if let ItemEnd::Failed { .. } = end {
+                sqlx::query!(
+                    "UPDATE change_requests
+                     SET state = 'PAUSED', pause_reason = 'a canary item failed', update_time = now()
+                     WHERE request_id = $1 AND state IN ('QUEUED', 'RUNNING')",
+                    item.request_id
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query!(
+                "UPDATE change_requests SET canary_passed = true, update_time = now()
+                 WHERE request_id = $1 AND NOT canary_passed AND NOT EXISTS (
+                     SELECT 1 FROM change_items
+                     WHERE request_id = $1 AND canary AND state IN ('PENDING', 'APPLYING', 'WAITING', 'DEFERRED'))",
+                item.request_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let ItemEnd::Failed { .. } = end {
+            sqlx::query!(
+                "UPDATE change_requests r
+                 SET state = 'PAUSED', pause_reason = format('%s items failed (threshold %s)', f.n, r.failure_threshold),
+                     update_time = now()
+                 FROM (SELECT count(*) AS n FROM change_items WHERE request_id = $1 AND state = 'FAILED') f
+                 WHERE r.request_id = $1 AND r.state IN ('QUEUED', 'RUNNING') AND r.failure_threshold IS NOT NULL
+                   AND f.n >= r.failure_threshold",
+                item.request_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query_file!("queries/finish_request_if_done.sql", item.request_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Locks the request an item belongs to, for the rest of the transaction. Every transaction that ends an item
+/// takes it first, so two items finishing at once cannot each see the other still open and both leave the
+/// request unfinished (READ COMMITTED: the statements after the lock see the other's commit).
+async fn lock_request_of(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    item_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "SELECT r.request_id FROM change_requests r JOIN change_items i USING (request_id)
+         WHERE i.item_id = $1 FOR UPDATE OF r",
+        item_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn fenced(rows: u64, item_id: i64) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::LeaseLost { item_id })
+    } else {
+        Ok(())
+    }
+}
