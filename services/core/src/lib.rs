@@ -5,17 +5,20 @@
 
 pub mod account;
 pub mod account_id;
+pub mod change;
 pub mod display_name;
 pub mod external_id;
 pub mod failure;
 pub mod labels;
 pub mod region;
 pub mod role_arn;
+pub mod switch_quota;
 pub mod table;
 pub mod validation;
 
 pub use account::{Account, AccountChanges, AccountSpec};
 pub use account_id::AccountId;
+pub use change::{ItemReason, ItemState, PlanAction, RequestState};
 pub use display_name::DisplayName;
 pub use external_id::ExternalId;
 pub use failure::FailureKind;

@@ -174,6 +174,17 @@ impl KeyReference {
             Self::AliasArn { arn, .. } => arn,
         }
     }
+
+    /// The region and account an ARN (key or alias) pins the key to; ids and alias names resolve anywhere.
+    pub fn location(&self) -> Option<(Region, &AccountId)> {
+        match self {
+            Self::Arn(arn) => Some((arn.region(), arn.account_id())),
+            Self::AliasArn {
+                region, account_id, ..
+            } => Some((*region, account_id)),
+            Self::KeyId(_) | Self::AliasName(_) => None,
+        }
+    }
 }
 
 /// The three ways a table can be encrypted at rest.

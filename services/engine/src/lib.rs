@@ -1,6 +1,13 @@
-//! Background work: inventory scans fanned out over account-regions, with bounded concurrency and a
+//! Background work: planning and applying change requests with durable, rate-limited workers; inventory
+//! scans fanned out over account-regions, with bounded concurrency and a
 //! DescribeTable rate limit per account-region. Every task is tracked and cancellable.
 
+pub mod planner;
 mod scanner;
+pub mod worker;
 
+pub use planner::{
+    MAX_ITEMS, PlanError, PlannedItem, Planner, ReplicaPlan, Target, Targets, summarize,
+};
 pub use scanner::{InventoryScanner, ScanSettings, ScanTarget};
+pub use worker::{WorkerSettings, Workers};

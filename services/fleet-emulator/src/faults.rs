@@ -1,5 +1,5 @@
-//! Injected faults: throttling at a rate or above a request-rate ceiling, server errors, added latency; each
-//! scoped to a service, operation, account and region (any of them may be left open).
+//! Injected faults: throttling at a rate or above a request-rate ceiling, server errors, access denied, added
+//! latency; each scoped to a service, operation, account and region (any of them may be left open).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -23,6 +23,8 @@ pub enum FaultKind {
     ServerError { rate: f64 },
     /// This much added latency on every request.
     Latency { millis: u64 },
+    /// AccessDeniedException on every request (a member role that lost a permission after planning).
+    AccessDenied,
 }
 
 /// A fault and the requests it applies to; an absent scope field matches everything.
@@ -140,6 +142,16 @@ impl Faults {
                     if verdict.error.is_none() && rng.random::<f64>() < *rate =>
                 {
                     verdict.error = Some(AwsError::internal("Internal server error"));
+                }
+                FaultKind::AccessDenied if verdict.error.is_none() => {
+                    verdict.error = Some(AwsError::new(
+                        400,
+                        "AccessDeniedException",
+                        format!(
+                            "User: arn:aws:sts::{account_id}:assumed-role/injected is not authorized to perform: \
+                             {service}:{operation} (injected fault)"
+                        ),
+                    ));
                 }
                 FaultKind::ThrottleAbove {
                     requests_per_second,

@@ -11,6 +11,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::retry::RetryPartition;
 use tablecrypt_core::{AccountId, ExternalId, Region as AwsRegion, RoleArn};
 
+use crate::error::FleetError;
 use crate::settings::FleetSettings;
 
 /// What tablecrypt needs to act in an account: the role to assume and the external id its trust policy wants.
@@ -79,6 +80,33 @@ impl Fleet {
             settings,
             identity_cache,
             clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An expired session token (the cached assumed-role credentials outlived their session, e.g. after clock
+    /// skew) is not a denial: forget this account-region's clients so the next call assumes the role afresh, and
+    /// call it transient so callers retry.
+    pub(crate) fn expired_or(
+        &self,
+        access: &AccountAccess,
+        region: AwsRegion,
+        error: FleetError,
+    ) -> FleetError {
+        let expired = matches!(
+            error.code.as_deref(),
+            Some("ExpiredToken" | "ExpiredTokenException" | "RequestExpired")
+        );
+        if !expired {
+            return error;
+        }
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(access.account_id.to_string(), region.to_string()));
+        tracing::warn!(account_id = %access.account_id, %region, "assumed-role credentials expired; renewing");
+        FleetError {
+            kind: tablecrypt_core::FailureKind::Transient,
+            ..error
         }
     }
 

@@ -5,11 +5,13 @@
 //! a retry partition per account-region so one throttled account cannot drain the others' retry budget; connect
 //! and operation timeouts. Every error is classified ([`tablecrypt_core::FailureKind`]) before it leaves here.
 
+mod changes;
 mod clients;
 mod error;
 mod operations;
 mod settings;
 
+pub use changes::{ApplyTarget, KeyInfo, UpdateOutcome, is_switch_quota, key_enabled};
 pub use clients::{AccountAccess, Fleet};
 pub use error::FleetError;
 pub use operations::CallerIdentity;

@@ -35,7 +35,7 @@ impl Fleet {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.expired_or(access, region, classify(&e)))?;
         Ok(CallerIdentity {
             arn: out.arn.unwrap_or_default(),
             account: out.account.unwrap_or_default(),
@@ -60,7 +60,7 @@ impl Fleet {
                 .set_exclusive_start_table_name(start.take())
                 .send()
                 .await
-                .map_err(|e| classify(&e))?;
+                .map_err(|e| self.expired_or(access, region, classify(&e)))?;
             for name in out.table_names.unwrap_or_default() {
                 match TableName::parse(&name) {
                     Ok(name) => names.push(name),
@@ -92,7 +92,7 @@ impl Fleet {
             .table_name(table.as_str())
             .send()
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.expired_or(access, region, classify(&e)))?;
         let description = out.table.ok_or_else(|| {
             FleetError::new(FailureKind::Unknown, "DescribeTable returned no table")
         })?;
@@ -131,7 +131,7 @@ impl Fleet {
                 Ok(arn)
             }
             Err(e) => {
-                let error = classify(&e);
+                let error = self.expired_or(access, region, classify(&e));
                 if error.kind == FailureKind::NotFound {
                     Ok(None)
                 } else {
@@ -219,7 +219,7 @@ impl Fleet {
             .key_id(reference)
             .send()
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.expired_or(access, region, classify(&e)))?;
         out.key_metadata
             .and_then(|m| m.arn)
             .ok_or_else(|| FleetError::new(FailureKind::Unknown, "DescribeKey returned no key ARN"))

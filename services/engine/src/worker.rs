@@ -1,0 +1,659 @@
+//! Durable workers: claim change items from Postgres under a lease, apply them through the fleet under rate
+//! limits shared by every replica, poll until DynamoDB shows the target, and record the outcome.
+//!
+//! Crash safety: `apply_time` is written before UpdateTable is sent, so an item reclaimed after its worker died
+//! looks at the table first and only sends UpdateTable again if the change is not already there or under way.
+//! The key-rotation history holds at most one row per item (unique `item_id`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng as _;
+use tablecrypt_core::switch_quota::next_switch_allowed;
+use tablecrypt_core::{
+    AccountId, EncryptionMode, FailureKind, ItemReason, Region, TableEncryption, TableName,
+};
+use tablecrypt_fleet::{
+    AccountAccess, ApplyTarget, Fleet, FleetError, UpdateOutcome, is_switch_quota,
+};
+use tablecrypt_store::{ClaimedItem, ItemEnd, Store, StoreError};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// How workers behave; from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// How long a claim is good for without a heartbeat; a dead worker's items are reclaimed after this.
+    pub lease: Duration,
+    /// How often to look for claimable items when there were none.
+    pub claim_interval: Duration,
+    /// Items this process works on at once.
+    pub concurrency: usize,
+    /// UpdateTable calls per second per account-region (all replicas together).
+    pub update_rate: f64,
+    /// UpdateTable calls per second across the fleet (all replicas together).
+    pub global_update_rate: f64,
+    /// DescribeTable polls per second per account-region (all replicas together).
+    pub poll_rate: f64,
+    /// Tables updating at once per account-region (AWS allows 500).
+    pub max_in_flight: u32,
+    /// First wait before polling an updating table; doubles up to `poll_max`.
+    pub poll_initial: Duration,
+    pub poll_max: Duration,
+    /// First wait after throttling or a transient error; doubles (with jitter) up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// The worker pool of one process.
+#[derive(Clone)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    fleet: Arc<Fleet>,
+    settings: WorkerSettings,
+    /// This process's lease identity.
+    owner: Uuid,
+    permits: Arc<Semaphore>,
+    accounts: Mutex<HashMap<String, AccountAccess>>,
+}
+
+/// Why an item stops being worked on by this worker.
+enum Stop {
+    Done(ItemEnd),
+    Defer {
+        after: Duration,
+        until_quota: Option<chrono::DateTime<Utc>>,
+        /// None: not a problem (the request was paused before anything was sent).
+        reason: Option<ItemReason>,
+        message: String,
+        /// AWS rejected this attempt's UpdateTable, so the table is not changing because of us: clear
+        /// `apply_time`. Otherwise (a poll was throttled, the table is busy) an earlier send may still land.
+        rejected: bool,
+    },
+}
+
+impl Workers {
+    pub fn new(store: Store, fleet: Arc<Fleet>, settings: WorkerSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+                store,
+                fleet,
+                settings,
+                owner: Uuid::new_v4(),
+                accounts: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn owner(&self) -> Uuid {
+        self.inner.owner
+    }
+
+    /// Runs the claim loop and the heartbeat until `shutdown`; items in progress are tracked by `tracker` and
+    /// stop at their next step once `shutdown` fires (their leases are released so another worker resumes them).
+    pub async fn run(self, tracker: TaskTracker, shutdown: CancellationToken) {
+        tracing::info!(owner = %self.inner.owner, "change workers started");
+        let heartbeat = {
+            let inner = self.inner.clone();
+            let token = shutdown.clone();
+            tracker.spawn(async move { inner.heartbeat(token).await })
+        };
+        let items = TaskTracker::new();
+        loop {
+            let available = self.inner.permits.available_permits();
+            let claimed = if available == 0 {
+                Vec::new()
+            } else {
+                match self
+                    .inner
+                    .store
+                    .change_items
+                    .claim(
+                        self.inner.owner,
+                        self.inner.settings.lease.as_secs_f64(),
+                        i64::from(self.inner.settings.max_in_flight),
+                        available.min(256) as i64,
+                    )
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming change items failed; retrying");
+                        Vec::new()
+                    }
+                }
+            };
+            let got = claimed.len();
+            for item in claimed {
+                let Ok(permit) = self.inner.permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let inner = self.inner.clone();
+                let token = shutdown.clone();
+                items.spawn(async move {
+                    inner.process(item, token).await;
+                    drop(permit);
+                });
+            }
+            let pause = if got > 0 {
+                Duration::from_millis(20)
+            } else {
+                self.inner.settings.claim_interval
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        items.close();
+        items.wait().await;
+        // Hand what we held back at once instead of waiting for the leases to expire.
+        if let Err(error) = self.inner.release().await {
+            tracing::warn!(%error, "releasing leases at shutdown failed; they expire on their own");
+        }
+        let _ = heartbeat.await;
+        tracing::info!("change workers stopped");
+    }
+}
+
+impl Inner {
+    async fn heartbeat(&self, shutdown: CancellationToken) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(error) = self
+                .store
+                .change_items
+                .heartbeat(self.owner, self.settings.lease.as_secs_f64())
+                .await
+            {
+                tracing::warn!(%error, "lease heartbeat failed");
+            }
+        }
+    }
+
+    async fn release(&self) -> Result<u64, StoreError> {
+        self.store.change_items.heartbeat(self.owner, 0.0).await
+    }
+
+    async fn access(&self, account_id: &str) -> Result<AccountAccess, ItemEnd> {
+        if let Some(access) = self.accounts.lock().await.get(account_id) {
+            return Ok(access.clone());
+        }
+        let id = AccountId::parse(account_id).map_err(|e| failed(ItemReason::AwsError, e.0))?;
+        let account = self.store.accounts.get(&id).await.map_err(|e| {
+            failed(
+                ItemReason::AccountUnreachable,
+                format!("account {account_id}: {e}"),
+            )
+        })?;
+        let access = AccountAccess {
+            account_id: account.account_id.clone(),
+            role_arn: account.spec.role_arn.clone(),
+            external_id: account.spec.external_id.clone(),
+        };
+        self.accounts
+            .lock()
+            .await
+            .insert(account_id.to_owned(), access.clone());
+        Ok(access)
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        change_request = %claimed.item.request_id, item = claimed.item.item_id,
+        account_id = %claimed.item.account_id, region = %claimed.item.region, table = %claimed.item.table_name))]
+    async fn process(&self, claimed: ClaimedItem, shutdown: CancellationToken) {
+        let outcome = tokio::select! {
+            outcome = self.work(&claimed) => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        let item_id = claimed.item.item_id;
+        let write = match &outcome {
+            Stop::Done(end) => {
+                self.persist(
+                    || self.store.change_items.finish(&claimed, self.owner, end),
+                    &shutdown,
+                )
+                .await
+            }
+            Stop::Defer {
+                after,
+                until_quota,
+                reason,
+                message,
+                rejected,
+            } => {
+                let until = until_quota.unwrap_or_else(|| {
+                    Utc::now() + chrono::Duration::from_std(*after).unwrap_or_default()
+                });
+                self.persist(
+                    || {
+                        self.store.change_items.defer(
+                            item_id,
+                            self.owner,
+                            until,
+                            reason.map(ItemReason::as_str),
+                            message,
+                            *rejected,
+                        )
+                    },
+                    &shutdown,
+                )
+                .await
+            }
+        };
+        match write {
+            Ok(()) => match outcome {
+                Stop::Done(end) => tracing::info!(?end, "item finished"),
+                Stop::Defer {
+                    reason, message, ..
+                } => tracing::info!(?reason, %message, "item deferred"),
+            },
+            Err(StoreError::LeaseLost { .. }) => {
+                tracing::warn!("lease lost to another worker; writing nothing")
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not record the item; its lease will expire and it resumes")
+            }
+        }
+    }
+
+    /// Retries a store write while the database is unreachable (a restart), until the lease is lost or shutdown.
+    async fn persist<F, Fut>(
+        &self,
+        write: F,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match write().await {
+                Err(StoreError::Unavailable(_) | StoreError::Database(_))
+                    if !shutdown.is_cancelled() =>
+                {
+                    tracing::warn!("database unavailable; retrying the write");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return Err(StoreError::LeaseLost { item_id: 0 }),
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One pass over an item: look, apply if needed, wait for the target.
+    async fn work(&self, claimed: &ClaimedItem) -> Stop {
+        let item = &claimed.item;
+        let access = match self.access(&item.account_id).await {
+            Ok(access) => access,
+            Err(end) => return Stop::Done(end),
+        };
+        let Ok(region) = Region::parse(&item.region) else {
+            return Stop::Done(failed(
+                ItemReason::AwsError,
+                format!("bad region {}", item.region),
+            ));
+        };
+        let Ok(table) = TableName::parse(&item.table_name) else {
+            return Stop::Done(failed(
+                ItemReason::AwsError,
+                format!("bad table {}", item.table_name),
+            ));
+        };
+        let target = apply_target(claimed);
+        let sent_before = item.apply_time.is_some();
+
+        // Look first: the change may be done or under way (a reclaimed item), or no longer needed.
+        let current = match self.describe(&access, region, &table).await {
+            Ok(current) => current,
+            Err(stop) => return stop,
+        };
+        if reached(&current, &target) {
+            return Stop::Done(if sent_before {
+                ItemEnd::Succeeded { changed: true }
+            } else {
+                ItemEnd::Skipped {
+                    message: "already had the target encryption when applied".into(),
+                }
+            });
+        }
+        let under_way = current.table_status == "UPDATING" && heading_to(&current, &target);
+        if !under_way {
+            if current.table_status != "ACTIVE" {
+                return self.retry(
+                    item.attempts,
+                    ItemReason::TableNotActive,
+                    format!("table is {}", current.table_status),
+                );
+            }
+            if let Some(since) = current.inaccessible_since {
+                return Stop::Done(failed(
+                    ItemReason::TableInaccessible,
+                    format!("table inaccessible since {since}"),
+                ));
+            }
+            // The switch quota, from our history, before AWS has to say so.
+            let key = (
+                item.account_id.clone(),
+                item.region.clone(),
+                item.table_name.clone(),
+            );
+            if let Ok(switches) = self
+                .store
+                .history
+                .recent_switches(std::slice::from_ref(&key))
+                .await
+                && let Some(frees_at) = next_switch_allowed(
+                    target.mode,
+                    switches.get(&key).map(Vec::as_slice).unwrap_or(&[]),
+                    Utc::now(),
+                )
+            {
+                return Stop::Defer {
+                    after: Duration::ZERO,
+                    until_quota: Some(frees_at),
+                    reason: Some(ItemReason::SwitchQuotaExhausted),
+                    message: format!("switch quota used up until {frees_at}"),
+                    rejected: false,
+                };
+            }
+            if let Err(stop) = self.wait_for_update_slot(claimed).await {
+                return stop;
+            }
+            match self
+                .store
+                .change_items
+                .mark_applying(item.item_id, self.owner)
+                .await
+            {
+                Ok(true) => {}
+                // Paused or cancelled while waiting for the rate slot: send nothing, give the item back.
+                Ok(false) => {
+                    return Stop::Defer {
+                        after: Duration::ZERO,
+                        until_quota: None,
+                        reason: None,
+                        message: "the request was paused or cancelled before UpdateTable was sent"
+                            .into(),
+                        // The table was seen neither changed nor changing: nothing of ours is in flight.
+                        rejected: true,
+                    };
+                }
+                Err(e) => return lost_or_retry(e),
+            }
+            match self
+                .fleet
+                .update_table_encryption(&access, region, &table, &target)
+                .await
+            {
+                Ok(UpdateOutcome::Started) => {
+                    if let Err(e) = self
+                        .store
+                        .change_items
+                        .mark_waiting(item.item_id, self.owner)
+                        .await
+                    {
+                        return lost_or_retry(e);
+                    }
+                }
+                Ok(UpdateOutcome::AlreadyEncrypted) => {}
+                Err(error) => {
+                    let mut stop = self
+                        .classify_apply_error(item.attempts, error, &target, &key)
+                        .await;
+                    if let Stop::Defer { rejected, .. } = &mut stop {
+                        *rejected = !sent_before;
+                    }
+                    return stop;
+                }
+            }
+        }
+        self.poll_until_done(&access, region, &table, &target, item.attempts)
+            .await
+    }
+
+    async fn wait_for_update_slot(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
+        let item = &claimed.item;
+        let rate = claimed
+            .max_updates_per_second
+            .map_or(self.settings.update_rate, |cap| {
+                cap.min(self.settings.update_rate)
+            });
+        let scope = format!("update:{}:{}", item.account_id, item.region);
+        let regional = self.store.rate_slots.reserve(&scope, rate).await;
+        let global = self
+            .store
+            .rate_slots
+            .reserve("update:*", self.settings.global_update_rate)
+            .await;
+        match (regional, global) {
+            (Ok(a), Ok(b)) => {
+                tokio::time::sleep(a.max(b)).await;
+                Ok(())
+            }
+            (Err(e), _) | (_, Err(e)) => Err(lost_or_retry(e)),
+        }
+    }
+
+    async fn describe(
+        &self,
+        access: &AccountAccess,
+        region: Region,
+        table: &TableName,
+    ) -> Result<TableEncryption, Stop> {
+        let scope = format!("describe:{}:{}", access.account_id, region);
+        match self
+            .store
+            .rate_slots
+            .reserve(&scope, self.settings.poll_rate)
+            .await
+        {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(e) => return Err(lost_or_retry(e)),
+        }
+        match self.fleet.describe_table(access, region, table).await {
+            Ok(table) => {
+                let _ = self
+                    .store
+                    .inventory
+                    .record(std::slice::from_ref(&table), None)
+                    .await;
+                Ok(table)
+            }
+            Err(error) => Err(match error.kind {
+                FailureKind::NotFound => {
+                    Stop::Done(failed(ItemReason::TableNotFound, error.message))
+                }
+                FailureKind::AccessDenied => {
+                    Stop::Done(failed(ItemReason::AccessDenied, error.message))
+                }
+                _ => self.retry(0, ItemReason::Throttled, error.message),
+            }),
+        }
+    }
+
+    async fn poll_until_done(
+        &self,
+        access: &AccountAccess,
+        region: Region,
+        table: &TableName,
+        target: &ApplyTarget,
+        attempts: i32,
+    ) -> Stop {
+        let mut wait = self.settings.poll_initial;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(self.settings.poll_max);
+            let current = match self.describe(access, region, table).await {
+                Ok(current) => current,
+                Err(Stop::Defer { .. }) => continue, // throttled or transient: keep polling, slower
+                Err(stop) => return stop,
+            };
+            if reached(&current, target) {
+                return Stop::Done(ItemEnd::Succeeded { changed: true });
+            }
+            if current.table_status == "ACTIVE" && !heading_to(&current, target) {
+                // AWS finished on something else (someone else changed it meanwhile): try again later.
+                return self.retry(
+                    attempts,
+                    ItemReason::AwsError,
+                    "the table settled on another key; retrying".into(),
+                );
+            }
+        }
+    }
+
+    async fn classify_apply_error(
+        &self,
+        attempts: i32,
+        error: FleetError,
+        target: &ApplyTarget,
+        key: &(String, String, String),
+    ) -> Stop {
+        match error.kind {
+            FailureKind::QuotaExceeded if is_switch_quota(&error) => {
+                let switches = self
+                    .store
+                    .history
+                    .recent_switches(std::slice::from_ref(key))
+                    .await
+                    .unwrap_or_default();
+                let frees_at = next_switch_allowed(
+                    target.mode,
+                    switches.get(key).map(Vec::as_slice).unwrap_or(&[]),
+                    Utc::now(),
+                )
+                // AWS counts switches we did not make: wait out the quiet period.
+                .unwrap_or_else(|| {
+                    Utc::now() + chrono::Duration::hours(tablecrypt_core::switch_quota::QUIET_HOURS)
+                });
+                Stop::Defer {
+                    after: Duration::ZERO,
+                    until_quota: Some(frees_at),
+                    reason: Some(ItemReason::SwitchQuotaExhausted),
+                    message: error.message,
+                    rejected: false,
+                }
+            }
+            FailureKind::QuotaExceeded
+            | FailureKind::Throttled
+            | FailureKind::Transient
+            | FailureKind::InUse => self.retry(attempts, ItemReason::Throttled, error.message),
+            FailureKind::AccessDenied => {
+                Stop::Done(failed(ItemReason::AccessDenied, error.message))
+            }
+            FailureKind::NotFound => Stop::Done(failed(ItemReason::TableNotFound, error.message)),
+            FailureKind::InvalidKey => {
+                Stop::Done(failed(invalid_key_reason(&error.message), error.message))
+            }
+            FailureKind::Unknown => Stop::Done(failed(ItemReason::AwsError, error.message)),
+        }
+    }
+
+    /// Defers with jittered exponential backoff by attempt.
+    fn retry(&self, attempts: i32, reason: ItemReason, message: String) -> Stop {
+        let base = self.settings.retry_initial.as_secs_f64() * 2f64.powi(attempts.clamp(0, 10));
+        let capped = base.min(self.settings.retry_max.as_secs_f64());
+        let jittered = rand::rng().random_range(capped / 2.0..=capped.max(0.001));
+        Stop::Defer {
+            after: Duration::from_secs_f64(jittered),
+            until_quota: None,
+            reason: Some(reason),
+            message,
+            rejected: false,
+        }
+    }
+}
+
+fn failed(reason: ItemReason, message: String) -> ItemEnd {
+    ItemEnd::Failed {
+        reason: reason.as_str().to_owned(),
+        message,
+    }
+}
+
+fn lost_or_retry(error: StoreError) -> Stop {
+    Stop::Defer {
+        after: Duration::from_secs(1),
+        until_quota: None,
+        reason: Some(ItemReason::AwsError),
+        message: format!("store: {error}"),
+        rejected: false,
+    }
+}
+
+fn invalid_key_reason(message: &str) -> ItemReason {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("pending deletion") || lower.contains("pendingdeletion") {
+        ItemReason::KeyPendingDeletion
+    } else if lower.contains("disabled") {
+        ItemReason::KeyDisabled
+    } else if lower.contains("not found") || lower.contains("does not exist") {
+        ItemReason::KeyMissing
+    } else if lower.contains("symmetric") {
+        ItemReason::KeyAsymmetric
+    } else {
+        ItemReason::AwsError
+    }
+}
+
+fn apply_target(claimed: &ClaimedItem) -> ApplyTarget {
+    let item = &claimed.item;
+    let mode = EncryptionMode::parse(&item.to_mode).unwrap_or(EncryptionMode::AwsOwned);
+    let replica_keys = item
+        .replicas
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some((
+                r.get("region")?.as_str()?.to_owned(),
+                r.get("to_key_arn")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    ApplyTarget {
+        mode,
+        key_arn: item.to_key_arn.clone(),
+        replica_keys,
+    }
+}
+
+/// DescribeTable shows the target: ACTIVE, the mode, the key (and every replica's key).
+fn reached(current: &TableEncryption, target: &ApplyTarget) -> bool {
+    current.table_status == "ACTIVE"
+        && heading_to(current, target)
+        && (target.mode == EncryptionMode::AwsOwned || current.sse_status == "ENABLED")
+}
+
+/// The table's reported encryption is the target's (it may still be UPDATING).
+fn heading_to(current: &TableEncryption, target: &ApplyTarget) -> bool {
+    let key_ok = match target.mode {
+        EncryptionMode::CustomerManaged => current.key_arn == target.key_arn,
+        _ => true,
+    };
+    let replicas_ok = target.replica_keys.iter().all(|(region, key)| {
+        current
+            .replicas
+            .iter()
+            .any(|r| &r.region == region && r.key_arn.as_deref() == Some(key.as_str()))
+    });
+    current.mode == target.mode && key_ok && replicas_ok
+}

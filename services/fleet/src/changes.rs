@@ -1,0 +1,157 @@
+//! The AWS calls that change encryption: KMS DescribeKey (is the target key usable?) and DynamoDB UpdateTable.
+
+use aws_sdk_dynamodb::types::{
+    ReplicationGroupUpdate, SseSpecification, SseType, UpdateReplicationGroupMemberAction,
+};
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
+use tablecrypt_core::{EncryptionMode, FailureKind, Region, TableName};
+
+use crate::clients::{AccountAccess, Fleet};
+use crate::error::{FleetError, classify};
+
+/// What KMS says about a key, reduced to what decides whether DynamoDB can use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub arn: String,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, ...
+    pub state: String,
+    /// Whether the key is SYMMETRIC_DEFAULT with ENCRYPT_DECRYPT usage, as DynamoDB requires.
+    pub symmetric: bool,
+    /// Whether the key is AWS managed (`alias/aws/dynamodb`), not a customer key.
+    pub aws_managed: bool,
+}
+
+/// What an UpdateTable must set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyTarget {
+    pub mode: EncryptionMode,
+    /// The key ARN in the table's region (CUSTOMER_MANAGED only).
+    pub key_arn: Option<String>,
+    /// For a global table: (replica region, key ARN in that region).
+    pub replica_keys: Vec<(String, String)>,
+}
+
+/// How an UpdateTable ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Accepted: the table is now UPDATING towards the target.
+    Started,
+    /// AWS says the table already has this encryption ("already encrypted with given KMSMasterKeyId").
+    AlreadyEncrypted,
+}
+
+/// The LimitExceededException text DynamoDB uses for the per-table switch quota, as opposed to the per
+/// account-region limit on tables in flight.
+const SWITCH_QUOTA_TEXT: &str = "Encryption mode changes are limited";
+
+/// Whether a quota error is the per-table switch quota (defer for hours) rather than the in-flight limit
+/// (defer for seconds).
+pub fn is_switch_quota(error: &FleetError) -> bool {
+    error.kind == FailureKind::QuotaExceeded && error.message.contains(SWITCH_QUOTA_TEXT)
+}
+
+impl Fleet {
+    /// KMS DescribeKey on a key reference (id, ARN, alias name or alias ARN) in the account-region.
+    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, key = reference))]
+    pub async fn describe_key(
+        &self,
+        access: &AccountAccess,
+        region: Region,
+        reference: &str,
+    ) -> Result<KeyInfo, FleetError> {
+        let clients = self.clients(access, region).await;
+        let out = clients
+            .kms
+            .describe_key()
+            .key_id(reference)
+            .send()
+            .await
+            .map_err(|e| self.expired_or(access, region, classify(&e)))?;
+        let meta = out
+            .key_metadata
+            .ok_or_else(|| FleetError::new(FailureKind::Unknown, "DescribeKey returned no key"))?;
+        Ok(KeyInfo {
+            arn: meta.arn.clone().unwrap_or_default(),
+            state: meta
+                .key_state
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            symmetric: meta
+                .key_spec
+                .as_ref()
+                .is_none_or(|s| *s == KeySpec::SymmetricDefault)
+                && meta
+                    .key_usage
+                    .as_ref()
+                    .is_none_or(|u| *u == KeyUsageType::EncryptDecrypt),
+            aws_managed: meta
+                .key_manager
+                .as_ref()
+                .is_some_and(|m| m.as_str() == "AWS"),
+        })
+    }
+
+    /// UpdateTable with the target SSE (and, for a global table, every replica's key). Returns at once; the
+    /// table is UPDATING until DescribeTable shows the change complete.
+    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, table = %table))]
+    pub async fn update_table_encryption(
+        &self,
+        access: &AccountAccess,
+        region: Region,
+        table: &TableName,
+        target: &ApplyTarget,
+    ) -> Result<UpdateOutcome, FleetError> {
+        let clients = self.clients(access, region).await;
+        let sse = match target.mode {
+            EncryptionMode::AwsOwned => SseSpecification::builder().enabled(false).build(),
+            EncryptionMode::AwsManaged => SseSpecification::builder().enabled(true).build(),
+            EncryptionMode::CustomerManaged => SseSpecification::builder()
+                .enabled(true)
+                .sse_type(SseType::Kms)
+                .set_kms_master_key_id(target.key_arn.clone())
+                .build(),
+        };
+        let replica_updates: Vec<ReplicationGroupUpdate> = target
+            .replica_keys
+            .iter()
+            .map(|(region, key)| {
+                ReplicationGroupUpdate::builder()
+                    .update(
+                        UpdateReplicationGroupMemberAction::builder()
+                            .region_name(region)
+                            .kms_master_key_id(key)
+                            .build()
+                            .expect("region_name is set"),
+                    )
+                    .build()
+            })
+            .collect();
+        let result = clients
+            .dynamodb
+            .update_table()
+            .table_name(table.as_str())
+            .sse_specification(sse)
+            .set_replica_updates((!replica_updates.is_empty()).then_some(replica_updates))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(UpdateOutcome::Started),
+            Err(e) => {
+                let error = self.expired_or(access, region, classify(&e));
+                if error.code.as_deref() == Some("ValidationException")
+                    && error.message.contains("already encrypted with")
+                {
+                    Ok(UpdateOutcome::AlreadyEncrypted)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+/// A key's state as KMS names it, for planning.
+pub fn key_enabled(info: &KeyInfo) -> bool {
+    info.state == KeyState::Enabled.as_str()
+}
