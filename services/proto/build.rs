@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
         "tablecrypt/v1/account.proto",
+        "tablecrypt/v1/change_request.proto",
         "tablecrypt/v1/inventory.proto",
         "tablecrypt/v1/table_encryption.proto",
     ];

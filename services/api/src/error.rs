@@ -18,6 +18,12 @@ pub enum ApiError {
     /// A stale etag or a concurrent write: re-read and retry.
     #[error("{0}")]
     Aborted(String),
+    /// The resource's state does not allow this (e.g. resuming a request that is not paused).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller may not do this (e.g. approve their own change request).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// AWS refused or failed, classified.
     #[error("AWS: {0}")]
     Aws(#[from] tablecrypt_fleet::FleetError),
@@ -37,8 +43,11 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict { resource, id } => Self::Aborted(format!(
                 "{resource} {id} was changed since the given etag was read: read it again and retry"
             )),
+            error @ StoreError::InvalidState { .. } => Self::FailedPrecondition(error.to_string()),
+            StoreError::Forbidden { reason } => Self::PermissionDenied(reason),
             error @ StoreError::Unavailable(_) => Self::Unavailable(error),
             error @ (StoreError::Corrupt { .. }
+            | StoreError::LeaseLost { .. }
             | StoreError::Database(_)
             | StoreError::Migrate(_)) => Self::Internal(error),
         }
@@ -70,6 +79,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound { .. } => Status::not_found(error.to_string()),
             ApiError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
             ApiError::Aborted(message) => Status::aborted(message),
+            ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::Aws(error) => {
                 use tablecrypt_core::FailureKind;
                 let message = format!("AWS {}: {}", error.kind, error.message);

@@ -1,14 +1,16 @@
 //! The `tablecrypt.v1.TableEncryption` gRPC service.
 //!
 //! Requests are converted to validated domain types at this edge (`conversions`), handled per resource
-//! (`accounts`), and every failure goes through the one error map in `error`.
+//! (`accounts`, `inventory`, `change_requests`), and every failure goes through the one error map in `error`.
 
 mod accounts;
+pub mod change_requests;
 mod conversions;
 pub mod error;
 pub mod inventory;
 mod page_token;
 mod service;
 
+pub use change_requests::{ChangeRequests, ChangeSettings};
 pub use error::ApiError;
 pub use service::{CALLER_HEADER, TableEncryptionService};

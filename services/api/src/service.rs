@@ -9,10 +9,11 @@ use tablecrypt_proto::v1::table_encryption_server::TableEncryption;
 use tablecrypt_store::Store;
 use tonic::{Request, Response, Status};
 
+use crate::change_requests::{ChangeRequests, WatchStream};
 use crate::{accounts, inventory};
 
-/// The metadata header naming the caller, recorded as who asked for scans (and, later, changes) until
-/// authentication replaces it.
+/// The metadata header naming the caller, recorded as who asked for scans and who created or approved change
+/// requests, until authentication replaces it.
 pub const CALLER_HEADER: &str = "x-tablecrypt-caller";
 
 /// The caller as the temporary identity header says, or "anonymous".
@@ -32,14 +33,16 @@ pub struct TableEncryptionService {
     store: Store,
     fleet: Arc<Fleet>,
     scanner: InventoryScanner,
+    changes: ChangeRequests,
 }
 
 impl TableEncryptionService {
-    pub fn new(store: Store, scanner: InventoryScanner) -> Self {
+    pub fn new(store: Store, scanner: InventoryScanner, changes: ChangeRequests) -> Self {
         Self {
             store,
             fleet: scanner.fleet().clone(),
             scanner,
+            changes,
         }
     }
 }
@@ -145,6 +148,123 @@ impl TableEncryption for TableEncryptionService {
     ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
         Ok(Response::new(
             inventory::get_key_usage(&self.store, &self.fleet, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_change_request(
+        &self,
+        request: Request<pb::CreateChangeRequestRequest>,
+    ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes.create(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_change_request(
+        &self,
+        request: Request<pb::GetChangeRequestRequest>,
+    ) -> Result<Response<pb::ChangeRequest>, Status> {
+        Ok(Response::new(self.changes.get(request.into_inner()).await?))
+    }
+
+    async fn list_change_requests(
+        &self,
+        request: Request<pb::ListChangeRequestsRequest>,
+    ) -> Result<Response<pb::ListChangeRequestsResponse>, Status> {
+        Ok(Response::new(
+            self.changes.list(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_change_items(
+        &self,
+        request: Request<pb::ListChangeItemsRequest>,
+    ) -> Result<Response<pb::ListChangeItemsResponse>, Status> {
+        Ok(Response::new(
+            self.changes.list_items(request.into_inner()).await?,
+        ))
+    }
+
+    async fn approve_change_request(
+        &self,
+        request: Request<pb::ApproveChangeRequestRequest>,
+    ) -> Result<Response<pb::ChangeRequest>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes.approve(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn cancel_change_request(
+        &self,
+        request: Request<pb::CancelChangeRequestRequest>,
+    ) -> Result<Response<pb::ChangeRequest>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes.cancel(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn pause_change_request(
+        &self,
+        request: Request<pb::PauseChangeRequestRequest>,
+    ) -> Result<Response<pb::ChangeRequest>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes.pause(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn resume_change_request(
+        &self,
+        request: Request<pb::ResumeChangeRequestRequest>,
+    ) -> Result<Response<pb::ChangeRequest>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes.resume(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    type WatchChangeRequestStream = WatchStream;
+
+    async fn watch_change_request(
+        &self,
+        request: Request<pb::WatchChangeRequestRequest>,
+    ) -> Result<Response<Self::WatchChangeRequestStream>, Status> {
+        Ok(Response::new(
+            self.changes.watch(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_table_encryption(
+        &self,
+        request: Request<pb::UpdateTableEncryptionRequest>,
+    ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes
+                .update_table(&caller, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn rollback_change_request(
+        &self,
+        request: Request<pb::RollbackChangeRequestRequest>,
+    ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.changes.rollback(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_key_rotation_history(
+        &self,
+        request: Request<pb::ListKeyRotationHistoryRequest>,
+    ) -> Result<Response<pb::ListKeyRotationHistoryResponse>, Status> {
+        Ok(Response::new(
+            self.changes.history(request.into_inner()).await?,
         ))
     }
 }

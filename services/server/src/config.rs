@@ -23,6 +23,28 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// What a process runs: the API, the change workers, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The gRPC API and the change workers (the default).
+    All,
+    /// The gRPC API only: scale API replicas apart from workers.
+    Api,
+    /// The change workers only (gRPC serves health and reflection, for probes).
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Self::All | Self::Api)
+    }
+
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Self::All | Self::Worker)
+    }
+}
+
 /// The server's configuration. Every field has a default except where noted; see the README's configuration
 /// reference for the environment variable of each.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +87,46 @@ pub struct Config {
     /// (`TABLECRYPT_INVENTORY_SCAN_INTERVAL`).
     #[serde(deserialize_with = "optional_duration")]
     pub inventory_scan_interval: Option<Duration>,
+    /// all, api or worker (`TABLECRYPT_ROLE`; the `--role` flag wins).
+    pub role: Role,
+    /// New change requests wait in PENDING_APPROVAL until someone other than their creator approves
+    /// (`TABLECRYPT_APPROVAL_REQUIRED`).
+    pub approval_required: bool,
+    /// UpdateTable calls per second per account-region, all replicas together (`TABLECRYPT_UPDATE_RATE`).
+    /// A change request may only lower it.
+    pub update_rate: f64,
+    /// UpdateTable calls per second across the whole fleet, all replicas together
+    /// (`TABLECRYPT_GLOBAL_UPDATE_RATE`).
+    pub global_update_rate: f64,
+    /// DescribeTable polls per second per account-region while waiting for updates (`TABLECRYPT_POLL_RATE`).
+    pub poll_rate: f64,
+    /// Tables updating at once per account-region, all replicas together; at most 500, AWS's limit
+    /// (`TABLECRYPT_MAX_TABLES_IN_FLIGHT`). A change request may only lower it.
+    pub max_tables_in_flight: NonZeroU32,
+    /// Change items one process works on at once (`TABLECRYPT_WORKER_CONCURRENCY`).
+    pub worker_concurrency: NonZeroU32,
+    /// How long a worker's claim on an item lasts without a heartbeat; a dead worker's items are taken over
+    /// after this (`TABLECRYPT_WORKER_LEASE`, e.g. "30s").
+    #[serde(with = "humantime_serde")]
+    pub worker_lease: Duration,
+    /// How often an idle worker looks for work (`TABLECRYPT_WORKER_CLAIM_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub worker_claim_interval: Duration,
+    /// First wait before polling an updating table; doubles up to `worker_poll_max`
+    /// (`TABLECRYPT_WORKER_POLL_INITIAL`, `TABLECRYPT_WORKER_POLL_MAX`).
+    #[serde(with = "humantime_serde")]
+    pub worker_poll_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub worker_poll_max: Duration,
+    /// First wait after throttling or a transient error; doubles with jitter up to `worker_retry_max`
+    /// (`TABLECRYPT_WORKER_RETRY_INITIAL`, `TABLECRYPT_WORKER_RETRY_MAX`).
+    #[serde(with = "humantime_serde")]
+    pub worker_retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub worker_retry_max: Duration,
+    /// How often WatchChangeRequest looks for changes (`TABLECRYPT_WATCH_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
 }
 
 /// The defaults, as a provider so a file and the environment override them field by field.
@@ -85,6 +147,20 @@ struct Defaults {
     scan_describe_rate: u32,
     scan_describes_in_flight: u32,
     inventory_scan_interval: &'static str,
+    role: Role,
+    approval_required: bool,
+    update_rate: f64,
+    global_update_rate: f64,
+    poll_rate: f64,
+    max_tables_in_flight: u32,
+    worker_concurrency: u32,
+    worker_lease: &'static str,
+    worker_claim_interval: &'static str,
+    worker_poll_initial: &'static str,
+    worker_poll_max: &'static str,
+    worker_retry_initial: &'static str,
+    worker_retry_max: &'static str,
+    watch_interval: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -106,7 +182,25 @@ const DEFAULTS: Defaults = Defaults {
     scan_describe_rate: 50,
     scan_describes_in_flight: 8,
     inventory_scan_interval: "off",
+    role: Role::All,
+    approval_required: false,
+    // UpdateTable shares DynamoDB's control-plane budget with everything else in the account: stay well below.
+    update_rate: 5.0,
+    global_update_rate: 100.0,
+    poll_rate: 20.0,
+    max_tables_in_flight: 50,
+    worker_concurrency: 256,
+    worker_lease: "30s",
+    worker_claim_interval: "1s",
+    worker_poll_initial: "2s",
+    worker_poll_max: "30s",
+    worker_retry_initial: "1s",
+    worker_retry_max: "2m",
+    watch_interval: "500ms",
 };
+
+/// AWS allows 500 tables in UPDATING (or CREATING/DELETING) at once per account-region.
+const AWS_MAX_TABLES_IN_FLIGHT: u32 = 500;
 
 impl Config {
     /// Defaults, then `file` (if given), then `TABLECRYPT_*` and `DATABASE_URL` from the environment.
@@ -133,10 +227,44 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Self> {
-        figment.extract().map_err(|e| {
+        let config: Self = figment.extract().map_err(|e| {
             let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
-        })
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rules across or beyond single fields.
+    fn check(&self) -> anyhow::Result<()> {
+        for (key, rate) in [
+            ("update_rate", self.update_rate),
+            ("global_update_rate", self.global_update_rate),
+            ("poll_rate", self.poll_rate),
+        ] {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "invalid configuration: {key} must be a positive number of requests per second"
+            );
+        }
+        anyhow::ensure!(
+            self.max_tables_in_flight.get() <= AWS_MAX_TABLES_IN_FLIGHT,
+            "invalid configuration: max_tables_in_flight must be at most {AWS_MAX_TABLES_IN_FLIGHT} (AWS's limit)"
+        );
+        anyhow::ensure!(
+            self.worker_lease >= Duration::from_secs(1),
+            "invalid configuration: worker_lease must be at least 1s"
+        );
+        anyhow::ensure!(
+            !self.worker_poll_initial.is_zero() && self.worker_poll_initial <= self.worker_poll_max,
+            "invalid configuration: worker_poll_initial must be above zero and at most worker_poll_max"
+        );
+        anyhow::ensure!(
+            !self.worker_retry_initial.is_zero()
+                && self.worker_retry_initial <= self.worker_retry_max,
+            "invalid configuration: worker_retry_initial must be above zero and at most worker_retry_max"
+        );
+        Ok(())
     }
 }
 
@@ -273,6 +401,21 @@ mod tests {
             .expect_err("typo")
             .to_string();
         assert!(err.contains("listen_adr"), "{err}");
+    }
+
+    #[test]
+    fn limits_beyond_aws_or_nonsense_are_refused() {
+        let err = load("max_tables_in_flight = 501")
+            .expect_err("above AWS")
+            .to_string();
+        assert!(err.contains("max_tables_in_flight"), "{err}");
+        let err = load("update_rate = -1.0")
+            .expect_err("negative")
+            .to_string();
+        assert!(err.contains("update_rate"), "{err}");
+        let err = load("role = 'both'").expect_err("unknown role").to_string();
+        assert!(err.contains("role"), "{err}");
+        assert_eq!(load("role = 'worker'").expect("valid").role, Role::Worker);
     }
 
     #[test]

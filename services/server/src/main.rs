@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tablecrypt_server::config::Role;
 use tablecrypt_server::{Config, Listeners, server, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +15,9 @@ struct Cli {
     /// TOML configuration file; environment variables (TABLECRYPT_*, DATABASE_URL) override it.
     #[arg(long, short, env = "TABLECRYPT_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// What this process runs: all (API and change workers), api, or worker. Overrides `role` in the config.
+    #[arg(long, value_enum, global = true)]
+    role: Option<Role>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -31,7 +35,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(role) = cli.role {
+        config.role = role;
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!("{config:#?}");

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tablecrypt_api::TableEncryptionService;
-use tablecrypt_engine::{InventoryScanner, ScanSettings};
+use tablecrypt_api::{ChangeRequests, ChangeSettings, TableEncryptionService};
+use tablecrypt_engine::{InventoryScanner, ScanSettings, WorkerSettings, Workers};
 use tablecrypt_fleet::{Fleet, FleetSettings};
 use tablecrypt_proto::v1::table_encryption_server::TableEncryptionServer;
 use tablecrypt_store::{PoolSettings, Store};
@@ -82,7 +82,7 @@ pub async fn run(
     let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
     let scanner = InventoryScanner::new(
         store.clone(),
-        fleet,
+        fleet.clone(),
         ScanSettings {
             concurrent_targets: config.scan_concurrent_targets.get() as usize,
             describes_in_flight: config.scan_describes_in_flight.get() as usize,
@@ -92,9 +92,28 @@ pub async fn run(
         tasks.clone(),
         shutdown.clone(),
     );
-    if let Some(interval) = config.inventory_scan_interval {
+    tracing::info!(role = ?config.role, "starting");
+    if config.role.runs_workers() {
+        let workers = Workers::new(store.clone(), fleet.clone(), worker_settings(&config));
+        tasks.spawn(workers.run(tasks.clone(), shutdown.clone()));
+    }
+    let changes = ChangeRequests::new(
+        store.clone(),
+        fleet.clone(),
+        ChangeSettings {
+            approval_required: config.approval_required,
+            max_updates_per_second: config.update_rate,
+            max_in_flight: config.max_tables_in_flight.get(),
+            watch_interval: config.watch_interval,
+        },
+        shutdown.clone(),
+    );
+    let api = config.role.serves_api().then(|| {
+        TableEncryptionServer::new(TableEncryptionService::new(store, scanner.clone(), changes))
+    });
+    if let (Some(interval), true) = (config.inventory_scan_interval, config.role.serves_api()) {
         tasks.spawn(periodic_scans(
-            store.clone(),
+            Store::new(pool.clone()),
             scanner.clone(),
             interval,
             shutdown.clone(),
@@ -106,9 +125,11 @@ pub async fn run(
         GrpcMetrics::register(&registry).context("failed to register gRPC metrics")?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<TableEncryptionServer<TableEncryptionService>>()
-        .await;
+    if api.is_some() {
+        health
+            .set_serving::<TableEncryptionServer<TableEncryptionService>>()
+            .await;
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tablecrypt_proto::FILE_DESCRIPTOR_SET)
@@ -154,9 +175,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TableEncryptionServer::new(TableEncryptionService::new(
-            store, scanner,
-        )))
+        .add_optional_service(api)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop_accepting);
 
     let grace = config.shutdown_grace_period;
@@ -180,6 +199,22 @@ pub async fn run(
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn worker_settings(config: &Config) -> WorkerSettings {
+    WorkerSettings {
+        lease: config.worker_lease,
+        claim_interval: config.worker_claim_interval,
+        concurrency: config.worker_concurrency.get() as usize,
+        update_rate: config.update_rate,
+        global_update_rate: config.global_update_rate,
+        poll_rate: config.poll_rate,
+        max_in_flight: config.max_tables_in_flight.get(),
+        poll_initial: config.worker_poll_initial,
+        poll_max: config.worker_poll_max,
+        retry_initial: config.worker_retry_initial,
+        retry_max: config.worker_retry_max,
+    }
 }
 
 fn fleet_settings(config: &Config) -> FleetSettings {
