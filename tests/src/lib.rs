@@ -1,6 +1,8 @@
 //! Test harness: a fresh Postgres database per test and the real server on port 0, reached through the generated
 //! tonic client over a real socket.
 
+pub mod aws;
+pub mod changes;
 pub mod moto;
 
 use std::net::SocketAddr;
@@ -121,7 +123,10 @@ impl TestApp {
     }
 
     /// RefreshInventory, then polls GetInventoryScan until the scan leaves RUNNING (at most 15 s).
-    pub async fn refresh_and_wait(&self, request: pb::RefreshInventoryRequest) -> pb::InventoryScan {
+    pub async fn refresh_and_wait(
+        &self,
+        request: pb::RefreshInventoryRequest,
+    ) -> pb::InventoryScan {
         let mut client = self.client.clone();
         let scan = client
             .refresh_inventory(request)

@@ -6,8 +6,6 @@
 
 use std::collections::HashMap;
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     SseSpecification, SseType,
@@ -20,44 +18,12 @@ const PAYMENTS: &str = "111111111111";
 const SEARCH: &str = "222222222222";
 const ROLE: &str = "tablecrypt-member";
 
-async fn sdk_config(moto: &MotoServer, credentials: Credentials, region: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new(region.to_owned()))
-        .credentials_provider(credentials)
-        .load()
-        .await
-}
-
-/// DynamoDB and KMS clients acting as `account` in `region`, through a role assumed with the hub's key.
 async fn member_clients(
     moto: &MotoServer,
     account: &str,
     region: &str,
 ) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
-    let hub = Credentials::new("AKIAHUBTEST000000000", "hub-secret", None, None, "hub");
-    let sts = aws_sdk_sts::Client::new(&sdk_config(moto, hub, region).await);
-    let assumed = sts
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account}:role/{ROLE}"))
-        .role_session_name("seed")
-        .send()
-        .await
-        .expect("assume role in moto")
-        .credentials
-        .expect("credentials");
-    let credentials = Credentials::new(
-        assumed.access_key_id,
-        assumed.secret_access_key,
-        Some(assumed.session_token),
-        None,
-        "assumed",
-    );
-    let config = sdk_config(moto, credentials, region).await;
-    (
-        aws_sdk_dynamodb::Client::new(&config),
-        aws_sdk_kms::Client::new(&config),
-    )
+    tablecrypt_tests::aws::member_clients(&moto.endpoint(), account, ROLE, region).await
 }
 
 async fn create_table(
@@ -218,8 +184,16 @@ async fn verify_and_live_reads_agree_with_moto() {
 
     // moto creates alias/aws/dynamodb on first use, as AWS does; tablecrypt tells it apart from customer keys.
     let sessions = get("sessions").await;
-    assert_eq!(sessions.mode(), pb::EncryptionMode::AwsManaged, "{sessions:?}");
-    assert!(sessions.kms_key_arn.starts_with("arn:aws:kms:eu-west-1:111111111111:key/"));
+    assert_eq!(
+        sessions.mode(),
+        pb::EncryptionMode::AwsManaged,
+        "{sessions:?}"
+    );
+    assert!(
+        sessions
+            .kms_key_arn
+            .starts_with("arn:aws:kms:eu-west-1:111111111111:key/")
+    );
     assert_ne!(sessions.kms_key_arn, s.key_arn);
 
     let plain = get("plain").await;
