@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's run command, checked: deploy/local/run.sh on free ports and a fresh database must start the fleet
 # emulator and the server, register the demo accounts and scan once, so ListTableEncryptions answers with tables
-# at once, every filter works through grpcurl, and the broken sandbox account shows up as its own failure.
+# at once, every filter works through grpcurl, and the broken sandbox account shows up as its own failure. Then
+# the README's batch key migration from key A to key B: plan, create, watch, history and rollback.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../deploy/local/env.sh"
 cd "$TABLECRYPT_ROOT"
@@ -53,3 +54,42 @@ done
 call GetKeyUsage '{"kms_key": "alias/payments-a", "account_id": "111111111111", "region": "eu-west-1"}' \
   | grep -q '"tableName": "payments-ledger"' || fail "GetKeyUsage does not list payments-ledger"
 echo "demo: scan PARTIALLY_FAILED with sandbox denied, $all tables listed, every filter narrows the list"
+
+# A batch key migration from key A to key B in payments/eu-west-1, as the README shows: plan, create, watch,
+# history, rollback, all through grpcurl.
+ccall() { grpcurl -plaintext -H "x-tablecrypt-caller:$1" -d "$3" "$ADDR" "tablecrypt.v1.TableEncryption/$2"; }
+SEL='"selector": {"account_ids": ["111111111111"], "current_kms_key": "arn:aws:kms:eu-west-1:111111111111:alias/payments-a"}'
+TARGET='"target": {"mode": "ENCRYPTION_MODE_CUSTOMER_MANAGED", "kms_key": "alias/payments-b"}'
+plan="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"validate_only\": true}")"
+planned="$(echo "$plan" | grep -o '"change": [0-9]*' | head -n 1 | grep -o '[0-9]*$' || true)"
+[ -n "$planned" ] && [ "$planned" -gt 10 ] || fail "the plan changes too few tables: $(echo "$plan" | head -c 600)"
+echo "$plan" | grep -q '"changeRequestId"' && fail "validate_only returned a stored request"
+
+watch_to_end() {
+  local out
+  out="$(timeout 180 grpcurl -plaintext -d "{\"change_request_id\": \"$1\"}" "$ADDR" \
+    tablecrypt.v1.TableEncryption/WatchChangeRequest)" || fail "watching $1 failed or timed out"
+  echo "$out" | grep -o '"state": "CHANGE_REQUEST_STATE_[A-Z_]*"' | tail -n 1
+}
+created="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"request_id\": \"demo-a-to-b\", \"description\": \"retire key A\"}")"
+id="$(echo "$created" | grep -o '"changeRequestId": "[^"]*"' | head -n 1 | cut -d'"' -f4)"
+[ -n "$id" ] || fail "no change request created: $created"
+again="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"request_id\": \"demo-a-to-b\"}")"
+echo "$again" | grep -q "\"changeRequestId\": \"$id\"" || fail "the same request_id made another request"
+final="$(watch_to_end "$id")"
+[ "$final" = '"state": "CHANGE_REQUEST_STATE_SUCCEEDED"' ] || fail "migration ended $final"
+rotations="$(call ListKeyRotationHistory "{\"change_request_id\": \"$id\", \"page_size\": 1000}" | grep -c '"rotationId"' || true)"
+[ "$rotations" -eq "$planned" ] || fail "history holds $rotations rows for $planned planned changes"
+call GetTableEncryption '{"account_id": "111111111111", "region": "eu-west-1", "table_name": "payments-ledger"}' \
+  | grep -q 'alias\|key/' || fail "GetTableEncryption failed after the migration"
+call GetKeyUsage '{"kms_key": "alias/payments-a", "account_id": "111111111111", "region": "eu-west-1"}' \
+  | grep -q '"unused": true' || fail "key A is still in use in eu-west-1 after the migration"
+
+rollback="$(ccall bob RollbackChangeRequest "{\"change_request_id\": \"$id\"}")"
+back="$(echo "$rollback" | grep -o '"changeRequestId": "[^"]*"' | head -n 1 | cut -d'"' -f4)"
+[ -n "$back" ] || fail "no rollback request: $rollback"
+final="$(watch_to_end "$back")"
+[ "$final" = '"state": "CHANGE_REQUEST_STATE_SUCCEEDED"' ] || fail "rollback ended $final"
+call GetKeyUsage '{"kms_key": "alias/payments-b", "account_id": "111111111111", "region": "eu-west-1"}' \
+  | grep -q '"unused": true' || fail "key B is still in use after the rollback"
+echo "demo: migrated $planned tables from key A to key B ($rotations history rows), then rolled back"

@@ -946,6 +946,50 @@ async fn a_global_table_changes_every_replica_to_its_regions_key() {
         item.replicas[0].to_kms_key_arn,
         key_arn(PAYMENTS, US, KEY_N_US)
     );
+
+    // Rolling back returns each replica to its own region's earlier key.
+    let back = s
+        .app
+        .client
+        .clone()
+        .rollback_change_request(as_caller(
+            "alice",
+            pb::RollbackChangeRequestRequest {
+                change_request_id: id,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("rollback")
+        .into_inner()
+        .change_request
+        .expect("request")
+        .change_request_id;
+    let done = wait_terminal(&s.app, &back).await;
+    assert_eq!(
+        done.state(),
+        pb::ChangeRequestState::Succeeded,
+        "{:#?}",
+        items(&s.app, &back).await
+    );
+    assert_eq!(counts(&done).succeeded, 1);
+    let live = s
+        .app
+        .client
+        .clone()
+        .get_table_encryption(pb::GetTableEncryptionRequest {
+            account_id: PAYMENTS.into(),
+            region: EU.into(),
+            table_name: "global".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(live.kms_key_arn, payments_key(KEY_M_EU));
+    assert_eq!(
+        live.replicas[0].kms_key_arn,
+        key_arn(PAYMENTS, US, KEY_M_US)
+    );
 }
 
 async fn switch(app: &TestApp, name: &str, key: &str) -> pb::CreateChangeRequestResponse {

@@ -15,7 +15,9 @@ use tablecrypt_core::{
     AccountId, EncryptionMode, KeyReference, LabelSelector, Region, RequestState, TableName,
     ValidationErrors,
 };
-use tablecrypt_engine::{MAX_ITEMS, PlanError, PlannedItem, Planner, Target, Targets, summarize};
+use tablecrypt_engine::{
+    MAX_ITEMS, PlanError, PlannedItem, Planner, RollbackRow, Target, Targets, summarize,
+};
 use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::{
@@ -675,10 +677,10 @@ impl ChangeRequests {
         let tables = pb::TableList {
             tables: rows
                 .iter()
-                .map(|(a, r, t, ..)| pb::TableRef {
-                    account_id: a.to_string(),
-                    region: r.to_string(),
-                    table_name: t.to_string(),
+                .map(|row| pb::TableRef {
+                    account_id: row.account_id.to_string(),
+                    region: row.region.to_string(),
+                    table_name: row.table_name.to_string(),
                 })
                 .collect(),
         };
@@ -1146,15 +1148,26 @@ fn timestamp(
     time
 }
 
-/// A SUCCEEDED item's way back: the table and the mode and key it had before.
-fn rollback_row(
-    item: ChangeItemRecord,
-) -> Option<(AccountId, Region, TableName, EncryptionMode, Option<String>)> {
-    Some((
-        AccountId::parse(&item.account_id).ok()?,
-        Region::parse(&item.region).ok()?,
-        TableName::parse(&item.table_name).ok()?,
-        EncryptionMode::parse(&item.from_mode)?,
-        item.from_key_arn,
-    ))
+/// A SUCCEEDED item's way back: the table and the mode and keys it had before (each replica's too).
+fn rollback_row(item: ChangeItemRecord) -> Option<RollbackRow> {
+    let replica_keys = item
+        .replicas
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some((
+                r.get("region")?.as_str()?.to_owned(),
+                r.get("from_key_arn")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    Some(RollbackRow {
+        account_id: AccountId::parse(&item.account_id).ok()?,
+        region: Region::parse(&item.region).ok()?,
+        table_name: TableName::parse(&item.table_name).ok()?,
+        mode: EncryptionMode::parse(&item.from_mode)?,
+        key_arn: item.from_key_arn,
+        replica_keys,
+    })
 }

@@ -7,7 +7,8 @@ mod scanner;
 pub mod worker;
 
 pub use planner::{
-    MAX_ITEMS, PlanError, PlannedItem, Planner, ReplicaPlan, Target, Targets, summarize,
+    MAX_ITEMS, PlanError, PlannedItem, Planner, ReplicaPlan, RollbackRow, Target, Targets,
+    summarize,
 };
 pub use scanner::{InventoryScanner, ScanSettings, ScanTarget};
 pub use worker::{WorkerSettings, Workers};

@@ -33,8 +33,39 @@ pub struct Target {
 pub enum Targets {
     Tables(Vec<(AccountId, Region, TableName)>),
     Selector(InventoryFilter),
-    /// A rollback: each table with its own target (the mode and key it had before).
-    Rollback(Vec<(AccountId, Region, TableName, EncryptionMode, Option<String>)>),
+    /// A rollback: each table with its own target (the mode and keys it had before).
+    Rollback(Vec<RollbackRow>),
+}
+
+/// One table of a rollback: where it returns to.
+#[derive(Debug, Clone)]
+pub struct RollbackRow {
+    pub account_id: AccountId,
+    pub region: Region,
+    pub table_name: TableName,
+    pub mode: EncryptionMode,
+    pub key_arn: Option<String>,
+    /// A global table's replicas: (region, the key ARN each had there).
+    pub replica_keys: Vec<(String, String)>,
+}
+
+/// One table's target: the mode, the key in the table's region, and (for a rollback of a global table) each
+/// replica region's own key.
+#[derive(Debug, Clone)]
+struct TableTarget {
+    mode: EncryptionMode,
+    key: Option<KeyReference>,
+    replica_keys: HashMap<String, KeyReference>,
+}
+
+impl TableTarget {
+    fn key_for(&self, region: &str) -> Option<&KeyReference> {
+        self.replica_keys.get(region).or(self.key.as_ref())
+    }
+
+    fn label_for(&self, region: &str) -> String {
+        target_label(self.mode, self.key_for(region))
+    }
 }
 
 /// One replica's part of a global table's item.
@@ -124,22 +155,37 @@ impl Planner {
         let accounts = self.accounts(&tables).await?;
 
         // Each table's own target (a rollback's differ per table).
-        let per_table: Vec<(EncryptionMode, Option<KeyReference>)> = match targets {
+        let per_table: Vec<TableTarget> = match targets {
             Targets::Rollback(rows) => rows
                 .iter()
-                .map(|(.., mode, key)| {
-                    (
-                        *mode,
-                        key.as_deref().and_then(|k| KeyReference::parse(k).ok()),
-                    )
+                .map(|row| TableTarget {
+                    mode: row.mode,
+                    key: row
+                        .key_arn
+                        .as_deref()
+                        .and_then(|k| KeyReference::parse(k).ok()),
+                    replica_keys: row
+                        .replica_keys
+                        .iter()
+                        .filter_map(|(region, key)| {
+                            Some((region.clone(), KeyReference::parse(key).ok()?))
+                        })
+                        .collect(),
                 })
                 .collect(),
-            _ => vec![(target.mode, target.key.clone()); tables.len()],
+            _ => vec![
+                TableTarget {
+                    mode: target.mode,
+                    key: target.key.clone(),
+                    replica_keys: HashMap::new(),
+                };
+                tables.len()
+            ],
         };
 
         // Resolve every distinct (account, region, target) once, replica regions included.
         let mut wanted: BTreeMap<ResolutionKey, Resolvable> = BTreeMap::new();
-        for (observed, (mode, key)) in tables.iter().zip(&per_table) {
+        for (observed, wanted_target) in tables.iter().zip(&per_table) {
             let Observed::Found(table) = observed else {
                 continue;
             };
@@ -152,13 +198,14 @@ impl Planner {
                     .filter_map(|r| Region::parse(&r.region).ok()),
             );
             for region in regions {
+                let key = wanted_target.key_for(region.as_str());
                 wanted.insert(
                     (
                         table.account_id.to_string(),
                         region.to_string(),
-                        target_label(*mode, key.as_ref()),
+                        target_label(wanted_target.mode, key),
                     ),
-                    (access.clone(), region, *mode, key.clone()),
+                    (access.clone(), region, wanted_target.mode, key.cloned()),
                 );
             }
         }
@@ -187,8 +234,8 @@ impl Planner {
 
         let mut items = Vec::with_capacity(tables.len());
         let mut canaries_left = canary;
-        for (observed, (mode, key)) in tables.into_iter().zip(per_table) {
-            let label = target_label(mode, key.as_ref());
+        for (observed, table_target) in tables.into_iter().zip(per_table) {
+            let mode = table_target.mode;
             let mut item = match observed {
                 Observed::Found(table) => {
                     let resolution = |region: &str| {
@@ -196,7 +243,7 @@ impl Planner {
                             .get(&(
                                 table.account_id.to_string(),
                                 region.to_owned(),
-                                label.clone(),
+                                table_target.label_for(region),
                             ))
                             .cloned()
                             .unwrap_or(Resolution::Unusable(
@@ -269,7 +316,7 @@ impl Planner {
             Targets::Tables(ids) => ids.clone(),
             Targets::Rollback(rows) => rows
                 .iter()
-                .map(|(a, r, t, ..)| (a.clone(), *r, t.clone()))
+                .map(|row| (row.account_id.clone(), row.region, row.table_name.clone()))
                 .collect(),
         };
         let accounts = self
