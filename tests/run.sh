@@ -31,4 +31,7 @@ cargo build --quiet --bin fleet-emulator
 FLEET_EMULATOR_BIN="$CARGO_TARGET_DIR/debug/fleet-emulator" python -m pytest -q services/fleet-emulator/tests/python
 
 log "cargo nextest"
+# The crash test (tests/tests/change_crash.rs) runs the real binary and kills it with SIGKILL.
+cargo build --quiet --bin tablecrypt-server
+export TABLECRYPT_SERVER_BIN="$CARGO_TARGET_DIR/debug/tablecrypt-server"
 cargo nextest run --workspace --no-fail-fast

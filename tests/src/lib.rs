@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod changes;
 pub mod moto;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,106 @@
+//! The real `tablecrypt-server` binary as a child process, for tests that kill it (SIGKILL) and restart it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// The server binary: `TABLECRYPT_SERVER_BIN`, else `tablecrypt-server` next to the test's target directory
+/// (tests/run.sh builds it before the tests run).
+pub fn server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TABLECRYPT_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug/tablecrypt-server
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("tablecrypt-server"))
+        .expect("target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bin tablecrypt-server` first (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running server process, configured only through the environment.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    env: Vec<(String, String)>,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Starts the binary listening on `addr` with `env` (TABLECRYPT_* and DATABASE_URL), and waits until it
+    /// accepts connections.
+    pub async fn start(addr: SocketAddr, env: &[(&str, String)]) -> Self {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let child = spawn(addr, &env);
+        let mut process = Self { addr, env, child };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&mut self) {
+        for _ in 0..400 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tablecrypt-server exited during start: {status}");
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tablecrypt-server never listened on {}", self.addr);
+    }
+
+    /// SIGKILL: no shutdown hooks, leases left held, whatever was in flight lost.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill -9 the server");
+    }
+
+    /// Starts it again with the same address and environment.
+    pub async fn restart(&mut self) {
+        self.child = spawn(self.addr, &self.env);
+        self.wait_ready().await;
+    }
+
+    pub async fn client(&self) -> TableEncryptionClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the server");
+        TableEncryptionClient::new(channel)
+    }
+}
+
+fn spawn(addr: SocketAddr, env: &[(String, String)]) -> Child {
+    Command::new(server_binary())
+        .arg("serve")
+        .env("TABLECRYPT_LISTEN_ADDR", addr.to_string())
+        .env("TABLECRYPT_METRICS_ADDR", "off")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tablecrypt-server")
+}
+
+/// A free local port (bound and released; good enough for tests).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
