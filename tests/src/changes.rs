@@ -107,18 +107,24 @@ pub struct Setup {
 
 /// The emulator, the server with `extra_toml`, the three accounts registered and scanned once.
 pub async fn setup(extra_toml: &str) -> Setup {
+    let db = TestDatabase::create().await.expect("db");
+    let (emulator, app) = fleet_and_server(&db.url, extra_toml).await;
+    Setup { db, app, emulator }
+}
+
+/// The emulator and a server on the database at `url`, with the accounts registered and scanned once.
+pub async fn fleet_and_server(url: &str, extra_toml: &str) -> (RunningEmulator, TestApp) {
     let emulator = Emulator::spawn(FleetSpec::from_yaml(&fleet()).expect("fleet"))
         .await
         .expect("emulator");
-    let db = TestDatabase::create().await.expect("db");
     // A generous UpdateTable rate unless the test sets its own (TOML refuses a key given twice).
     let rate = if extra_toml.contains("update_rate") {
         ""
     } else {
         "update_rate = 50.0"
     };
-    let app = TestApp::spawn_with(
-        &db,
+    let app = TestApp::spawn_on(
+        url,
         &format!(
             "aws_endpoint_url = '{}'\n{FAST}\n{rate}\n{extra_toml}",
             emulator.endpoint()
@@ -147,7 +153,7 @@ pub async fn setup(extra_toml: &str) -> Setup {
     }
     app.refresh_and_wait(pb::RefreshInventoryRequest::default())
         .await;
-    Setup { db, app, emulator }
+    (emulator, app)
 }
 
 /// A request carrying the caller identity header.

@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod changes;
 pub mod moto;
+pub mod postgres;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -91,9 +92,13 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the server against `db` on port 0, with extra TOML configuration lines.
     pub async fn spawn_with(db: &TestDatabase, extra_toml: &str) -> anyhow::Result<Self> {
+        Self::spawn_on(&db.url, extra_toml).await
+    }
+
+    /// Starts the server against the database at `url` on port 0, with extra TOML configuration lines.
+    pub async fn spawn_on(url: &str, extra_toml: &str) -> anyhow::Result<Self> {
         let config = Config::from_toml(&format!(
-            "database_url = '{}'\nlog_format = 'pretty'\nshutdown_grace_period = '3s'\n{extra_toml}",
-            db.url
+            "database_url = '{url}'\nlog_format = 'pretty'\nshutdown_grace_period = '3s'\n{extra_toml}"
         ))?;
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let metrics = TcpListener::bind("127.0.0.1:0").await?;

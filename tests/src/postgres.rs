@@ -1,0 +1,125 @@
+//! A private PostgreSQL cluster for one test (initdb into a temporary directory, its own port), so a test can
+//! stop and start the database under a running server without touching the shared one other tests use.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Where Debian installs the server binaries.
+fn pg_bin(name: &str) -> PathBuf {
+    let root = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|dirs| dirs.filter_map(Result::ok).map(|d| d.path()).max())
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql");
+    root.join("bin").join(name)
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user when we are root (the server refuses to run as root).
+fn run_as_postgres(program: PathBuf, args: &[&str]) {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let status = if is_root {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&program)
+            .args(args)
+            .status()
+    } else {
+        Command::new(&program).args(args).status()
+    }
+    .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    assert!(
+        status.success(),
+        "{} {args:?} failed: {status}",
+        program.display()
+    );
+}
+
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    /// initdb (trust auth) and start on a free port.
+    pub fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tablecrypt-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let port = crate::process::free_addr().port();
+        let data = dir.join("data");
+        run_as_postgres(
+            pg_bin("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let cluster = Self { dir, port };
+        cluster.start_server();
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").to_string_lossy().into_owned()
+    }
+
+    /// Starts (or restarts) the server and waits until it accepts connections.
+    pub fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").to_string_lossy().into_owned();
+        run_as_postgres(
+            pg_bin("pg_ctl"),
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops it the way a failover or a restart does: fast shutdown, every connection cut.
+    pub fn stop_server(&self) {
+        run_as_postgres(
+            pg_bin("pg_ctl"),
+            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
