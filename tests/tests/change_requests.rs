@@ -466,6 +466,27 @@ async fn a_migration_from_key_a_to_key_b_is_applied_watched_recorded_and_rolled_
     );
     assert_eq!(counts(&last_request).succeeded as usize, expected);
 
+    // The engine's metrics saw the same: one UpdateTable started per table, every item succeeded.
+    let metrics = tablecrypt_tests::scrape_metrics(s.app.metrics_addr)
+        .await
+        .expect("metrics");
+    let line = |prefix: &str, needle: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix) && l.contains(needle))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        line("tablecrypt_update_table_calls_total{", "STARTED"),
+        Some(expected.to_string()),
+        "{metrics}"
+    );
+    assert_eq!(
+        line("tablecrypt_change_item_seconds_count{", "SUCCEEDED"),
+        Some(expected.to_string())
+    );
+    assert!(line("tablecrypt_describe_table_polls_total{", "OK").is_some());
+
     // DynamoDB shows key B, and each table was switched exactly once.
     assert_eq!(
         live_key(&s.app, PAYMENTS, "orders").await,

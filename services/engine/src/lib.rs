@@ -2,10 +2,12 @@
 //! scans fanned out over account-regions, with bounded concurrency and a
 //! DescribeTable rate limit per account-region. Every task is tracked and cancellable.
 
+mod metrics;
 pub mod planner;
 mod scanner;
 pub mod worker;
 
+pub use metrics::EngineMetrics;
 pub use planner::{
     MAX_ITEMS, PlanError, PlannedItem, Planner, ReplicaPlan, RollbackRow, Target, Targets,
     summarize,

@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::metrics::EngineMetrics;
+
 /// How workers behave; from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -63,6 +65,7 @@ struct Inner {
     owner: Uuid,
     permits: Arc<Semaphore>,
     accounts: Mutex<HashMap<String, AccountAccess>>,
+    metrics: EngineMetrics,
 }
 
 /// Why an item stops being worked on by this worker.
@@ -81,7 +84,12 @@ enum Stop {
 }
 
 impl Workers {
-    pub fn new(store: Store, fleet: Arc<Fleet>, settings: WorkerSettings) -> Self {
+    pub fn new(
+        store: Store,
+        fleet: Arc<Fleet>,
+        settings: WorkerSettings,
+        metrics: EngineMetrics,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -90,6 +98,7 @@ impl Workers {
                 settings,
                 owner: Uuid::new_v4(),
                 accounts: Mutex::new(HashMap::new()),
+                metrics,
             }),
         }
     }
@@ -181,6 +190,23 @@ impl Inner {
             {
                 tracing::warn!(%error, "lease heartbeat failed");
             }
+            self.refresh_item_gauges().await;
+        }
+    }
+
+    /// Items by state, from the database (every process reports the same fleet-wide numbers).
+    async fn refresh_item_gauges(&self) {
+        match self.store.change_items.live_counts().await {
+            Ok(counts) => {
+                self.metrics.items.reset();
+                for (state, n) in counts {
+                    self.metrics
+                        .items
+                        .with_label_values(&[state.as_str()])
+                        .set(n);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "could not refresh the items-by-state gauge"),
         }
     }
 
@@ -215,6 +241,9 @@ impl Inner {
         change_request = %claimed.item.request_id, item = claimed.item.item_id,
         account_id = %claimed.item.account_id, region = %claimed.item.region, table = %claimed.item.table_name))]
     async fn process(&self, claimed: ClaimedItem, shutdown: CancellationToken) {
+        if claimed.reclaimed {
+            self.metrics.reclaims.inc();
+        }
         let outcome = tokio::select! {
             outcome = self.work(&claimed) => outcome,
             () = shutdown.cancelled() => return,
@@ -256,10 +285,27 @@ impl Inner {
         };
         match write {
             Ok(()) => match outcome {
-                Stop::Done(end) => tracing::info!(?end, "item finished"),
+                Stop::Done(end) => {
+                    let outcome = match &end {
+                        ItemEnd::Succeeded { .. } => "SUCCEEDED",
+                        ItemEnd::Skipped { .. } => "SKIPPED",
+                        ItemEnd::Failed { .. } => "FAILED",
+                    };
+                    let seconds =
+                        (Utc::now() - claimed.queued_at).num_milliseconds() as f64 / 1000.0;
+                    self.metrics
+                        .item_seconds
+                        .with_label_values(&[outcome])
+                        .observe(seconds.max(0.0));
+                    tracing::info!(?end, "item finished");
+                }
                 Stop::Defer {
                     reason, message, ..
-                } => tracing::info!(?reason, %message, "item deferred"),
+                } => {
+                    let label = reason.map_or("REQUEST_PAUSED", ItemReason::as_str);
+                    self.metrics.deferrals.with_label_values(&[label]).inc();
+                    tracing::info!(?reason, %message, "item deferred");
+                }
             },
             Err(StoreError::LeaseLost { .. }) => {
                 tracing::warn!("lease lost to another worker; writing nothing")
@@ -398,11 +444,20 @@ impl Inner {
                 }
                 Err(e) => return lost_or_retry(e),
             }
-            match self
+            let sent = self
                 .fleet
                 .update_table_encryption(&access, region, &table, &target)
-                .await
-            {
+                .await;
+            let outcome = match &sent {
+                Ok(UpdateOutcome::Started) => "STARTED",
+                Ok(UpdateOutcome::AlreadyEncrypted) => "ALREADY_ENCRYPTED",
+                Err(error) => error.kind.as_str(),
+            };
+            self.metrics
+                .updates
+                .with_label_values(&[item.account_id.as_str(), item.region.as_str(), outcome])
+                .inc();
+            match sent {
                 Ok(UpdateOutcome::Started) => {
                     if let Err(e) = self
                         .store
@@ -468,7 +523,16 @@ impl Inner {
             Ok(wait) => tokio::time::sleep(wait).await,
             Err(e) => return Err(lost_or_retry(e)),
         }
-        match self.fleet.describe_table(access, region, table).await {
+        let described = self.fleet.describe_table(access, region, table).await;
+        let outcome = match &described {
+            Ok(_) => "OK",
+            Err(error) => error.kind.as_str(),
+        };
+        self.metrics
+            .polls
+            .with_label_values(&[access.account_id.as_str(), region.as_str(), outcome])
+            .inc();
+        match described {
             Ok(table) => {
                 let _ = self
                     .store

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tablecrypt_api::{ChangeRequests, ChangeSettings, TableEncryptionService};
-use tablecrypt_engine::{InventoryScanner, ScanSettings, WorkerSettings, Workers};
+use tablecrypt_engine::{EngineMetrics, InventoryScanner, ScanSettings, WorkerSettings, Workers};
 use tablecrypt_fleet::{Fleet, FleetSettings};
 use tablecrypt_proto::v1::table_encryption_server::TableEncryptionServer;
 use tablecrypt_store::{PoolSettings, Store};
@@ -93,8 +93,18 @@ pub async fn run(
         shutdown.clone(),
     );
     tracing::info!(role = ?config.role, "starting");
+    let registry = prometheus::Registry::new();
+    let grpc_metrics =
+        GrpcMetrics::register(&registry).context("failed to register gRPC metrics")?;
     if config.role.runs_workers() {
-        let workers = Workers::new(store.clone(), fleet.clone(), worker_settings(&config));
+        let metrics =
+            EngineMetrics::register(&registry).context("failed to register engine metrics")?;
+        let workers = Workers::new(
+            store.clone(),
+            fleet.clone(),
+            worker_settings(&config),
+            metrics,
+        );
         tasks.spawn(workers.run(tasks.clone(), shutdown.clone()));
     }
     let changes = ChangeRequests::new(
@@ -119,10 +129,6 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-
-    let registry = prometheus::Registry::new();
-    let grpc_metrics =
-        GrpcMetrics::register(&registry).context("failed to register gRPC metrics")?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     if api.is_some() {

@@ -39,6 +39,10 @@ pub struct ChangeItemRecord {
 #[derive(Debug, Clone)]
 pub struct ClaimedItem {
     pub item: ChangeItemRecord,
+    /// Its previous lease had expired (its worker died or stalled): taken over, not newly started.
+    pub reclaimed: bool,
+    /// When the request became runnable (approved, or created if no approval was needed).
+    pub queued_at: DateTime<Utc>,
     pub max_updates_per_second: Option<f64>,
     pub created_by: String,
     pub approved_by: Option<String>,
@@ -189,8 +193,9 @@ impl ChangeItemRepository {
         .execute(&mut *tx)
         .await?;
         let requests = sqlx::query!(
-            "SELECT request_id, max_updates_per_second, created_by, approved_by
-             FROM change_requests WHERE request_id = ANY($1)",
+            r#"SELECT request_id, max_updates_per_second, created_by, approved_by,
+                      coalesce(approve_time, create_time) AS "queued_at!"
+               FROM change_requests WHERE request_id = ANY($1)"#,
             &request_ids
         )
         .fetch_all(&mut *tx)
@@ -200,17 +205,34 @@ impl ChangeItemRepository {
             .into_iter()
             .filter_map(|mut item| {
                 let request = requests.iter().find(|r| r.request_id == item.request_id)?;
-                if item.state == "PENDING" || item.state == "DEFERRED" {
+                let reclaimed = item.state == "APPLYING" || item.state == "WAITING";
+                if !reclaimed {
                     item.state = "APPLYING".to_owned();
                 }
                 Some(ClaimedItem {
                     item,
+                    reclaimed,
+                    queued_at: request.queued_at,
                     max_updates_per_second: request.max_updates_per_second,
                     created_by: request.created_by.clone(),
                     approved_by: request.approved_by.clone(),
                 })
             })
             .collect())
+    }
+
+    /// Items of requests still in progress, by state (for the items-by-state gauge).
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn live_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT i.state, count(*) AS "n!"
+               FROM change_items i JOIN change_requests r USING (request_id)
+               WHERE r.state NOT IN ('SUCCEEDED', 'PARTIALLY_FAILED', 'FAILED', 'CANCELLED')
+               GROUP BY i.state"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
     }
 
     /// Extends every lease `owner` holds. Returns how many it holds.
