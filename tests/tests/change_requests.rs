@@ -905,7 +905,14 @@ async fn failures_past_the_threshold_pause_the_request() {
     })
     .await;
     assert!(paused.pause_reason.contains("threshold 2"), "{paused:#?}");
-    assert_eq!(counts(&paused).failed, 2);
+    // An item claimed in the moment between the second failure and the pause may still end (here: fail).
+    let settled = wait_until(&s.app, &id, 10, |r| {
+        let c = counts(r);
+        c.applying == 0 && c.waiting == 0
+    })
+    .await;
+    let failed = counts(&settled).failed;
+    assert!((2..=3).contains(&failed), "{settled:#?}");
     // Cancelling a paused request cancels what was never sent.
     s.app
         .client
@@ -917,7 +924,7 @@ async fn failures_past_the_threshold_pause_the_request() {
         .expect("cancel");
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Cancelled);
-    assert_eq!(counts(&done).cancelled as usize, BULK - 2);
+    assert_eq!(counts(&done).cancelled, BULK as i32 - failed);
     assert!(updates_sent(&s.emulator).await.is_empty());
 }
 

@@ -191,6 +191,9 @@ impl Inner {
                 tracing::warn!(%error, "lease heartbeat failed");
             }
             self.refresh_item_gauges().await;
+            if let Err(error) = self.store.change_items.sweep().await {
+                tracing::warn!(%error, "settling change requests failed");
+            }
         }
     }
 
@@ -371,6 +374,7 @@ impl Inner {
             Ok(current) => current,
             Err(stop) => return stop,
         };
+        self.record(&current).await;
         if reached(&current, &target) {
             return Stop::Done(if sent_before {
                 ItemEnd::Succeeded { changed: true }
@@ -507,6 +511,18 @@ impl Inner {
         }
     }
 
+    /// Writes what DescribeTable showed to the inventory; a failure only costs freshness.
+    async fn record(&self, table: &TableEncryption) {
+        if let Err(error) = self
+            .store
+            .inventory
+            .record(std::slice::from_ref(table), None)
+            .await
+        {
+            tracing::debug!(%error, "could not record the table in the inventory");
+        }
+    }
+
     async fn describe(
         &self,
         access: &AccountAccess,
@@ -533,14 +549,7 @@ impl Inner {
             .with_label_values(&[access.account_id.as_str(), region.as_str(), outcome])
             .inc();
         match described {
-            Ok(table) => {
-                let _ = self
-                    .store
-                    .inventory
-                    .record(std::slice::from_ref(&table), None)
-                    .await;
-                Ok(table)
-            }
+            Ok(table) => Ok(table),
             Err(error) => Err(match error.kind {
                 FailureKind::NotFound => {
                     Stop::Done(failed(ItemReason::TableNotFound, error.message))
@@ -571,6 +580,8 @@ impl Inner {
                 Err(stop) => return stop,
             };
             if reached(&current, target) {
+                // Polls are not written to the inventory (they would double the database load); the end is.
+                self.record(&current).await;
                 return Stop::Done(ItemEnd::Succeeded { changed: true });
             }
             if current.table_status == "ACTIVE" && !heading_to(&current, target) {

@@ -35,5 +35,7 @@ LEFT JOIN busy_region br ON br.account_id = c.account_id AND br.region = c.regio
 LEFT JOIN busy b ON b.account_id = c.account_id AND b.region = c.region AND b.request_id = c.request_id
 WHERE c.rank_region + coalesce(br.n, 0) <= $1::bigint
   AND (c.max_in_flight IS NULL OR c.rank_request + coalesce(b.n, 0) <= c.max_in_flight)
-ORDER BY c.next_attempt_time, c.item_id
+-- Round-robin over account-regions (each one's first candidate, then each one's second, ...): claiming in plan
+-- order would hand a worker the first accounts' items only and leave the other account-regions idle.
+ORDER BY c.rank_region, c.next_attempt_time, c.item_id
 LIMIT $2::bigint

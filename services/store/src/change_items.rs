@@ -331,10 +331,8 @@ impl ChangeItemRepository {
         let Some(row) = done else {
             return Err(StoreError::LeaseLost { item_id });
         };
-        sqlx::query_file!("queries/finish_request_if_done.sql", row.request_id)
-            .fetch_optional(&mut *tx)
-            .await?;
         tx.commit().await?;
+        self.settle(row.request_id, false, false).await;
         Ok(())
     }
 
@@ -397,30 +395,45 @@ impl ChangeItemRepository {
             .execute(&mut *tx)
             .await?;
         }
-        if item.canary {
-            // A failed canary pauses the request; an operator's resume accepts it. Once no canary is open the
-            // rest may run (while the request is not paused).
-            if let ItemEnd::Failed { .. } = end {
-                sqlx::query!(
-                    "UPDATE change_requests
-                     SET state = 'PAUSED', pause_reason = 'a canary item failed', update_time = now()
-                     WHERE request_id = $1 AND state IN ('QUEUED', 'RUNNING')",
-                    item.request_id
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
+        tx.commit().await?;
+        let failed = matches!(end, ItemEnd::Failed { .. });
+        self.settle(item.request_id, item.canary, failed).await;
+        Ok(())
+    }
+
+    /// Moves a request on after one of its items ended: a failed canary pauses it, passed canaries release the
+    /// rest, failures at the threshold pause it, and it finishes when nothing is left. Runs after the item's
+    /// transaction commits: of two items ending at once, the later check then sees both (a check inside each
+    /// transaction could see the other still open, and a lock to prevent that serialises every item of a
+    /// request). If this process dies before it runs, [`Self::sweep`] does the same later. Errors are logged.
+    async fn settle(&self, request_id: Uuid, canary: bool, failed: bool) {
+        if let Err(error) = self.try_settle(request_id, canary, failed).await {
+            tracing::warn!(%error, %request_id, "could not move the request on; the sweep will");
+        }
+    }
+
+    async fn try_settle(
+        &self,
+        request_id: Uuid,
+        canary: bool,
+        failed: bool,
+    ) -> Result<(), StoreError> {
+        if canary && failed {
             sqlx::query!(
-                "UPDATE change_requests SET canary_passed = true, update_time = now()
-                 WHERE request_id = $1 AND NOT canary_passed AND NOT EXISTS (
-                     SELECT 1 FROM change_items
-                     WHERE request_id = $1 AND canary AND state IN ('PENDING', 'APPLYING', 'WAITING', 'DEFERRED'))",
-                item.request_id
+                "UPDATE change_requests
+                 SET state = 'PAUSED', pause_reason = 'a canary item failed', update_time = now()
+                 WHERE request_id = $1 AND state IN ('QUEUED', 'RUNNING') AND NOT canary_passed",
+                request_id
             )
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
         }
-        if let ItemEnd::Failed { .. } = end {
+        if canary {
+            sqlx::query_file!("queries/pass_canaries.sql", request_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        if failed {
             sqlx::query!(
                 "UPDATE change_requests r
                  SET state = 'PAUSED', pause_reason = format('%s items failed (threshold %s)', f.n, r.failure_threshold),
@@ -428,29 +441,57 @@ impl ChangeItemRepository {
                  FROM (SELECT count(*) AS n FROM change_items WHERE request_id = $1 AND state = 'FAILED') f
                  WHERE r.request_id = $1 AND r.state IN ('QUEUED', 'RUNNING') AND r.failure_threshold IS NOT NULL
                    AND f.n >= r.failure_threshold",
-                item.request_id
+                request_id
             )
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
         }
-        sqlx::query_file!("queries/finish_request_if_done.sql", item.request_id)
-            .fetch_optional(&mut *tx)
+        sqlx::query_file!("queries/finish_request_if_done.sql", request_id)
+            .fetch_optional(&self.pool)
             .await?;
-        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Settles every live request (after a process died between an item's commit and its settle): passes
+    /// canaries that are all done, pauses requests whose canary failed, finishes requests with nothing left.
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE change_requests r
+             SET state = 'PAUSED', pause_reason = 'a canary item failed', update_time = now()
+             WHERE r.state IN ('QUEUED', 'RUNNING') AND NOT r.canary_passed
+               AND EXISTS (SELECT 1 FROM change_items i
+                           WHERE i.request_id = r.request_id AND i.canary AND i.state = 'FAILED')"
+        )
+        .execute(&self.pool)
+        .await?;
+        let live = sqlx::query_scalar!(
+            "SELECT request_id FROM change_requests WHERE state IN ('QUEUED', 'RUNNING', 'PAUSED', 'CANCELLING')"
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for request_id in live {
+            sqlx::query_file!("queries/pass_canaries.sql", request_id)
+                .execute(&self.pool)
+                .await?;
+            sqlx::query_file!("queries/finish_request_if_done.sql", request_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 }
 
-/// Locks the request an item belongs to, for the rest of the transaction. Every transaction that ends an item
-/// takes it first, so two items finishing at once cannot each see the other still open and both leave the
-/// request unfinished (READ COMMITTED: the statements after the lock see the other's commit).
+/// Share-locks the request an item belongs to, for the rest of the transaction: an operator's cancel, pause or
+/// approve (which lock it for update) waits for the item's write, and the item's write sees their result; items
+/// of one request do not wait for each other.
 async fn lock_request_of(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     item_id: i64,
 ) -> Result<(), StoreError> {
     sqlx::query!(
         "SELECT r.request_id FROM change_requests r JOIN change_items i USING (request_id)
-         WHERE i.item_id = $1 FOR UPDATE OF r",
+         WHERE i.item_id = $1 FOR SHARE OF r",
         item_id
     )
     .fetch_optional(&mut **tx)

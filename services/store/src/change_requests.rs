@@ -382,10 +382,13 @@ impl ChangeRequestRepository {
         let updated = sqlx::query!(
             "UPDATE change_requests
              SET state = CASE WHEN start_time IS NULL THEN 'QUEUED' ELSE 'RUNNING' END, pause_reason = NULL,
-                 -- Once every canary has ended, resuming accepts their outcome and releases the rest.
-                 canary_passed = canary_passed OR NOT EXISTS (
-                     SELECT 1 FROM change_items
-                     WHERE request_id = $1 AND canary AND state IN ('PENDING', 'APPLYING', 'WAITING', 'DEFERRED')),
+                 -- Resuming after a failed canary accepts it and releases the rest (with any canary still open);
+                 -- otherwise once every canary has ended.
+                 canary_passed = canary_passed
+                     OR EXISTS (SELECT 1 FROM change_items WHERE request_id = $1 AND canary AND state = 'FAILED')
+                     OR NOT EXISTS (
+                         SELECT 1 FROM change_items
+                         WHERE request_id = $1 AND canary AND state IN ('PENDING', 'APPLYING', 'WAITING', 'DEFERRED')),
                  update_time = now()
              WHERE request_id = $1 AND state = 'PAUSED'",
             request_id
