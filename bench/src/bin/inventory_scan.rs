@@ -7,12 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::Parser;
+use tablecrypt_bench::{BenchDatabase, BenchServer, http, peak_rss_mib, register_accounts};
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
-use tablecrypt_server::{Config, Listeners};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 struct Args {
@@ -46,32 +43,6 @@ fn fleet_yaml(accounts: usize, tables: usize) -> String {
     yaml
 }
 
-async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://")).await?;
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: e\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    anyhow::ensure!(
-        response.contains(" 200 ") || response.contains(" 204 "),
-        "{method} {path}: {response}"
-    );
-    Ok(response)
-}
-
-/// Peak resident set size of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -82,52 +53,17 @@ async fn main() -> anyhow::Result<()> {
         &fleet_yaml(args.accounts, args.tables),
     )
     .await?;
-
-    // A fresh database.
-    let db = format!("tablecrypt_bench_{}", std::process::id());
-    let mut admin =
-        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", args.postgres))
-            .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await?;
-
-    let config = Config::from_toml(&format!(
-        "database_url = '{}/{db}'\nlog_format = 'pretty'\nlog_filter = 'warn'\naws_endpoint_url = '{}'\n\
+    let db = BenchDatabase::create(&args.postgres, "scan").await?;
+    // API only: no change workers competing for the cores.
+    let server = BenchServer::start(&format!(
+        "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = 'warn'\naws_endpoint_url = '{}'\n\
          scan_describe_rate = {}\nscan_concurrent_targets = {}\nscan_describes_in_flight = 8\n\
-         database_max_connections = 20\nmetrics_addr = 'off'",
-        args.postgres, args.emulator, args.rate, args.accounts
-    ))?;
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = grpc.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(tablecrypt_server::run(
-        config,
-        Listeners {
-            grpc,
-            metrics: None,
-        },
-        shutdown.clone(),
-    ));
-    let mut client = loop {
-        if let Ok(client) = TableEncryptionClient::connect(format!("http://{addr}")).await {
-            break client;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    for i in 1..=args.accounts {
-        client
-            .register_account(pb::RegisterAccountRequest {
-                account: Some(pb::Account {
-                    account_id: format!("{i:012}"),
-                    role_arn: format!("arn:aws:iam::{i:012}:role/member"),
-                    regions: vec!["eu-west-1".into()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .context("register")?;
-    }
+         database_max_connections = 20\nmetrics_addr = 'off'\nrole = 'api'",
+        db.url, args.emulator, args.rate, args.accounts
+    ))
+    .await?;
+    let mut client = server.client.clone();
+    register_accounts(&mut client, args.accounts).await?;
 
     let started = Instant::now();
     let scan = client
@@ -165,12 +101,7 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({"wall_seconds": wall, "bound_seconds": bound, "ratio": wall / bound,
             "tables_seen": finished.tables_seen, "state": finished.state, "peak_rss_mib": peak_rss_mib()})
     );
-    shutdown.cancel();
-    let _ = server.await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    server.stop().await;
+    db.drop_now().await?;
     Ok(())
 }
