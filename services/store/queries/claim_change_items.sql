@@ -35,7 +35,8 @@ LEFT JOIN busy_region br ON br.account_id = c.account_id AND br.region = c.regio
 LEFT JOIN busy b ON b.account_id = c.account_id AND b.region = c.region AND b.request_id = c.request_id
 WHERE c.rank_region + coalesce(br.n, 0) <= $1::bigint
   AND (c.max_in_flight IS NULL OR c.rank_request + coalesce(b.n, 0) <= c.max_in_flight)
--- Round-robin over account-regions (each one's first candidate, then each one's second, ...): claiming in plan
--- order would hand a worker the first accounts' items only and leave the other account-regions idle.
-ORDER BY c.rank_region, c.next_attempt_time, c.item_id
+-- Fair share over account-regions: the account-region with the fewest items in flight goes first (its first
+-- candidate, then the next-fewest, ...). Claiming in plan order would feed the first accounts only and leave
+-- the others idle; ranking without the in-flight count would refill the lowest-numbered accounts first.
+ORDER BY c.rank_region + coalesce(br.n, 0), c.next_attempt_time, c.item_id
 LIMIT $2::bigint
