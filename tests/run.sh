@@ -33,5 +33,5 @@ FLEET_EMULATOR_BIN="$CARGO_TARGET_DIR/debug/fleet-emulator" python -m pytest -q 
 log "cargo nextest"
 # The crash test (tests/tests/change_crash.rs) runs the real binary and kills it with SIGKILL.
 cargo build --quiet --bin tablecrypt-server
-export TABLECRYPT_SERVER_BIN="$CARGO_TARGET_DIR/debug/tablecrypt-server"
+export TC_TEST_SERVER_BIN="$CARGO_TARGET_DIR/debug/tablecrypt-server"
 cargo nextest run --workspace --no-fail-fast

@@ -9,10 +9,11 @@ use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-/// The server binary: `TABLECRYPT_SERVER_BIN`, else `tablecrypt-server` next to the test's target directory
+/// The server binary: `TC_TEST_SERVER_BIN` (not `TABLECRYPT_*`: the server reads every such variable as
+/// configuration and refuses unknown ones), else `tablecrypt-server` next to the test's target directory
 /// (tests/run.sh builds it before the tests run).
 pub fn server_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TABLECRYPT_SERVER_BIN") {
+    if let Ok(path) = std::env::var("TC_TEST_SERVER_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
@@ -86,7 +87,14 @@ impl ServerProcess {
 }
 
 fn spawn(addr: SocketAddr, env: &[(String, String)]) -> Child {
-    Command::new(server_binary())
+    let mut command = Command::new(server_binary());
+    // Only the configuration given here: nothing inherited from the test's own environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TABLECRYPT_") {
+            command.env_remove(key);
+        }
+    }
+    command
         .arg("serve")
         .env("TABLECRYPT_LISTEN_ADDR", addr.to_string())
         .env("TABLECRYPT_METRICS_ADDR", "off")
