@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::account_id::AccountId;
+use crate::account_limits::AccountLimits;
 use crate::display_name::DisplayName;
 use crate::external_id::ExternalId;
 use crate::labels::Labels;
@@ -24,6 +25,8 @@ pub struct AccountSpec {
     pub regions: Regions,
     /// Ownership and environment tags, matched by selectors.
     pub labels: Labels,
+    /// Overrides of the change workers' per-account-region limits.
+    pub limits: AccountLimits,
 }
 
 impl AccountSpec {
@@ -36,6 +39,7 @@ impl AccountSpec {
         external_id: Option<ExternalId>,
         regions: Regions,
         labels: Labels,
+        limits: AccountLimits,
     ) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         if role_arn.account_id() != account_id {
@@ -65,6 +69,7 @@ impl AccountSpec {
             external_id,
             regions,
             labels,
+            limits,
         })
     }
 }
@@ -95,6 +100,7 @@ impl Account {
                 .unwrap_or_else(|| current.external_id.clone()),
             changes.regions.unwrap_or_else(|| current.regions.clone()),
             changes.labels.unwrap_or_else(|| current.labels.clone()),
+            changes.limits.unwrap_or(current.limits),
         )
     }
 
@@ -117,6 +123,7 @@ pub struct AccountChanges {
     pub external_id: Option<Option<ExternalId>>,
     pub regions: Option<Regions>,
     pub labels: Option<Labels>,
+    pub limits: Option<AccountLimits>,
 }
 
 #[cfg(test)]
@@ -135,6 +142,7 @@ mod tests {
             None,
             Regions::parse(regions).expect("valid regions"),
             Labels::default(),
+            AccountLimits::default(),
         )
     }
 

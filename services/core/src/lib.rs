@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod account_id;
+pub mod account_limits;
 pub mod change;
 pub mod display_name;
 pub mod external_id;
@@ -18,6 +19,7 @@ pub mod validation;
 
 pub use account::{Account, AccountChanges, AccountSpec};
 pub use account_id::AccountId;
+pub use account_limits::{AccountLimits, PerSecond};
 pub use change::{ItemReason, ItemState, PlanAction, RequestState};
 pub use display_name::DisplayName;
 pub use external_id::ExternalId;

@@ -368,9 +368,10 @@ impl Inner {
         };
         let target = apply_target(claimed);
         let sent_before = item.apply_time.is_some();
+        let poll_rate = claimed.account_poll_rate.unwrap_or(self.settings.poll_rate);
 
         // Look first: the change may be done or under way (a reclaimed item), or no longer needed.
-        let current = match self.describe(&access, region, &table).await {
+        let current = match self.describe(&access, region, &table, poll_rate).await {
             Ok(current) => current,
             Err(stop) => return stop,
         };
@@ -484,17 +485,19 @@ impl Inner {
                 }
             }
         }
-        self.poll_until_done(&access, region, &table, &target, item.attempts)
+        self.poll_until_done(&access, region, &table, &target, item.attempts, poll_rate)
             .await
     }
 
     async fn wait_for_update_slot(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
         let item = &claimed.item;
+        // The account's own rate if it has one, else the service's; a request may only lower it.
+        let allowed = claimed
+            .account_update_rate
+            .unwrap_or(self.settings.update_rate);
         let rate = claimed
             .max_updates_per_second
-            .map_or(self.settings.update_rate, |cap| {
-                cap.min(self.settings.update_rate)
-            });
+            .map_or(allowed, |cap| cap.min(allowed));
         let scope = format!("update:{}:{}", item.account_id, item.region);
         let regional = self.store.rate_slots.reserve(&scope, rate).await;
         let global = self
@@ -528,14 +531,10 @@ impl Inner {
         access: &AccountAccess,
         region: Region,
         table: &TableName,
+        poll_rate: f64,
     ) -> Result<TableEncryption, Stop> {
         let scope = format!("describe:{}:{}", access.account_id, region);
-        match self
-            .store
-            .rate_slots
-            .reserve(&scope, self.settings.poll_rate)
-            .await
-        {
+        match self.store.rate_slots.reserve(&scope, poll_rate).await {
             Ok(wait) => tokio::time::sleep(wait).await,
             Err(e) => return Err(lost_or_retry(e)),
         }
@@ -569,12 +568,13 @@ impl Inner {
         table: &TableName,
         target: &ApplyTarget,
         attempts: i32,
+        poll_rate: f64,
     ) -> Stop {
         let mut wait = self.settings.poll_initial;
         loop {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(self.settings.poll_max);
-            let current = match self.describe(access, region, table).await {
+            let current = match self.describe(access, region, table, poll_rate).await {
                 Ok(current) => current,
                 Err(Stop::Defer { .. }) => continue, // throttled or transient: keep polling, slower
                 Err(stop) => return stop,

@@ -1,4 +1,6 @@
-INSERT INTO accounts (account_id, display_name, role_arn, external_id, regions, labels)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO accounts (account_id, display_name, role_arn, external_id, regions, labels, update_rate, poll_rate,
+                      max_tables_in_flight)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (account_id) DO NOTHING
-RETURNING account_id, display_name, role_arn, external_id, regions, labels, version, create_time, update_time
+RETURNING account_id, display_name, role_arn, external_id, regions, labels, update_rate, poll_rate,
+       max_tables_in_flight, version, create_time, update_time

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use tablecrypt_core::{
-    Account, AccountId, AccountSpec, DisplayName, ExternalId, LabelSelector, Labels, Regions,
-    RoleArn,
+    Account, AccountId, AccountLimits, AccountSpec, DisplayName, ExternalId, LabelSelector, Labels,
+    PerSecond, Regions, RoleArn,
 };
 
 use crate::error::StoreError;
@@ -36,6 +36,9 @@ struct AccountRow {
     external_id: Option<String>,
     regions: Vec<String>,
     labels: Value,
+    update_rate: Option<f64>,
+    poll_rate: Option<f64>,
+    max_tables_in_flight: Option<i32>,
     version: i64,
     create_time: DateTime<Utc>,
     update_time: DateTime<Utc>,
@@ -64,6 +67,12 @@ impl AccountRow {
                 .map_err(|e| corrupt(format!("external_id {e}")))?,
             Regions::parse(&self.regions).map_err(|e| corrupt(format!("regions {e}")))?,
             Labels::parse(labels_map.iter()).map_err(|e| corrupt(format!("labels {e}")))?,
+            AccountLimits::from_raw(
+                self.update_rate.unwrap_or(0.0),
+                self.poll_rate.unwrap_or(0.0),
+                self.max_tables_in_flight.map_or(0, i64::from),
+            )
+            .map_err(|e| corrupt(format!("limits {e}")))?,
         )
         .map_err(|e| corrupt(e.to_string()))?;
         Ok(Account {
@@ -74,6 +83,15 @@ impl AccountRow {
             version: self.version,
         })
     }
+}
+
+/// The override columns: NULL where the account keeps the service default.
+fn limit_columns(limits: &AccountLimits) -> (Option<f64>, Option<f64>, Option<i32>) {
+    (
+        limits.update_rate.map(PerSecond::get),
+        limits.poll_rate.map(PerSecond::get),
+        limits.max_tables_in_flight.map(|n| n as i32),
+    )
 }
 
 fn labels_json(labels: &Labels) -> Value {
@@ -97,6 +115,7 @@ impl AccountRepository {
         account_id: &AccountId,
         spec: &AccountSpec,
     ) -> Result<Account, StoreError> {
+        let (update_rate, poll_rate, max_tables_in_flight) = limit_columns(&spec.limits);
         let row = sqlx::query_file_as!(
             AccountRow,
             "queries/insert_account.sql",
@@ -106,6 +125,9 @@ impl AccountRepository {
             spec.external_id.as_ref().map(ExternalId::expose),
             &spec.regions.names(),
             labels_json(&spec.labels),
+            update_rate,
+            poll_rate,
+            max_tables_in_flight,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -177,6 +199,7 @@ impl AccountRepository {
         expected_version: i64,
         spec: &AccountSpec,
     ) -> Result<Account, StoreError> {
+        let (update_rate, poll_rate, max_tables_in_flight) = limit_columns(&spec.limits);
         let row = sqlx::query_file_as!(
             AccountRow,
             "queries/update_account.sql",
@@ -187,6 +210,9 @@ impl AccountRepository {
             spec.external_id.as_ref().map(ExternalId::expose),
             &spec.regions.names(),
             labels_json(&spec.labels),
+            update_rate,
+            poll_rate,
+            max_tables_in_flight,
         )
         .fetch_optional(&self.pool)
         .await?;

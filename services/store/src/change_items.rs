@@ -44,6 +44,9 @@ pub struct ClaimedItem {
     /// When the request became runnable (approved, or created if no approval was needed).
     pub queued_at: DateTime<Utc>,
     pub max_updates_per_second: Option<f64>,
+    /// The account's own UpdateTable and DescribeTable rates, where it overrides the service's.
+    pub account_update_rate: Option<f64>,
+    pub account_poll_rate: Option<f64>,
     pub created_by: String,
     pub approved_by: Option<String>,
 }
@@ -200,11 +203,19 @@ impl ChangeItemRepository {
         )
         .fetch_all(&mut *tx)
         .await?;
+        let account_ids: Vec<String> = items.iter().map(|i| i.account_id.clone()).collect();
+        let accounts = sqlx::query!(
+            "SELECT account_id, update_rate, poll_rate FROM accounts WHERE account_id = ANY($1)",
+            &account_ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(items
             .into_iter()
             .filter_map(|mut item| {
                 let request = requests.iter().find(|r| r.request_id == item.request_id)?;
+                let account = accounts.iter().find(|a| a.account_id == item.account_id);
                 let reclaimed = item.state == "APPLYING" || item.state == "WAITING";
                 if !reclaimed {
                     item.state = "APPLYING".to_owned();
@@ -214,6 +225,8 @@ impl ChangeItemRepository {
                     reclaimed,
                     queued_at: request.queued_at,
                     max_updates_per_second: request.max_updates_per_second,
+                    account_update_rate: account.and_then(|a| a.update_rate),
+                    account_poll_rate: account.and_then(|a| a.poll_rate),
                     created_by: request.created_by.clone(),
                     approved_by: request.approved_by.clone(),
                 })

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use tablecrypt_core::{
-    Account, AccountChanges, AccountId, AccountSpec, DisplayName, ExternalId, InvalidValue, Labels,
-    Regions, RoleArn, ValidationErrors,
+    Account, AccountChanges, AccountId, AccountLimits, AccountSpec, DisplayName, ExternalId,
+    InvalidValue, Labels, PerSecond, Regions, RoleArn, ValidationErrors,
 };
 use tablecrypt_proto::v1 as pb;
 
@@ -28,7 +28,32 @@ pub fn to_proto(account: &Account) -> pb::Account {
         create_time: Some(timestamp::to_proto(account.create_time)),
         update_time: Some(timestamp::to_proto(account.update_time)),
         etag: account.etag(),
+        limits: (!spec.limits.is_empty()).then(|| limits_to_proto(&spec.limits)),
     }
+}
+
+fn limits_to_proto(limits: &AccountLimits) -> pb::AccountLimits {
+    pb::AccountLimits {
+        update_rate_per_second: limits.update_rate.map_or(0.0, PerSecond::get),
+        poll_rate_per_second: limits.poll_rate.map_or(0.0, PerSecond::get),
+        max_tables_in_flight: limits.max_tables_in_flight.map_or(0, |n| n as i32),
+    }
+}
+
+fn parse_limits(
+    errors: &mut ValidationErrors,
+    limits: Option<&pb::AccountLimits>,
+) -> Option<AccountLimits> {
+    let Some(limits) = limits else {
+        return Some(AccountLimits::default());
+    };
+    AccountLimits::from_raw(
+        limits.update_rate_per_second,
+        limits.poll_rate_per_second,
+        i64::from(limits.max_tables_in_flight),
+    )
+    .map_err(|e| errors.extend_prefixed("limits", e))
+    .ok()
 }
 
 fn parse_external_id(value: &str) -> Result<Option<ExternalId>, InvalidValue> {
@@ -60,6 +85,7 @@ pub fn parse_new(account: &pb::Account) -> Result<(AccountId, AccountSpec), Vali
     let external_id = errors.check("external_id", parse_external_id(&account.external_id));
     let regions = parse_regions(&mut errors, &account.regions);
     let labels = parse_labels(&mut errors, &account.labels);
+    let limits = parse_limits(&mut errors, account.limits.as_ref());
     match (
         account_id,
         display_name,
@@ -67,6 +93,7 @@ pub fn parse_new(account: &pb::Account) -> Result<(AccountId, AccountSpec), Vali
         external_id,
         regions,
         labels,
+        limits,
     ) {
         (
             Some(id),
@@ -75,8 +102,17 @@ pub fn parse_new(account: &pb::Account) -> Result<(AccountId, AccountSpec), Vali
             Some(external_id),
             Some(regions),
             Some(labels),
+            Some(limits),
         ) if errors.is_empty() => {
-            let spec = AccountSpec::new(&id, display_name, role_arn, external_id, regions, labels)?;
+            let spec = AccountSpec::new(
+                &id,
+                display_name,
+                role_arn,
+                external_id,
+                regions,
+                labels,
+                limits,
+            )?;
             Ok((id, spec))
         }
         _ => Err(errors),
@@ -90,6 +126,7 @@ const UPDATABLE: &[&str] = &[
     "external_id",
     "regions",
     "labels",
+    "limits",
 ];
 
 /// `UpdateAccountRequest` into the account id, the expected version (from the etag) and the changes. Field paths
@@ -125,6 +162,7 @@ pub fn parse_update(
             set("external_id", !account.external_id.is_empty());
             set("regions", !account.regions.is_empty());
             set("labels", !account.labels.is_empty());
+            set("limits", account.limits.is_some());
             paths
         }
     };
@@ -154,6 +192,7 @@ pub fn parse_update(
             }
             "regions" => changes.regions = parse_regions(&mut nested, &account.regions),
             "labels" => changes.labels = parse_labels(&mut nested, &account.labels),
+            "limits" => changes.limits = parse_limits(&mut nested, account.limits.as_ref()),
             other => errors.add(
                 "update_mask",
                 format!(

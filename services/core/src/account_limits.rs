@@ -1,0 +1,130 @@
+//! Per-account overrides of the change workers' limits: an account the service's defaults do not fit (a
+//! sandbox that may go faster, a production account with its own automation competing for the same AWS quota)
+//! gets its own. A change request may still only lower what applies.
+
+use std::fmt;
+
+use crate::validation::{InvalidValue, ValidationErrors};
+
+/// AWS allows 500 tables updating at once per account-region.
+pub const AWS_MAX_TABLES_IN_FLIGHT: u32 = 500;
+
+/// The highest per-second rate an override may name; far above any DynamoDB control-plane quota.
+pub const MAX_RATE_PER_SECOND: f64 = 1_000.0;
+
+/// A positive, finite rate in calls per second.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct PerSecond(f64);
+
+// Only finite values are ever built, so equality is total.
+impl Eq for PerSecond {}
+
+impl PerSecond {
+    pub fn parse(value: f64) -> Result<Self, InvalidValue> {
+        if !value.is_finite() || value <= 0.0 {
+            return Err(InvalidValue::new(format!(
+                "must be a positive number of calls per second, got {value}"
+            )));
+        }
+        if value > MAX_RATE_PER_SECOND {
+            return Err(InvalidValue::new(format!(
+                "must be at most {MAX_RATE_PER_SECOND} calls per second, got {value}"
+            )));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PerSecond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/s", self.0)
+    }
+}
+
+/// What an account overrides; `None` keeps the service's default. Applies to each region of the account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// UpdateTable calls per second per account-region (all replicas together).
+    pub update_rate: Option<PerSecond>,
+    /// DescribeTable polls per second per account-region while waiting for updates.
+    pub poll_rate: Option<PerSecond>,
+    /// Tables updating at once per account-region, 1 to 500.
+    pub max_tables_in_flight: Option<u32>,
+}
+
+impl AccountLimits {
+    /// From raw values where 0 means "no override". Field paths are the proto's (`update_rate_per_second`, ...).
+    pub fn from_raw(
+        update_rate: f64,
+        poll_rate: f64,
+        max_tables_in_flight: i64,
+    ) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let rate = |errors: &mut ValidationErrors, field: &str, value: f64| {
+            if value == 0.0 {
+                None
+            } else {
+                errors.check(field, PerSecond::parse(value))
+            }
+        };
+        let update_rate = rate(&mut errors, "update_rate_per_second", update_rate);
+        let poll_rate = rate(&mut errors, "poll_rate_per_second", poll_rate);
+        let max_tables_in_flight = match max_tables_in_flight {
+            0 => None,
+            n if (1..=i64::from(AWS_MAX_TABLES_IN_FLIGHT)).contains(&n) => Some(n as u32),
+            n => {
+                errors.add(
+                    "max_tables_in_flight",
+                    format!("must be 0 (the service default) or 1 to {AWS_MAX_TABLES_IN_FLIGHT} (AWS's limit), got {n}"),
+                );
+                None
+            }
+        };
+        errors.into_result(|| Self {
+            update_rate,
+            poll_rate,
+            max_tables_in_flight,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_means_the_default() {
+        assert!(
+            AccountLimits::from_raw(0.0, 0.0, 0)
+                .expect("valid")
+                .is_empty()
+        );
+        let limits = AccountLimits::from_raw(2.5, 10.0, 500).expect("valid");
+        assert_eq!(limits.update_rate.map(PerSecond::get), Some(2.5));
+        assert_eq!(limits.max_tables_in_flight, Some(500));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let err = AccountLimits::from_raw(-1.0, f64::NAN, 501).expect_err("invalid");
+        let fields: Vec<&str> = err.violations().iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "update_rate_per_second",
+                "poll_rate_per_second",
+                "max_tables_in_flight"
+            ]
+        );
+        assert!(AccountLimits::from_raw(1001.0, 0.0, 0).is_err());
+        assert!(AccountLimits::from_raw(0.0, 0.0, -3).is_err());
+    }
+}
