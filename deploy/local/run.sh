@@ -25,7 +25,8 @@ SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server --bin fleet-emulat
 log "starting the fleet emulator with deploy/local/demo-fleet.yaml on $EMULATOR_ADDR"
 "$CARGO_TARGET_DIR/debug/fleet-emulator" --fleet deploy/local/demo-fleet.yaml --listen "$EMULATOR_ADDR" &
 EMULATOR_PID=$!
-"$CARGO_TARGET_DIR/debug/tablecrypt-server" serve "$@" &
+# --insecure: plaintext gRPC and no authentication, for this local demo only (the server warns at start).
+"$CARGO_TARGET_DIR/debug/tablecrypt-server" serve --insecure "$@" &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" "$EMULATOR_PID" 2>/dev/null || true' EXIT INT TERM
 

@@ -24,7 +24,7 @@ trap cleanup EXIT
 
 start_server() {
   DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" TABLECRYPT_LISTEN_ADDR="$ADDR" \
-    TABLECRYPT_METRICS_ADDR=off TABLECRYPT_LOG_FORMAT=json "$BIN" serve >>"$LOG" 2>&1 &
+    TABLECRYPT_METRICS_ADDR=off TABLECRYPT_LOG_FORMAT=json "$BIN" serve --insecure >>"$LOG" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     grpcurl -plaintext "$ADDR" list >/dev/null 2>&1 && return 0

@@ -97,8 +97,14 @@ impl TestApp {
 
     /// Starts the server against the database at `url` on port 0, with extra TOML configuration lines.
     pub async fn spawn_on(url: &str, extra_toml: &str) -> anyhow::Result<Self> {
+        // Development mode (plaintext, the caller named by a header) unless the test configures security itself.
+        let insecure = if extra_toml.contains("insecure") {
+            ""
+        } else {
+            "insecure = true"
+        };
         let config = Config::from_toml(&format!(
-            "database_url = '{url}'\nlog_format = 'pretty'\nshutdown_grace_period = '3s'\n{extra_toml}"
+            "{insecure}\ndatabase_url = '{url}'\nlog_format = 'pretty'\nshutdown_grace_period = '3s'\n{extra_toml}"
         ))?;
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let metrics = TcpListener::bind("127.0.0.1:0").await?;

@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tablecrypt_core::{
-    AccountId, EncryptionMode, KeyReference, LabelSelector, Region, RequestState, TableName,
-    ValidationErrors,
+    AccountId, Caller, EncryptionMode, KeyReference, LabelSelector, Permission, Region,
+    RequestState, TableName, ValidationErrors,
 };
 use tablecrypt_engine::{
     MAX_ITEMS, PlanError, PlannedItem, Planner, RollbackRow, Target, Targets, summarize,
@@ -482,7 +482,7 @@ impl ChangeRequests {
     #[allow(clippy::too_many_arguments)]
     async fn plan_and_store(
         &self,
-        caller: &str,
+        caller: &Caller,
         validated: Validated,
         validate_only: bool,
         rollback_of: Option<Uuid>,
@@ -501,6 +501,18 @@ impl ChangeRequests {
                 field,
             )
             .await?;
+        // The caller's operator grants must cover every account the plan touches (a selector may reach further).
+        crate::authorization::check_accounts(
+            &self.store,
+            caller,
+            Permission::Change,
+            "CreateChangeRequest",
+            items
+                .iter()
+                .map(|i| i.account_id.to_string())
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
+        .await?;
         let (change, skip, blocked, by_reason) = summarize(&items);
         let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
         let summary = pb::PlanSummary {
@@ -537,7 +549,7 @@ impl ChangeRequests {
                     }),
                     request_id: validated.idempotency_key.unwrap_or_default(),
                     rollback_of: rollback_of.map(|id| id.to_string()).unwrap_or_default(),
-                    created_by: caller.to_owned(),
+                    created_by: caller.identity.clone(),
                     ..Default::default()
                 }),
                 summary: Some(summary),
@@ -579,11 +591,11 @@ impl ChangeRequests {
             failure_threshold: validated.failure_threshold,
             canary_count: validated.canary_count,
             rollback_of,
-            created_by: caller.to_owned(),
+            created_by: caller.identity.clone(),
         };
         let (record, _created) = self.store.change_requests.create(&new, &new_items).await?;
         tracing::info!(
-            change_request = %record.request_id, created_by = caller, change, skip, blocked,
+            change_request = %record.request_id, created_by = %caller.identity, change, skip, blocked,
             "change request created"
         );
         let mut response = self.created(&record).await?;
@@ -593,7 +605,7 @@ impl ChangeRequests {
 
     pub async fn create(
         &self,
-        caller: &str,
+        caller: &Caller,
         request: pb::CreateChangeRequestRequest,
     ) -> Result<pb::CreateChangeRequestResponse, ApiError> {
         let validated = self.validate(&request).await?;
@@ -609,7 +621,7 @@ impl ChangeRequests {
     /// One table: a change request of one item.
     pub async fn update_table(
         &self,
-        caller: &str,
+        caller: &Caller,
         request: pb::UpdateTableEncryptionRequest,
     ) -> Result<pb::CreateChangeRequestResponse, ApiError> {
         let mut errors = ValidationErrors::new();
@@ -642,7 +654,7 @@ impl ChangeRequests {
     /// A new request returning every table the given request changed to its earlier mode and key.
     pub async fn rollback(
         &self,
-        caller: &str,
+        caller: &Caller,
         request: pb::RollbackChangeRequestRequest,
     ) -> Result<pb::CreateChangeRequestResponse, ApiError> {
         let mut errors = ValidationErrors::new();

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// The resource's state does not allow this (e.g. resuming a request that is not paused).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The caller may not do this (e.g. approve their own change request).
     #[error("{0}")]
     PermissionDenied(String),
@@ -81,6 +84,7 @@ impl From<ApiError> for Status {
             ApiError::Aborted(message) => Status::aborted(message),
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::Unauthenticated(message) => Status::unauthenticated(message),
             ApiError::Aws(error) => {
                 use tablecrypt_core::FailureKind;
                 let message = format!("AWS {}: {}", error.kind, error.message);

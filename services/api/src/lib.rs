@@ -4,6 +4,9 @@
 //! (`accounts`, `inventory`, `change_requests`), and every failure goes through the one error map in `error`.
 
 mod accounts;
+mod audit;
+pub mod auth;
+mod authorization;
 pub mod change_requests;
 mod conversions;
 pub mod error;
@@ -11,6 +14,7 @@ pub mod inventory;
 mod page_token;
 mod service;
 
+pub use auth::CALLER_HEADER;
 pub use change_requests::{ChangeRequests, ChangeSettings};
 pub use error::ApiError;
-pub use service::{CALLER_HEADER, TableEncryptionService};
+pub use service::TableEncryptionService;

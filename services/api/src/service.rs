@@ -1,31 +1,24 @@
-//! The generated `TableEncryption` trait, delegating to one module per resource.
+//! The generated `TableEncryption` trait: authorize, note the audit target, delegate to one module per resource.
+//!
+//! The auth layer has already authenticated the caller; here each RPC checks the caller's role and scope for the
+//! accounts it touches, and lists are narrowed to what the caller may see.
 
 use std::sync::Arc;
 
+use tablecrypt_core::{Caller, Labels, Permission, Scope};
 use tablecrypt_engine::InventoryScanner;
 use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_proto::v1::table_encryption_server::TableEncryption;
 use tablecrypt_store::Store;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
+use crate::auth::note_target;
+use crate::authorization::{self, Visible, caller};
 use crate::change_requests::{ChangeRequests, WatchStream};
-use crate::{accounts, inventory};
-
-/// The metadata header naming the caller, recorded as who asked for scans and who created or approved change
-/// requests, until authentication replaces it.
-pub const CALLER_HEADER: &str = "x-tablecrypt-caller";
-
-/// The caller as the temporary identity header says, or "anonymous".
-fn caller<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get(CALLER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 256)
-        .unwrap_or("anonymous")
-        .to_owned()
-}
+use crate::error::ApiError;
+use crate::{accounts, audit, inventory};
 
 /// The service behind every RPC; cheap to clone.
 #[derive(Debug, Clone)]
@@ -45,6 +38,75 @@ impl TableEncryptionService {
             changes,
         }
     }
+
+    async fn check_accounts(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        method: &str,
+        account_ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), Status> {
+        authorization::check_accounts(&self.store, caller, permission, method, account_ids)
+            .await
+            .map_err(Status::from)
+    }
+
+    /// The caller's `permission` must cover every account of change request `id` (a malformed id is left to the
+    /// call, which names the field).
+    async fn check_request(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        method: &str,
+        id: &str,
+    ) -> Result<(), Status> {
+        let Ok(id) = Uuid::parse_str(id) else {
+            authorization::require(caller, permission, method)?;
+            return Ok(());
+        };
+        let mut accounts = self
+            .store
+            .change_items
+            .accounts_of(&[id])
+            .await
+            .map_err(ApiError::from)?;
+        let accounts = accounts.remove(&id).unwrap_or_default();
+        self.check_accounts(caller, permission, method, accounts)
+            .await
+    }
+
+    async fn visible(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        method: &str,
+    ) -> Result<Visible, Status> {
+        authorization::visible(&self.store, caller, permission, method)
+            .await
+            .map_err(Status::from)
+    }
+}
+
+/// A short, secret-free description of a change request's targets, for the audit log.
+fn describe_targets(request: &pb::CreateChangeRequestRequest) -> String {
+    let target = request.target.as_ref().map_or_else(String::new, |t| {
+        format!(" to mode {} key {:?}", t.mode, t.kms_key)
+    });
+    let targets = match (&request.tables, &request.selector) {
+        (Some(list), _) => format!(
+            "{} table(s) {}",
+            list.tables.len(),
+            list.tables
+                .iter()
+                .take(5)
+                .map(|t| format!("{}/{}/{}", t.account_id, t.region, t.table_name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (None, Some(selector)) => format!("selector {selector:?}"),
+        (None, None) => "no targets".to_owned(),
+    };
+    format!("{targets}{target}")
 }
 
 #[tonic::async_trait]
@@ -53,6 +115,20 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::RegisterAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
+        let caller = caller(&request)?;
+        let account = request.get_ref().account.clone().unwrap_or_default();
+        note_target(&request, format!("account {}", account.account_id));
+        authorization::require(&caller, Permission::ManageAccounts, "RegisterAccount")?;
+        // Labels that do not parse are refused by validation below, naming the field.
+        if let Ok(labels) = Labels::parse(account.labels.iter()) {
+            authorization::check_labels(
+                &caller,
+                Permission::ManageAccounts,
+                "RegisterAccount",
+                &account.account_id,
+                &labels,
+            )?;
+        }
         Ok(Response::new(
             accounts::register(&self.store, request.into_inner()).await?,
         ))
@@ -62,6 +138,10 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().account_id.clone();
+        self.check_accounts(&caller, Permission::Read, "GetAccount", [id])
+            .await?;
         Ok(Response::new(
             accounts::get(&self.store, request.into_inner()).await?,
         ))
@@ -71,15 +151,47 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        Ok(Response::new(
-            accounts::list(&self.store, request.into_inner()).await?,
-        ))
+        let caller = caller(&request)?;
+        let visible = self
+            .visible(&caller, Permission::Read, "ListAccounts")
+            .await?;
+        let mut response = accounts::list(&self.store, request.into_inner()).await?;
+        response
+            .accounts
+            .retain(|a| visible.contains(&a.account_id));
+        Ok(Response::new(response))
     }
 
     async fn update_account(
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
+        let caller = caller(&request)?;
+        let account = request.get_ref().account.clone().unwrap_or_default();
+        note_target(&request, format!("account {}", account.account_id));
+        self.check_accounts(
+            &caller,
+            Permission::ManageAccounts,
+            "UpdateAccount",
+            [account.account_id.clone()],
+        )
+        .await?;
+        let relabels = request
+            .get_ref()
+            .update_mask
+            .as_ref()
+            .map_or(!account.labels.is_empty(), |m| {
+                m.paths.iter().any(|p| p == "labels")
+            });
+        if relabels && let Ok(labels) = Labels::parse(account.labels.iter()) {
+            authorization::check_labels(
+                &caller,
+                Permission::ManageAccounts,
+                "UpdateAccount",
+                &account.account_id,
+                &labels,
+            )?;
+        }
         Ok(Response::new(
             accounts::update(&self.store, request.into_inner()).await?,
         ))
@@ -89,6 +201,16 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::DeregisterAccountRequest>,
     ) -> Result<Response<pb::DeregisterAccountResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().account_id.clone();
+        note_target(&request, format!("account {id}"));
+        self.check_accounts(
+            &caller,
+            Permission::ManageAccounts,
+            "DeregisterAccount",
+            [id],
+        )
+        .await?;
         Ok(Response::new(
             accounts::deregister(&self.store, request.into_inner()).await?,
         ))
@@ -98,6 +220,10 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::VerifyAccountRequest>,
     ) -> Result<Response<pb::VerifyAccountResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().account_id.clone();
+        self.check_accounts(&caller, Permission::Read, "VerifyAccount", [id])
+            .await?;
         Ok(Response::new(
             inventory::verify_account(&self.store, &self.fleet, request.into_inner()).await?,
         ))
@@ -107,6 +233,10 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::GetTableEncryptionRequest>,
     ) -> Result<Response<pb::EncryptedTable>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().account_id.clone();
+        self.check_accounts(&caller, Permission::Read, "GetTableEncryption", [id])
+            .await?;
         Ok(Response::new(
             inventory::get_table_encryption(&self.store, &self.fleet, request.into_inner()).await?,
         ))
@@ -116,20 +246,48 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::ListTableEncryptionsRequest>,
     ) -> Result<Response<pb::ListTableEncryptionsResponse>, Status> {
-        Ok(Response::new(
+        let caller = caller(&request)?;
+        let named = request.get_ref().account_ids.clone();
+        self.check_accounts(&caller, Permission::Read, "ListTableEncryptions", named)
+            .await?;
+        let visible = self
+            .visible(&caller, Permission::Read, "ListTableEncryptions")
+            .await?;
+        let mut response =
             inventory::list_table_encryptions(&self.store, &self.fleet, request.into_inner())
-                .await?,
-        ))
+                .await?;
+        response.tables.retain(|t| visible.contains(&t.account_id));
+        Ok(Response::new(response))
     }
 
     async fn refresh_inventory(
         &self,
         request: Request<pb::RefreshInventoryRequest>,
     ) -> Result<Response<pb::InventoryScan>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        let mut named = request.get_ref().account_ids.clone();
+        note_target(
+            &request,
+            if named.is_empty() {
+                "every account".to_owned()
+            } else {
+                format!("accounts {}", named.join(", "))
+            },
+        );
+        if named.is_empty() && caller.scope(Permission::Refresh) != Scope::Everywhere {
+            // No accounts named means the whole fleet: every registered account must be in scope.
+            named = authorization::all_account_ids(&self.store).await?;
+        }
+        self.check_accounts(&caller, Permission::Refresh, "RefreshInventory", named)
+            .await?;
         Ok(Response::new(
-            inventory::refresh_inventory(&self.store, &self.scanner, &caller, request.into_inner())
-                .await?,
+            inventory::refresh_inventory(
+                &self.store,
+                &self.scanner,
+                &caller.identity,
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -137,6 +295,8 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::GetInventoryScanRequest>,
     ) -> Result<Response<pb::InventoryScan>, Status> {
+        let caller = caller(&request)?;
+        authorization::require(&caller, Permission::Read, "GetInventoryScan")?;
         Ok(Response::new(
             inventory::get_inventory_scan(&self.store, request.into_inner()).await?,
         ))
@@ -146,16 +306,24 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::GetKeyUsageRequest>,
     ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
-        Ok(Response::new(
-            inventory::get_key_usage(&self.store, &self.fleet, request.into_inner()).await?,
-        ))
+        let caller = caller(&request)?;
+        let visible = self
+            .visible(&caller, Permission::Read, "GetKeyUsage")
+            .await?;
+        let mut response =
+            inventory::get_key_usage(&self.store, &self.fleet, request.into_inner()).await?;
+        response.tables.retain(|t| visible.contains(&t.account_id));
+        Ok(Response::new(response))
     }
 
     async fn create_change_request(
         &self,
         request: Request<pb::CreateChangeRequestRequest>,
     ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        note_target(&request, describe_targets(request.get_ref()));
+        authorization::require(&caller, Permission::Change, "CreateChangeRequest")?;
+        // The plan's accounts are checked against the caller's scope before anything is stored.
         Ok(Response::new(
             self.changes.create(&caller, request.into_inner()).await?,
         ))
@@ -165,6 +333,10 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::GetChangeRequestRequest>,
     ) -> Result<Response<pb::ChangeRequest>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        self.check_request(&caller, Permission::Read, "GetChangeRequest", &id)
+            .await?;
         Ok(Response::new(self.changes.get(request.into_inner()).await?))
     }
 
@@ -172,15 +344,42 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::ListChangeRequestsRequest>,
     ) -> Result<Response<pb::ListChangeRequestsResponse>, Status> {
-        Ok(Response::new(
-            self.changes.list(request.into_inner()).await?,
-        ))
+        let caller = caller(&request)?;
+        let visible = self
+            .visible(&caller, Permission::Read, "ListChangeRequests")
+            .await?;
+        let mut response = self.changes.list(request.into_inner()).await?;
+        if let Visible::Only(ids) = &visible {
+            let request_ids: Vec<Uuid> = response
+                .change_requests
+                .iter()
+                .filter_map(|r| Uuid::parse_str(&r.change_request_id).ok())
+                .collect();
+            let accounts = self
+                .store
+                .change_items
+                .accounts_of(&request_ids)
+                .await
+                .map_err(ApiError::from)?;
+            // A request is shown only if every account it touches is visible.
+            response.change_requests.retain(|r| {
+                Uuid::parse_str(&r.change_request_id)
+                    .ok()
+                    .and_then(|id| accounts.get(&id))
+                    .is_none_or(|of| of.iter().all(|a| ids.contains(a)))
+            });
+        }
+        Ok(Response::new(response))
     }
 
     async fn list_change_items(
         &self,
         request: Request<pb::ListChangeItemsRequest>,
     ) -> Result<Response<pb::ListChangeItemsResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        self.check_request(&caller, Permission::Read, "ListChangeItems", &id)
+            .await?;
         Ok(Response::new(
             self.changes.list_items(request.into_inner()).await?,
         ))
@@ -190,9 +389,15 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::ApproveChangeRequestRequest>,
     ) -> Result<Response<pb::ChangeRequest>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        note_target(&request, format!("change request {id}"));
+        self.check_request(&caller, Permission::Approve, "ApproveChangeRequest", &id)
+            .await?;
         Ok(Response::new(
-            self.changes.approve(&caller, request.into_inner()).await?,
+            self.changes
+                .approve(&caller.identity, request.into_inner())
+                .await?,
         ))
     }
 
@@ -200,9 +405,15 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::CancelChangeRequestRequest>,
     ) -> Result<Response<pb::ChangeRequest>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        note_target(&request, format!("change request {id}"));
+        self.check_request(&caller, Permission::Change, "CancelChangeRequest", &id)
+            .await?;
         Ok(Response::new(
-            self.changes.cancel(&caller, request.into_inner()).await?,
+            self.changes
+                .cancel(&caller.identity, request.into_inner())
+                .await?,
         ))
     }
 
@@ -210,9 +421,15 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::PauseChangeRequestRequest>,
     ) -> Result<Response<pb::ChangeRequest>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        note_target(&request, format!("change request {id}"));
+        self.check_request(&caller, Permission::Change, "PauseChangeRequest", &id)
+            .await?;
         Ok(Response::new(
-            self.changes.pause(&caller, request.into_inner()).await?,
+            self.changes
+                .pause(&caller.identity, request.into_inner())
+                .await?,
         ))
     }
 
@@ -220,9 +437,15 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::ResumeChangeRequestRequest>,
     ) -> Result<Response<pb::ChangeRequest>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        note_target(&request, format!("change request {id}"));
+        self.check_request(&caller, Permission::Change, "ResumeChangeRequest", &id)
+            .await?;
         Ok(Response::new(
-            self.changes.resume(&caller, request.into_inner()).await?,
+            self.changes
+                .resume(&caller.identity, request.into_inner())
+                .await?,
         ))
     }
 
@@ -232,6 +455,10 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::WatchChangeRequestRequest>,
     ) -> Result<Response<Self::WatchChangeRequestStream>, Status> {
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        self.check_request(&caller, Permission::Read, "WatchChangeRequest", &id)
+            .await?;
         Ok(Response::new(
             self.changes.watch(request.into_inner()).await?,
         ))
@@ -241,7 +468,14 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::UpdateTableEncryptionRequest>,
     ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        if let Some(t) = &request.get_ref().table {
+            note_target(
+                &request,
+                format!("table {}/{}/{}", t.account_id, t.region, t.table_name),
+            );
+        }
+        authorization::require(&caller, Permission::Change, "UpdateTableEncryption")?;
         Ok(Response::new(
             self.changes
                 .update_table(&caller, request.into_inner())
@@ -253,7 +487,11 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::RollbackChangeRequestRequest>,
     ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&request)?;
+        let id = request.get_ref().change_request_id.clone();
+        note_target(&request, format!("rollback of change request {id}"));
+        self.check_request(&caller, Permission::Change, "RollbackChangeRequest", &id)
+            .await?;
         Ok(Response::new(
             self.changes.rollback(&caller, request.into_inner()).await?,
         ))
@@ -263,8 +501,43 @@ impl TableEncryption for TableEncryptionService {
         &self,
         request: Request<pb::ListKeyRotationHistoryRequest>,
     ) -> Result<Response<pb::ListKeyRotationHistoryResponse>, Status> {
+        let caller = caller(&request)?;
+        let named = request.get_ref().account_id.clone();
+        if !named.is_empty() {
+            self.check_accounts(&caller, Permission::Read, "ListKeyRotationHistory", [named])
+                .await?;
+        }
+        let visible = self
+            .visible(&caller, Permission::Read, "ListKeyRotationHistory")
+            .await?;
+        let mut response = self.changes.history(request.into_inner()).await?;
+        response
+            .rotations
+            .retain(|r| visible.contains(&r.account_id));
+        Ok(Response::new(response))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let caller = caller(&request)?;
+        match caller.scope(Permission::ReadAudit) {
+            Scope::Everywhere => {}
+            Scope::Nowhere => {
+                authorization::require(&caller, Permission::ReadAudit, "ListAuditEvents")?;
+            }
+            Scope::Matching(_) => {
+                return Err(ApiError::PermissionDenied(format!(
+                    "{} may not call ListAuditEvents: the audit log covers every account, so it needs an \
+                     admin grant over every account",
+                    caller.identity
+                ))
+                .into());
+            }
+        }
         Ok(Response::new(
-            self.changes.history(request.into_inner()).await?,
+            audit::list(&self.store, request.into_inner()).await?,
         ))
     }
 }

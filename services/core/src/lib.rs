@@ -3,6 +3,7 @@
 //! Everything here is plain Rust. Transport (`tonic`), storage (`sqlx`) and AWS access convert *into* these
 //! types at their edge; once a value is one of these types it has been validated.
 
+pub mod access;
 pub mod account;
 pub mod account_id;
 pub mod account_limits;
@@ -17,6 +18,7 @@ pub mod switch_quota;
 pub mod table;
 pub mod validation;
 
+pub use access::{Caller, Grant, Permission, Role, Scope};
 pub use account::{Account, AccountChanges, AccountSpec};
 pub use account_id::AccountId;
 pub use account_limits::{AccountLimits, PerSecond};

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
+use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwtSettings, StaticToken};
+use tablecrypt_core::{LabelSelector, Role as CoreRole};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -127,6 +129,78 @@ pub struct Config {
     /// How often WatchChangeRequest looks for changes (`TABLECRYPT_WATCH_INTERVAL`).
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// Development only: serve plaintext gRPC, and if no authentication is configured let every caller act as
+    /// an admin named by the `x-tablecrypt-caller` header (`TABLECRYPT_INSECURE`, `--insecure`). Logged as a
+    /// warning at start. Without it the server refuses to start unless TLS and authentication are configured.
+    pub insecure: bool,
+    /// TLS for the gRPC listener (`[tls]`; `TABLECRYPT_TLS__CERT_FILE` etc.).
+    pub tls: Option<TlsConfig>,
+    /// Static bearer tokens, each stored as the SHA-256 of the token (`[[auth_tokens]]`).
+    pub auth_tokens: Vec<TokenConfig>,
+    /// JWT bearer tokens checked against an issuer, an audience and a key set file (`[jwt]`).
+    pub jwt: Option<JwtConfig>,
+    /// Who holds which role over which accounts (`[[grants]]`).
+    pub grants: Vec<GrantConfig>,
+    /// Largest request message accepted, in bytes (`TABLECRYPT_MAX_REQUEST_BYTES`).
+    pub max_request_bytes: NonZeroU32,
+    /// Deadline of every call, e.g. "30s"; a shorter grpc-timeout from the client wins
+    /// (`TABLECRYPT_REQUEST_TIMEOUT`). Watch streams are not cut by it once they have started.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
+    pub caller_rate_limit: u32,
+}
+
+/// The server's certificate and key (PEM), and optionally the CA that client certificates must chain to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Turns on mutual TLS: clients may present a certificate signed by this CA, and are then identified by its
+    /// URI SAN (else its CN). Clients without one may still use a bearer token.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// A static bearer token: never the token itself, only its SHA-256 (`printf %s "$TOKEN" | sha256sum`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Recorded as the caller (created by, approved by, audit log) and matched by grants.
+    pub identity: String,
+    /// 64 hex digits.
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("identity", &self.identity)
+            .field("sha256", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Where JWTs come from; the identity is the `sub` claim.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// A JSON Web Key Set file; asymmetric keys only (RS*, PS*, ES*, EdDSA), chosen by the token's `kid`.
+    pub jwks_file: PathBuf,
+}
+
+/// `identity` holds `role` (viewer, operator, approver, admin) over the accounts `scope` (an account label
+/// selector such as "team=payments"; empty for every account) matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    pub identity: String,
+    pub role: String,
+    #[serde(default)]
+    pub scope: String,
 }
 
 /// The defaults, as a provider so a file and the environment override them field by field.
@@ -161,6 +235,12 @@ struct Defaults {
     worker_retry_initial: &'static str,
     worker_retry_max: &'static str,
     watch_interval: &'static str,
+    insecure: bool,
+    auth_tokens: [(); 0],
+    grants: [(); 0],
+    max_request_bytes: u32,
+    request_timeout: &'static str,
+    caller_rate_limit: u32,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -197,6 +277,13 @@ const DEFAULTS: Defaults = Defaults {
     worker_retry_initial: "1s",
     worker_retry_max: "2m",
     watch_interval: "500ms",
+    insecure: false,
+    auth_tokens: [],
+    grants: [],
+    // Our largest requests (an explicit list of 10,000 tables) are well under 1 MiB.
+    max_request_bytes: 1024 * 1024,
+    request_timeout: "30s",
+    caller_rate_limit: 50,
 };
 
 /// AWS allows 500 tables in UPDATING (or CREATING/DELETING) at once per account-region.
@@ -204,7 +291,8 @@ const AWS_MAX_TABLES_IN_FLIGHT: u32 = 500;
 
 impl Config {
     /// Defaults, then `file` (if given), then `TABLECRYPT_*` and `DATABASE_URL` from the environment.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+    /// `insecure` is the `--insecure` flag, which wins over the file and the environment.
+    pub fn load(file: Option<&Path>, insecure: bool) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(DEFAULTS));
         if let Some(file) = file {
             anyhow::ensure!(
@@ -215,8 +303,11 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment
-            .merge(Env::prefixed("TABLECRYPT_"))
+            .merge(Env::prefixed("TABLECRYPT_").split("__"))
             .merge(Env::raw().only(&["DATABASE_URL"]));
+        if insecure {
+            figment = figment.merge(Serialized::default("insecure", true));
+        }
         Self::from_figment(figment)
     }
 
@@ -264,7 +355,73 @@ impl Config {
                 && self.worker_retry_initial <= self.worker_retry_max,
             "invalid configuration: worker_retry_initial must be above zero and at most worker_retry_max"
         );
+        anyhow::ensure!(
+            !self.request_timeout.is_zero(),
+            "invalid configuration: request_timeout must be above zero"
+        );
+        self.auth_settings()?;
+        if !self.insecure {
+            anyhow::ensure!(
+                self.tls.is_some(),
+                "invalid configuration: tls (cert_file, key_file) is required; for local development only, \
+                 start with --insecure (TABLECRYPT_INSECURE=true)"
+            );
+            anyhow::ensure!(
+                self.auth_settings()?.is_configured(),
+                "invalid configuration: no authentication is configured (auth_tokens, jwt, or \
+                 tls.client_ca_file); for local development only, start with --insecure"
+            );
+        }
         Ok(())
+    }
+
+    /// The authentication and grant settings, validated: token hashes, roles and scopes.
+    pub fn auth_settings(&self) -> anyhow::Result<AuthSettings> {
+        let mut tokens = Vec::new();
+        for (i, token) in self.auth_tokens.iter().enumerate() {
+            anyhow::ensure!(
+                !token.identity.is_empty() && token.identity.len() <= 256,
+                "invalid configuration: auth_tokens[{i}].identity must be 1-256 characters"
+            );
+            anyhow::ensure!(
+                token.sha256.len() == 64 && token.sha256.chars().all(|c| c.is_ascii_hexdigit()),
+                "invalid configuration: auth_tokens[{i}].sha256 must be 64 hex digits (the SHA-256 of the \
+                 token, never the token itself)"
+            );
+            tokens.push(StaticToken {
+                identity: token.identity.clone(),
+                sha256_hex: token.sha256.clone(),
+            });
+        }
+        let mut grants = Vec::new();
+        for (i, grant) in self.grants.iter().enumerate() {
+            let role = CoreRole::parse(&grant.role)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].role: {e}"))?;
+            let scope = LabelSelector::parse(&grant.scope)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].scope: {e}"))?;
+            anyhow::ensure!(
+                !grant.identity.is_empty(),
+                "invalid configuration: grants[{i}].identity must not be empty"
+            );
+            grants.push(IdentityGrant {
+                identity: grant.identity.clone(),
+                role,
+                scope,
+            });
+        }
+        Ok(AuthSettings {
+            tokens,
+            jwt: self.jwt.as_ref().map(|j| JwtSettings {
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                jwks_file: j.jwks_file.clone(),
+            }),
+            client_certificates: self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_file.is_some()),
+            grants,
+        })
     }
 }
 
@@ -361,8 +518,47 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
 mod tests {
     use super::*;
 
+    /// Development mode, so the security requirements do not get in the way of other checks.
     fn load(toml: &str) -> anyhow::Result<Config> {
-        Config::from_toml(toml)
+        Config::from_toml(&format!("insecure = true\n{toml}"))
+    }
+
+    #[test]
+    fn tls_and_authentication_are_required_unless_insecure() {
+        let err = Config::from_toml("").expect_err("no TLS").to_string();
+        assert!(err.contains("tls") && err.contains("--insecure"), "{err}");
+        let err = Config::from_toml("[tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'")
+            .expect_err("no authentication")
+            .to_string();
+        assert!(err.contains("authentication"), "{err}");
+        let sha = "a".repeat(64);
+        let config = Config::from_toml(&format!(
+            "[tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'\n\
+             [[auth_tokens]]\nidentity = 'ci'\nsha256 = '{sha}'\n\
+             [[grants]]\nidentity = 'ci'\nrole = 'viewer'\nscope = 'team=payments'"
+        ))
+        .expect("TLS and a token");
+        assert!(
+            !format!("{config:?}").contains(&sha),
+            "token hashes are not printed"
+        );
+    }
+
+    #[test]
+    fn bad_tokens_roles_and_scopes_are_refused() {
+        let err = load("[[auth_tokens]]\nidentity = 'ci'\nsha256 = 'plaintext-token'")
+            .expect_err("not a hash")
+            .to_string();
+        assert!(err.contains("auth_tokens[0].sha256"), "{err}");
+        assert!(!err.contains("plaintext-token"), "{err}");
+        let err = load("[[grants]]\nidentity = 'a'\nrole = 'root'")
+            .expect_err("unknown role")
+            .to_string();
+        assert!(err.contains("grants[0].role"), "{err}");
+        let err = load("[[grants]]\nidentity = 'a'\nrole = 'viewer'\nscope = '=bad'")
+            .expect_err("bad selector")
+            .to_string();
+        assert!(err.contains("grants[0].scope"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,10 @@ struct Cli {
     /// What this process runs: all (API and change workers), api, or worker. Overrides `role` in the config.
     #[arg(long, value_enum, global = true)]
     role: Option<Role>,
+    /// Development only: plaintext gRPC, and without configured authentication every caller is an admin named
+    /// by the x-tablecrypt-caller header. Same as `insecure = true` in the config.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,7 +39,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref(), cli.insecure)?;
     if let Some(role) = cli.role {
         config.role = role;
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tablecrypt_api::auth::{AuthLayer, Authenticator};
 use tablecrypt_api::{ChangeRequests, ChangeSettings, TableEncryptionService};
 use tablecrypt_engine::{EngineMetrics, InventoryScanner, ScanSettings, WorkerSettings, Workers};
 use tablecrypt_fleet::{Fleet, FleetSettings};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::metrics::{self, GrpcMetrics, GrpcMetricsLayer};
 
 /// The sockets to serve on, bound by the caller (the binary from config, tests on port 0).
@@ -44,6 +45,29 @@ impl Listeners {
 
 /// The fully qualified name health checks use for our API.
 pub const SERVICE_NAME: &str = "tablecrypt.v1.TableEncryption";
+
+/// The listener's certificate and key, and the client CA for mutual TLS (optional client certificates: callers
+/// without one may still present a bearer token).
+fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("failed to read the TLS {what} {}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(&tls.cert_file, "certificate")?,
+        read(&tls.key_file, "key")?,
+    );
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                ca,
+                "client CA",
+            )?))
+            .client_auth_optional(true);
+    }
+    Ok(config)
+}
 
 /// Opens the pool and applies migrations. Used by `serve` and by the `migrate` subcommand.
 pub async fn open_store(config: &Config) -> anyhow::Result<sqlx::PgPool> {
@@ -118,8 +142,16 @@ pub async fn run(
         },
         shutdown.clone(),
     );
+    let max_request_bytes = config.max_request_bytes.get() as usize;
+    let auth = AuthLayer::new(
+        Authenticator::new(&config.auth_settings()?)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
+        store.audit.clone(),
+        std::num::NonZeroU32::new(config.caller_rate_limit),
+    );
     let api = config.role.serves_api().then(|| {
         TableEncryptionServer::new(TableEncryptionService::new(store, scanner.clone(), changes))
+            .max_decoding_message_size(max_request_bytes)
     });
     if let (Some(interval), true) = (config.inventory_scan_interval, config.role.serves_api()) {
         tasks.spawn(periodic_scans(
@@ -176,8 +208,24 @@ pub async fn run(
             tracing::info!("health is NOT_SERVING; draining in-flight calls");
         }
     };
-    let server = tonic::transport::Server::builder()
+    if config.insecure {
+        tracing::warn!(
+            tls = config.tls.is_some(),
+            authentication = config.auth_settings()?.is_configured(),
+            "INSECURE development mode: do not use in production (no TLS unless configured; without \
+             configured authentication every caller is an admin named by x-tablecrypt-caller)"
+        );
+    }
+    let mut builder = tonic::transport::Server::builder().timeout(config.request_timeout);
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(server_tls(tls)?)
+            .context("failed to configure TLS")?;
+    }
+    // Metrics outermost, so refused calls are counted too; then authentication and the audit log.
+    let server = builder
         .layer(GrpcMetricsLayer::new(grpc_metrics))
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

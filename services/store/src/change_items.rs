@@ -234,6 +234,29 @@ impl ChangeItemRepository {
             .collect())
     }
 
+    /// The accounts each request's items are in, for authorization.
+    #[tracing::instrument(skip_all, err, level = "debug")]
+    pub async fn accounts_of(
+        &self,
+        request_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Vec<String>>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT DISTINCT request_id, account_id FROM change_items WHERE request_id = ANY($1)"#,
+            request_ids
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut accounts: std::collections::HashMap<Uuid, Vec<String>> =
+            std::collections::HashMap::new();
+        for row in rows {
+            accounts
+                .entry(row.request_id)
+                .or_default()
+                .push(row.account_id);
+        }
+        Ok(accounts)
+    }
+
     /// Items of requests still in progress, by state (for the items-by-state gauge).
     #[tracing::instrument(skip(self), err, level = "debug")]
     pub async fn live_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {

@@ -4,6 +4,7 @@
 //! schema in `migrations/` (offline data in `.sqlx/`).
 
 pub mod accounts;
+pub mod audit;
 pub mod change_items;
 pub mod change_requests;
 pub mod error;
@@ -19,6 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{AccountPage, AccountRepository};
+pub use audit::{AuditEventRecord, AuditFilter, AuditRepository, NewAuditEvent};
 pub use change_items::{ChangeItemRecord, ChangeItemRepository, ClaimedItem, ItemEnd};
 pub use change_requests::{
     ChangeRequestRecord, ChangeRequestRepository, ItemCounts, NewChangeItem, NewChangeRequest,
@@ -60,6 +62,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub accounts: AccountRepository,
+    pub audit: AuditRepository,
     pub inventory: InventoryRepository,
     pub scans: ScanRepository,
     pub change_requests: ChangeRequestRepository,
@@ -72,6 +75,7 @@ impl Store {
     pub fn new(pool: PgPool) -> Self {
         Self {
             accounts: AccountRepository::new(pool.clone()),
+            audit: AuditRepository::new(pool.clone()),
             inventory: InventoryRepository::new(pool.clone()),
             scans: ScanRepository::new(pool.clone()),
             change_requests: ChangeRequestRepository::new(pool.clone()),

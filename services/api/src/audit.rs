@@ -1,0 +1,93 @@
+//! ListAuditEvents: the audit log, newest first.
+
+use tablecrypt_core::ValidationErrors;
+use tablecrypt_proto::v1 as pb;
+use tablecrypt_store::{AuditFilter, Store};
+
+use crate::conversions::timestamp;
+use crate::error::ApiError;
+use crate::page_token;
+
+fn optional(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+pub async fn list(
+    store: &Store,
+    request: pb::ListAuditEventsRequest,
+) -> Result<pb::ListAuditEventsResponse, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let page_size = errors.check("page_size", page_token::page_size(request.page_size));
+    for (field, value, max) in [
+        ("caller", &request.caller, 512),
+        ("method", &request.method, 128),
+        ("outcome", &request.outcome, 32),
+    ] {
+        if value.chars().count() > max {
+            errors.add(field, format!("at most {max} characters"));
+        }
+    }
+    if !request.outcome.is_empty()
+        && !request
+            .outcome
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c == '_')
+    {
+        errors.add(
+            "outcome",
+            "must be a gRPC status code name such as OK or PERMISSION_DENIED",
+        );
+    }
+    let filter_key = format!(
+        "audit|{}|{}|{}",
+        request.caller, request.method, request.outcome
+    );
+    let before = errors
+        .check(
+            "page_token",
+            page_token::decode(&request.page_token, &filter_key),
+        )
+        .flatten();
+    let before_id = match before.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            errors.add("page_token", "is not a page token returned by this RPC");
+            None
+        }
+    };
+    let Some(page_size) = page_size.filter(|_| errors.is_empty()) else {
+        return Err(errors.into());
+    };
+    let filter = AuditFilter {
+        caller: optional(&request.caller),
+        method: optional(&request.method),
+        outcome: optional(&request.outcome),
+    };
+    let mut rows = store
+        .audit
+        .list(&filter, before_id, i64::from(page_size) + 1)
+        .await?;
+    let more = rows.len() > page_size as usize;
+    rows.truncate(page_size as usize);
+    let next_page_token = match (more, rows.last()) {
+        (true, Some(last)) => page_token::encode(&last.event_id.to_string(), &filter_key),
+        _ => String::new(),
+    };
+    Ok(pb::ListAuditEventsResponse {
+        events: rows
+            .into_iter()
+            .map(|r| pb::AuditEvent {
+                event_id: r.event_id,
+                event_time: Some(timestamp::to_proto(r.event_time)),
+                caller: r.caller,
+                authenticated_by: r.authenticated_by,
+                method: r.method,
+                target: r.target,
+                outcome: r.outcome,
+                message: r.message,
+            })
+            .collect(),
+        next_page_token,
+    })
+}

@@ -1,0 +1,350 @@
+//! Who is calling: a static bearer token (stored as a SHA-256 hash), a JWT checked against a configured issuer,
+//! audience and key set, or a client certificate (its URI SAN, else its CN). The identity is then given the
+//! grants configured for it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest as _, Sha256};
+use tablecrypt_core::{Caller, Grant, LabelSelector, Role};
+
+/// The identity recorded for a development server's callers that do not name themselves.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The metadata header a development (`--insecure`, no authentication configured) server takes the caller's
+/// name from. Ignored whenever authentication is configured.
+pub const CALLER_HEADER: &str = "x-tablecrypt-caller";
+
+/// A static token: who presents it, and the hex SHA-256 of the token (the token itself is never stored).
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    pub identity: String,
+    pub sha256_hex: String,
+}
+
+/// Where JWTs come from.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// An `aud` every token must carry.
+    pub audience: String,
+    /// A JSON Web Key Set file (RFC 7517); tokens name their key with `kid`.
+    pub jwks_file: PathBuf,
+}
+
+/// One configured grant: `identity` holds `role` over the accounts `scope` matches.
+#[derive(Debug, Clone)]
+pub struct IdentityGrant {
+    pub identity: String,
+    pub role: Role,
+    pub scope: LabelSelector,
+}
+
+/// How callers prove who they are; from the server's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub tokens: Vec<StaticToken>,
+    pub jwt: Option<JwtSettings>,
+    /// Client certificates are verified by TLS against the configured client CA; their identity is accepted.
+    pub client_certificates: bool,
+    pub grants: Vec<IdentityGrant>,
+}
+
+impl AuthSettings {
+    /// Whether any way to authenticate is configured. Without one, every caller is an unauthenticated
+    /// development caller with the admin role (only allowed with `--insecure`).
+    pub fn is_configured(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt.is_some() || self.client_certificates
+    }
+}
+
+/// Why a caller was not authenticated. Messages never contain the credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("credentials required: send \"authorization: Bearer <token>\" or a client certificate")]
+    Missing,
+    #[error("the authorization header must be \"Bearer <token>\"")]
+    Malformed,
+    #[error("unknown bearer token")]
+    UnknownToken,
+    #[error("invalid JWT: {0}")]
+    InvalidJwt(String),
+    #[error("the client certificate names no identity (no URI SAN and no CN)")]
+    CertificateWithoutIdentity,
+}
+
+/// Checks credentials and turns them into a [`Caller`] with its grants.
+#[derive(Clone)]
+pub struct Authenticator {
+    configured: bool,
+    /// Token hash (hex, lowercase) to identity.
+    tokens: HashMap<String, String>,
+    jwt: Option<JwtVerifier>,
+    client_certificates: bool,
+    grants: HashMap<String, Vec<Grant>>,
+}
+
+#[derive(Clone)]
+struct JwtVerifier {
+    issuer: String,
+    audience: String,
+    keys: JwkSet,
+}
+
+/// Asymmetric algorithms only: a key set file is public, so an HMAC key in it would let anyone sign.
+const JWT_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// The hex SHA-256 of a token, as configured.
+pub fn token_sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Authenticator {
+    /// Loads the JWT key set, if any. Errors name the file, never a key or token.
+    pub fn new(settings: &AuthSettings) -> Result<Self, String> {
+        let jwt = match &settings.jwt {
+            None => None,
+            Some(jwt) => {
+                let text = std::fs::read_to_string(&jwt.jwks_file).map_err(|e| {
+                    format!("cannot read the JWKS file {}: {e}", jwt.jwks_file.display())
+                })?;
+                let keys: JwkSet = serde_json::from_str(&text).map_err(|e| {
+                    format!(
+                        "the JWKS file {} is not a key set: {e}",
+                        jwt.jwks_file.display()
+                    )
+                })?;
+                Some(JwtVerifier {
+                    issuer: jwt.issuer.clone(),
+                    audience: jwt.audience.clone(),
+                    keys,
+                })
+            }
+        };
+        let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
+        for grant in &settings.grants {
+            grants
+                .entry(grant.identity.clone())
+                .or_default()
+                .push(Grant {
+                    role: grant.role,
+                    scope: grant.scope.clone(),
+                });
+        }
+        Ok(Self {
+            configured: settings.is_configured(),
+            tokens: settings
+                .tokens
+                .iter()
+                .map(|t| (t.sha256_hex.to_ascii_lowercase(), t.identity.clone()))
+                .collect(),
+            jwt,
+            client_certificates: settings.client_certificates,
+            grants,
+        })
+    }
+
+    /// The caller of a request, from its headers and the client certificate TLS verified (DER, leaf first).
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        client_certificate: Option<&[u8]>,
+    ) -> Result<Caller, AuthError> {
+        if !self.configured {
+            let identity = headers
+                .get(CALLER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .unwrap_or(ANONYMOUS);
+            return Ok(Caller {
+                identity: identity.to_owned(),
+                authenticated_by: "insecure",
+                grants: vec![Grant {
+                    role: Role::Admin,
+                    scope: LabelSelector::default(),
+                }],
+            });
+        }
+        let (identity, method) = if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or(AuthError::Malformed)?;
+            self.bearer(token)?
+        } else if let (true, Some(der)) = (self.client_certificates, client_certificate) {
+            (certificate_identity(der)?, "mtls")
+        } else {
+            return Err(AuthError::Missing);
+        };
+        let grants = self.grants.get(&identity).cloned().unwrap_or_default();
+        Ok(Caller {
+            identity,
+            authenticated_by: method,
+            grants,
+        })
+    }
+
+    fn bearer(&self, token: &str) -> Result<(String, &'static str), AuthError> {
+        if let Some(identity) = self.tokens.get(&token_sha256_hex(token)) {
+            return Ok((identity.clone(), "token"));
+        }
+        // Three dot-separated parts: a JWT, if JWTs are configured.
+        match &self.jwt {
+            Some(jwt) if token.split('.').count() == 3 => {
+                jwt.verify(token).map(|subject| (subject, "jwt"))
+            }
+            _ => Err(AuthError::UnknownToken),
+        }
+    }
+}
+
+impl JwtVerifier {
+    fn verify(&self, token: &str) -> Result<String, AuthError> {
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidJwt(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+        if !JWT_ALGORITHMS.contains(&header.alg) {
+            return Err(AuthError::InvalidJwt(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| AuthError::InvalidJwt("the header names no key (kid)".into()))?;
+        let jwk = self
+            .keys
+            .find(kid)
+            .ok_or_else(|| AuthError::InvalidJwt(format!("unknown key id {kid:?}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(invalid)?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(invalid)?;
+        if data.claims.sub.is_empty() || data.claims.sub.len() > 256 {
+            return Err(AuthError::InvalidJwt("sub must be 1-256 characters".into()));
+        }
+        Ok(data.claims.sub)
+    }
+}
+
+/// The identity a client certificate carries: its first URI SAN (e.g. a SPIFFE id), else its subject CN.
+fn certificate_identity(der: &[u8]) -> Result<String, AuthError> {
+    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|_| AuthError::CertificateWithoutIdentity)?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                return Ok((*uri).to_owned());
+            }
+        }
+    }
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+        .map(str::to_owned)
+        .ok_or(AuthError::CertificateWithoutIdentity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_token() -> Authenticator {
+        Authenticator::new(&AuthSettings {
+            tokens: vec![StaticToken {
+                identity: "alice".into(),
+                sha256_hex: token_sha256_hex("s3cret-token"),
+            }],
+            grants: vec![IdentityGrant {
+                identity: "alice".into(),
+                role: Role::Viewer,
+                scope: LabelSelector::default(),
+            }],
+            ..Default::default()
+        })
+        .expect("authenticator")
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn static_tokens_authenticate_by_hash() {
+        let auth = with_token();
+        let caller = auth
+            .authenticate(&headers(&[("authorization", "Bearer s3cret-token")]), None)
+            .expect("known token");
+        assert_eq!(caller.identity, "alice");
+        assert_eq!(caller.grants.len(), 1);
+        assert_eq!(
+            auth.authenticate(&headers(&[("authorization", "Bearer nope")]), None),
+            Err(AuthError::UnknownToken)
+        );
+        assert_eq!(
+            auth.authenticate(&headers(&[("authorization", "Basic abc")]), None),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            auth.authenticate(&headers(&[("x-tablecrypt-caller", "root")]), None),
+            Err(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn without_authentication_every_caller_is_a_development_admin() {
+        let auth = Authenticator::new(&AuthSettings::default()).expect("authenticator");
+        let caller = auth
+            .authenticate(&headers(&[("x-tablecrypt-caller", "bob")]), None)
+            .expect("dev caller");
+        assert_eq!(caller.identity, "bob");
+        assert_eq!(caller.authenticated_by, "insecure");
+        assert!(caller.may(tablecrypt_core::Permission::ManageAccounts));
+    }
+
+    #[test]
+    fn error_messages_never_echo_the_credential() {
+        let auth = with_token();
+        let err = auth
+            .authenticate(&headers(&[("authorization", "Bearer leaked-value")]), None)
+            .expect_err("unknown");
+        assert!(!err.to_string().contains("leaked-value"));
+    }
+}

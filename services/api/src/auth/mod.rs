@@ -1,0 +1,11 @@
+//! Authentication and the audit trail at the gRPC edge. Authorization (roles and scopes) is checked by each
+//! RPC in `crate::authorization`, since it needs the accounts a call touches.
+
+mod authenticator;
+mod layer;
+
+pub use authenticator::{
+    ANONYMOUS, AuthError, AuthSettings, Authenticator, CALLER_HEADER, IdentityGrant, JwtSettings,
+    StaticToken, token_sha256_hex,
+};
+pub use layer::{AuditTarget, AuthLayer, MUTATING_METHODS, code_name, note_target};

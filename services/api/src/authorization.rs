@@ -1,0 +1,142 @@
+//! Roles and scopes per RPC: does the caller hold a role with the permission, over every account the call
+//! touches? Lists are narrowed to what the caller may see (pages may then hold fewer entries than asked).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use tablecrypt_core::{AccountId, Caller, LabelSelector, Labels, Permission, Scope};
+use tablecrypt_store::Store;
+use tonic::Request;
+
+use crate::error::ApiError;
+
+/// The authenticated caller the auth layer attached to the request.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, ApiError> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthenticated("no authenticated caller".into()))
+}
+
+/// The caller's scope for `permission`; PERMISSION_DENIED when no grant has it at all.
+pub fn require(caller: &Caller, permission: Permission, method: &str) -> Result<Scope, ApiError> {
+    match caller.scope(permission) {
+        Scope::Nowhere => Err(ApiError::PermissionDenied(format!(
+            "{} may not call {method}: it needs the {} role (or higher)",
+            caller.identity,
+            permission.least_role()
+        ))),
+        scope => Ok(scope),
+    }
+}
+
+/// Every registered account's labels, for scope checks. Only loaded when the scope is not unlimited.
+async fn account_labels(store: &Store) -> Result<HashMap<String, Labels>, ApiError> {
+    let mut labels = HashMap::new();
+    let mut after: Option<AccountId> = None;
+    loop {
+        let page = store
+            .accounts
+            .list(&LabelSelector::default(), after.as_ref(), 1000)
+            .await?;
+        for account in &page.accounts {
+            labels.insert(account.account_id.to_string(), account.spec.labels.clone());
+        }
+        after = page.accounts.last().map(|a| a.account_id.clone());
+        if !page.has_more {
+            return Ok(labels);
+        }
+    }
+}
+
+/// What a caller may see or touch with one permission.
+pub enum Visible {
+    All,
+    Only(HashSet<String>),
+}
+
+impl Visible {
+    pub fn contains(&self, account_id: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(ids) => ids.contains(account_id),
+        }
+    }
+}
+
+/// The accounts the caller may exercise `permission` on.
+pub async fn visible(
+    store: &Store,
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+) -> Result<Visible, ApiError> {
+    match require(caller, permission, method)? {
+        Scope::Everywhere => Ok(Visible::All),
+        scope => Ok(Visible::Only(
+            account_labels(store)
+                .await?
+                .into_iter()
+                .filter(|(_, labels)| scope.allows(labels))
+                .map(|(id, _)| id)
+                .collect(),
+        )),
+    }
+}
+
+/// PERMISSION_DENIED naming every account of `account_ids` outside the caller's scope for `permission`.
+/// Accounts that are not registered are left to the call itself (it answers NOT_FOUND or plans them blocked).
+pub async fn check_accounts(
+    store: &Store,
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+    account_ids: impl IntoIterator<Item = String>,
+) -> Result<(), ApiError> {
+    let scope = require(caller, permission, method)?;
+    if scope == Scope::Everywhere {
+        return Ok(());
+    }
+    let labels = account_labels(store).await?;
+    let outside: BTreeSet<String> = account_ids
+        .into_iter()
+        .filter(|id| labels.get(id).is_some_and(|l| !scope.allows(l)))
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "{} may not call {method} on account{} {}: outside its {} scope ({})",
+        caller.identity,
+        if outside.len() == 1 { "" } else { "s" },
+        outside.into_iter().collect::<Vec<_>>().join(", "),
+        permission.least_role(),
+        scope.describe()
+    )))
+}
+
+/// PERMISSION_DENIED unless `labels` (an account about to be registered or relabelled) are in scope.
+pub fn check_labels(
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+    account_id: &str,
+    labels: &Labels,
+) -> Result<(), ApiError> {
+    let scope = require(caller, permission, method)?;
+    if scope.allows(labels) {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(format!(
+            "{} may not call {method} for account {account_id} with these labels: outside its {} scope ({})",
+            caller.identity,
+            permission.least_role(),
+            scope.describe()
+        )))
+    }
+}
+
+/// Every registered account's id.
+pub async fn all_account_ids(store: &Store) -> Result<Vec<String>, ApiError> {
+    Ok(account_labels(store).await?.into_keys().collect())
+}

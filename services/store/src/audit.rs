@@ -1,0 +1,100 @@
+//! The audit log: who called which mutating RPC about what, and what they got. Append-only (the database
+//! refuses UPDATE, DELETE and TRUNCATE).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::error::StoreError;
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub caller: String,
+    pub authenticated_by: String,
+    pub method: String,
+    pub target: String,
+    /// The gRPC status code name, e.g. "OK" or "PERMISSION_DENIED".
+    pub outcome: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEventRecord {
+    pub event_id: i64,
+    pub event_time: DateTime<Utc>,
+    pub caller: String,
+    pub authenticated_by: String,
+    pub method: String,
+    pub target: String,
+    pub outcome: String,
+    pub message: String,
+}
+
+/// Which events to list; `None` matches every event.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub caller: Option<String>,
+    pub method: Option<String>,
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRepository {
+    pool: PgPool,
+}
+
+/// Cuts a text to at most `max` characters, on a character boundary.
+fn clip(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+impl AuditRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    #[tracing::instrument(skip_all, fields(method = %event.method, outcome = %event.outcome), err)]
+    pub async fn record(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        sqlx::query!(
+            "INSERT INTO audit_events (caller, authenticated_by, method, target, outcome, message)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            clip(&event.caller, 512),
+            event.authenticated_by,
+            clip(&event.method, 128),
+            clip(&event.target, 2048),
+            event.outcome,
+            clip(&event.message, 2048),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first, older than `before_id`, at most `limit`.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn list(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEventRecord>, StoreError> {
+        Ok(sqlx::query_as!(
+            AuditEventRecord,
+            "SELECT event_id, event_time, caller, authenticated_by, method, target, outcome, message
+             FROM audit_events
+             WHERE ($1::bigint IS NULL OR event_id < $1)
+               AND ($2::text IS NULL OR caller = $2)
+               AND ($3::text IS NULL OR method = $3)
+               AND ($4::text IS NULL OR outcome = $4)
+             ORDER BY event_id DESC
+             LIMIT $5",
+            before_id,
+            filter.caller,
+            filter.method,
+            filter.outcome,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
