@@ -6,6 +6,7 @@ pub mod changes;
 pub mod moto;
 pub mod postgres;
 pub mod process;
+pub mod security;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -97,6 +98,23 @@ impl TestApp {
 
     /// Starts the server against the database at `url` on port 0, with extra TOML configuration lines.
     pub async fn spawn_on(url: &str, extra_toml: &str) -> anyhow::Result<Self> {
+        Self::spawn_inner(url, extra_toml, None).await
+    }
+
+    /// Starts a server whose configuration (`extra_toml`) has `[tls]`; the client connects with `tls`.
+    pub async fn spawn_tls(
+        url: &str,
+        extra_toml: &str,
+        tls: tonic::transport::ClientTlsConfig,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_inner(url, extra_toml, Some(tls)).await
+    }
+
+    async fn spawn_inner(
+        url: &str,
+        extra_toml: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
         // Development mode (plaintext, the caller named by a header) unless the test configures security itself.
         let insecure = if extra_toml.contains("insecure") {
             ""
@@ -119,7 +137,7 @@ impl TestApp {
             },
             shutdown.clone(),
         ));
-        let channel = connect(addr, &handle).await?;
+        let channel = connect(addr, &handle, tls).await?;
         Ok(Self {
             addr,
             metrics_addr,
@@ -196,9 +214,13 @@ impl TestApp {
 async fn connect(
     addr: SocketAddr,
     handle: &JoinHandle<anyhow::Result<()>>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<Channel> {
-    let endpoint =
-        Channel::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(2));
+    let endpoint = match tls {
+        None => Channel::from_shared(format!("http://{addr}"))?,
+        Some(tls) => Channel::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+    }
+    .connect_timeout(Duration::from_secs(2));
     for _ in 0..100 {
         anyhow::ensure!(!handle.is_finished(), "server exited during start");
         if let Ok(channel) = endpoint.connect().await {

@@ -1,0 +1,659 @@
+//! Security end to end: TLS and mutual TLS, bearer tokens and JWTs (expired, wrong audience), health open and
+//! reflection closed to anonymous callers, every RPC against every role, scopes by account labels, the
+//! two-person rule, the per-caller rate limit, and the audit log of allowed and refused calls.
+
+use tablecrypt_proto::v1 as pb;
+use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
+use tablecrypt_tests::changes::{self, *};
+use tablecrypt_tests::security::*;
+use tablecrypt_tests::{TestApp, TestDatabase};
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Client = TableEncryptionClient<Channel>;
+
+async fn audit_events(client: &Client, token: &str) -> Vec<pb::AuditEvent> {
+    client
+        .clone()
+        .list_audit_events(bearer(
+            token,
+            pb::ListAuditEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("audit log")
+        .into_inner()
+        .events
+}
+
+fn has_event(events: &[pb::AuditEvent], caller: &str, method: &str, outcome: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e.caller == caller && e.method == method && e.outcome == outcome)
+}
+
+fn account(id: &str, team: &str) -> pb::Account {
+    pb::Account {
+        account_id: id.into(),
+        role_arn: format!("arn:aws:iam::{id}:role/tablecrypt-member"),
+        regions: vec!["eu-west-1".into()],
+        labels: [("team".to_owned(), team.to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_is_audited() {
+    let pki = Pki::new();
+    let db = TestDatabase::create().await.expect("db");
+    let toml = format!(
+        "insecure = false\n{}{}",
+        tokens_and_grants(&[
+            ("ops-admin", "admin", ""),
+            ("spiffe://tablecrypt/ci", "viewer", ""),
+            ("jwt-user", "operator", ""),
+        ]),
+        pki.tls_and_jwt_toml()
+    );
+    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .expect("TLS server");
+    let anonymous = app.client.clone();
+
+    // No credentials: UNAUTHENTICATED; health stays open; reflection needs a caller.
+    let refused = anonymous
+        .clone()
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect_err("no credentials");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "tablecrypt.v1.TableEncryption".into(),
+        })
+        .await
+        .expect("health is open")
+        .into_inner();
+    assert_eq!(health.status, 1, "SERVING");
+    let reflection = || {
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        tokio_stream::iter(vec![tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }])
+    };
+    let mut reflect =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            app.channel.clone(),
+        );
+    let err = reflect
+        .server_reflection_info(reflection())
+        .await
+        .expect_err("reflection needs a caller");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    reflect
+        .server_reflection_info(bearer("token-ops-admin", reflection()))
+        .await
+        .expect("reflection with a token");
+
+    // A static token: the admin registers an account.
+    anonymous
+        .clone()
+        .register_account(as_token(
+            "ops-admin",
+            pb::RegisterAccountRequest {
+                account: Some(account("123456789012", "payments")),
+            },
+        ))
+        .await
+        .expect("admin registers");
+    let err = anonymous
+        .clone()
+        .list_accounts(bearer("not-a-token", pb::ListAccountsRequest::default()))
+        .await
+        .expect_err("unknown token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(!err.message().contains("not-a-token"), "{err:?}");
+
+    // A client certificate: identity from its URI SAN; a viewer reads but may not register.
+    let ci = TableEncryptionClient::new(
+        pki.channel(
+            app.addr,
+            Some(pki.client_certificate("spiffe://tablecrypt/ci")),
+        )
+        .await,
+    );
+    let listed = ci
+        .clone()
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect("viewer lists")
+        .into_inner();
+    assert_eq!(listed.accounts.len(), 1);
+    let err = ci
+        .clone()
+        .register_account(pb::RegisterAccountRequest {
+            account: Some(account("210987654321", "search")),
+        })
+        .await
+        .expect_err("viewer may not register");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("admin"), "{err:?}");
+
+    // JWTs: valid, expired, wrong audience.
+    anonymous
+        .clone()
+        .list_accounts(bearer(
+            &pki.jwt("jwt-user", JWT_AUDIENCE, 300),
+            pb::ListAccountsRequest::default(),
+        ))
+        .await
+        .expect("valid JWT");
+    for (token, why) in [
+        (pki.jwt("jwt-user", JWT_AUDIENCE, -300), "Expired"),
+        (pki.jwt("jwt-user", "someone-else", 300), "Audience"),
+    ] {
+        let err = anonymous
+            .clone()
+            .list_accounts(bearer(&token, pb::ListAccountsRequest::default()))
+            .await
+            .expect_err(why);
+        assert_eq!(err.code(), Code::Unauthenticated, "{why}: {err:?}");
+        assert!(err.message().contains(why), "{why}: {err:?}");
+    }
+
+    // The audit log: allowed and refused calls, with the caller and how it authenticated.
+    let events = audit_events(&anonymous, "token-ops-admin").await;
+    let registered = events
+        .iter()
+        .find(|e| e.method == "RegisterAccount" && e.outcome == "OK")
+        .expect("allowed registration audited");
+    assert_eq!(registered.caller, "ops-admin");
+    assert_eq!(registered.authenticated_by, "token");
+    assert_eq!(registered.target, "account 123456789012");
+    let denied = events
+        .iter()
+        .find(|e| e.method == "RegisterAccount" && e.outcome == "PERMISSION_DENIED")
+        .expect("refused registration audited");
+    assert_eq!(denied.caller, "spiffe://tablecrypt/ci");
+    assert_eq!(denied.authenticated_by, "mtls");
+    assert!(has_event(
+        &events,
+        "unauthenticated",
+        "ListAccounts",
+        "UNAUTHENTICATED"
+    ));
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.message.contains("token-") && !e.target.contains("token-")),
+        "no token in the audit log"
+    );
+    let err = ci
+        .clone()
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .expect_err("viewers do not read the audit log");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Append-only: the database refuses to rewrite history.
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let update = sqlx::query("UPDATE audit_events SET outcome = 'OK'")
+        .execute(&pool)
+        .await;
+    assert!(update.is_err(), "audit_events must refuse UPDATE");
+    let delete = sqlx::query("DELETE FROM audit_events").execute(&pool).await;
+    assert!(delete.is_err(), "audit_events must refuse DELETE");
+    app.stop().await.expect("stop");
+}
+
+/// The permission each RPC needs; None: admin over every account (the audit log).
+const MATRIX: &[(&str, &[&str])] = &[
+    ("RegisterAccount", &["admin"]),
+    ("GetAccount", &["viewer", "operator", "approver", "admin"]),
+    ("ListAccounts", &["viewer", "operator", "approver", "admin"]),
+    ("UpdateAccount", &["admin"]),
+    ("DeregisterAccount", &["admin"]),
+    (
+        "VerifyAccount",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    (
+        "GetTableEncryption",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    (
+        "ListTableEncryptions",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    ("RefreshInventory", &["operator", "admin"]),
+    (
+        "GetInventoryScan",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    ("GetKeyUsage", &["viewer", "operator", "approver", "admin"]),
+    ("CreateChangeRequest", &["operator", "admin"]),
+    (
+        "GetChangeRequest",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    (
+        "ListChangeRequests",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    (
+        "ListChangeItems",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    ("ApproveChangeRequest", &["approver", "admin"]),
+    ("CancelChangeRequest", &["operator", "admin"]),
+    ("PauseChangeRequest", &["operator", "admin"]),
+    ("ResumeChangeRequest", &["operator", "admin"]),
+    (
+        "WatchChangeRequest",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    ("UpdateTableEncryption", &["operator", "admin"]),
+    ("RollbackChangeRequest", &["operator", "admin"]),
+    (
+        "ListKeyRotationHistory",
+        &["viewer", "operator", "approver", "admin"],
+    ),
+    ("ListAuditEvents", &["admin"]),
+];
+
+/// Calls `method` with an empty (mostly invalid) request as `identity` (None: no credentials). Authorization
+/// comes before validation, so the code tells whether the role was enough.
+async fn call(client: &Client, method: &str, identity: Option<&str>) -> Result<(), tonic::Status> {
+    let mut c = client.clone();
+    macro_rules! rpc {
+        ($name:ident, $request:expr) => {{
+            let message = $request;
+            let request = match identity {
+                Some(who) => as_token(who, message),
+                None => tonic::Request::new(message),
+            };
+            c.$name(request).await.map(|_| ())
+        }};
+    }
+    match method {
+        "RegisterAccount" => rpc!(register_account, pb::RegisterAccountRequest::default()),
+        "GetAccount" => rpc!(get_account, pb::GetAccountRequest::default()),
+        "ListAccounts" => rpc!(list_accounts, pb::ListAccountsRequest::default()),
+        "UpdateAccount" => rpc!(update_account, pb::UpdateAccountRequest::default()),
+        "DeregisterAccount" => rpc!(deregister_account, pb::DeregisterAccountRequest::default()),
+        "VerifyAccount" => rpc!(verify_account, pb::VerifyAccountRequest::default()),
+        "GetTableEncryption" => rpc!(
+            get_table_encryption,
+            pb::GetTableEncryptionRequest::default()
+        ),
+        "ListTableEncryptions" => rpc!(
+            list_table_encryptions,
+            pb::ListTableEncryptionsRequest::default()
+        ),
+        "RefreshInventory" => rpc!(
+            refresh_inventory,
+            pb::RefreshInventoryRequest {
+                account_ids: vec!["not-an-account".into()],
+                ..Default::default()
+            }
+        ),
+        "GetInventoryScan" => rpc!(get_inventory_scan, pb::GetInventoryScanRequest::default()),
+        "GetKeyUsage" => rpc!(get_key_usage, pb::GetKeyUsageRequest::default()),
+        "CreateChangeRequest" => rpc!(
+            create_change_request,
+            pb::CreateChangeRequestRequest::default()
+        ),
+        "GetChangeRequest" => rpc!(get_change_request, pb::GetChangeRequestRequest::default()),
+        "ListChangeRequests" => rpc!(
+            list_change_requests,
+            pb::ListChangeRequestsRequest::default()
+        ),
+        "ListChangeItems" => rpc!(list_change_items, pb::ListChangeItemsRequest::default()),
+        "ApproveChangeRequest" => rpc!(
+            approve_change_request,
+            pb::ApproveChangeRequestRequest::default()
+        ),
+        "CancelChangeRequest" => rpc!(
+            cancel_change_request,
+            pb::CancelChangeRequestRequest::default()
+        ),
+        "PauseChangeRequest" => rpc!(
+            pause_change_request,
+            pb::PauseChangeRequestRequest::default()
+        ),
+        "ResumeChangeRequest" => rpc!(
+            resume_change_request,
+            pb::ResumeChangeRequestRequest::default()
+        ),
+        "WatchChangeRequest" => rpc!(
+            watch_change_request,
+            pb::WatchChangeRequestRequest::default()
+        ),
+        "UpdateTableEncryption" => rpc!(
+            update_table_encryption,
+            pb::UpdateTableEncryptionRequest::default()
+        ),
+        "RollbackChangeRequest" => rpc!(
+            rollback_change_request,
+            pb::RollbackChangeRequestRequest::default()
+        ),
+        "ListKeyRotationHistory" => rpc!(
+            list_key_rotation_history,
+            pb::ListKeyRotationHistoryRequest::default()
+        ),
+        "ListAuditEvents" => rpc!(list_audit_events, pb::ListAuditEventsRequest::default()),
+        other => panic!("no such RPC in the matrix: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_needs_its_role() {
+    let db = TestDatabase::create().await.expect("db");
+    // Tokens over plaintext (development transport) keep this test about roles, not TLS.
+    let toml = format!(
+        "insecure = true\n{}",
+        tokens_and_grants(&[
+            ("viewer", "viewer", ""),
+            ("operator", "operator", ""),
+            ("approver", "approver", ""),
+            ("admin", "admin", ""),
+            ("nobody", "viewer", "team=nonexistent"),
+        ])
+    );
+    let app = TestApp::spawn_with(&db, &toml).await.expect("server");
+    let methods = [
+        "RegisterAccount",
+        "GetAccount",
+        "ListAccounts",
+        "UpdateAccount",
+        "DeregisterAccount",
+        "VerifyAccount",
+        "GetTableEncryption",
+        "ListTableEncryptions",
+        "RefreshInventory",
+        "GetInventoryScan",
+        "GetKeyUsage",
+        "CreateChangeRequest",
+        "GetChangeRequest",
+        "ListChangeRequests",
+        "ListChangeItems",
+        "ApproveChangeRequest",
+        "CancelChangeRequest",
+        "PauseChangeRequest",
+        "ResumeChangeRequest",
+        "WatchChangeRequest",
+        "UpdateTableEncryption",
+        "RollbackChangeRequest",
+        "ListKeyRotationHistory",
+        "ListAuditEvents",
+    ];
+    assert_eq!(methods.len(), MATRIX.len(), "every RPC is in the matrix");
+    let mut checked = 0;
+    for (method, allowed) in MATRIX {
+        let err = call(&app.client, method, None)
+            .await
+            .expect_err("no credentials");
+        assert_eq!(
+            err.code(),
+            Code::Unauthenticated,
+            "{method} without credentials"
+        );
+        for role in ["viewer", "operator", "approver", "admin"] {
+            let outcome = call(&app.client, method, Some(role)).await;
+            let code = outcome.as_ref().err().map_or(Code::Ok, tonic::Status::code);
+            if allowed.contains(&role) {
+                assert!(
+                    code != Code::PermissionDenied && code != Code::Unauthenticated,
+                    "{role} must be allowed {method}: {outcome:?}"
+                );
+            } else {
+                assert_eq!(
+                    code,
+                    Code::PermissionDenied,
+                    "{role} must be refused {method}: {outcome:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4 * methods.len());
+    // The audit log needs an admin grant over every account, not over some.
+    let scoped_admin = format!(
+        "insecure = true\n{}",
+        tokens_and_grants(&[("team-admin", "admin", "team=payments")])
+    );
+    let app2 = TestApp::spawn_with(&db, &scoped_admin)
+        .await
+        .expect("server");
+    let err = call(&app2.client, "ListAuditEvents", Some("team-admin"))
+        .await
+        .expect_err("scoped admin");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    app2.stop().await.expect("stop");
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person() {
+    // The fleet registered and scanned by a development server; then a secured server on the same database.
+    let s = changes::setup("").await;
+    let toml = format!(
+        "insecure = true\napproval_required = true\naws_endpoint_url = '{}'\n{FAST}\nupdate_rate = 50.0\n{}",
+        s.emulator.endpoint(),
+        tokens_and_grants(&[
+            ("pay-op", "operator", "team=payments"),
+            ("pay-lead", "operator", "team=payments"),
+            ("pay-lead", "approver", "team=payments"),
+            ("pay-approver", "approver", "team=payments"),
+            ("search-viewer", "viewer", "team=search"),
+            ("auditor", "admin", ""),
+        ])
+    );
+    let app = TestApp::spawn_with(&s.db, &toml).await.expect("server");
+    let client = app.client.clone();
+
+    // Lists show only the team's accounts and tables.
+    let accounts = client
+        .clone()
+        .list_accounts(as_token("pay-op", pb::ListAccountsRequest::default()))
+        .await
+        .expect("list")
+        .into_inner()
+        .accounts;
+    let ids: Vec<&str> = accounts.iter().map(|a| a.account_id.as_str()).collect();
+    assert_eq!(ids, [PAYMENTS]);
+    let tables = client
+        .clone()
+        .list_table_encryptions(as_token(
+            "pay-op",
+            pb::ListTableEncryptionsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("tables")
+        .into_inner()
+        .tables;
+    assert!(!tables.is_empty());
+    assert!(tables.iter().all(|t| t.account_id == PAYMENTS));
+    let err = client
+        .clone()
+        .list_table_encryptions(as_token(
+            "pay-op",
+            pb::ListTableEncryptionsRequest {
+                account_ids: vec![SEARCH.into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("another team's account");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains(SEARCH), "{err:?}");
+
+    // A selector reaching beyond the scope is refused, naming the accounts; nothing is stored.
+    let err = client
+        .clone()
+        .create_change_request(as_token(
+            "pay-op",
+            pb::CreateChangeRequestRequest {
+                selector: Some(pb::TableSelector::default()),
+                target: to_key("alias/b"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("whole fleet");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains(SEARCH) && !err.message().contains(PAYMENTS),
+        "{err:?}"
+    );
+    assert_eq!(stored_requests(&s.app).await, 0);
+
+    // Within scope: created, pending approval; the creator may not approve it, a second approver may.
+    let created = client
+        .clone()
+        .create_change_request(as_token(
+            "pay-lead",
+            pb::CreateChangeRequestRequest {
+                selector: Some(pb::TableSelector {
+                    account_ids: vec![PAYMENTS.into()],
+                    table_name_prefix: "bulk-".into(),
+                    ..Default::default()
+                }),
+                target: to_key("alias/b"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create in scope")
+        .into_inner()
+        .change_request
+        .expect("request");
+    assert_eq!(created.created_by, "pay-lead");
+    assert_eq!(created.state(), pb::ChangeRequestState::PendingApproval);
+    let id = created.change_request_id.clone();
+    let approve = |who: &'static str| {
+        let mut c = client.clone();
+        let id = id.clone();
+        async move {
+            c.approve_change_request(as_token(
+                who,
+                pb::ApproveChangeRequestRequest {
+                    change_request_id: id,
+                    ..Default::default()
+                },
+            ))
+            .await
+        }
+    };
+    let err = approve("pay-lead").await.expect_err("own request");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = approve("pay-op").await.expect_err("not an approver");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    approve("pay-approver")
+        .await
+        .expect("second person approves");
+
+    // Another team sees neither the request nor its items.
+    let err = client
+        .clone()
+        .get_change_request(as_token(
+            "search-viewer",
+            pb::GetChangeRequestRequest {
+                change_request_id: id.clone(),
+            },
+        ))
+        .await
+        .expect_err("another team's request");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let theirs = client
+        .clone()
+        .list_change_requests(as_token(
+            "search-viewer",
+            pb::ListChangeRequestsRequest::default(),
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .change_requests;
+    assert!(theirs.is_empty(), "{theirs:?}");
+
+    let done = wait_terminal(&s.app, &id).await;
+    assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
+    let rows = history(&s.app, history_of(&id)).await;
+    assert_eq!(rows.len(), BULK);
+    assert!(
+        rows.iter()
+            .all(|r| r.requested_by == "pay-lead" && r.approved_by == "pay-approver")
+    );
+    let hidden = client
+        .clone()
+        .list_key_rotation_history(as_token(
+            "search-viewer",
+            pb::ListKeyRotationHistoryRequest::default(),
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .rotations;
+    assert!(hidden.is_empty(), "another team's history is hidden");
+
+    let events = audit_events(&client, "token-auditor").await;
+    assert!(has_event(
+        &events,
+        "pay-op",
+        "CreateChangeRequest",
+        "PERMISSION_DENIED"
+    ));
+    assert!(has_event(&events, "pay-lead", "CreateChangeRequest", "OK"));
+    assert!(has_event(
+        &events,
+        "pay-lead",
+        "ApproveChangeRequest",
+        "PERMISSION_DENIED"
+    ));
+    assert!(has_event(
+        &events,
+        "pay-approver",
+        "ApproveChangeRequest",
+        "OK"
+    ));
+    let approved = events
+        .iter()
+        .find(|e| e.caller == "pay-approver" && e.method == "ApproveChangeRequest")
+        .expect("approval event");
+    assert_eq!(approved.target, format!("change request {id}"));
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_caller_over_its_call_rate_gets_resource_exhausted_and_others_do_not() {
+    let db = TestDatabase::create().await.expect("db");
+    let app = TestApp::spawn_with(&db, "caller_rate_limit = 3")
+        .await
+        .expect("server");
+    let mut exhausted = 0;
+    for _ in 0..10 {
+        let result = app
+            .client
+            .clone()
+            .list_accounts(as_caller("chatty", pb::ListAccountsRequest::default()))
+            .await;
+        if let Err(status) = result {
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            exhausted += 1;
+        }
+    }
+    assert!(exhausted >= 5, "only {exhausted} of 10 calls limited");
+    app.client
+        .clone()
+        .list_accounts(as_caller("quiet", pb::ListAccountsRequest::default()))
+        .await
+        .expect("another caller is not limited");
+    app.stop().await.expect("stop");
+}
