@@ -545,7 +545,6 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
                 who,
                 pb::ApproveChangeRequestRequest {
                     change_request_id: id,
-                    ..Default::default()
                 },
             ))
             .await
