@@ -1183,3 +1183,30 @@ fn rollback_row(item: ChangeItemRecord) -> Option<RollbackRow> {
         replica_keys,
     })
 }
+
+/// The store-free part of CreateChangeRequest validation (request id, description, target, table names), for
+/// the fuzz target: every violation must name a field.
+#[doc(hidden)]
+pub fn validate_fields_for_fuzzing(request: &pb::CreateChangeRequestRequest) -> ValidationErrors {
+    let mut errors = ValidationErrors::new();
+    validate_request_id(&request.request_id, &mut errors);
+    validate_description(&request.description, &mut errors);
+    validate_target(request.target.as_ref(), &mut errors);
+    if let Some(list) = &request.tables {
+        for (i, t) in list.tables.iter().enumerate() {
+            errors.check(
+                format!("tables.tables[{i}].account_id"),
+                AccountId::parse(&t.account_id),
+            );
+            errors.check(
+                format!("tables.tables[{i}].region"),
+                Region::parse(&t.region),
+            );
+            errors.check(
+                format!("tables.tables[{i}].table_name"),
+                TableName::parse(&t.table_name),
+            );
+        }
+    }
+    errors
+}

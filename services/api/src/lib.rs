@@ -10,6 +10,8 @@ mod authorization;
 pub mod change_requests;
 mod conversions;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 mod page_token;
 mod service;
