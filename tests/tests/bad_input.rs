@@ -454,7 +454,6 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
             c.clone()
                 .cancel_change_request(pb::CancelChangeRequestRequest {
                     change_request_id: "x".into(),
-                    ..Default::default()
                 })
                 .await,
         ),
