@@ -23,6 +23,9 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 log "grpcurl smoke test"
 bash tests/smoke/grpcurl.sh
 
+log "TLS, tokens and client certificates through grpcurl"
+bash tests/smoke/tls.sh
+
 log "demo: deploy/local/run.sh, then the inventory through grpcurl"
 bash tests/smoke/demo.sh
 
