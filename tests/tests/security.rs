@@ -480,6 +480,46 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .tables;
     assert!(!tables.is_empty());
     assert!(tables.iter().all(|t| t.account_id == PAYMENTS));
+    client
+        .clone()
+        .refresh_inventory(as_token(
+            "pay-op",
+            pb::RefreshInventoryRequest {
+                account_ids: vec![PAYMENTS.into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("refresh in scope");
+    let err = client
+        .clone()
+        .refresh_inventory(as_token("pay-op", pb::RefreshInventoryRequest::default()))
+        .await
+        .expect_err("the whole fleet is beyond the team's scope");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains(SANDBOX), "{err:?}");
+    let everything = s
+        .app
+        .refresh_and_wait(pb::RefreshInventoryRequest::default())
+        .await;
+    let seen = client
+        .clone()
+        .get_inventory_scan(as_token(
+            "search-viewer",
+            pb::GetInventoryScanRequest {
+                scan_id: everything.scan_id.clone(),
+            },
+        ))
+        .await
+        .expect("scan")
+        .into_inner();
+    assert!(!seen.targets.is_empty());
+    assert!(
+        seen.targets.iter().all(|t| t.account_id == SEARCH),
+        "only the team's targets: {:?}",
+        seen.targets
+    );
+
     let err = client
         .clone()
         .list_table_encryptions(as_token(

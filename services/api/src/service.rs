@@ -296,10 +296,13 @@ impl TableEncryption for TableEncryptionService {
         request: Request<pb::GetInventoryScanRequest>,
     ) -> Result<Response<pb::InventoryScan>, Status> {
         let caller = caller(&request)?;
-        authorization::require(&caller, Permission::Read, "GetInventoryScan")?;
-        Ok(Response::new(
-            inventory::get_inventory_scan(&self.store, request.into_inner()).await?,
-        ))
+        let visible = self
+            .visible(&caller, Permission::Read, "GetInventoryScan")
+            .await?;
+        let mut scan = inventory::get_inventory_scan(&self.store, request.into_inner()).await?;
+        // The totals are the scan's; the per-account-region results are only the caller's accounts.
+        scan.targets.retain(|t| visible.contains(&t.account_id));
+        Ok(Response::new(scan))
     }
 
     async fn get_key_usage(
