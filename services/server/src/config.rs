@@ -303,7 +303,8 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment
-            .merge(Env::prefixed("TABLECRYPT_").split("__"))
+            // TABLECRYPT_CONFIG names the file (the --config flag), not a setting.
+            .merge(Env::prefixed("TABLECRYPT_").ignore(&["config"]).split("__"))
             .merge(Env::raw().only(&["DATABASE_URL"]));
         if insecure {
             figment = figment.merge(Serialized::default("insecure", true));
