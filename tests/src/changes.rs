@@ -173,6 +173,15 @@ pub fn table(account: &str, region: &str, name: &str) -> pb::TableRef {
     }
 }
 
+/// The payments account's bulk-* tables (BULK of them, on key A in eu-west-1).
+pub fn bulk_selector() -> Option<pb::TableSelector> {
+    Some(pb::TableSelector {
+        account_ids: vec![PAYMENTS.into()],
+        table_name_prefix: "bulk-".into(),
+        ..Default::default()
+    })
+}
+
 pub fn to_key(kms_key: &str) -> Option<pb::TargetEncryption> {
     Some(pb::TargetEncryption {
         mode: pb::EncryptionMode::CustomerManaged as i32,
@@ -284,24 +293,48 @@ pub fn history_of(id: &str) -> pb::ListKeyRotationHistoryRequest {
     }
 }
 
-/// How many UpdateTable calls the emulator accepted, per table.
-pub async fn updates_sent(emulator: &RunningEmulator) -> BTreeMap<String, usize> {
+/// One UpdateTable call in the emulator's request log.
+pub struct LoggedUpdate {
+    pub account_id: String,
+    pub table: String,
+    /// The emulator accepted it (not throttled or refused).
+    pub ok: bool,
+    /// When the emulator received it, in seconds since the epoch.
+    pub time: f64,
+}
+
+/// Every UpdateTable call the emulator received, in log order.
+pub async fn update_log(emulator: &RunningEmulator) -> Vec<LoggedUpdate> {
     let (status, body) = emulator
         .admin("GET", "/requests?operation=UpdateTable", "")
         .await
         .expect("request log");
     assert_eq!(status, 200, "{body}");
     let log: serde_json::Value = serde_json::from_str(&body).expect("json");
+    log["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|entry| {
+            let time = chrono::DateTime::parse_from_rfc3339(entry["time"].as_str().expect("time"))
+                .expect("RFC 3339");
+            LoggedUpdate {
+                account_id: entry["account_id"].as_str().unwrap_or_default().to_owned(),
+                table: entry["table"].as_str().unwrap_or_default().to_owned(),
+                ok: entry["outcome"] == "ok",
+                time: time.timestamp_micros() as f64 / 1e6,
+            }
+        })
+        .collect()
+}
+
+/// How many UpdateTable calls the emulator accepted, per table.
+pub async fn updates_sent(emulator: &RunningEmulator) -> BTreeMap<String, usize> {
     let mut sent = BTreeMap::new();
-    for entry in log["requests"].as_array().expect("requests") {
-        if entry["outcome"] == "ok" {
-            let name = format!(
-                "{}/{}",
-                entry["account_id"].as_str().unwrap_or_default(),
-                entry["table"].as_str().unwrap_or_default()
-            );
-            *sent.entry(name).or_insert(0) += 1;
-        }
+    for update in update_log(emulator).await.into_iter().filter(|u| u.ok) {
+        *sent
+            .entry(format!("{}/{}", update.account_id, update.table))
+            .or_insert(0) += 1;
     }
     sent
 }

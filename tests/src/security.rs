@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use tablecrypt_api::auth::token_sha256_hex;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// The issuer and audience the test JWTs use.
@@ -135,15 +136,6 @@ impl Default for Pki {
     }
 }
 
-/// The hex SHA-256 of a token, for `[[auth_tokens]]`.
-pub fn sha256_hex(token: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `[[auth_tokens]]` and `[[grants]]` for (identity, role, scope) triples; each identity's token is
 /// "token-<identity>".
 pub fn tokens_and_grants(grants: &[(&str, &str, &str)]) -> String {
@@ -153,7 +145,7 @@ pub fn tokens_and_grants(grants: &[(&str, &str, &str)]) -> String {
         if seen.insert(*identity) {
             toml.push_str(&format!(
                 "[[auth_tokens]]\nidentity = '{identity}'\nsha256 = '{}'\n",
-                sha256_hex(&format!("token-{identity}"))
+                token_sha256_hex(&format!("token-{identity}"))
             ));
         }
         toml.push_str(&format!(

@@ -31,11 +31,7 @@ async fn migrate_bulk(s: &Setup, alias: &str, already: usize) -> Vec<f64> {
         &s.app,
         "alice",
         pb::CreateChangeRequestRequest {
-            selector: Some(pb::TableSelector {
-                account_ids: vec![PAYMENTS.into()],
-                table_name_prefix: "bulk-".into(),
-                ..Default::default()
-            }),
+            selector: bulk_selector(),
             target: to_key(alias),
             ..Default::default()
         },
@@ -48,23 +44,11 @@ async fn migrate_bulk(s: &Setup, alias: &str, already: usize) -> Vec<f64> {
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded, "{done:?}");
     assert_eq!(history(&s.app, history_of(&id)).await.len(), BULK);
-    let (status, body) = s
-        .emulator
-        .admin("GET", "/requests?operation=UpdateTable", "")
+    let mut times: Vec<f64> = update_log(&s.emulator)
         .await
-        .expect("log");
-    assert_eq!(status, 200);
-    let log: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let mut times: Vec<f64> = log["requests"]
-        .as_array()
-        .expect("requests")
-        .iter()
-        .filter(|e| e["outcome"] == "ok")
-        .map(|e| {
-            let time = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().expect("time"))
-                .expect("RFC 3339");
-            time.timestamp_micros() as f64 / 1e6
-        })
+        .into_iter()
+        .filter(|u| u.ok)
+        .map(|u| u.time)
         .collect();
     times.sort_by(f64::total_cmp);
     assert_eq!(times.len(), already + BULK, "one UpdateTable per table");

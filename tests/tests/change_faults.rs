@@ -46,11 +46,7 @@ async fn a_throttling_storm_slows_the_request_but_it_still_succeeds() {
         &s.app,
         "alice",
         pb::CreateChangeRequestRequest {
-            selector: Some(pb::TableSelector {
-                account_ids: vec![PAYMENTS.into()],
-                table_name_prefix: "bulk-".into(),
-                ..Default::default()
-            }),
+            selector: bulk_selector(),
             target: to_key("alias/b"),
             ..Default::default()
         },
@@ -166,11 +162,7 @@ async fn three_replicas_apply_each_item_once_within_the_shared_rate() {
         &s.app,
         "alice",
         pb::CreateChangeRequestRequest {
-            selector: Some(pb::TableSelector {
-                account_ids: vec![PAYMENTS.into()],
-                table_name_prefix: "bulk-".into(),
-                ..Default::default()
-            }),
+            selector: bulk_selector(),
             target: to_key("alias/b"),
             ..Default::default()
         },
@@ -184,21 +176,11 @@ async fn three_replicas_apply_each_item_once_within_the_shared_rate() {
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
     assert_eq!(history(&s.app, history_of(&id)).await.len(), BULK);
 
-    let (status, body) = s
-        .emulator
-        .admin("GET", "/requests?operation=UpdateTable", "")
-        .await
-        .expect("log");
-    assert_eq!(status, 200);
-    let log: serde_json::Value = serde_json::from_str(&body).expect("json");
     let mut times: Vec<f64> = Vec::new();
     let mut per_table: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in log["requests"].as_array().expect("requests") {
-        *per_table
-            .entry(entry["table"].as_str().unwrap_or_default().to_owned())
-            .or_insert(0) += 1;
-        let time = chrono_time(entry["time"].as_str().expect("time"));
-        times.push(time);
+    for update in update_log(&s.emulator).await {
+        *per_table.entry(update.table).or_insert(0) += 1;
+        times.push(update.time);
     }
     assert_eq!(per_table.len(), BULK, "{per_table:?}");
     assert!(
@@ -219,10 +201,4 @@ async fn three_replicas_apply_each_item_once_within_the_shared_rate() {
     assert!(span >= (BULK as f64 - 1.0) / rate - 0.5, "span {span} s");
     r2.stop().await.expect("replica 2 stops");
     r3.stop().await.expect("replica 3 stops");
-}
-
-/// Seconds since the epoch of an RFC 3339 time.
-fn chrono_time(text: &str) -> f64 {
-    let time = chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339");
-    time.timestamp_micros() as f64 / 1e6
 }

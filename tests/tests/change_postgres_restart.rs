@@ -15,11 +15,7 @@ async fn the_server_resumes_after_postgres_restarts_mid_request() {
         &app,
         "alice",
         pb::CreateChangeRequestRequest {
-            selector: Some(pb::TableSelector {
-                account_ids: vec![PAYMENTS.into()],
-                table_name_prefix: "bulk-".into(),
-                ..Default::default()
-            }),
+            selector: bulk_selector(),
             target: to_key("alias/b"),
             // Slow enough that the restart lands mid-request.
             options: Some(pb::ChangeOptions {

@@ -641,14 +641,6 @@ async fn approval_takes_a_second_person() {
     );
 }
 
-fn bulk_selector() -> Option<pb::TableSelector> {
-    Some(pb::TableSelector {
-        account_ids: vec![PAYMENTS.into()],
-        table_name_prefix: "bulk-".into(),
-        ..Default::default()
-    })
-}
-
 #[tokio::test]
 async fn pause_stops_new_applies_resume_finishes_and_cancel_leaves_every_table_accounted_for() {
     let s = setup("").await;

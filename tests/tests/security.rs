@@ -560,11 +560,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .create_change_request(as_token(
             "pay-lead",
             pb::CreateChangeRequestRequest {
-                selector: Some(pb::TableSelector {
-                    account_ids: vec![PAYMENTS.into()],
-                    table_name_prefix: "bulk-".into(),
-                    ..Default::default()
-                }),
+                selector: bulk_selector(),
                 target: to_key("alias/b"),
                 ..Default::default()
             },

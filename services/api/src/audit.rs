@@ -68,12 +68,9 @@ pub async fn list(
         .audit
         .list(&filter, before_id, i64::from(page_size) + 1)
         .await?;
-    let more = rows.len() > page_size as usize;
-    rows.truncate(page_size as usize);
-    let next_page_token = match (more, rows.last()) {
-        (true, Some(last)) => page_token::encode(&last.event_id.to_string(), &filter_key),
-        _ => String::new(),
-    };
+    let next_page_token = page_token::finish_page(&mut rows, page_size, &filter_key, |r| {
+        r.event_id.to_string()
+    });
     Ok(pb::ListAuditEventsResponse {
         events: rows
             .into_iter()

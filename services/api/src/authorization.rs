@@ -98,6 +98,33 @@ pub async fn check_accounts(
         return Ok(());
     }
     let labels = account_labels(store).await?;
+    deny_outside(caller, permission, method, &scope, &labels, account_ids)
+}
+
+/// Like [`check_accounts`] over every registered account (a call that names none means the whole fleet).
+pub async fn check_every_account(
+    store: &Store,
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+) -> Result<(), ApiError> {
+    let scope = require(caller, permission, method)?;
+    if scope == Scope::Everywhere {
+        return Ok(());
+    }
+    let labels = account_labels(store).await?;
+    let everyone: Vec<String> = labels.keys().cloned().collect();
+    deny_outside(caller, permission, method, &scope, &labels, everyone)
+}
+
+fn deny_outside(
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+    scope: &Scope,
+    labels: &HashMap<String, Labels>,
+    account_ids: impl IntoIterator<Item = String>,
+) -> Result<(), ApiError> {
     let outside: BTreeSet<String> = account_ids
         .into_iter()
         .filter(|id| labels.get(id).is_some_and(|l| !scope.allows(l)))
@@ -134,9 +161,4 @@ pub fn check_labels(
             scope.describe()
         )))
     }
-}
-
-/// Every registered account's id.
-pub async fn all_account_ids(store: &Store) -> Result<Vec<String>, ApiError> {
-    Ok(account_labels(store).await?.into_keys().collect())
 }

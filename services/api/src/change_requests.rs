@@ -115,6 +115,25 @@ fn mode_from_proto(value: i32) -> Result<Option<EncryptionMode>, String> {
     }
 }
 
+/// The tables of an explicit list, each field checked (`tables.tables[i].account_id`, ...); refs with a bad field
+/// are left out.
+fn parse_table_refs(
+    list: &pb::TableList,
+    errors: &mut ValidationErrors,
+) -> Vec<(AccountId, Region, TableName)> {
+    let mut ids = Vec::with_capacity(list.tables.len());
+    for (i, t) in list.tables.iter().enumerate() {
+        let field = |name: &str| format!("tables.tables[{i}].{name}");
+        let a = errors.check(field("account_id"), AccountId::parse(&t.account_id));
+        let r = errors.check(field("region"), Region::parse(&t.region));
+        let n = errors.check(field("table_name"), TableName::parse(&t.table_name));
+        if let (Some(a), Some(r), Some(n)) = (a, r, n) {
+            ids.push((a, r, n));
+        }
+    }
+    ids
+}
+
 fn validate_request_id(text: &str, errors: &mut ValidationErrors) -> Option<String> {
     if text.is_empty() {
         return None;
@@ -298,16 +317,7 @@ impl ChangeRequests {
                         format!("may name at most {MAX_ITEMS} tables"),
                     );
                 }
-                let mut ids = Vec::with_capacity(list.tables.len());
-                for (i, t) in list.tables.iter().enumerate() {
-                    let field = |name: &str| format!("tables.tables[{i}].{name}");
-                    let a = errors.check(field("account_id"), AccountId::parse(&t.account_id));
-                    let r = errors.check(field("region"), Region::parse(&t.region));
-                    let n = errors.check(field("table_name"), TableName::parse(&t.table_name));
-                    if let (Some(a), Some(r), Some(n)) = (a, r, n) {
-                        ids.push((a, r, n));
-                    }
-                }
+                let ids = parse_table_refs(list, &mut errors);
                 let mut seen = std::collections::HashSet::new();
                 for (i, id) in ids.iter().enumerate() {
                     if !seen.insert(id) {
@@ -993,12 +1003,9 @@ impl ChangeRequests {
             .history
             .list(&filter, before, i64::from(page_size) + 1)
             .await?;
-        let more = rows.len() > page_size as usize;
-        rows.truncate(page_size as usize);
-        let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => page_token::encode(&last.history_id.to_string(), &fingerprint),
-            _ => String::new(),
-        };
+        let next_page_token = page_token::finish_page(&mut rows, page_size, &fingerprint, |r| {
+            r.history_id.to_string()
+        });
         Ok(pb::ListKeyRotationHistoryResponse {
             rotations: rows.iter().map(convert::rotation_to_proto).collect(),
             next_page_token,
@@ -1193,20 +1200,7 @@ pub fn validate_fields_for_fuzzing(request: &pb::CreateChangeRequestRequest) -> 
     validate_description(&request.description, &mut errors);
     validate_target(request.target.as_ref(), &mut errors);
     if let Some(list) = &request.tables {
-        for (i, t) in list.tables.iter().enumerate() {
-            errors.check(
-                format!("tables.tables[{i}].account_id"),
-                AccountId::parse(&t.account_id),
-            );
-            errors.check(
-                format!("tables.tables[{i}].region"),
-                Region::parse(&t.region),
-            );
-            errors.check(
-                format!("tables.tables[{i}].table_name"),
-                TableName::parse(&t.table_name),
-            );
-        }
+        parse_table_refs(list, &mut errors);
     }
     errors
 }

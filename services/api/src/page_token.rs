@@ -48,6 +48,22 @@ pub fn decode(token: &str, filter: &str) -> Result<Option<String>, InvalidValue>
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
+/// Trims `rows`, fetched as `page_size + 1` to learn whether more follow, to the page, and returns the token
+/// for the next page: the key of the page's last row, or empty on the last page.
+pub fn finish_page<T>(
+    rows: &mut Vec<T>,
+    page_size: u32,
+    filter: &str,
+    key: impl Fn(&T) -> String,
+) -> String {
+    let more = rows.len() > page_size as usize;
+    rows.truncate(page_size as usize);
+    match (more, rows.last()) {
+        (true, Some(last)) => encode(&key(last), filter),
+        _ => String::new(),
+    }
+}
+
 pub fn page_size(requested: i32) -> Result<u32, InvalidValue> {
     match requested {
         n if n < 0 => Err(InvalidValue::new("must not be negative")),

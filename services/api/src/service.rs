@@ -265,7 +265,7 @@ impl TableEncryption for TableEncryptionService {
         request: Request<pb::RefreshInventoryRequest>,
     ) -> Result<Response<pb::InventoryScan>, Status> {
         let caller = caller(&request)?;
-        let mut named = request.get_ref().account_ids.clone();
+        let named = request.get_ref().account_ids.clone();
         note_target(
             &request,
             if named.is_empty() {
@@ -274,12 +274,19 @@ impl TableEncryption for TableEncryptionService {
                 format!("accounts {}", named.join(", "))
             },
         );
-        if named.is_empty() && caller.scope(Permission::Refresh) != Scope::Everywhere {
+        if named.is_empty() {
             // No accounts named means the whole fleet: every registered account must be in scope.
-            named = authorization::all_account_ids(&self.store).await?;
-        }
-        self.check_accounts(&caller, Permission::Refresh, "RefreshInventory", named)
+            authorization::check_every_account(
+                &self.store,
+                &caller,
+                Permission::Refresh,
+                "RefreshInventory",
+            )
             .await?;
+        } else {
+            self.check_accounts(&caller, Permission::Refresh, "RefreshInventory", named)
+                .await?;
+        }
         Ok(Response::new(
             inventory::refresh_inventory(
                 &self.store,

@@ -360,7 +360,7 @@ impl Config {
             !self.request_timeout.is_zero(),
             "invalid configuration: request_timeout must be above zero"
         );
-        self.auth_settings()?;
+        let auth = self.auth_settings()?;
         if !self.insecure {
             anyhow::ensure!(
                 self.tls.is_some(),
@@ -368,7 +368,7 @@ impl Config {
                  start with --insecure (TABLECRYPT_INSECURE=true)"
             );
             anyhow::ensure!(
-                self.auth_settings()?.is_configured(),
+                auth.is_configured(),
                 "invalid configuration: no authentication is configured (auth_tokens, jwt, or \
                  tls.client_ca_file); for local development only, start with --insecure"
             );

@@ -143,8 +143,9 @@ pub async fn run(
         shutdown.clone(),
     );
     let max_request_bytes = config.max_request_bytes.get() as usize;
+    let auth_settings = config.auth_settings()?;
     let auth = AuthLayer::new(
-        Authenticator::new(&config.auth_settings()?)
+        Authenticator::new(&auth_settings)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
         store.audit.clone(),
         std::num::NonZeroU32::new(config.caller_rate_limit),
@@ -211,7 +212,7 @@ pub async fn run(
     if config.insecure {
         tracing::warn!(
             tls = config.tls.is_some(),
-            authentication = config.auth_settings()?.is_configured(),
+            authentication = auth_settings.is_configured(),
             "INSECURE development mode: do not use in production (no TLS unless configured; without \
              configured authentication every caller is an admin named by x-tablecrypt-caller)"
         );

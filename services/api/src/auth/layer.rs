@@ -98,32 +98,14 @@ pub struct AuthService<S> {
     shared: Arc<Shared>,
 }
 
-/// The verified client certificate (DER of the leaf), when the connection is mutual TLS.
-fn client_certificate<B>(request: &http::Request<B>) -> Option<Vec<u8>> {
-    let info = request
+/// The certificates the client presented and TLS verified (leaf first), when the connection is mutual TLS.
+fn client_certificates<B>(
+    request: &http::Request<B>,
+) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
+    request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    certs.first().map(|c| c.as_ref().to_vec())
-}
-
-/// gRPC's percent-encoded grpc-message header, decoded.
-fn decode_message(value: &[u8]) -> String {
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        if value[i] == b'%'
-            && i + 2 < value.len()
-            && let Ok(byte) = u8::from_str_radix(&String::from_utf8_lossy(&value[i + 1..i + 3]), 16)
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(value[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()
 }
 
 impl Shared {
@@ -198,11 +180,12 @@ where
         let method = path.rsplit('/').next().unwrap_or_default().to_owned();
         let mutating = MUTATING_METHODS.contains(&method.as_str());
         Box::pin(async move {
-            let certificate = client_certificate(&request);
-            let caller = match shared
-                .authenticator
-                .authenticate(request.headers(), certificate.as_deref())
-            {
+            let certificates = client_certificates(&request);
+            let leaf = certificates
+                .as_deref()
+                .and_then(|certs| certs.first())
+                .map(|c| c.as_ref());
+            let caller = match shared.authenticator.authenticate(request.headers(), leaf) {
                 Ok(caller) => caller,
                 Err(error) => {
                     tracing::info!(method, %error, "unauthenticated call refused");
@@ -228,38 +211,13 @@ where
             request.extensions_mut().insert(target.clone());
             let response = inner.call(request).await?;
             // Unary errors are "trailers-only": grpc-status is in the headers. Its absence means OK.
-            let status = match response.headers().get("grpc-status") {
-                None => Status::ok(""),
-                Some(code) => {
-                    let code = code
-                        .to_str()
-                        .ok()
-                        .and_then(|c| c.parse::<i32>().ok())
-                        .map_or(tonic::Code::Unknown, tonic::Code::from_i32);
-                    let message = response
-                        .headers()
-                        .get("grpc-message")
-                        .map(|m| decode_message(m.as_bytes()))
-                        .unwrap_or_default();
-                    Status::new(code, message)
-                }
-            };
+            let status =
+                Status::from_header_map(response.headers()).unwrap_or_else(|| Status::ok(""));
             if mutating || REFUSALS.contains(&code_name(status.code())) {
                 let target = target.0.lock().map(|t| t.clone()).unwrap_or_default();
                 shared.audit(Some(&caller), &method, target, &status).await;
             }
             Ok(response)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_messages_are_percent_decoded() {
-        assert_eq!(decode_message(b"out of scope%3A 1%25"), "out of scope: 1%");
-        assert_eq!(decode_message(b"trailing %4"), "trailing %4");
     }
 }
