@@ -1,5 +1,7 @@
 //! Member accounts of the fleet: what a caller declares, and what the registry keeps.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::account_id::AccountId;
@@ -9,7 +11,7 @@ use crate::external_id::ExternalId;
 use crate::labels::Labels;
 use crate::region::Regions;
 use crate::role_arn::RoleArn;
-use crate::validation::ValidationErrors;
+use crate::validation::{InvalidValue, ValidationErrors};
 
 /// What a caller controls about an account. Built only through [`AccountSpec::new`], which checks the fields
 /// against each other and against the account id.
@@ -71,6 +73,83 @@ impl AccountSpec {
             labels,
             limits,
         })
+    }
+}
+
+/// An account as a client writes it (a RegisterAccount request, a line of an import file), before validation.
+/// Empty strings mean "not given"; `limits` holds the raw (update rate, poll rate, tables in flight), 0 = default.
+#[derive(Debug, Clone, Copy)]
+pub struct RawAccount<'a> {
+    pub account_id: &'a str,
+    pub display_name: &'a str,
+    pub role_arn: &'a str,
+    pub external_id: &'a str,
+    pub regions: &'a [String],
+    pub labels: &'a HashMap<String, String>,
+    pub limits: Option<(f64, f64, i64)>,
+}
+
+impl RawAccount<'_> {
+    /// Every field and the cross-field rules; field paths are relative to the account (`role_arn`,
+    /// `regions[1]`, `labels["a b"]`, `limits.update_rate_per_second`).
+    pub fn parse(&self) -> Result<(AccountId, AccountSpec), ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let account_id = errors.check("account_id", AccountId::parse(self.account_id));
+        let display_name = errors.check("display_name", DisplayName::parse(self.display_name));
+        let role_arn = errors.check("role_arn", RoleArn::parse(self.role_arn));
+        let external_id = errors.check("external_id", parse_external_id(self.external_id));
+        let regions = Regions::parse(self.regions)
+            .map_err(|e| errors.extend_prefixed("regions", e))
+            .ok();
+        let labels = Labels::parse(self.labels.iter())
+            .map_err(|e| errors.extend_prefixed("labels", e))
+            .ok();
+        let limits = match self.limits {
+            None => Some(AccountLimits::default()),
+            Some((update, poll, in_flight)) => AccountLimits::from_raw(update, poll, in_flight)
+                .map_err(|e| errors.extend_prefixed("limits", e))
+                .ok(),
+        };
+        match (
+            account_id,
+            display_name,
+            role_arn,
+            external_id,
+            regions,
+            labels,
+            limits,
+        ) {
+            (
+                Some(id),
+                Some(display_name),
+                Some(role_arn),
+                Some(external_id),
+                Some(regions),
+                Some(labels),
+                Some(limits),
+            ) if errors.is_empty() => {
+                let spec = AccountSpec::new(
+                    &id,
+                    display_name,
+                    role_arn,
+                    external_id,
+                    regions,
+                    labels,
+                    limits,
+                )?;
+                Ok((id, spec))
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// An empty external id means none.
+pub fn parse_external_id(value: &str) -> Result<Option<ExternalId>, InvalidValue> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        ExternalId::parse(value).map(Some)
     }
 }
 

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use tablecrypt_core::{
-    Account, AccountChanges, AccountId, AccountLimits, AccountSpec, DisplayName, ExternalId,
-    InvalidValue, Labels, PerSecond, Regions, RoleArn, ValidationErrors,
+    Account, AccountChanges, AccountId, AccountLimits, AccountSpec, DisplayName, Labels, PerSecond,
+    RawAccount, Regions, RoleArn, ValidationErrors, parse_external_id,
 };
 use tablecrypt_proto::v1 as pb;
 
@@ -56,14 +56,6 @@ fn parse_limits(
     .ok()
 }
 
-fn parse_external_id(value: &str) -> Result<Option<ExternalId>, InvalidValue> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        ExternalId::parse(value).map(Some)
-    }
-}
-
 fn parse_labels(errors: &mut ValidationErrors, labels: &HashMap<String, String>) -> Option<Labels> {
     Labels::parse(labels.iter())
         .map_err(|e| errors.extend_prefixed("labels", e))
@@ -78,45 +70,22 @@ fn parse_regions(errors: &mut ValidationErrors, regions: &[String]) -> Option<Re
 
 /// `RegisterAccountRequest.account` into a new account; field paths are relative to `account`.
 pub fn parse_new(account: &pb::Account) -> Result<(AccountId, AccountSpec), ValidationErrors> {
-    let mut errors = ValidationErrors::new();
-    let account_id = errors.check("account_id", AccountId::parse(&account.account_id));
-    let display_name = errors.check("display_name", DisplayName::parse(&account.display_name));
-    let role_arn = errors.check("role_arn", RoleArn::parse(&account.role_arn));
-    let external_id = errors.check("external_id", parse_external_id(&account.external_id));
-    let regions = parse_regions(&mut errors, &account.regions);
-    let labels = parse_labels(&mut errors, &account.labels);
-    let limits = parse_limits(&mut errors, account.limits.as_ref());
-    match (
-        account_id,
-        display_name,
-        role_arn,
-        external_id,
-        regions,
-        labels,
-        limits,
-    ) {
-        (
-            Some(id),
-            Some(display_name),
-            Some(role_arn),
-            Some(external_id),
-            Some(regions),
-            Some(labels),
-            Some(limits),
-        ) if errors.is_empty() => {
-            let spec = AccountSpec::new(
-                &id,
-                display_name,
-                role_arn,
-                external_id,
-                regions,
-                labels,
-                limits,
-            )?;
-            Ok((id, spec))
-        }
-        _ => Err(errors),
+    RawAccount {
+        account_id: &account.account_id,
+        display_name: &account.display_name,
+        role_arn: &account.role_arn,
+        external_id: &account.external_id,
+        regions: &account.regions,
+        labels: &account.labels,
+        limits: account.limits.as_ref().map(|l| {
+            (
+                l.update_rate_per_second,
+                l.poll_rate_per_second,
+                i64::from(l.max_tables_in_flight),
+            )
+        }),
     }
+    .parse()
 }
 
 /// The fields UpdateAccount may change, as named in an update mask.
