@@ -99,6 +99,7 @@ impl BenchServer {
             Listeners {
                 grpc,
                 metrics: None,
+                health: None,
             },
             shutdown.clone(),
         ));

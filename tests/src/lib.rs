@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod changes;
+pub mod cli;
 pub mod moto;
 pub mod postgres;
 pub mod process;
@@ -134,6 +135,7 @@ impl TestApp {
             Listeners {
                 grpc,
                 metrics: Some(metrics),
+                health: None,
             },
             shutdown.clone(),
         ));

@@ -158,3 +158,43 @@ async fn bad_configuration_fails_at_start_with_the_key_named() {
         tablecrypt_server::Config::from_toml("listen_addr = 'not-an-address'").expect_err("bad");
     assert!(format!("{error:#}").contains("listen_addr"), "{error:#}");
 }
+
+/// The plaintext health listener (`health_addr`) for Kubernetes gRPC probes answers health, and nothing else.
+#[tokio::test]
+async fn the_health_listener_serves_health_and_nothing_else() {
+    use tablecrypt_tests::process::{ServerProcess, free_addr};
+
+    let db = TestDatabase::create().await.expect("db");
+    let health_addr = free_addr();
+    let server = ServerProcess::start(
+        free_addr(),
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("TABLECRYPT_HEALTH_ADDR", health_addr.to_string()),
+        ],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{health_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("the health listener accepts plaintext gRPC");
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "tablecrypt.v1.TableEncryption"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("check")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+    let api = pb::table_encryption_client::TableEncryptionClient::new(channel)
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect_err("the API is not on the health listener");
+    assert_eq!(api.code(), tonic::Code::Unimplemented, "{api:?}");
+    drop(server);
+}

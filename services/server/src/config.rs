@@ -57,6 +57,10 @@ pub struct Config {
     /// Where Prometheus scrapes `/metrics` (`TABLECRYPT_METRICS_ADDR`); "off" disables the endpoint.
     #[serde(deserialize_with = "optional_addr")]
     pub metrics_addr: Option<SocketAddr>,
+    /// A second, plaintext gRPC listener that serves only grpc.health.v1 (`TABLECRYPT_HEALTH_ADDR`), for
+    /// Kubernetes gRPC probes, which cannot speak TLS; "off" (default) disables it.
+    #[serde(deserialize_with = "optional_addr")]
+    pub health_addr: Option<SocketAddr>,
     /// Postgres connection URL (`DATABASE_URL`); its password never appears in logs.
     pub database_url: DatabaseUrl,
     /// Most Postgres connections this process opens (`TABLECRYPT_DATABASE_MAX_CONNECTIONS`).
@@ -208,6 +212,7 @@ pub struct GrantConfig {
 struct Defaults {
     listen_addr: &'static str,
     metrics_addr: &'static str,
+    health_addr: &'static str,
     database_url: &'static str,
     database_max_connections: u32,
     database_acquire_timeout: &'static str,
@@ -247,6 +252,7 @@ const DEFAULTS: Defaults = Defaults {
     listen_addr: "127.0.0.1:50051",
     // 9464 is the port OpenTelemetry's Prometheus exporter uses by default.
     metrics_addr: "127.0.0.1:9464",
+    health_addr: "off",
     database_url: "postgres://postgres@127.0.0.1:5432/tablecrypt",
     database_max_connections: 10,
     database_acquire_timeout: "5s",
@@ -568,6 +574,7 @@ mod tests {
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(config.shutdown_grace_period, Duration::from_secs(25));
         assert!(config.metrics_addr.is_some());
+        assert!(config.health_addr.is_none());
         assert!(
             load("metrics_addr = 'off'")
                 .expect("off is valid")

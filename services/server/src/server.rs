@@ -23,6 +23,8 @@ use crate::metrics::{self, GrpcMetrics, GrpcMetricsLayer};
 pub struct Listeners {
     pub grpc: TcpListener,
     pub metrics: Option<TcpListener>,
+    /// Plaintext, health only (for Kubernetes probes).
+    pub health: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -39,7 +41,19 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Self { grpc, metrics })
+        let health = match config.health_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen for health checks on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            grpc,
+            metrics,
+            health,
+        })
     }
 }
 
@@ -189,6 +203,27 @@ pub async fn run(
         tasks.spawn(async move {
             if let Err(error) = metrics::serve(listener, registry, token).await {
                 tracing::error!(%error, "metrics endpoint failed");
+            }
+        });
+    }
+
+    if let Some(listener) = listeners.health {
+        // Health only, no TLS and no credentials: what a kubelet's gRPC probe can reach. It reports the same
+        // status as the main listener, and stops with it.
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving plaintext gRPC health checks (grpc.health.v1 only)");
+        let token = shutdown.clone();
+        let service = health_service.clone();
+        tasks.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    token.cancelled_owned(),
+                )
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "health listener failed");
             }
         });
     }
