@@ -20,7 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .compile_fds(descriptors)?;
+        // `prost::Name` on every message lets the CLI find it in the descriptor set to print it as JSON.
+        .compile_fds_with_config(descriptors, {
+            let mut config = prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }
