@@ -26,7 +26,10 @@ bash tests/smoke/grpcurl.sh
 log "TLS, tokens and client certificates through grpcurl"
 bash tests/smoke/tls.sh
 
-log "demo: deploy/local/run.sh, then the inventory through grpcurl"
+log "deploy/: cfn-lint, Kubernetes schemas, the Compose schema, IAM JSON, Dockerfile"
+bash tests/smoke/deploy.sh
+
+log "demo: deploy/local/run.sh, then the inventory through grpcurl and a migration through the CLI"
 bash tests/smoke/demo.sh
 
 log "fleet emulator with boto3 (pytest)"
@@ -35,6 +38,8 @@ FLEET_EMULATOR_BIN="$CARGO_TARGET_DIR/debug/fleet-emulator" python -m pytest -q 
 
 log "cargo nextest"
 # The crash test (tests/tests/change_crash.rs) runs the real binary and kills it with SIGKILL.
-cargo build --quiet --bin tablecrypt-server
+# The CLI tests (tests/tests/cli.rs) run the real `tablecrypt` binary.
+cargo build --quiet --bin tablecrypt-server --bin tablecrypt
 export TC_TEST_SERVER_BIN="$CARGO_TARGET_DIR/debug/tablecrypt-server"
+export TC_TEST_CLI_BIN="$CARGO_TARGET_DIR/debug/tablecrypt"
 cargo nextest run --workspace --no-fail-fast

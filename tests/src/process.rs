@@ -13,19 +13,28 @@ use tonic::transport::Channel;
 /// configuration and refuses unknown ones), else `tablecrypt-server` next to the test's target directory
 /// (tests/run.sh builds it before the tests run).
 pub fn server_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TC_TEST_SERVER_BIN") {
+    built_binary("tablecrypt-server", "TC_TEST_SERVER_BIN")
+}
+
+/// The CLI binary: `TC_TEST_CLI_BIN`, else `tablecrypt` next to the test's target directory.
+pub fn cli_binary() -> PathBuf {
+    built_binary("tablecrypt", "TC_TEST_CLI_BIN")
+}
+
+fn built_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> -> target/debug/tablecrypt-server
+    // target/debug/deps/<test> -> target/debug/<name>
     let path = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("tablecrypt-server"))
+        .map(|dir| dir.join(name))
         .expect("target directory");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --bin tablecrypt-server` first (tests/run.sh does)",
+        "{} is missing: run `cargo build --bin {name}` first (tests/run.sh does)",
         path.display()
     );
     path

@@ -1,0 +1,425 @@
+//! The command line: global connection and output flags, and one subcommand per task.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// tablecrypt: which key is every DynamoDB table in the fleet encrypted with, and change it safely in bulk.
+///
+/// Exit codes: 0 done; 1 the operation failed or some tables failed; 2 bad usage or input the server refused as
+/// invalid; 3 the server could not be reached, or refused the credentials or the caller's permissions;
+/// 130 interrupted (a watched change request keeps running).
+#[derive(Debug, Parser)]
+#[command(name = "tablecrypt", version, about, long_about = None, max_term_width = 110)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach and authenticate to the server, and how to print answers.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The server's gRPC address; https:// (or any TLS flag) turns on TLS.
+    #[arg(
+        long,
+        env = "TABLECRYPT_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub server: String,
+    /// Bearer token (a static token or a JWT), sent as `authorization: Bearer …`.
+    #[arg(long, env = "TABLECRYPT_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (default: the system's roots).
+    #[arg(long, env = "TABLECRYPT_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --key).
+    #[arg(long, env = "TABLECRYPT_CLIENT_CERT", requires = "key", global = true)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the client certificate (with --cert).
+    #[arg(long, env = "TABLECRYPT_CLIENT_KEY", requires = "cert", global = true)]
+    pub key: Option<PathBuf>,
+    /// The name to expect in the server's certificate, when it differs from the address's host.
+    #[arg(long, env = "TABLECRYPT_TLS_DOMAIN", global = true)]
+    pub tls_domain: Option<String>,
+    /// Development servers only (--insecure without authentication): the caller name to act as.
+    #[arg(long, env = "TABLECRYPT_CALLER", global = true)]
+    pub caller: Option<String>,
+    /// Output format: human-readable tables, or JSON (proto3 JSON mapping, one document) for scripts.
+    #[arg(long, short = 'o', value_enum, env = "TABLECRYPT_OUTPUT", default_value_t = Format::Table, global = true)]
+    pub output: Format,
+    /// Deadline of each call (not of a watch).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Member accounts: register, list, verify, import.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// The table inventory: what encryption every table had when last seen.
+    #[command(subcommand)]
+    Tables(TablesCommand),
+    /// Scan accounts for their tables and encryption.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// KMS keys: which tables use them.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Plan, confirm, create and watch a batch key migration.
+    Migrate(MigrateArgs),
+    /// Change requests: list, inspect, approve, pause, resume, cancel, roll back, watch.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+    /// The key rotation history: every table change tablecrypt made.
+    History(HistoryArgs),
+    /// The audit log (admins only).
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Register one member account.
+    Register(RegisterArgs),
+    /// List registered accounts.
+    List {
+        /// Only accounts whose labels match, e.g. `team=payments,env!=dev`.
+        #[arg(long, short = 'l')]
+        selector: Option<String>,
+    },
+    /// Show one account.
+    Get { account_id: String },
+    /// Check that the account's role can be assumed and its tables listed, region by region.
+    Verify { account_id: String },
+    /// Register (or bring up to date) every account in a YAML file; the whole file is checked first.
+    Import {
+        /// YAML: `accounts: [{account_id, role_arn, regions, display_name?, labels?, external_id?, limits?}]`.
+        file: PathBuf,
+        /// Check the file and show what would change, without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove an account from the registry.
+    Deregister { account_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// 12-digit AWS account id.
+    #[arg(long)]
+    pub account_id: String,
+    /// The member role tablecrypt assumes, e.g. arn:aws:iam::111111111111:role/tablecrypt-member.
+    #[arg(long)]
+    pub role_arn: String,
+    /// A region the account's tables live in (repeat for more).
+    #[arg(long = "region", required = true)]
+    pub regions: Vec<String>,
+    /// A label `key=value` (repeat for more).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    #[arg(long, default_value = "")]
+    pub display_name: String,
+    /// The external id the member role's trust policy demands.
+    #[arg(long, env = "TABLECRYPT_EXTERNAL_ID", hide_env_values = true)]
+    pub external_id: Option<String>,
+}
+
+/// Filters shared by `tables list` (the inventory's own filters).
+#[derive(Debug, Args)]
+pub struct TableFilters {
+    /// Only this account (repeat for more).
+    #[arg(long = "account")]
+    pub accounts: Vec<String>,
+    /// Only accounts whose labels match.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Only this region (repeat for more).
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// Only tables in this encryption mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Only tables on this KMS key (ARN).
+    #[arg(long)]
+    pub kms_key: Option<String>,
+    /// Only tables whose name starts with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only tables whose key is inaccessible.
+    #[arg(long)]
+    pub inaccessible: bool,
+    /// Include tables that have since been deleted.
+    #[arg(long)]
+    pub include_gone: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TablesCommand {
+    /// List the inventory.
+    List {
+        #[command(flatten)]
+        filters: TableFilters,
+    },
+    /// Describe one table live in AWS (and record it in the inventory).
+    Get {
+        account_id: String,
+        region: String,
+        table_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Scan accounts (all visible accounts by default) and wait for the scan, with a progress bar.
+    Refresh {
+        /// Only this account (repeat for more).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Only this region (repeat for more).
+        #[arg(long = "region")]
+        regions: Vec<String>,
+        /// Start the scan and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a scan's progress and per account-region outcome.
+    Scan { scan_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// The tables (and replicas) encrypted with a key, so you know whether it can be retired.
+    Usage {
+        /// A key ARN, or a key id or alias (with --account and --region).
+        #[arg(value_name = "KEY")]
+        kms_key: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    AwsOwned,
+    AwsManaged,
+    CustomerManaged,
+}
+
+/// What a migration targets and how fast it may go.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Move tables to this customer managed KMS key (ARN, or alias/… or key id resolved per table's account).
+    #[arg(long, conflicts_with = "to_mode")]
+    pub to_key: Option<String>,
+    /// Move tables to an AWS owned or AWS managed key instead of a customer key.
+    #[arg(long, value_enum)]
+    pub to_mode: Option<Mode>,
+    /// Only tables currently on this key (ARN).
+    #[arg(long)]
+    pub from_key: Option<String>,
+    /// Only tables currently in this mode.
+    #[arg(long, value_enum)]
+    pub from_mode: Option<Mode>,
+    /// Only accounts whose labels match, e.g. `team=payments`.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Only this account (repeat for more).
+    #[arg(long = "account")]
+    pub accounts: Vec<String>,
+    /// Only this region (repeat for more).
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// Only tables whose name starts with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Why: kept on the request and in its history.
+    #[arg(long, short = 'd', default_value = "")]
+    pub description: String,
+    #[command(flatten)]
+    pub pace: PaceArgs,
+    #[command(flatten)]
+    pub flow: FlowArgs,
+}
+
+/// Limits a request may lower below the service's.
+#[derive(Debug, Args)]
+pub struct PaceArgs {
+    /// UpdateTable calls per second per account-region (at most the service's limit).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Tables changing at once per account-region.
+    #[arg(long)]
+    pub max_in_flight: Option<i32>,
+    /// Pause the request after this many failed tables.
+    #[arg(long)]
+    pub failure_threshold: Option<i32>,
+    /// Change this many tables first and pause if any fails.
+    #[arg(long)]
+    pub canary: Option<i32>,
+}
+
+/// Plan, confirm, create, watch.
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// Show the plan and stop; nothing is created.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create the request without asking (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Create the request and return without watching it.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Idempotency key: running again with the same id returns the same request (default: a new UUID).
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List change requests, newest first.
+    List {
+        /// Only requests in this state (repeat for more), e.g. running, pending-approval.
+        #[arg(long = "state", value_enum)]
+        states: Vec<RequestState>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a request with its counts (and items with --items).
+    Get {
+        change_request_id: String,
+        /// Also list its items.
+        #[arg(long)]
+        items: bool,
+    },
+    /// Let a request that waits for approval run (not by its creator).
+    Approve { change_request_id: String },
+    /// Stop new applies; tables already sent to AWS finish and are recorded.
+    Cancel { change_request_id: String },
+    /// Stop new applies until resumed.
+    Pause {
+        change_request_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let a paused request run again.
+    Resume { change_request_id: String },
+    /// Plan and create a request that returns every table the given request changed to its previous key.
+    Rollback {
+        change_request_id: String,
+        #[arg(long, short = 'd', default_value = "")]
+        description: String,
+        #[command(flatten)]
+        flow: FlowArgs,
+    },
+    /// Follow a request with progress bars until it ends; Ctrl-C detaches.
+    Watch { change_request_id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequestState {
+    PendingApproval,
+    Queued,
+    Running,
+    Paused,
+    Cancelling,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(long)]
+    pub account: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Changes from or to this KMS key (ARN).
+    #[arg(long)]
+    pub kms_key: Option<String>,
+    /// Changes made by this change request.
+    #[arg(long = "request")]
+    pub change_request: Option<String>,
+    /// Only changes started in the last DURATION, e.g. 24h or 7days.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    pub caller: Option<String>,
+    /// Full method name, e.g. /tablecrypt.v1.TableEncryption/CreateChangeRequest.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// A gRPC code name, e.g. OK or PERMISSION_DENIED.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Global flags are shared with every subcommand: a subcommand flag of the same name breaks parsing at run
+    /// time, which `debug_assert` does not see.
+    #[test]
+    fn every_subcommand_parses_with_the_global_flags() {
+        for line in [
+            "tablecrypt --key k.pem --cert c.pem tables list --kms-key arn",
+            "tablecrypt --key k.pem --cert c.pem history --kms-key arn --request r",
+            "tablecrypt -o json migrate --to-key alias/b --account 111111111111 --yes",
+            "tablecrypt requests rollback r --yes --dry-run",
+            "tablecrypt accounts import f.yaml --dry-run",
+            "tablecrypt --key k.pem --cert c.pem keys usage alias/a --account 111111111111",
+            "tablecrypt --key k.pem --cert c.pem accounts verify 111111111111",
+            "tablecrypt --key k.pem --cert c.pem inventory refresh --region eu-west-1",
+            "tablecrypt --key k.pem --cert c.pem requests pause r --reason x",
+            "tablecrypt --key k.pem --cert c.pem audit --outcome OK",
+            "tablecrypt --key k.pem --cert c.pem tables get 111111111111 eu-west-1 t",
+        ] {
+            let cli = Cli::try_parse_from(line.split(' ')).expect(line);
+            assert_eq!(cli.global.key.is_some(), line.contains("--key"), "{line}");
+        }
+    }
+
+    #[test]
+    fn labels_need_an_equals_sign() {
+        assert_eq!(parse_label("team=a"), Ok(("team".into(), "a".into())));
+        assert!(parse_label("team").is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The connection to the server: TLS and credentials from the global flags, a deadline on each call, and a
+//! polite back-off when the server's per-caller rate limit answers RESOURCE_EXHAUSTED.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Response, Status};
+
+use crate::args::GlobalArgs;
+use crate::error::{CliError, Result, error_chain};
+
+/// The generated client behind the credentials interceptor.
+pub type Api = TableEncryptionClient<InterceptedService<Channel, Credentials>>;
+
+/// Adds the bearer token (or, for development servers, the caller name) to every call.
+#[derive(Clone)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    caller: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.caller {
+            request
+                .metadata_mut()
+                .insert("x-tablecrypt-caller", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// How many times a call refused with RESOURCE_EXHAUSTED is tried again, and the first wait.
+const RATE_LIMIT_RETRIES: u32 = 8;
+const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct Client {
+    api: Api,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects now, so an unreachable server is reported before any work starts.
+    pub async fn connect(global: &GlobalArgs) -> Result<Self> {
+        let usage = |what: &str, e: &dyn std::fmt::Display| CliError::Usage(format!("{what}: {e}"));
+        let mut endpoint = Endpoint::from_shared(global.server.clone())
+            .map_err(|e| usage(&format!("--server {:?}", global.server), &e))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let wants_tls = global.server.starts_with("https://")
+            || global.ca_cert.is_some()
+            || global.cert.is_some();
+        if wants_tls {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = &global.ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| usage(&format!("--ca-cert {}", path.display()), &e))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let (Some(cert), Some(key)) = (&global.cert, &global.key) {
+                let cert_pem = std::fs::read(cert)
+                    .map_err(|e| usage(&format!("--cert {}", cert.display()), &e))?;
+                let key_pem = std::fs::read(key)
+                    .map_err(|e| usage(&format!("--key {}", key.display()), &e))?;
+                tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
+            }
+            if let Some(domain) = &global.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| usage("TLS configuration", &e))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            CliError::Access(format!(
+                "cannot reach the tablecrypt server at {}: {}",
+                global.server,
+                error_chain(&e)
+            ))
+        })?;
+        let header = |name: &str, value: String| {
+            MetadataValue::try_from(value)
+                .map_err(|_| CliError::Usage(format!("{name} must be printable ASCII")))
+        };
+        let credentials = Credentials {
+            authorization: global
+                .token
+                .as_ref()
+                .map(|t| header("--token", format!("Bearer {t}")))
+                .transpose()?,
+            caller: global
+                .caller
+                .as_ref()
+                .map(|c| header("--caller", c.clone()))
+                .transpose()?,
+        };
+        Ok(Self {
+            api: TableEncryptionClient::with_interceptor(channel, credentials),
+            timeout: global.timeout,
+        })
+    }
+
+    /// A client for streams: no deadline.
+    pub fn streaming(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// One unary call with the deadline, tried again with back-off while the server says RESOURCE_EXHAUSTED
+    /// (its per-caller rate limit refuses before doing anything, so trying again is safe).
+    pub async fn call<T, R, F, Fut>(&self, message: T, f: F) -> Result<R>
+    where
+        T: Clone,
+        F: Fn(Api, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let mut wait = RATE_LIMIT_BACKOFF;
+        for attempt in 0.. {
+            let mut request = Request::new(message.clone());
+            request.set_timeout(self.timeout);
+            match f(self.api.clone(), request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status)
+                    if status.code() == Code::ResourceExhausted && attempt < RATE_LIMIT_RETRIES =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}

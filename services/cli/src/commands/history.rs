@@ -1,0 +1,81 @@
+//! `tablecrypt history`: the key rotations tablecrypt made, newest first.
+
+use tablecrypt_proto::v1 as pb;
+
+use super::{Ctx, last_page};
+use crate::args::HistoryArgs;
+use crate::error::Result;
+use crate::json::to_json;
+use crate::names;
+use crate::output::{print_table, table};
+
+pub async fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
+    let client = ctx.client().await?;
+    let start_time = args.since.map(|since| {
+        let start = std::time::SystemTime::now() - since;
+        prost_types::Timestamp::from(start)
+    });
+    let base = pb::ListKeyRotationHistoryRequest {
+        page_size: i32::try_from(args.limit.min(1000)).unwrap_or(1000),
+        page_token: String::new(),
+        account_id: args.account.unwrap_or_default(),
+        region: args.region.unwrap_or_default(),
+        table_name: args.table.unwrap_or_default(),
+        kms_key_arn: args.kms_key.unwrap_or_default(),
+        change_request_id: args.change_request.unwrap_or_default(),
+        start_time,
+        end_time: None,
+    };
+    let mut rotations = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .call(
+                pb::ListKeyRotationHistoryRequest {
+                    page_token,
+                    ..base.clone()
+                },
+                |mut api, request| async move { api.list_key_rotation_history(request).await },
+            )
+            .await?;
+        rotations.extend(page.rotations);
+        if last_page(&page.next_page_token, rotations.len(), args.limit) {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    rotations.truncate(args.limit);
+    if ctx.out.is_json() {
+        ctx.out.json(&to_json(&pb::ListKeyRotationHistoryResponse {
+            rotations,
+            next_page_token: String::new(),
+        }));
+        return Ok(());
+    }
+    let mut rows = table(&[
+        "finished",
+        "account",
+        "region",
+        "table",
+        "from",
+        "to",
+        "request",
+        "by",
+        "approved by",
+    ]);
+    for r in &rotations {
+        rows.add_row(vec![
+            names::time(r.finish_time.as_ref()),
+            r.account_id.clone(),
+            r.region.clone(),
+            r.table_name.clone(),
+            names::encryption(r.from_mode, &r.from_kms_key_arn),
+            names::encryption(r.to_mode, &r.to_kms_key_arn),
+            r.change_request_id.clone(),
+            r.requested_by.clone(),
+            r.approved_by.clone(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! `tablecrypt accounts import FILE`: registers every account of a YAML file, or brings a registered one up to
+//! date. The whole file is validated (with the same rules as the server) before anything is sent, so a bad file
+//! changes nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+use tablecrypt_core::RawAccount;
+use tablecrypt_proto::v1 as pb;
+
+use super::Ctx;
+use crate::error::{CliError, Result};
+use crate::output::{print_table, table};
+
+/// One account of the file. Unknown keys are refused, so a misspelt one is not silently dropped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub account_id: String,
+    pub role_arn: String,
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+    /// Sent to STS when the member role's trust policy demands it; never shown back.
+    #[serde(default)]
+    pub external_id: String,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub update_rate_per_second: f64,
+    #[serde(default)]
+    pub poll_rate_per_second: f64,
+    #[serde(default)]
+    pub max_tables_in_flight: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    accounts: Vec<Entry>,
+}
+
+/// The file's accounts: a YAML list, or a mapping with an `accounts` list. Every problem is reported, each
+/// named by its path (`accounts[2].role_arn`).
+pub fn parse(text: &str) -> Result<Vec<Entry>> {
+    let value: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| CliError::Usage(format!("not YAML: {e}")))?;
+    let entries = if value.is_sequence() {
+        serde_norway::from_value::<Vec<Entry>>(value)
+    } else {
+        serde_norway::from_value::<Document>(value).map(|d| d.accounts)
+    }
+    .map_err(|e| CliError::Usage(format!("not an account list: {e}")))?;
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if let Err(errors) = entry.raw().parse() {
+            for violation in errors.violations() {
+                problems.push(format!(
+                    "accounts[{i}].{}: {}",
+                    violation.field, violation.description
+                ));
+            }
+        }
+        if !seen.insert(entry.account_id.as_str()) {
+            problems.push(format!(
+                "accounts[{i}].account_id: {} appears more than once",
+                entry.account_id
+            ));
+        }
+    }
+    if entries.is_empty() {
+        problems.push("accounts: the file lists no account".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(entries)
+    } else {
+        Err(CliError::Usage(format!(
+            "the file is invalid; nothing was changed:\n  {}",
+            problems.join("\n  ")
+        )))
+    }
+}
+
+impl Entry {
+    fn raw(&self) -> RawAccount<'_> {
+        RawAccount {
+            account_id: &self.account_id,
+            display_name: &self.display_name,
+            role_arn: &self.role_arn,
+            external_id: &self.external_id,
+            regions: &self.regions,
+            labels: &self.labels,
+            limits: self.limits.map(|l| {
+                (
+                    l.update_rate_per_second,
+                    l.poll_rate_per_second,
+                    i64::from(l.max_tables_in_flight),
+                )
+            }),
+        }
+    }
+
+    fn to_proto(&self) -> pb::Account {
+        pb::Account {
+            account_id: self.account_id.clone(),
+            display_name: self.display_name.clone(),
+            role_arn: self.role_arn.clone(),
+            external_id: self.external_id.clone(),
+            regions: self.regions.clone(),
+            labels: self.labels.clone(),
+            limits: self.limits.map(|l| pb::AccountLimits {
+                update_rate_per_second: l.update_rate_per_second,
+                poll_rate_per_second: l.poll_rate_per_second,
+                max_tables_in_flight: l.max_tables_in_flight,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The fields that differ from the registered account. An external id cannot be compared (the server never
+    /// returns it), so one given in the file is always sent.
+    fn changed_fields(&self, registered: &pb::Account) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.display_name != registered.display_name {
+            fields.push("display_name");
+        }
+        if self.role_arn != registered.role_arn {
+            fields.push("role_arn");
+        }
+        if self.regions != registered.regions {
+            fields.push("regions");
+        }
+        if self.labels != registered.labels {
+            fields.push("labels");
+        }
+        let limits = self.to_proto().limits.unwrap_or_default();
+        if limits != registered.limits.unwrap_or_default() {
+            fields.push("limits");
+        }
+        if !self.external_id.is_empty() {
+            fields.push("external_id");
+        }
+        fields
+    }
+}
+
+/// What happened to one account.
+struct Outcome {
+    account_id: String,
+    action: &'static str,
+    fields: Vec<&'static str>,
+    error: Option<CliError>,
+}
+
+pub async fn run(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    let entries = parse(&text)?;
+    let client = ctx.client().await?;
+    let mut outcomes = Vec::new();
+    for entry in &entries {
+        let outcome = match apply(client, entry, dry_run).await {
+            Ok((action, fields)) => Outcome {
+                account_id: entry.account_id.clone(),
+                action,
+                fields,
+                error: None,
+            },
+            // Nothing past this account can be reached either.
+            Err(error @ CliError::Access(_)) => return Err(error),
+            Err(error) => Outcome {
+                account_id: entry.account_id.clone(),
+                action: "failed",
+                fields: Vec::new(),
+                error: Some(error),
+            },
+        };
+        outcomes.push(outcome);
+    }
+    report(ctx, &outcomes, dry_run);
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{failed} of {} accounts could not be imported",
+            outcomes.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn apply(
+    client: &crate::client::Client,
+    entry: &Entry,
+    dry_run: bool,
+) -> Result<(&'static str, Vec<&'static str>)> {
+    let existing = client
+        .call(
+            pb::GetAccountRequest {
+                account_id: entry.account_id.clone(),
+            },
+            |mut api, request| async move { api.get_account(request).await },
+        )
+        .await;
+    let registered = match existing {
+        Ok(account) => account,
+        Err(CliError::Failed(message)) if message.starts_with("NOT_FOUND") => {
+            if !dry_run {
+                client
+                    .call(
+                        pb::RegisterAccountRequest {
+                            account: Some(entry.to_proto()),
+                        },
+                        |mut api, request| async move { api.register_account(request).await },
+                    )
+                    .await?;
+            }
+            return Ok((
+                if dry_run {
+                    "would register"
+                } else {
+                    "registered"
+                },
+                Vec::new(),
+            ));
+        }
+        Err(error) => return Err(error),
+    };
+    let fields = entry.changed_fields(&registered);
+    if fields.is_empty() {
+        return Ok(("unchanged", fields));
+    }
+    if !dry_run {
+        let mut account = entry.to_proto();
+        account.etag = registered.etag;
+        client
+            .call(
+                pb::UpdateAccountRequest {
+                    account: Some(account),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: fields.iter().map(|f| (*f).to_owned()).collect(),
+                    }),
+                },
+                |mut api, request| async move { api.update_account(request).await },
+            )
+            .await?;
+    }
+    Ok((if dry_run { "would update" } else { "updated" }, fields))
+}
+
+fn report(ctx: &Ctx, outcomes: &[Outcome], dry_run: bool) {
+    if ctx.out.is_json() {
+        let accounts: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "accountId": o.account_id,
+                    "action": o.action,
+                    "changedFields": o.fields,
+                    "error": o.error.as_ref().map(ToString::to_string),
+                })
+            })
+            .collect();
+        ctx.out
+            .json(&serde_json::json!({ "dryRun": dry_run, "accounts": accounts }));
+        return;
+    }
+    let mut rows = table(&["account", "action", "changed fields or error"]);
+    for o in outcomes {
+        rows.add_row(vec![
+            o.account_id.clone(),
+            o.action.to_owned(),
+            o.error
+                .as_ref()
+                .map_or_else(|| o.fields.join(","), ToString::to_string),
+        ]);
+    }
+    print_table(&rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+accounts:
+  - account_id: "111111111111"
+    role_arn: arn:aws:iam::111111111111:role/tablecrypt-member
+    regions: [eu-west-1, us-east-1]
+    labels: {team: payments}
+  - account_id: "222222222222"
+    role_arn: arn:aws:iam::222222222222:role/tablecrypt-member
+    regions: [eu-west-1]
+    limits: {update_rate_per_second: 2}
+"#;
+
+    #[test]
+    fn a_good_file_parses_as_a_list_or_a_mapping() {
+        assert_eq!(parse(GOOD).expect("valid").len(), 2);
+        let list = "- {account_id: '111111111111', role_arn: 'arn:aws:iam::111111111111:role/r', regions: [eu-west-1]}";
+        assert_eq!(parse(list).expect("valid").len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_path() {
+        let bad = r#"
+- account_id: "1234"
+  role_arn: arn:aws:iam::111111111111:role/r
+  regions: [mars-1]
+- account_id: "111111111111"
+  role_arn: arn:aws:iam::999999999999:role/r
+  regions: [eu-west-1]
+  labels: {"has space": x}
+- account_id: "111111111111"
+  role_arn: arn:aws:iam::111111111111:role/r
+  regions: [eu-west-1]
+"#;
+        let message = parse(bad).expect_err("invalid").to_string();
+        for path in [
+            "accounts[0].account_id",
+            "accounts[0].regions[0]",
+            "accounts[1].labels",
+            "accounts[2].account_id: 111111111111 appears more than once",
+        ] {
+            assert!(message.contains(path), "{path} missing from {message}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let typo = "- {account_id: '111111111111', role_arn: 'arn:aws:iam::111111111111:role/r', region: [eu-west-1]}";
+        assert!(matches!(parse(typo), Err(CliError::Usage(_))));
+    }
+}

@@ -1,0 +1,70 @@
+//! `tablecrypt keys usage KEY`: whether a key can be retired.
+
+use tablecrypt_proto::v1 as pb;
+
+use super::Ctx;
+use crate::args::KeysCommand;
+use crate::error::Result;
+use crate::json::to_json;
+use crate::output::{print_table, table};
+
+pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
+    let KeysCommand::Usage {
+        kms_key,
+        account,
+        region,
+    } = command;
+    let usage = ctx
+        .client()
+        .await?
+        .call(
+            pb::GetKeyUsageRequest {
+                kms_key,
+                account_id: account.unwrap_or_default(),
+                region: region.unwrap_or_default(),
+            },
+            |mut api, request| async move { api.get_key_usage(request).await },
+        )
+        .await?;
+    if ctx.out.is_json() {
+        ctx.out.json(&to_json(&usage));
+        return Ok(());
+    }
+    if usage.unused {
+        println!(
+            "{}: no inventoried table or replica uses this key. Refresh the inventory first if it is old.",
+            usage.kms_key_arn
+        );
+        return Ok(());
+    }
+    let mut rows = table(&["account", "region", "table", "where"]);
+    for t in &usage.tables {
+        let primary = t.kms_key_arn == usage.kms_key_arn;
+        let replicas: Vec<&str> = t
+            .replicas
+            .iter()
+            .filter(|r| r.kms_key_arn == usage.kms_key_arn)
+            .map(|r| r.region.as_str())
+            .collect();
+        let mut places = Vec::new();
+        if primary {
+            places.push("table".to_owned());
+        }
+        if !replicas.is_empty() {
+            places.push(format!("replica in {}", replicas.join(",")));
+        }
+        rows.add_row(vec![
+            t.account_id.clone(),
+            t.region.clone(),
+            t.table_name.clone(),
+            places.join("; "),
+        ]);
+    }
+    print_table(&rows);
+    println!(
+        "{} tables use {}; migrate them before disabling it.",
+        usage.tables.len(),
+        usage.kms_key_arn
+    );
+    Ok(())
+}

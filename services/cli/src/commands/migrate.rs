@@ -1,0 +1,192 @@
+//! `tablecrypt migrate` (and `requests rollback`): plan, show the plan, confirm, create, watch, summarize.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use tablecrypt_proto::v1 as pb;
+
+use super::{Ctx, plan, tables::mode_to_proto, watch};
+use crate::args::{FlowArgs, MigrateArgs, Mode};
+use crate::client::Client;
+use crate::error::{CliError, Result};
+use crate::json::to_json;
+use crate::names;
+
+/// What is being proposed: a new migration or the rollback of an earlier request.
+pub enum Proposal {
+    Create(pb::CreateChangeRequestRequest),
+    Rollback(pb::RollbackChangeRequestRequest),
+}
+
+impl Proposal {
+    async fn send(
+        &self,
+        client: &Client,
+        validate_only: bool,
+        request_id: String,
+    ) -> Result<pb::CreateChangeRequestResponse> {
+        match self {
+            Self::Create(request) => {
+                let request = pb::CreateChangeRequestRequest {
+                    validate_only,
+                    request_id,
+                    ..request.clone()
+                };
+                client
+                    .call(request, |mut api, request| async move {
+                        api.create_change_request(request).await
+                    })
+                    .await
+            }
+            Self::Rollback(request) => {
+                let request = pb::RollbackChangeRequestRequest {
+                    validate_only,
+                    request_id,
+                    ..request.clone()
+                };
+                client
+                    .call(request, |mut api, request| async move {
+                        api.rollback_change_request(request).await
+                    })
+                    .await
+            }
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: MigrateArgs) -> Result<()> {
+    let target = match (&args.to_key, args.to_mode) {
+        (Some(key), None | Some(Mode::CustomerManaged)) => pb::TargetEncryption {
+            mode: pb::EncryptionMode::CustomerManaged as i32,
+            kms_key: key.clone(),
+        },
+        (None, Some(Mode::CustomerManaged)) => {
+            return Err(CliError::Usage(
+                "--to-mode customer-managed needs --to-key".to_owned(),
+            ));
+        }
+        (None, Some(mode)) => pb::TargetEncryption {
+            mode: mode_to_proto(Some(mode)),
+            kms_key: String::new(),
+        },
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(CliError::Usage(
+                "say where to move the tables: --to-key KEY, or --to-mode aws-owned|aws-managed"
+                    .to_owned(),
+            ));
+        }
+    };
+    let selector = pb::TableSelector {
+        account_ids: args.accounts,
+        account_label_selector: args.selector.unwrap_or_default(),
+        regions: args.regions,
+        current_mode: mode_to_proto(args.from_mode),
+        current_kms_key: args.from_key.unwrap_or_default(),
+        table_name_prefix: args.prefix.unwrap_or_default(),
+    };
+    let request = pb::CreateChangeRequestRequest {
+        tables: None,
+        selector: Some(selector),
+        target: Some(target),
+        description: args.description,
+        options: Some(pb::ChangeOptions {
+            max_updates_per_second: args.pace.rate.unwrap_or(0.0),
+            max_in_flight: args.pace.max_in_flight.unwrap_or(0),
+            failure_threshold: args.pace.failure_threshold.unwrap_or(0),
+            canary_count: args.pace.canary.unwrap_or(0),
+        }),
+        request_id: String::new(),
+        validate_only: false,
+    };
+    propose(ctx, Proposal::Create(request), args.flow).await
+}
+
+/// Plan; show; stop if dry run or nothing to do; confirm; create; watch unless told not to; summarize.
+pub async fn propose(ctx: &Ctx, proposal: Proposal, flow: FlowArgs) -> Result<()> {
+    let client = ctx.client().await?;
+    let planned = proposal.send(client, true, String::new()).await?;
+    if !ctx.out.is_json() {
+        plan::print(&planned);
+    }
+    let summary = planned.summary.clone().unwrap_or_default();
+    if flow.dry_run {
+        if ctx.out.is_json() {
+            ctx.out
+                .json(&serde_json::json!({ "plan": to_json(&planned) }));
+        } else {
+            println!("\nDry run: nothing was created.");
+        }
+        return Ok(());
+    }
+    if summary.change == 0 {
+        if ctx.out.is_json() {
+            ctx.out
+                .json(&serde_json::json!({ "plan": to_json(&planned), "changeRequest": null }));
+        }
+        if summary.blocked > 0 {
+            return Err(CliError::Failed(format!(
+                "nothing can be changed: {} tables are blocked (see the plan); nothing was created",
+                summary.blocked
+            )));
+        }
+        eprintln!("Every table already has the target encryption; nothing was created.");
+        return Ok(());
+    }
+    if !flow.yes {
+        confirm(&format!(
+            "Create a change request for {} tables ({} blocked tables are left as they are)?",
+            summary.change, summary.blocked
+        ))?;
+    }
+    // One idempotency key for the request, so a retried create cannot make a second request.
+    let request_id = flow
+        .request_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let created = proposal.send(client, false, request_id).await?;
+    let request = created.change_request.unwrap_or_default();
+    let id = request.change_request_id.clone();
+    eprintln!(
+        "Created change request {id} ({}).",
+        names::request_state(request.state)
+    );
+    if request.state == pb::ChangeRequestState::PendingApproval as i32 {
+        eprintln!(
+            "It waits for approval by someone other than {}: tablecrypt requests approve {id}",
+            request.created_by
+        );
+    }
+    if flow.no_watch {
+        if ctx.out.is_json() {
+            ctx.out.json(&serde_json::json!({
+                "plan": to_json(&planned),
+                "changeRequest": to_json(&request),
+            }));
+        }
+        return Ok(());
+    }
+    let finished = watch::follow(ctx, &id).await?;
+    watch::finish(ctx, finished, Some(to_json(&planned))).await
+}
+
+/// Asks on the terminal; refuses to guess when no one is there to answer.
+fn confirm(question: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "there is no terminal to confirm on: pass --yes to create the request, or --dry-run to only plan it"
+                .to_owned(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Usage(format!("reading the answer: {e}")))?;
+    if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Failed(
+            "not confirmed; nothing was created".to_owned(),
+        ))
+    }
+}

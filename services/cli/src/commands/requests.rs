@@ -1,0 +1,281 @@
+//! `tablecrypt requests …`: change requests after they are created.
+
+use tablecrypt_proto::v1 as pb;
+
+use super::migrate::{Proposal, propose};
+use super::{Ctx, last_page, watch};
+use crate::args::{RequestState, RequestsCommand};
+use crate::error::Result;
+use crate::json::to_json;
+use crate::names;
+use crate::output::{print_table, table};
+
+pub async fn run(ctx: &Ctx, command: RequestsCommand) -> Result<()> {
+    match command {
+        RequestsCommand::List { states, limit } => list(ctx, states, limit).await,
+        RequestsCommand::Get {
+            change_request_id,
+            items,
+        } => get(ctx, change_request_id, items).await,
+        RequestsCommand::Approve { change_request_id } => {
+            let request = ctx
+                .client()
+                .await?
+                .call(
+                    pb::ApproveChangeRequestRequest { change_request_id },
+                    |mut api, request| async move { api.approve_change_request(request).await },
+                )
+                .await?;
+            print_request(ctx, &request);
+            Ok(())
+        }
+        RequestsCommand::Cancel { change_request_id } => {
+            let request = ctx
+                .client()
+                .await?
+                .call(
+                    pb::CancelChangeRequestRequest { change_request_id },
+                    |mut api, request| async move { api.cancel_change_request(request).await },
+                )
+                .await?;
+            print_request(ctx, &request);
+            Ok(())
+        }
+        RequestsCommand::Pause {
+            change_request_id,
+            reason,
+        } => {
+            let request = ctx
+                .client()
+                .await?
+                .call(
+                    pb::PauseChangeRequestRequest {
+                        change_request_id,
+                        reason,
+                    },
+                    |mut api, request| async move { api.pause_change_request(request).await },
+                )
+                .await?;
+            print_request(ctx, &request);
+            Ok(())
+        }
+        RequestsCommand::Resume { change_request_id } => {
+            let request = ctx
+                .client()
+                .await?
+                .call(
+                    pb::ResumeChangeRequestRequest { change_request_id },
+                    |mut api, request| async move { api.resume_change_request(request).await },
+                )
+                .await?;
+            print_request(ctx, &request);
+            Ok(())
+        }
+        RequestsCommand::Rollback {
+            change_request_id,
+            description,
+            flow,
+        } => {
+            let proposal = Proposal::Rollback(pb::RollbackChangeRequestRequest {
+                change_request_id,
+                description,
+                request_id: String::new(),
+                validate_only: false,
+            });
+            propose(ctx, proposal, flow).await
+        }
+        RequestsCommand::Watch { change_request_id } => {
+            let finished = watch::follow(ctx, &change_request_id).await?;
+            watch::finish(ctx, finished, None).await
+        }
+    }
+}
+
+fn state_to_proto(state: RequestState) -> i32 {
+    (match state {
+        RequestState::PendingApproval => pb::ChangeRequestState::PendingApproval,
+        RequestState::Queued => pb::ChangeRequestState::Queued,
+        RequestState::Running => pb::ChangeRequestState::Running,
+        RequestState::Paused => pb::ChangeRequestState::Paused,
+        RequestState::Cancelling => pb::ChangeRequestState::Cancelling,
+        RequestState::Succeeded => pb::ChangeRequestState::Succeeded,
+        RequestState::PartiallyFailed => pb::ChangeRequestState::PartiallyFailed,
+        RequestState::Failed => pb::ChangeRequestState::Failed,
+        RequestState::Cancelled => pb::ChangeRequestState::Cancelled,
+    }) as i32
+}
+
+async fn list(ctx: &Ctx, states: Vec<RequestState>, limit: usize) -> Result<()> {
+    let client = ctx.client().await?;
+    let states: Vec<i32> = states.into_iter().map(state_to_proto).collect();
+    let mut requests = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .call(
+                pb::ListChangeRequestsRequest {
+                    page_size: i32::try_from(limit.min(1000)).unwrap_or(1000),
+                    page_token,
+                    states: states.clone(),
+                },
+                |mut api, request| async move { api.list_change_requests(request).await },
+            )
+            .await?;
+        requests.extend(page.change_requests);
+        if last_page(&page.next_page_token, requests.len(), limit) {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    requests.truncate(limit);
+    if ctx.out.is_json() {
+        ctx.out.json(&to_json(&pb::ListChangeRequestsResponse {
+            change_requests: requests,
+            next_page_token: String::new(),
+        }));
+        return Ok(());
+    }
+    let mut rows = table(&[
+        "id",
+        "state",
+        "target",
+        "finished",
+        "failed",
+        "created by",
+        "created",
+        "description",
+    ]);
+    for r in &requests {
+        let counts = r.counts.unwrap_or_default();
+        let done =
+            counts.succeeded + counts.failed + counts.skipped + counts.blocked + counts.cancelled;
+        rows.add_row(vec![
+            r.change_request_id.clone(),
+            names::request_state(r.state),
+            target(r),
+            format!("{done}/{}", counts.total),
+            counts.failed.to_string(),
+            r.created_by.clone(),
+            names::time(r.create_time.as_ref()),
+            r.description.clone(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn target(request: &pb::ChangeRequest) -> String {
+    if !request.rollback_of.is_empty() {
+        return format!("rollback of {}", request.rollback_of);
+    }
+    let target = request.target.clone().unwrap_or_default();
+    names::encryption(target.mode, &target.kms_key)
+}
+
+async fn get(ctx: &Ctx, change_request_id: String, with_items: bool) -> Result<()> {
+    let client = ctx.client().await?;
+    let request = client
+        .call(
+            pb::GetChangeRequestRequest {
+                change_request_id: change_request_id.clone(),
+            },
+            |mut api, request| async move { api.get_change_request(request).await },
+        )
+        .await?;
+    let mut items = Vec::new();
+    if with_items {
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .call(
+                    pb::ListChangeItemsRequest {
+                        change_request_id: change_request_id.clone(),
+                        page_size: 1000,
+                        page_token,
+                        states: Vec::new(),
+                    },
+                    |mut api, request| async move { api.list_change_items(request).await },
+                )
+                .await?;
+            items.extend(page.items);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    if ctx.out.is_json() {
+        let mut document = to_json(&request);
+        if with_items {
+            document["items"] = serde_json::Value::Array(items.iter().map(to_json).collect());
+        }
+        ctx.out.json(&document);
+        return Ok(());
+    }
+    print_request(ctx, &request);
+    if with_items {
+        let mut rows = table(&[
+            "item", "account", "region", "table", "action", "state", "from", "to", "reason", "why",
+        ]);
+        for i in &items {
+            rows.add_row(vec![
+                i.item_id.to_string(),
+                i.account_id.clone(),
+                i.region.clone(),
+                i.table_name.clone(),
+                names::action(i.action),
+                names::item_state(i.state),
+                names::encryption(i.from_mode, &i.from_kms_key_arn),
+                names::encryption(i.to_mode, &i.to_kms_key_arn),
+                names::reason(i.reason),
+                i.message.clone(),
+            ]);
+        }
+        println!();
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+fn print_request(ctx: &Ctx, request: &pb::ChangeRequest) {
+    if ctx.out.is_json() {
+        ctx.out.json(&to_json(request));
+        return;
+    }
+    let counts = request.counts.unwrap_or_default();
+    let mut rows = table(&["field", "value"]);
+    let mut row = |field: &str, value: String| {
+        if !value.is_empty() {
+            rows.add_row(vec![field.to_owned(), value]);
+        }
+    };
+    row("id", request.change_request_id.clone());
+    row("state", names::request_state(request.state));
+    row("target", target(request));
+    row("description", request.description.clone());
+    row("pause reason", request.pause_reason.clone());
+    row("created by", request.created_by.clone());
+    row("approved by", request.approved_by.clone());
+    row("created", names::time(request.create_time.as_ref()));
+    row(
+        "tables",
+        format!(
+            "{} total: {} pending, {} applying, {} waiting, {} deferred, {} succeeded, {} failed, {} skipped, {} blocked, {} cancelled",
+            counts.total,
+            counts.pending,
+            counts.applying,
+            counts.waiting,
+            counts.deferred,
+            counts.succeeded,
+            counts.failed,
+            counts.skipped,
+            counts.blocked,
+            counts.cancelled
+        ),
+    );
+    // A key-value listing reads better without the header row.
+    for line in rows.to_string().lines().skip(1) {
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        println!("{}", line.trim_end());
+    }
+}

@@ -1,0 +1,42 @@
+//! Where answers go: tables for people, one JSON document on stdout for scripts. Progress and prompts go to
+//! stderr, so `-o json` output can be piped straight into jq.
+
+use comfy_table::{ContentArrangement, Table, presets};
+
+use crate::args::Format;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub format: Format,
+}
+
+impl Printer {
+    pub fn is_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    pub fn json(&self, value: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("a JSON value serializes")
+        );
+    }
+}
+
+/// A borderless table in the style of kubectl: upper-case headers, columns padded apart.
+pub fn table(headers: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(headers.iter().map(|h| h.to_uppercase()));
+    table
+}
+
+/// Prints a table flush left, without the padding comfy-table leaves at the line ends.
+pub fn print_table(table: &Table) {
+    for line in table.to_string().lines() {
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        println!("{}", line.trim_end());
+    }
+}
