@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs tablecrypt locally against a demo fleet: starts PostgreSQL if needed, starts the fleet emulator with
 # deploy/local/demo-fleet.yaml on 127.0.0.1:4566, builds and starts the server (migrations applied at start) on
-# 127.0.0.1:50051 (metrics on 127.0.0.1:9464), registers the demo accounts, runs one inventory scan, and serves
-# until Ctrl-C, which stops everything.
+# 127.0.0.1:50051 (metrics on 127.0.0.1:9464), builds the `tablecrypt` CLI, imports the demo accounts
+# (deploy/local/demo-accounts.yaml) with it, starts one inventory scan, and serves until Ctrl-C, which stops
+# everything.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$TABLECRYPT_ROOT"
@@ -19,8 +20,9 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-AKIAHUBTEST000000000}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-hub-secret}"
 ADDR="${TABLECRYPT_LISTEN_ADDR:-127.0.0.1:50051}"
 
-log "building tablecrypt-server and fleet-emulator"
-SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server --bin fleet-emulator
+log "building tablecrypt-server, fleet-emulator and the tablecrypt CLI"
+SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server --bin fleet-emulator --bin tablecrypt
+CLI="$CARGO_TARGET_DIR/debug/tablecrypt"
 
 log "starting the fleet emulator with deploy/local/demo-fleet.yaml on $EMULATOR_ADDR"
 "$CARGO_TARGET_DIR/debug/fleet-emulator" --fleet deploy/local/demo-fleet.yaml --listen "$EMULATOR_ADDR" &
@@ -35,20 +37,10 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-log "registering the demo accounts"
-register() {
-  local id="$1" external_id="$2" regions="$3" team="$4"
-  grpcurl -plaintext -d "{\"account\": {\"account_id\": \"$id\", \"display_name\": \"$team\",
-    \"role_arn\": \"arn:aws:iam::$id:role/tablecrypt-member\", \"external_id\": \"$external_id\",
-    \"regions\": $regions, \"labels\": {\"team\": \"$team\", \"env\": \"demo\"}}}" \
-    "$ADDR" tablecrypt.v1.TableEncryption/RegisterAccount >/dev/null 2>&1 || true  # already registered
-}
-register 111111111111 demo-payments '["eu-west-1", "us-east-1"]' payments
-register 222222222222 "" '["eu-west-1", "ap-southeast-2"]' search
-register 333333333333 "" '["us-east-1"]' analytics
-register 444444444444 "" '["eu-west-1"]' sandbox
+log "importing the demo accounts (deploy/local/demo-accounts.yaml)"
+"$CLI" --server "http://$ADDR" accounts import deploy/local/demo-accounts.yaml
 
 log "scanning the demo fleet"
-grpcurl -plaintext -d '{}' "$ADDR" tablecrypt.v1.TableEncryption/RefreshInventory | grep -E '"scanId"|"state"' || true
-log "ready: try  grpcurl -plaintext -d '{}' $ADDR tablecrypt.v1.TableEncryption/ListTableEncryptions"
+"$CLI" --server "http://$ADDR" -o json inventory refresh --no-wait | grep -E '^  "(scanId|state)"' || true
+log "ready: try  $CLI --server http://$ADDR tables list   (or grpcurl -plaintext -d '{}' $ADDR tablecrypt.v1.TableEncryption/ListTableEncryptions)"
 wait "$SERVER_PID"
