@@ -99,26 +99,27 @@ echo "demo: migrated $planned tables from key A to key B ($rotations history row
 # Exit codes and JSON are checked.
 tc() { "$CARGO_TARGET_DIR/debug/tablecrypt" --server "http://$ADDR" "$@"; }
 export TABLECRYPT_CALLER=alice
-tc accounts list | grep -q 'payments' || fail "tablecrypt accounts list does not show the imported accounts"
+grep -q 'payments' <<<"$(tc accounts list)" || fail "tablecrypt accounts list does not show the imported accounts"
 set +e; tc inventory refresh >/dev/null 2>&1; code=$?; set -e
 [ "$code" -eq 1 ] || fail "inventory refresh with the broken sandbox account exited $code, not 1"
-tc tables list --account 111111111111 --region eu-west-1 | grep -q 'payments-ledger' \
+grep -q 'payments-ledger' <<<"$(tc tables list --account 111111111111 --region eu-west-1)" \
   || fail "tablecrypt tables list does not show payments-ledger"
-tc keys usage alias/payments-a --account 111111111111 --region eu-west-1 | grep -q 'payments-ledger' \
+grep -q 'payments-ledger' <<<"$(tc keys usage alias/payments-a --account 111111111111 --region eu-west-1)" \
   || fail "tablecrypt keys usage does not show payments-ledger on key A"
 KEY_A="arn:aws:kms:eu-west-1:111111111111:alias/payments-a"
 MIGRATE=(migrate --selector team=payments --region eu-west-1 --from-key "$KEY_A" --to-key alias/payments-b
   --description "retire payments key A")
-tc "${MIGRATE[@]}" --dry-run | tee /dev/stderr | grep -q '^Plan: [0-9]* tables to change' \
-  || fail "the CLI dry run printed no plan"
+plan="$(tc "${MIGRATE[@]}" --dry-run)" || fail "the CLI dry run exited $?"
+echo "$plan"
+grep -q '^Plan: [0-9]* tables to change' <<<"$plan" || fail "the CLI dry run printed no plan"
 out="$(tc "${MIGRATE[@]}" --yes -o json)" || fail "tablecrypt migrate --yes exited $?: $out"
 cli_id="$(python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["changeRequest"]["state"]=="CHANGE_REQUEST_STATE_SUCCEEDED", d["changeRequest"]; print(d["changeRequest"]["changeRequestId"])' <<<"$out")" \
   || fail "the CLI migration did not succeed: $(head -c 800 <<<"$out")"
-tc history --request "$cli_id" | grep -q 'key/' || fail "tablecrypt history shows nothing for $cli_id"
+grep -q 'key/' <<<"$(tc history --request "$cli_id")" || fail "tablecrypt history shows nothing for $cli_id"
 # Retiring key A (guide section 6): refresh first, since other regions' rows of a global table were last seen
 # before the migration.
 tc inventory refresh --account 111111111111 >/dev/null || fail "refreshing the payments account failed"
-tc keys usage alias/payments-a --account 111111111111 --region eu-west-1 | grep -q 'no inventoried table' \
+grep -q 'no inventoried table' <<<"$(tc keys usage alias/payments-a --account 111111111111 --region eu-west-1)" \
   || fail "key A is still in use in eu-west-1 after the CLI migration"
 tc requests rollback "$cli_id" --yes >/dev/null || fail "tablecrypt requests rollback exited $?"
 set +e; tc requests get 00000000-0000-4000-8000-000000000000 >/dev/null 2>&1; code=$?; set -e

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// invalid; 3 the server could not be reached, or refused the credentials or the caller's permissions;
 /// 130 interrupted (a watched change request keeps running).
 #[derive(Debug, Parser)]
-#[command(name = "tablecrypt", version, about, long_about = None, max_term_width = 110)]
+#[command(name = "tablecrypt", version, max_term_width = 110)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -21,6 +21,7 @@ pub struct Cli {
 
 /// How to reach and authenticate to the server, and how to print answers.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection and output (any command)")]
 pub struct GlobalArgs {
     /// The server's gRPC address; https:// (or any TLS flag) turns on TLS.
     #[arg(
@@ -210,6 +211,13 @@ pub enum KeysCommand {
     },
 }
 
+/// The keys AWS holds: the targets that need no key of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AwsKey {
+    AwsOwned,
+    AwsManaged,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     AwsOwned,
@@ -225,7 +233,7 @@ pub struct MigrateArgs {
     pub to_key: Option<String>,
     /// Move tables to an AWS owned or AWS managed key instead of a customer key.
     #[arg(long, value_enum)]
-    pub to_mode: Option<Mode>,
+    pub to_mode: Option<AwsKey>,
     /// Only tables currently on this key (ARN).
     #[arg(long)]
     pub from_key: Option<String>,

@@ -1,6 +1,8 @@
 //! Where answers go: tables for people, one JSON document on stdout for scripts. Progress and prompts go to
 //! stderr, so `-o json` output can be piped straight into jq.
 
+use std::io::Write as _;
+
 use comfy_table::{ContentArrangement, Table, presets};
 
 use crate::args::Format;
@@ -16,10 +18,7 @@ impl Printer {
     }
 
     pub fn json(&self, value: &serde_json::Value) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("a JSON value serializes")
-        );
+        write_line(&serde_json::to_string_pretty(value).expect("a JSON value serializes"));
     }
 }
 
@@ -37,6 +36,30 @@ pub fn table(headers: &[&str]) -> Table {
 pub fn print_table(table: &Table) {
     for line in table.to_string().lines() {
         let line = line.strip_prefix(' ').unwrap_or(line);
-        println!("{}", line.trim_end());
+        write_line(line.trim_end());
     }
+}
+
+/// One line on stdout. A reader that went away (`tablecrypt … | head`, `| grep -q`) ends the program quietly
+/// with success, as other command-line tools do, instead of a panic.
+pub fn write_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`write_line`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_line("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(&format!($($arg)*))
+    };
 }

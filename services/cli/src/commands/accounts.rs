@@ -99,7 +99,7 @@ async fn deregister(ctx: &Ctx, account_id: String) -> Result<()> {
         ctx.out
             .json(&serde_json::json!({ "accountId": account_id, "deregistered": true }));
     } else {
-        println!("account {account_id} deregistered");
+        crate::outln!("account {account_id} deregistered");
     }
     Ok(())
 }

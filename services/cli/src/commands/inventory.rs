@@ -94,7 +94,7 @@ fn report(ctx: &Ctx, scan: &pb::InventoryScan) -> Result<()> {
     if ctx.out.is_json() {
         ctx.out.json(&to_json(scan));
     } else {
-        println!(
+        crate::outln!(
             "scan {}: {}, {}/{} account-regions done, {} failed, {} tables seen",
             scan.scan_id,
             scan.state,

@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
         return Ok(());
     }
     if usage.unused {
-        println!(
+        crate::outln!(
             "{}: no inventoried table or replica uses this key. Refresh the inventory first if it is old.",
             usage.kms_key_arn
         );
@@ -61,7 +61,7 @@ pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
         ]);
     }
     print_table(&rows);
-    println!(
+    crate::outln!(
         "{} tables use {}; migrate them before disabling it.",
         usage.tables.len(),
         usage.kms_key_arn

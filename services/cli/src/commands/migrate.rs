@@ -5,7 +5,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use tablecrypt_proto::v1 as pb;
 
 use super::{Ctx, plan, tables::mode_to_proto, watch};
-use crate::args::{FlowArgs, MigrateArgs, Mode};
+use crate::args::{AwsKey, FlowArgs, MigrateArgs};
 use crate::client::Client;
 use crate::error::{CliError, Result};
 use crate::json::to_json;
@@ -55,20 +55,20 @@ impl Proposal {
 
 pub async fn run(ctx: &Ctx, args: MigrateArgs) -> Result<()> {
     let target = match (&args.to_key, args.to_mode) {
-        (Some(key), None | Some(Mode::CustomerManaged)) => pb::TargetEncryption {
+        (Some(key), None) => pb::TargetEncryption {
             mode: pb::EncryptionMode::CustomerManaged as i32,
             kms_key: key.clone(),
         },
-        (None, Some(Mode::CustomerManaged)) => {
-            return Err(CliError::Usage(
-                "--to-mode customer-managed needs --to-key".to_owned(),
-            ));
-        }
-        (None, Some(mode)) => pb::TargetEncryption {
-            mode: mode_to_proto(Some(mode)),
+        (None, Some(AwsKey::AwsOwned)) => pb::TargetEncryption {
+            mode: pb::EncryptionMode::AwsOwned as i32,
             kms_key: String::new(),
         },
-        (Some(_), Some(_)) | (None, None) => {
+        (None, Some(AwsKey::AwsManaged)) => pb::TargetEncryption {
+            mode: pb::EncryptionMode::AwsManaged as i32,
+            kms_key: String::new(),
+        },
+        // clap refuses both together; neither is a usage error of ours.
+        _ => {
             return Err(CliError::Usage(
                 "say where to move the tables: --to-key KEY, or --to-mode aws-owned|aws-managed"
                     .to_owned(),
@@ -113,7 +113,7 @@ pub async fn propose(ctx: &Ctx, proposal: Proposal, flow: FlowArgs) -> Result<()
             ctx.out
                 .json(&serde_json::json!({ "plan": to_json(&planned) }));
         } else {
-            println!("\nDry run: nothing was created.");
+            crate::outln!("\nDry run: nothing was created.");
         }
         return Ok(());
     }

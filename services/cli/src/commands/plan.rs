@@ -31,11 +31,13 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
                 request.rollback_of
             )
         };
-        println!("Target: {to}");
+        crate::outln!("Target: {to}");
     }
-    println!(
+    crate::outln!(
         "Plan: {} tables to change, {} already compliant (skip), {} blocked",
-        summary.change, summary.skip, summary.blocked
+        summary.change,
+        summary.skip,
+        summary.blocked
     );
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
     for item in &plan.items {
@@ -95,7 +97,7 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         .filter(|i| i.action == pb::PlanAction::Blocked as i32)
         .collect();
     if !blocked.is_empty() {
-        println!("\nBlocked tables (nothing will be applied to them):");
+        crate::outln!("\nBlocked tables (nothing will be applied to them):");
         let mut rows = table(&["account", "region", "table", "reason", "why"]);
         for item in blocked.iter().take(BLOCKED_SHOWN) {
             rows.add_row(vec![
@@ -108,7 +110,7 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         }
         print_table(&rows);
         if blocked.len() > BLOCKED_SHOWN {
-            println!("… and {} more (see -o json)", blocked.len() - BLOCKED_SHOWN);
+            crate::outln!("… and {} more (see -o json)", blocked.len() - BLOCKED_SHOWN);
         }
     }
 }

@@ -231,7 +231,7 @@ async fn get(ctx: &Ctx, change_request_id: String, with_items: bool) -> Result<(
                 i.message.clone(),
             ]);
         }
-        println!();
+        crate::outln!();
         print_table(&rows);
     }
     Ok(())
@@ -276,6 +276,6 @@ fn print_request(ctx: &Ctx, request: &pb::ChangeRequest) {
     // A key-value listing reads better without the header row.
     for line in rows.to_string().lines().skip(1) {
         let line = line.strip_prefix(' ').unwrap_or(line);
-        println!("{}", line.trim_end());
+        crate::outln!("{}", line.trim_end());
     }
 }

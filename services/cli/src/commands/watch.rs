@@ -354,7 +354,7 @@ fn print_summary(request: &pb::ChangeRequest, failed: &[pb::ChangeItem]) {
         }
         _ => String::new(),
     };
-    println!(
+    crate::outln!(
         "Change request {} {}{took}: {} changed, {} failed, {} skipped (already compliant), {} blocked, {} cancelled of {}",
         request.change_request_id,
         names::request_state(request.state),
@@ -366,7 +366,7 @@ fn print_summary(request: &pb::ChangeRequest, failed: &[pb::ChangeItem]) {
         counts.total
     );
     if !failed.is_empty() {
-        println!("\nFailed tables:");
+        crate::outln!("\nFailed tables:");
         let mut rows = table(&["account", "region", "table", "reason", "attempts", "why"]);
         for item in failed {
             rows.add_row(vec![
@@ -381,7 +381,7 @@ fn print_summary(request: &pb::ChangeRequest, failed: &[pb::ChangeItem]) {
         print_table(&rows);
     }
     if counts.succeeded > 0 {
-        println!(
+        crate::outln!(
             "\nHistory: tablecrypt history --request {0}   Undo: tablecrypt requests rollback {0}",
             request.change_request_id
         );
