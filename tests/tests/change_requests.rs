@@ -941,6 +941,30 @@ async fn a_global_table_changes_every_replica_to_its_regions_key() {
     let id = response.change_request.expect("request").change_request_id;
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded, "{done:#?}");
+    // The replica region's inventory row is fresh without a scan: the old us-east-1 key is no longer in use.
+    let usage = |key: String| {
+        let mut client = s.app.client.clone();
+        async move {
+            client
+                .get_key_usage(pb::GetKeyUsageRequest {
+                    kms_key: key,
+                    ..Default::default()
+                })
+                .await
+                .expect("key usage")
+                .into_inner()
+        }
+    };
+    let old_us = usage(key_arn(PAYMENTS, US, KEY_M_US)).await;
+    assert!(old_us.unused, "{old_us:#?}");
+    let new_us = usage(key_arn(PAYMENTS, US, KEY_N_US)).await;
+    assert!(
+        new_us
+            .tables
+            .iter()
+            .any(|t| t.region == US && t.kms_key_arn == key_arn(PAYMENTS, US, KEY_N_US)),
+        "{new_us:#?}"
+    );
     let live = s
         .app
         .client

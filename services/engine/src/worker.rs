@@ -251,6 +251,13 @@ impl Inner {
             outcome = self.work(&claimed) => outcome,
             () = shutdown.cancelled() => return,
         };
+        if matches!(outcome, Stop::Done(ItemEnd::Succeeded { changed: true })) {
+            // Freshness only: a shutdown skips it and still records the outcome.
+            tokio::select! {
+                () = self.refresh_replica_regions(&claimed) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
         let item_id = claimed.item.item_id;
         let write = match &outcome {
             Stop::Done(end) => {
@@ -511,6 +518,39 @@ impl Inner {
                 Ok(())
             }
             (Err(e), _) | (_, Err(e)) => Err(lost_or_retry(e)),
+        }
+    }
+
+    /// A global table is listed in each of its regions; after a change those regions' inventory rows would show
+    /// the old keys until the next scan (and GetKeyUsage would call a retired key still in use). Describe the
+    /// table in each replica region and record what AWS reports. Best effort: a failure only costs freshness.
+    async fn refresh_replica_regions(&self, claimed: &ClaimedItem) {
+        let item = &claimed.item;
+        let regions: Vec<Region> = item
+            .replicas
+            .as_array()
+            .map(|replicas| {
+                replicas
+                    .iter()
+                    .filter_map(|r| r["region"].as_str())
+                    .filter_map(|r| Region::parse(r).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if regions.is_empty() {
+            return;
+        }
+        let (Ok(access), Ok(table)) = (
+            self.access(&item.account_id).await,
+            TableName::parse(&item.table_name),
+        ) else {
+            return;
+        };
+        let poll_rate = claimed.account_poll_rate.unwrap_or(self.settings.poll_rate);
+        for region in regions {
+            if let Ok(seen) = self.describe(&access, region, &table, poll_rate).await {
+                self.record(&seen).await;
+            }
         }
     }
 
