@@ -2,7 +2,8 @@
 # Checks deploy/ without Docker or a cluster: cfn-lint on the CloudFormation templates, every Kubernetes manifest
 # against the Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields fail), the Compose file
 # against the Compose specification's schema, the IAM policies as JSON with the statements we rely on, and the
-# Dockerfile's build targets and non-root users.
+# Dockerfile with hadolint plus its build targets and non-root users. (No Docker engine here: the image itself is
+# not built in CI.)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../deploy/local/env.sh"
 cd "$TABLECRYPT_ROOT"
@@ -37,6 +38,9 @@ trust = json.load(open("deploy/iam/hub-role-trust-policy.json"))
 assert trust["Statement"][0]["Action"] == "sts:AssumeRoleWithWebIdentity"
 print("deploy: IAM policies parse; the hub role can only sts:AssumeRole")
 PY
+
+hadolint deploy/Dockerfile
+echo "deploy: hadolint passed on deploy/Dockerfile"
 
 # Every binary the Dockerfile copies is one the workspace builds; every final stage runs as non-root.
 for bin in $(grep -o 'target/release/[a-z-]*' deploy/Dockerfile | sort -u | sed 's|target/release/||'); do
