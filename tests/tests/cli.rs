@@ -610,3 +610,102 @@ async fn tls_tokens_and_client_certificates_through_the_cli() {
     .expect_code(3);
     app.stop().await.expect("stop");
 }
+
+/// The server binary is killed (SIGKILL) and restarted while the CLI watches a migration: the CLI reopens the
+/// watch and still reports the request's true end, and every table reaches the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_survives_a_server_restart() {
+    use fleet_emulator::{Emulator, FleetSpec};
+    use tablecrypt_tests::aws::{HUB_ACCESS_KEY_ID, HUB_SECRET_ACCESS_KEY};
+    use tablecrypt_tests::process::{ServerProcess, free_addr};
+
+    let emulator = Emulator::spawn(FleetSpec::from_yaml(&fleet()).expect("fleet"))
+        .await
+        .expect("emulator");
+    let db = TestDatabase::create().await.expect("db");
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("AWS_ACCESS_KEY_ID", HUB_ACCESS_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY", HUB_SECRET_ACCESS_KEY.into()),
+        ("TABLECRYPT_AWS_ENDPOINT_URL", emulator.endpoint()),
+        ("TABLECRYPT_LOG_FILTER", "warn".into()),
+        ("TABLECRYPT_WORKER_LEASE", "2s".into()),
+        ("TABLECRYPT_WORKER_CLAIM_INTERVAL", "100ms".into()),
+        ("TABLECRYPT_WORKER_POLL_INITIAL", "100ms".into()),
+        ("TABLECRYPT_WORKER_POLL_MAX", "200ms".into()),
+        ("TABLECRYPT_WATCH_INTERVAL", "100ms".into()),
+        ("TABLECRYPT_SHUTDOWN_GRACE_PERIOD", "1s".into()),
+    ];
+    let mut server = ServerProcess::start(free_addr(), &env).await;
+    let url = format!("http://{}", server.addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("accounts.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- {{account_id: '{PAYMENTS}', role_arn: 'arn:aws:iam::{PAYMENTS}:role/{ROLE}', regions: [{EU}, {US}]}}\n"
+        ),
+    )
+    .expect("write");
+    cli::run(&url, &["accounts", "import", file.to_str().expect("path")])
+        .await
+        .expect_code(0);
+    cli::run(&url, &["inventory", "refresh", "--account", PAYMENTS])
+        .await
+        .expect_code(0);
+    // 12 tables at 2 UpdateTable/s: about 6 s of work, so the kill lands in the middle.
+    let created = cli::run(
+        &url,
+        &[
+            "migrate",
+            "--account",
+            PAYMENTS,
+            "--prefix",
+            "bulk-",
+            "--to-key",
+            "alias/b",
+            "--rate",
+            "2",
+            "--yes",
+            "--no-watch",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .expect_code(0)
+    .json();
+    let id = created["changeRequest"]["changeRequestId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let watch = cli::command(&url, &["requests", "watch", &id, "-o", "json"])
+        .spawn()
+        .expect("spawn watch");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.restart().await;
+    let output = tokio::time::timeout(Duration::from_secs(90), watch.wait_with_output())
+        .await
+        .expect("the watch ended")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        report["changeRequest"]["state"], "CHANGE_REQUEST_STATE_SUCCEEDED",
+        "{report}"
+    );
+    assert_eq!(report["changeRequest"]["counts"]["succeeded"], BULK as i64);
+    let usage = cli::run(&url, &["keys", "usage", &payments_key(KEY_B), "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    let on_b = names(&usage)
+        .into_iter()
+        .filter(|n| n.starts_with("bulk-"))
+        .count();
+    assert_eq!(on_b, BULK, "{usage}");
+}
