@@ -449,6 +449,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
             ("pay-lead", "approver", "team=payments"),
             ("pay-approver", "approver", "team=payments"),
             ("search-viewer", "viewer", "team=search"),
+            ("search-op", "operator", "team=search"),
             ("auditor", "admin", ""),
         ])
     );
@@ -562,6 +563,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
             pb::CreateChangeRequestRequest {
                 selector: bulk_selector(),
                 target: to_key("alias/b"),
+                request_id: "payments-q4-rotation".into(),
                 ..Default::default()
             },
         ))
@@ -571,6 +573,25 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .change_request
         .expect("request");
     assert_eq!(created.created_by, "pay-lead");
+    // Another team replaying the request id (with a selector of its own) does not get payments' request.
+    let replay = client
+        .clone()
+        .create_change_request(as_token(
+            "search-op",
+            pb::CreateChangeRequestRequest {
+                selector: Some(pb::TableSelector {
+                    account_ids: vec![SEARCH.into()],
+                    ..Default::default()
+                }),
+                target: to_key("alias/a"),
+                request_id: "payments-q4-rotation".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("another team's request id");
+    assert_eq!(replay.code(), Code::PermissionDenied, "{replay:?}");
+    assert!(replay.message().contains(PAYMENTS), "{replay:?}");
     assert_eq!(created.state(), pb::ChangeRequestState::PendingApproval);
     let id = created.change_request_id.clone();
     let approve = |who: &'static str| {

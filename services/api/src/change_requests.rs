@@ -439,8 +439,11 @@ impl ChangeRequests {
         Ok(convert::request_to_proto(record, &counts))
     }
 
+    /// The request already stored under this idempotency key, if any. The replaying caller's operator grants must
+    /// cover its accounts too: a request id is not a way to read another team's request.
     async fn existing(
         &self,
+        caller: &Caller,
         key: Option<&str>,
     ) -> Result<Option<pb::CreateChangeRequestResponse>, ApiError> {
         let Some(key) = key else { return Ok(None) };
@@ -452,6 +455,19 @@ impl ChangeRequests {
         else {
             return Ok(None);
         };
+        let mut accounts = self
+            .store
+            .change_items
+            .accounts_of(&[record.request_id])
+            .await?;
+        crate::authorization::check_accounts(
+            &self.store,
+            caller,
+            Permission::Change,
+            "CreateChangeRequest",
+            accounts.remove(&record.request_id).unwrap_or_default(),
+        )
+        .await?;
         Ok(Some(self.created(&record).await?))
     }
 
@@ -499,7 +515,9 @@ impl ChangeRequests {
         field: &str,
     ) -> Result<pb::CreateChangeRequestResponse, ApiError> {
         if !validate_only
-            && let Some(existing) = self.existing(validated.idempotency_key.as_deref()).await?
+            && let Some(existing) = self
+                .existing(caller, validated.idempotency_key.as_deref())
+                .await?
         {
             return Ok(existing);
         }
