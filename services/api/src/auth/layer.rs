@@ -81,6 +81,23 @@ impl AuthLayer {
     }
 }
 
+/// How many caller identities the limiter remembers before it forgets those whose allowance is full again (JWT
+/// subjects are not bounded by configuration, so the map must not grow for ever). Above it every call scans the
+/// map until the quiet callers are gone, which takes a second; only 10,000 callers busy at once would keep it
+/// scanning.
+const LIMITER_PRUNE_ABOVE: usize = 10_000;
+
+/// Whether `identity` may make another call now; prunes identities that have been quiet long enough to be back at
+/// a full allowance once the limiter remembers more than [`LIMITER_PRUNE_ABOVE`].
+fn admit(limiter: &DefaultKeyedRateLimiter<String>, identity: &str) -> bool {
+    let allowed = limiter.check_key(&identity.to_owned()).is_ok();
+    if limiter.len() > LIMITER_PRUNE_ABOVE {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+    allowed
+}
+
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
@@ -195,7 +212,7 @@ where
                 }
             };
             if let Some(limiter) = &shared.limiter
-                && limiter.check_key(&caller.identity).is_err()
+                && !admit(limiter, &caller.identity)
             {
                 let status = Status::resource_exhausted(format!(
                     "too many calls from {}: slow down and retry",
@@ -219,5 +236,26 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_forgets_quiet_callers_once_it_remembers_many() {
+        let limiter = RateLimiter::keyed(Quota::per_second(NonZeroU32::new(50).expect("non-zero")));
+        for i in 0..LIMITER_PRUNE_ABOVE {
+            assert!(admit(&limiter, &format!("caller-{i}")));
+        }
+        assert_eq!(limiter.len(), LIMITER_PRUNE_ABOVE);
+        // A full allowance of 50 at 50/s is back after a second: then every one of them is forgettable.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(admit(&limiter, "one-more"));
+        assert!(limiter.len() <= 1, "{} remembered", limiter.len());
+        // Still a limiter: a burst above the allowance is refused.
+        let refused = (0..60).filter(|_| !admit(&limiter, "busy")).count();
+        assert!(refused >= 9, "{refused} of 60 refused");
     }
 }
