@@ -98,18 +98,9 @@ impl RawAccount<'_> {
         let display_name = errors.check("display_name", DisplayName::parse(self.display_name));
         let role_arn = errors.check("role_arn", RoleArn::parse(self.role_arn));
         let external_id = errors.check("external_id", parse_external_id(self.external_id));
-        let regions = Regions::parse(self.regions)
-            .map_err(|e| errors.extend_prefixed("regions", e))
-            .ok();
-        let labels = Labels::parse(self.labels.iter())
-            .map_err(|e| errors.extend_prefixed("labels", e))
-            .ok();
-        let limits = match self.limits {
-            None => Some(AccountLimits::default()),
-            Some((update, poll, in_flight)) => AccountLimits::from_raw(update, poll, in_flight)
-                .map_err(|e| errors.extend_prefixed("limits", e))
-                .ok(),
-        };
+        let regions = parse_regions(&mut errors, self.regions);
+        let labels = parse_labels(&mut errors, self.labels);
+        let limits = parse_limits(&mut errors, self.limits);
         match (
             account_id,
             display_name,
@@ -141,6 +132,37 @@ impl RawAccount<'_> {
             }
             _ => Err(errors),
         }
+    }
+}
+
+/// The account's regions; violations under `regions` (`regions[1]`).
+pub fn parse_regions(errors: &mut ValidationErrors, regions: &[String]) -> Option<Regions> {
+    Regions::parse(regions)
+        .map_err(|e| errors.extend_prefixed("regions", e))
+        .ok()
+}
+
+/// The account's labels; violations under `labels` (`labels["a b"]`).
+pub fn parse_labels(
+    errors: &mut ValidationErrors,
+    labels: &HashMap<String, String>,
+) -> Option<Labels> {
+    Labels::parse(labels.iter())
+        .map_err(|e| errors.extend_prefixed("labels", e))
+        .ok()
+}
+
+/// Raw (update rate, poll rate, tables in flight) limits, None for the service defaults; violations under
+/// `limits`.
+pub fn parse_limits(
+    errors: &mut ValidationErrors,
+    limits: Option<(f64, f64, i64)>,
+) -> Option<AccountLimits> {
+    match limits {
+        None => Some(AccountLimits::default()),
+        Some((update, poll, in_flight)) => AccountLimits::from_raw(update, poll, in_flight)
+            .map_err(|e| errors.extend_prefixed("limits", e))
+            .ok(),
     }
 }
 

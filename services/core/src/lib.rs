@@ -19,7 +19,10 @@ pub mod table;
 pub mod validation;
 
 pub use access::{Caller, Grant, Permission, Role, Scope};
-pub use account::{Account, AccountChanges, AccountSpec, RawAccount, parse_external_id};
+pub use account::{
+    Account, AccountChanges, AccountSpec, RawAccount, parse_external_id, parse_labels,
+    parse_limits, parse_regions,
+};
 pub use account_id::AccountId;
 pub use account_limits::{AccountLimits, PerSecond};
 pub use change::{ItemReason, ItemState, PlanAction, RequestState};

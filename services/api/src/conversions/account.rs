@@ -1,10 +1,9 @@
 //! `tablecrypt.v1.Account` in and out.
 
-use std::collections::HashMap;
-
 use tablecrypt_core::{
-    Account, AccountChanges, AccountId, AccountLimits, AccountSpec, DisplayName, Labels, PerSecond,
-    RawAccount, Regions, RoleArn, ValidationErrors, parse_external_id,
+    Account, AccountChanges, AccountId, AccountLimits, AccountSpec, DisplayName, PerSecond,
+    RawAccount, RoleArn, ValidationErrors, parse_external_id, parse_labels, parse_limits,
+    parse_regions,
 };
 use tablecrypt_proto::v1 as pb;
 
@@ -40,32 +39,15 @@ fn limits_to_proto(limits: &AccountLimits) -> pb::AccountLimits {
     }
 }
 
-fn parse_limits(
-    errors: &mut ValidationErrors,
-    limits: Option<&pb::AccountLimits>,
-) -> Option<AccountLimits> {
-    let Some(limits) = limits else {
-        return Some(AccountLimits::default());
-    };
-    AccountLimits::from_raw(
-        limits.update_rate_per_second,
-        limits.poll_rate_per_second,
-        i64::from(limits.max_tables_in_flight),
-    )
-    .map_err(|e| errors.extend_prefixed("limits", e))
-    .ok()
-}
-
-fn parse_labels(errors: &mut ValidationErrors, labels: &HashMap<String, String>) -> Option<Labels> {
-    Labels::parse(labels.iter())
-        .map_err(|e| errors.extend_prefixed("labels", e))
-        .ok()
-}
-
-fn parse_regions(errors: &mut ValidationErrors, regions: &[String]) -> Option<Regions> {
-    Regions::parse(regions)
-        .map_err(|e| errors.extend_prefixed("regions", e))
-        .ok()
+/// `AccountLimits` as the raw triple the domain parses; absent means the service defaults.
+fn raw_limits(limits: Option<&pb::AccountLimits>) -> Option<(f64, f64, i64)> {
+    limits.map(|l| {
+        (
+            l.update_rate_per_second,
+            l.poll_rate_per_second,
+            i64::from(l.max_tables_in_flight),
+        )
+    })
 }
 
 /// `RegisterAccountRequest.account` into a new account; field paths are relative to `account`.
@@ -77,13 +59,7 @@ pub fn parse_new(account: &pb::Account) -> Result<(AccountId, AccountSpec), Vali
         external_id: &account.external_id,
         regions: &account.regions,
         labels: &account.labels,
-        limits: account.limits.as_ref().map(|l| {
-            (
-                l.update_rate_per_second,
-                l.poll_rate_per_second,
-                i64::from(l.max_tables_in_flight),
-            )
-        }),
+        limits: raw_limits(account.limits.as_ref()),
     }
     .parse()
 }
@@ -161,7 +137,9 @@ pub fn parse_update(
             }
             "regions" => changes.regions = parse_regions(&mut nested, &account.regions),
             "labels" => changes.labels = parse_labels(&mut nested, &account.labels),
-            "limits" => changes.limits = parse_limits(&mut nested, account.limits.as_ref()),
+            "limits" => {
+                changes.limits = parse_limits(&mut nested, raw_limits(account.limits.as_ref()));
+            }
             other => errors.add(
                 "update_mask",
                 format!(
