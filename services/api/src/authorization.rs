@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use tablecrypt_core::{AccountId, Caller, LabelSelector, Labels, Permission, Scope};
 use tablecrypt_store::Store;
 use tonic::Request;
+use uuid::Uuid;
 
 use crate::error::ApiError;
 
@@ -99,6 +100,19 @@ pub async fn check_accounts(
     }
     let labels = account_labels(store).await?;
     deny_outside(caller, permission, method, &scope, &labels, account_ids)
+}
+
+/// Like [`check_accounts`] over the accounts of change request `id` (its items').
+pub async fn check_request(
+    store: &Store,
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let mut accounts = store.change_items.accounts_of(&[id]).await?;
+    let accounts = accounts.remove(&id).unwrap_or_default();
+    check_accounts(store, caller, permission, method, accounts).await
 }
 
 /// Like [`check_accounts`] over every registered account (a call that names none means the whole fleet).

@@ -455,17 +455,12 @@ impl ChangeRequests {
         else {
             return Ok(None);
         };
-        let mut accounts = self
-            .store
-            .change_items
-            .accounts_of(&[record.request_id])
-            .await?;
-        crate::authorization::check_accounts(
+        crate::authorization::check_request(
             &self.store,
             caller,
             Permission::Change,
             "CreateChangeRequest",
-            accounts.remove(&record.request_id).unwrap_or_default(),
+            record.request_id,
         )
         .await?;
         Ok(Some(self.created(&record).await?))

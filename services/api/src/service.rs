@@ -64,15 +64,9 @@ impl TableEncryptionService {
             authorization::require(caller, permission, method)?;
             return Ok(());
         };
-        let mut accounts = self
-            .store
-            .change_items
-            .accounts_of(&[id])
+        authorization::check_request(&self.store, caller, permission, method, id)
             .await
-            .map_err(ApiError::from)?;
-        let accounts = accounts.remove(&id).unwrap_or_default();
-        self.check_accounts(caller, permission, method, accounts)
-            .await
+            .map_err(Status::from)
     }
 
     async fn visible(
