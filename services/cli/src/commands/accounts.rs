@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tablecrypt_proto::v1 as pb;
 
-use super::{Ctx, import};
+use super::{Ctx, all_pages, import};
 use crate::args::{AccountsCommand, RegisterArgs};
 use crate::error::{CliError, Result};
 use crate::json::to_json;
@@ -48,25 +48,22 @@ async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
 
 async fn list(ctx: &Ctx, label_selector: String) -> Result<()> {
     let client = ctx.client().await?;
-    let mut accounts = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .call(
-                pb::ListAccountsRequest {
-                    page_size: 1000,
-                    page_token,
-                    label_selector: label_selector.clone(),
-                },
-                |mut api, request| async move { api.list_accounts(request).await },
-            )
-            .await?;
-        accounts.extend(page.accounts);
-        if page.next_page_token.is_empty() {
-            break;
+    let accounts = all_pages(usize::MAX, |page_token| {
+        let request = pb::ListAccountsRequest {
+            page_size: 1000,
+            page_token,
+            label_selector: label_selector.clone(),
+        };
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_accounts(request).await
+                })
+                .await?;
+            Ok((page.accounts, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await?;
     print_accounts(ctx, accounts);
     Ok(())
 }

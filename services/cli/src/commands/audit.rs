@@ -2,7 +2,7 @@
 
 use tablecrypt_proto::v1 as pb;
 
-use super::{Ctx, last_page};
+use super::{Ctx, all_pages};
 use crate::args::AuditArgs;
 use crate::error::Result;
 use crate::json::to_json;
@@ -18,25 +18,21 @@ pub async fn run(ctx: &Ctx, args: AuditArgs) -> Result<()> {
         method: args.method.unwrap_or_default(),
         outcome: args.outcome.unwrap_or_default(),
     };
-    let mut events = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .call(
-                pb::ListAuditEventsRequest {
-                    page_token,
-                    ..base.clone()
-                },
-                |mut api, request| async move { api.list_audit_events(request).await },
-            )
-            .await?;
-        events.extend(page.events);
-        if last_page(&page.next_page_token, events.len(), args.limit) {
-            break;
+    let events = all_pages(args.limit, |page_token| {
+        let request = pb::ListAuditEventsRequest {
+            page_token,
+            ..base.clone()
+        };
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_audit_events(request).await
+                })
+                .await?;
+            Ok((page.events, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
-    events.truncate(args.limit);
+    })
+    .await?;
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&pb::ListAuditEventsResponse {
             events,

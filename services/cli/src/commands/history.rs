@@ -2,7 +2,7 @@
 
 use tablecrypt_proto::v1 as pb;
 
-use super::{Ctx, last_page};
+use super::{Ctx, all_pages};
 use crate::args::HistoryArgs;
 use crate::error::Result;
 use crate::json::to_json;
@@ -26,25 +26,21 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
         start_time,
         end_time: None,
     };
-    let mut rotations = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .call(
-                pb::ListKeyRotationHistoryRequest {
-                    page_token,
-                    ..base.clone()
-                },
-                |mut api, request| async move { api.list_key_rotation_history(request).await },
-            )
-            .await?;
-        rotations.extend(page.rotations);
-        if last_page(&page.next_page_token, rotations.len(), args.limit) {
-            break;
+    let rotations = all_pages(args.limit, |page_token| {
+        let request = pb::ListKeyRotationHistoryRequest {
+            page_token,
+            ..base.clone()
+        };
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_key_rotation_history(request).await
+                })
+                .await?;
+            Ok((page.rotations, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
-    rotations.truncate(args.limit);
+    })
+    .await?;
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&pb::ListKeyRotationHistoryResponse {
             rotations,

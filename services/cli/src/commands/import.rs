@@ -117,13 +117,17 @@ impl Entry {
             external_id: self.external_id.clone(),
             regions: self.regions.clone(),
             labels: self.labels.clone(),
-            limits: self.limits.map(|l| pb::AccountLimits {
-                update_rate_per_second: l.update_rate_per_second,
-                poll_rate_per_second: l.poll_rate_per_second,
-                max_tables_in_flight: l.max_tables_in_flight,
-            }),
+            limits: self.limits_proto(),
             ..Default::default()
         }
+    }
+
+    fn limits_proto(&self) -> Option<pb::AccountLimits> {
+        self.limits.map(|l| pb::AccountLimits {
+            update_rate_per_second: l.update_rate_per_second,
+            poll_rate_per_second: l.poll_rate_per_second,
+            max_tables_in_flight: l.max_tables_in_flight,
+        })
     }
 
     /// The fields that differ from the registered account. An external id cannot be compared (the server never
@@ -142,8 +146,7 @@ impl Entry {
         if self.labels != registered.labels {
             fields.push("labels");
         }
-        let limits = self.to_proto().limits.unwrap_or_default();
-        if limits != registered.limits.unwrap_or_default() {
+        if self.limits_proto().unwrap_or_default() != registered.limits.unwrap_or_default() {
             fields.push("limits");
         }
         if !self.external_id.is_empty() {

@@ -12,6 +12,8 @@ mod requests;
 mod tables;
 mod watch;
 
+use std::future::Future;
+
 use tokio::sync::OnceCell;
 
 use crate::args::{Cli, Command, GlobalArgs};
@@ -55,7 +57,49 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Whether a page loop should stop: no more pages, or `limit` reached.
-fn last_page(next_page_token: &str, collected: usize, limit: usize) -> bool {
-    next_page_token.is_empty() || collected >= limit
+/// Every item of a paginated list, at most `limit`: `page` fetches the page of a page token and returns its items
+/// and the next page token (empty after the last page).
+async fn all_pages<T, F, Fut>(limit: usize, mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, String)>>,
+{
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let (batch, next_page_token) = page(page_token).await?;
+        items.extend(batch);
+        if next_page_token.is_empty() || items.len() >= limit {
+            break;
+        }
+        page_token = next_page_token;
+    }
+    items.truncate(limit);
+    Ok(items)
+}
+
+/// A change request's items in plan order, optionally only those in `states`, at most `limit`.
+async fn change_items(
+    client: &Client,
+    change_request_id: &str,
+    states: Vec<i32>,
+    limit: usize,
+) -> Result<Vec<tablecrypt_proto::v1::ChangeItem>> {
+    all_pages(limit, |page_token| {
+        let request = tablecrypt_proto::v1::ListChangeItemsRequest {
+            change_request_id: change_request_id.to_owned(),
+            page_size: 1000,
+            page_token,
+            states: states.clone(),
+        };
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_change_items(request).await
+                })
+                .await?;
+            Ok((page.items, page.next_page_token))
+        }
+    })
+    .await
 }

@@ -3,7 +3,7 @@
 use tablecrypt_proto::v1 as pb;
 
 use super::migrate::{Proposal, propose};
-use super::{Ctx, last_page, watch};
+use super::{Ctx, all_pages, change_items, watch};
 use crate::args::{RequestState, RequestsCommand};
 use crate::error::Result;
 use crate::json::to_json;
@@ -108,26 +108,22 @@ fn state_to_proto(state: RequestState) -> i32 {
 async fn list(ctx: &Ctx, states: Vec<RequestState>, limit: usize) -> Result<()> {
     let client = ctx.client().await?;
     let states: Vec<i32> = states.into_iter().map(state_to_proto).collect();
-    let mut requests = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .call(
-                pb::ListChangeRequestsRequest {
-                    page_size: i32::try_from(limit.min(1000)).unwrap_or(1000),
-                    page_token,
-                    states: states.clone(),
-                },
-                |mut api, request| async move { api.list_change_requests(request).await },
-            )
-            .await?;
-        requests.extend(page.change_requests);
-        if last_page(&page.next_page_token, requests.len(), limit) {
-            break;
+    let requests = all_pages(limit, |page_token| {
+        let request = pb::ListChangeRequestsRequest {
+            page_size: i32::try_from(limit.min(1000)).unwrap_or(1000),
+            page_token,
+            states: states.clone(),
+        };
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_change_requests(request).await
+                })
+                .await?;
+            Ok((page.change_requests, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
-    requests.truncate(limit);
+    })
+    .await?;
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&pb::ListChangeRequestsResponse {
             change_requests: requests,
@@ -182,28 +178,11 @@ async fn get(ctx: &Ctx, change_request_id: String, with_items: bool) -> Result<(
             |mut api, request| async move { api.get_change_request(request).await },
         )
         .await?;
-    let mut items = Vec::new();
-    if with_items {
-        let mut page_token = String::new();
-        loop {
-            let page = client
-                .call(
-                    pb::ListChangeItemsRequest {
-                        change_request_id: change_request_id.clone(),
-                        page_size: 1000,
-                        page_token,
-                        states: Vec::new(),
-                    },
-                    |mut api, request| async move { api.list_change_items(request).await },
-                )
-                .await?;
-            items.extend(page.items);
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-    }
+    let items = if with_items {
+        change_items(client, &change_request_id, Vec::new(), usize::MAX).await?
+    } else {
+        Vec::new()
+    };
     if ctx.out.is_json() {
         let mut document = to_json(&request);
         if with_items {

@@ -2,7 +2,7 @@
 
 use tablecrypt_proto::v1 as pb;
 
-use super::Ctx;
+use super::{Ctx, all_pages};
 use crate::args::{Mode, TableFilters, TablesCommand};
 use crate::error::Result;
 use crate::json::to_json;
@@ -62,24 +62,21 @@ async fn list(ctx: &Ctx, filters: TableFilters) -> Result<()> {
         inaccessible_only: filters.inaccessible,
         include_gone: filters.include_gone,
     };
-    let mut tables = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .call(
-                pb::ListTableEncryptionsRequest {
-                    page_token,
-                    ..base.clone()
-                },
-                |mut api, request| async move { api.list_table_encryptions(request).await },
-            )
-            .await?;
-        tables.extend(page.tables);
-        if page.next_page_token.is_empty() {
-            break;
+    let tables = all_pages(usize::MAX, |page_token| {
+        let request = pb::ListTableEncryptionsRequest {
+            page_token,
+            ..base.clone()
+        };
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_table_encryptions(request).await
+                })
+                .await?;
+            Ok((page.tables, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await?;
     let count = tables.len();
     print_tables(ctx, tables);
     if !ctx.out.is_json() {

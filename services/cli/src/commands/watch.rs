@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tablecrypt_proto::v1 as pb;
 use tokio_stream::StreamExt as _;
 
-use super::Ctx;
+use super::{Ctx, change_items};
 use crate::error::{CliError, Result};
 use crate::json::to_json;
 use crate::names;
@@ -25,15 +25,15 @@ type Group = (String, String);
 struct Progress {
     bars: MultiProgress,
     overall: ProgressBar,
-    /// One bar per account-region, or None when there are too many (then `regions_done` counts them).
+    /// One bar per account-region, or None when there are too many (then `regions_done` counts them). Both
+    /// None until the first snapshot.
     region_bars: Option<BTreeMap<Group, ProgressBar>>,
     regions_done: Option<ProgressBar>,
     totals: BTreeMap<Group, (u64, u64)>,
     /// Every item's account-region and whether it is finished.
     items: HashMap<i64, (Group, bool)>,
-    state: i32,
+    /// The request as last seen.
     request: pb::ChangeRequest,
-    started: bool,
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -64,9 +64,7 @@ impl Progress {
             regions_done: None,
             totals: BTreeMap::new(),
             items: HashMap::new(),
-            state: 0,
             request: pb::ChangeRequest::default(),
-            started: false,
         }
     }
 
@@ -88,10 +86,9 @@ impl Progress {
         self.overall.set_position(done);
         // Skipped and blocked tables were finished at planning: they must not make the ETA look fast.
         self.overall.reset_eta();
-        if self.started {
+        if self.region_bars.is_some() || self.regions_done.is_some() {
             return;
         }
-        self.started = true;
         self.overall = self.bars.add(self.overall.clone());
         if self.totals.len() <= MAX_REGION_BARS {
             let mut bars = BTreeMap::new();
@@ -163,8 +160,7 @@ impl Progress {
             counts.failed,
             counts.applying + counts.waiting
         ));
-        if request.state != self.state {
-            self.state = request.state;
+        if request.state != self.request.state {
             // A line that survives the bars (and is all there is when stderr is not a terminal).
             self.bars.suspend(|| eprintln!("{}", status_line(request)));
         }
@@ -297,26 +293,14 @@ pub async fn finish(
 ) -> Result<()> {
     let client = ctx.client().await?;
     let id = request.change_request_id.clone();
-    let mut failed = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .call(
-                pb::ListChangeItemsRequest {
-                    change_request_id: id.clone(),
-                    page_size: 1000,
-                    page_token,
-                    states: vec![pb::ChangeItemState::Failed as i32],
-                },
-                |mut api, request| async move { api.list_change_items(request).await },
-            )
-            .await?;
-        failed.extend(page.items);
-        if page.next_page_token.is_empty() || failed.len() >= 10_000 {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    // The failed tables, at most 10,000 of them.
+    let failed = change_items(
+        client,
+        &id,
+        vec![pb::ChangeItemState::Failed as i32],
+        10_000,
+    )
+    .await?;
     if ctx.out.is_json() {
         let mut document = serde_json::json!({
             "changeRequest": to_json(&request),
