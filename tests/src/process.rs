@@ -116,6 +116,20 @@ fn spawn(addr: SocketAddr, env: &[(String, String)]) -> Child {
         .expect("start tablecrypt-server")
 }
 
+/// The environment of a server binary on the database at `database_url` reaching AWS at the fleet emulator's
+/// `endpoint` with the emulator's hub credentials; tests add their own settings.
+pub fn emulator_env(database_url: &str, endpoint: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("AWS_ACCESS_KEY_ID", crate::aws::HUB_ACCESS_KEY_ID.into()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            crate::aws::HUB_SECRET_ACCESS_KEY.into(),
+        ),
+        ("TABLECRYPT_AWS_ENDPOINT_URL", endpoint),
+    ]
+}
+
 /// A free local port (bound and released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

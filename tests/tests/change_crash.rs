@@ -9,8 +9,7 @@ use fleet_emulator::{Emulator, FleetSpec};
 use rand::Rng as _;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_tests::TestDatabase;
-use tablecrypt_tests::aws::{HUB_ACCESS_KEY_ID, HUB_SECRET_ACCESS_KEY};
-use tablecrypt_tests::process::{ServerProcess, free_addr};
+use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr};
 
 const ACCOUNTS: [&str; 4] = [
     "111111111111",
@@ -53,11 +52,8 @@ async fn kill_9_five_times_during_a_2000_table_request_loses_nothing_and_repeats
         .await
         .expect("emulator");
     let db = TestDatabase::create().await.expect("db");
-    let env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", db.url.clone()),
-        ("AWS_ACCESS_KEY_ID", HUB_ACCESS_KEY_ID.into()),
-        ("AWS_SECRET_ACCESS_KEY", HUB_SECRET_ACCESS_KEY.into()),
-        ("TABLECRYPT_AWS_ENDPOINT_URL", emulator.endpoint()),
+    let mut env = emulator_env(&db.url, emulator.endpoint());
+    env.extend([
         ("TABLECRYPT_LOG_FORMAT", "json".into()),
         ("TABLECRYPT_LOG_FILTER", "warn".into()),
         ("TABLECRYPT_SCAN_DESCRIBE_RATE", "2000".into()),
@@ -72,7 +68,7 @@ async fn kill_9_five_times_during_a_2000_table_request_loses_nothing_and_repeats
         ("TABLECRYPT_WORKER_RETRY_INITIAL", "100ms".into()),
         ("TABLECRYPT_WORKER_RETRY_MAX", "1s".into()),
         ("TABLECRYPT_SHUTDOWN_GRACE_PERIOD", "1s".into()),
-    ];
+    ]);
     let mut server = ServerProcess::start(free_addr(), &env).await;
 
     // Register, scan, and create one request over every table.

@@ -616,18 +616,14 @@ async fn tls_tokens_and_client_certificates_through_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_survives_a_server_restart() {
     use fleet_emulator::{Emulator, FleetSpec};
-    use tablecrypt_tests::aws::{HUB_ACCESS_KEY_ID, HUB_SECRET_ACCESS_KEY};
-    use tablecrypt_tests::process::{ServerProcess, free_addr};
+    use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr};
 
     let emulator = Emulator::spawn(FleetSpec::from_yaml(&fleet()).expect("fleet"))
         .await
         .expect("emulator");
     let db = TestDatabase::create().await.expect("db");
-    let env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", db.url.clone()),
-        ("AWS_ACCESS_KEY_ID", HUB_ACCESS_KEY_ID.into()),
-        ("AWS_SECRET_ACCESS_KEY", HUB_SECRET_ACCESS_KEY.into()),
-        ("TABLECRYPT_AWS_ENDPOINT_URL", emulator.endpoint()),
+    let mut env = emulator_env(&db.url, emulator.endpoint());
+    env.extend([
         ("TABLECRYPT_LOG_FILTER", "warn".into()),
         ("TABLECRYPT_WORKER_LEASE", "2s".into()),
         ("TABLECRYPT_WORKER_CLAIM_INTERVAL", "100ms".into()),
@@ -635,7 +631,7 @@ async fn a_watch_survives_a_server_restart() {
         ("TABLECRYPT_WORKER_POLL_MAX", "200ms".into()),
         ("TABLECRYPT_WATCH_INTERVAL", "100ms".into()),
         ("TABLECRYPT_SHUTDOWN_GRACE_PERIOD", "1s".into()),
-    ];
+    ]);
     let mut server = ServerProcess::start(free_addr(), &env).await;
     let url = format!("http://{}", server.addr);
     let dir = tempfile::tempdir().expect("tempdir");
