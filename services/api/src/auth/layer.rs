@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tablecrypt_core::Caller;
+use tablecrypt_proto::code_name;
 use tablecrypt_store::{AuditRepository, NewAuditEvent};
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -139,30 +140,6 @@ impl Shared {
         if let Err(error) = self.audit.record(&event).await {
             tracing::error!(%error, method, outcome, "could not write the audit event");
         }
-    }
-}
-
-/// The gRPC code's canonical name, as the audit log stores it.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -8,4 +8,4 @@ pub use authenticator::{
     ANONYMOUS, AuthError, AuthSettings, Authenticator, CALLER_HEADER, IdentityGrant, JwtSettings,
     StaticToken, token_sha256_hex,
 };
-pub use layer::{AuditTarget, AuthLayer, MUTATING_METHODS, code_name, note_target};
+pub use layer::{AuditTarget, AuthLayer, MUTATING_METHODS, note_target};

@@ -278,7 +278,7 @@ async fn reconnect_pause(progress: &Progress, status: &tonic::Status) {
     progress.bars.suspend(|| {
         eprintln!(
             "watch interrupted ({}: {}); reconnecting",
-            crate::error::code_name(status.code()),
+            tablecrypt_proto::code_name(status.code()),
             status.message()
         );
     });
