@@ -118,7 +118,46 @@ async fn the_plan_gives_every_table_an_item_with_its_reason_and_stores_nothing()
         assert_eq!(plan.items.len(), 1);
         assert_eq!(plan.items[0].action(), A::Blocked, "{key}");
         assert_eq!(plan.items[0].reason(), reason, "{key}: {:?}", plan.items[0]);
+        // Created for real, the request stores the item exactly as previewed (it used to fail INTERNAL on a
+        // blocked item without a resolved key).
+        let created = s
+            .app
+            .client
+            .clone()
+            .update_table_encryption(as_caller(
+                "alice",
+                pb::UpdateTableEncryptionRequest {
+                    table: Some(table(PAYMENTS, EU, "plain")),
+                    target: to_key(key),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{key}: a blocked plan is stored: {e:?}"))
+            .into_inner();
+        let id = created.change_request.expect("request").change_request_id;
+        assert_same_items(&plan.items, &items(&s.app, &id).await);
     }
+
+    // The whole preview, stored: the same items, reasons, keys and messages.
+    let stored = create(
+        &s.app,
+        "alice",
+        pb::CreateChangeRequestRequest {
+            tables: tables(
+                plan.items
+                    .iter()
+                    .map(|i| table(&i.account_id, &i.region, &i.table_name))
+                    .collect(),
+            ),
+            target: to_key("alias/a"),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("store the plan");
+    let id = stored.change_request.expect("request").change_request_id;
+    assert_same_items(&plan.items, &items(&s.app, &id).await);
 
     // A registered account is required; a selector that matches nothing says so.
     let err = create(
@@ -148,7 +187,31 @@ async fn the_plan_gives_every_table_an_item_with_its_reason_and_stores_nothing()
     .await
     .expect_err("no tables");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert_eq!(stored_requests(&s.app).await, 0);
+    assert_eq!(stored_requests(&s.app).await, 7);
+}
+
+/// A stored item says what its preview said: action, reason, message, keys, replicas, and for a quota-blocked item
+/// when the quota frees up.
+fn assert_same_items(previewed: &[pb::ChangeItem], stored: &[pb::ChangeItem]) {
+    let view = |i: &pb::ChangeItem| {
+        let frees_at =
+            (i.reason() == pb::ItemReason::SwitchQuotaExhausted).then_some(i.next_attempt_time);
+        (
+            format!("{}/{}/{}", i.account_id, i.region, i.table_name),
+            i.action(),
+            i.reason(),
+            i.message.clone(),
+            i.from_kms_key_arn.clone(),
+            i.to_kms_key_arn.clone(),
+            i.replicas.clone(),
+            frees_at,
+        )
+    };
+    let mut want: Vec<_> = previewed.iter().map(view).collect();
+    let mut got: Vec<_> = stored.iter().map(view).collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
@@ -535,8 +598,17 @@ async fn a_migration_from_key_a_to_key_b_is_applied_watched_recorded_and_rolled_
     ] {
         let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut conn)
-            .await;
-        assert!(refused.is_err(), "{sql} was allowed");
+            .await
+            .expect_err("refused");
+        // 42501 insufficient_privilege, raised by the append-only triggers: not a syntax error or a lock timeout.
+        assert_eq!(
+            refused
+                .as_database_error()
+                .and_then(|e| e.code())
+                .as_deref(),
+            Some("42501"),
+            "{sql}: {refused}"
+        );
     }
 
     // Roll back: every table returns to key A, recorded as a new request.
@@ -1065,7 +1137,41 @@ async fn the_switch_quota_blocks_planning_and_defers_applying_until_it_frees() {
         let done = wait_terminal(&s.app, &id).await;
         assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
     }
+    let preview = s
+        .app
+        .client
+        .clone()
+        .update_table_encryption(as_caller(
+            "alice",
+            pb::UpdateTableEncryptionRequest {
+                table: Some(table(PAYMENTS, EU, "orders")),
+                target: to_key("alias/b"),
+                validate_only: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("preview")
+        .into_inner();
+    assert!(
+        preview.items[0].next_attempt_time.is_some(),
+        "{:?}",
+        preview.items[0]
+    );
     let fifth = switch(&s.app, "orders", "alias/b").await;
+    // When the quota frees survives storage.
+    assert_same_items(
+        &preview.items,
+        &items(
+            &s.app,
+            &fifth
+                .change_request
+                .clone()
+                .expect("request")
+                .change_request_id,
+        )
+        .await,
+    );
     let item = &items(
         &s.app,
         &fifth.change_request.expect("request").change_request_id,

@@ -599,7 +599,8 @@ impl ChangeRequests {
                 replicas: convert::replicas_to_json(item),
                 reason: item.reason.map(|r| r.as_str().to_owned()),
                 message: item.message.clone(),
-                next_attempt_time: None,
+                // A quota-blocked item keeps when its quota frees up, as the preview showed it.
+                next_attempt_time: item.frees_at,
             })
             .collect();
         let new = NewChangeRequest {

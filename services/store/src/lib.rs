@@ -85,3 +85,26 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tablecrypt_core::ItemReason;
+
+    /// The schema stores every reason the planner and the workers can give, and nothing else.
+    #[test]
+    fn the_reason_check_lists_every_item_reason() {
+        let migration =
+            include_str!("../../../migrations/20261201090000_storable_item_reasons.sql");
+        let check = &migration[migration
+            .find("change_items_reason_check")
+            .expect("the reason check")..];
+        let listed = check.matches('\'').count() / 2;
+        assert_eq!(listed, ItemReason::ALL.len(), "{check}");
+        for reason in ItemReason::ALL {
+            assert!(
+                check.contains(&format!("'{}'", reason.as_str())),
+                "{reason} is not storable"
+            );
+        }
+    }
+}
