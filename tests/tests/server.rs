@@ -152,11 +152,56 @@ async fn metrics_count_calls_by_method_and_code() {
     app.stop().await.expect("stop");
 }
 
+/// The real binary refuses a bad setting at start: it exits non-zero, names the key, and listens nowhere.
 #[tokio::test]
 async fn bad_configuration_fails_at_start_with_the_key_named() {
-    let error =
-        tablecrypt_server::Config::from_toml("listen_addr = 'not-an-address'").expect_err("bad");
-    assert!(format!("{error:#}").contains("listen_addr"), "{error:#}");
+    let addr = tablecrypt_tests::process::free_addr();
+    let output = tokio::process::Command::new(tablecrypt_tests::process::server_binary())
+        .arg("serve")
+        .env("TABLECRYPT_INSECURE", "true")
+        .env("TABLECRYPT_METRICS_ADDR", "off")
+        .env("TABLECRYPT_LISTEN_ADDR", addr.to_string())
+        .env("TABLECRYPT_WORKER_LEASE", "soon")
+        .output()
+        .await
+        .expect("run tablecrypt-server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    // Named as the variable was spelt (figment upper-cases keys that came from the environment).
+    assert!(
+        stderr.to_ascii_lowercase().contains("worker_lease"),
+        "{stderr}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens"
+    );
+}
+
+/// The CLI's variables (`TABLECRYPT_SERVER`, `TABLECRYPT_CALLER`, ...), which the README tells users to export, do
+/// not stop a server started from the same shell.
+#[tokio::test]
+async fn the_server_starts_beside_the_clis_environment() {
+    use tablecrypt_tests::process::{ServerProcess, free_addr};
+
+    let db = TestDatabase::create().await.expect("db");
+    let server = ServerProcess::start(
+        free_addr(),
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("TABLECRYPT_SERVER", "http://127.0.0.1:50051".into()),
+            ("TABLECRYPT_CALLER", "alice".into()),
+            ("TABLECRYPT_TLS_DOMAIN", "tablecrypt.internal".into()),
+            ("TABLECRYPT_OUTPUT", "json".into()),
+        ],
+    )
+    .await;
+    server
+        .client()
+        .await
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect("the server answers");
 }
 
 /// The plaintext health listener (`health_addr`) for Kubernetes gRPC probes answers health, and nothing else.

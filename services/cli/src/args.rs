@@ -425,6 +425,35 @@ mod tests {
         }
     }
 
+    /// The server ignores exactly the CLI's variables (`tablecrypt_proto::CLI_ENVIRONMENT_KEYS`), so a user can
+    /// export them in the shell a local server starts from: a new `env` here must be listed there.
+    #[test]
+    fn every_environment_variable_is_one_the_server_ignores() {
+        fn walk(command: &clap::Command, found: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    found.push(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&Cli::command(), &mut found);
+        assert!(found.len() >= 9, "{found:?}");
+        for env in found {
+            let key = env
+                .strip_prefix("TABLECRYPT_")
+                .unwrap_or_else(|| panic!("{env} lacks the TABLECRYPT_ prefix"))
+                .to_ascii_lowercase();
+            assert!(
+                tablecrypt_proto::CLI_ENVIRONMENT_KEYS.contains(&key.as_str()),
+                "{env} is not in tablecrypt_proto::CLI_ENVIRONMENT_KEYS"
+            );
+        }
+    }
+
     #[test]
     fn labels_need_an_equals_sign() {
         assert_eq!(parse_label("team=a"), Ok(("team".into(), "a".into())));

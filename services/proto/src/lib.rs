@@ -6,6 +6,21 @@ pub mod v1 {
     tonic::include_proto!("tablecrypt.v1");
 }
 
+/// The `tablecrypt` CLI's environment variables, less their `TABLECRYPT_` prefix, lower case (figment's keys).
+/// The server ignores them: users export them in the shell they start a local server from. The CLI's own test
+/// checks that every `env` it reads is listed here, and the server's that none is a server setting.
+pub const CLI_ENVIRONMENT_KEYS: &[&str] = &[
+    "server",
+    "token",
+    "ca_cert",
+    "client_cert",
+    "client_key",
+    "tls_domain",
+    "caller",
+    "output",
+    "external_id",
+];
+
 /// A gRPC code's canonical name ("PERMISSION_DENIED"), as grpcurl prints it and the audit log stores it.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

@@ -50,7 +50,7 @@ impl Role {
 /// The server's configuration. Every field has a default except where noted; see the README's configuration
 /// reference for the environment variable of each.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the gRPC API listens (`TABLECRYPT_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
@@ -207,90 +207,62 @@ pub struct GrantConfig {
     pub scope: String,
 }
 
-/// The defaults, as a provider so a file and the environment override them field by field.
-#[derive(Serialize)]
-struct Defaults {
-    listen_addr: &'static str,
-    metrics_addr: &'static str,
-    health_addr: &'static str,
-    database_url: &'static str,
-    database_max_connections: u32,
-    database_acquire_timeout: &'static str,
-    log_format: LogFormat,
-    log_filter: &'static str,
-    shutdown_grace_period: &'static str,
-    aws_endpoint_url: &'static str,
-    aws_sts_region: &'static str,
-    aws_session_name: &'static str,
-    scan_concurrent_targets: u32,
-    scan_describe_rate: u32,
-    scan_describes_in_flight: u32,
-    inventory_scan_interval: &'static str,
-    role: Role,
-    approval_required: bool,
-    update_rate: f64,
-    global_update_rate: f64,
-    poll_rate: f64,
-    max_tables_in_flight: u32,
-    worker_concurrency: u32,
-    worker_lease: &'static str,
-    worker_claim_interval: &'static str,
-    worker_poll_initial: &'static str,
-    worker_poll_max: &'static str,
-    worker_retry_initial: &'static str,
-    worker_retry_max: &'static str,
-    watch_interval: &'static str,
-    insecure: bool,
-    auth_tokens: [(); 0],
-    grants: [(); 0],
-    max_request_bytes: u32,
-    request_timeout: &'static str,
-    caller_rate_limit: u32,
+impl Default for Config {
+    /// Every setting's default, with the reason for its value. A file and the environment override them field by
+    /// field (`#[serde(default)]` on [`Config`]): a new setting is a field above and its value here.
+    fn default() -> Self {
+        let seconds = Duration::from_secs;
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            // 9464 is the port OpenTelemetry's Prometheus exporter uses by default.
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            health_addr: None,
+            database_url: "postgres://postgres@127.0.0.1:5432/tablecrypt"
+                .parse()
+                .expect("the default database URL parses"),
+            database_max_connections: NonZeroU32::new(10).expect("non-zero"),
+            database_acquire_timeout: seconds(5),
+            log_format: LogFormat::Json,
+            log_filter: "info".into(),
+            // Kubernetes' default terminationGracePeriodSeconds is 30 s; leave a little of it for the process to
+            // exit.
+            shutdown_grace_period: seconds(25),
+            aws_endpoint_url: String::new(),
+            aws_sts_region: "us-east-1".into(),
+            aws_session_name: "tablecrypt".into(),
+            scan_concurrent_targets: NonZeroU32::new(64).expect("non-zero"),
+            // A small share of DynamoDB's ~2,500 control-plane requests/s per account-region.
+            scan_describe_rate: NonZeroU32::new(50).expect("non-zero"),
+            scan_describes_in_flight: NonZeroU32::new(8).expect("non-zero"),
+            inventory_scan_interval: None,
+            role: Role::All,
+            approval_required: false,
+            // UpdateTable shares DynamoDB's control-plane budget with everything else in the account: stay well
+            // below.
+            update_rate: 5.0,
+            global_update_rate: 100.0,
+            poll_rate: 20.0,
+            max_tables_in_flight: NonZeroU32::new(50).expect("non-zero"),
+            worker_concurrency: NonZeroU32::new(256).expect("non-zero"),
+            worker_lease: seconds(30),
+            worker_claim_interval: seconds(1),
+            worker_poll_initial: seconds(2),
+            worker_poll_max: seconds(30),
+            worker_retry_initial: seconds(1),
+            worker_retry_max: seconds(120),
+            watch_interval: Duration::from_millis(500),
+            insecure: false,
+            tls: None,
+            auth_tokens: Vec::new(),
+            jwt: None,
+            grants: Vec::new(),
+            // Our largest requests (an explicit list of 10,000 tables) are well under 1 MiB.
+            max_request_bytes: NonZeroU32::new(1024 * 1024).expect("non-zero"),
+            request_timeout: seconds(30),
+            caller_rate_limit: 50,
+        }
+    }
 }
-
-const DEFAULTS: Defaults = Defaults {
-    listen_addr: "127.0.0.1:50051",
-    // 9464 is the port OpenTelemetry's Prometheus exporter uses by default.
-    metrics_addr: "127.0.0.1:9464",
-    health_addr: "off",
-    database_url: "postgres://postgres@127.0.0.1:5432/tablecrypt",
-    database_max_connections: 10,
-    database_acquire_timeout: "5s",
-    log_format: LogFormat::Json,
-    log_filter: "info",
-    // Kubernetes' default terminationGracePeriodSeconds is 30 s; leave a little of it for the process to exit.
-    shutdown_grace_period: "25s",
-    aws_endpoint_url: "",
-    aws_sts_region: "us-east-1",
-    aws_session_name: "tablecrypt",
-    scan_concurrent_targets: 64,
-    // A small share of DynamoDB's ~2,500 control-plane requests/s per account-region.
-    scan_describe_rate: 50,
-    scan_describes_in_flight: 8,
-    inventory_scan_interval: "off",
-    role: Role::All,
-    approval_required: false,
-    // UpdateTable shares DynamoDB's control-plane budget with everything else in the account: stay well below.
-    update_rate: 5.0,
-    global_update_rate: 100.0,
-    poll_rate: 20.0,
-    max_tables_in_flight: 50,
-    worker_concurrency: 256,
-    worker_lease: "30s",
-    worker_claim_interval: "1s",
-    worker_poll_initial: "2s",
-    worker_poll_max: "30s",
-    worker_retry_initial: "1s",
-    worker_retry_max: "2m",
-    watch_interval: "500ms",
-    insecure: false,
-    auth_tokens: [],
-    grants: [],
-    // Our largest requests (an explicit list of 10,000 tables) are well under 1 MiB.
-    max_request_bytes: 1024 * 1024,
-    request_timeout: "30s",
-    caller_rate_limit: 50,
-};
 
 /// AWS allows 500 tables in UPDATING (or CREATING/DELETING) at once per account-region.
 const AWS_MAX_TABLES_IN_FLIGHT: u32 = 500;
@@ -299,7 +271,7 @@ impl Config {
     /// Defaults, then `file` (if given), then `TABLECRYPT_*` and `DATABASE_URL` from the environment.
     /// `insecure` is the `--insecure` flag, which wins over the file and the environment.
     pub fn load(file: Option<&Path>, insecure: bool) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(DEFAULTS));
+        let mut figment = Figment::new();
         if let Some(file) = file {
             anyhow::ensure!(
                 file.exists(),
@@ -309,8 +281,14 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment
-            // TABLECRYPT_CONFIG names the file (the --config flag), not a setting.
-            .merge(Env::prefixed("TABLECRYPT_").ignore(&["config"]).split("__"))
+            // TABLECRYPT_CONFIG names the file (the --config flag), not a setting; the CLI's variables
+            // (TABLECRYPT_SERVER, TABLECRYPT_CALLER, ...) are the CLI's, which users export in the same shell.
+            .merge(
+                Env::prefixed("TABLECRYPT_")
+                    .ignore(&["config"])
+                    .ignore(tablecrypt_proto::CLI_ENVIRONMENT_KEYS)
+                    .split("__"),
+            )
             .merge(Env::raw().only(&["DATABASE_URL"]));
         if insecure {
             figment = figment.merge(Serialized::default("insecure", true));
@@ -321,7 +299,7 @@ impl Config {
     /// Defaults overridden by a TOML document only, ignoring the environment: for tests and tools that build a
     /// configuration in code.
     pub fn from_toml(toml: &str) -> anyhow::Result<Self> {
-        Self::from_figment(Figment::from(Serialized::defaults(DEFAULTS)).merge(Toml::string(toml)))
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Self> {
@@ -620,6 +598,18 @@ mod tests {
         let err = load("role = 'both'").expect_err("unknown role").to_string();
         assert!(err.contains("role"), "{err}");
         assert_eq!(load("role = 'worker'").expect("valid").role, Role::Worker);
+    }
+
+    /// The CLI's variables are the CLI's: none of them names a server setting, so ignoring them hides nothing.
+    #[test]
+    fn no_cli_variable_is_a_server_setting() {
+        for key in tablecrypt_proto::CLI_ENVIRONMENT_KEYS {
+            let err = load(&format!("{key} = 'x'")).expect_err("not a server setting");
+            assert!(
+                err.to_string().contains("unknown field"),
+                "{key} is both a CLI variable and a server setting: {err}"
+            );
+        }
     }
 
     #[test]
