@@ -25,7 +25,7 @@ pub use account::{
 };
 pub use account_id::AccountId;
 pub use account_limits::{AccountLimits, PerSecond};
-pub use change::{ItemReason, ItemState, PlanAction, RequestState};
+pub use change::{ApplyTarget, ItemReason, ItemState, PlanAction, RequestState};
 pub use display_name::DisplayName;
 pub use external_id::ExternalId;
 pub use failure::FailureKind;

@@ -8,9 +8,7 @@ mod scanner;
 pub mod worker;
 
 pub use metrics::EngineMetrics;
-pub use planner::{
-    MAX_ITEMS, PlanError, PlannedItem, Planner, ReplicaPlan, RollbackRow, Target, Targets,
-    summarize,
-};
+pub use planner::{MAX_ITEMS, PlanError, Planner, RollbackRow, Target, Targets};
 pub use scanner::{InventoryScanner, ScanSettings, ScanTarget};
+pub use tablecrypt_core::change::{PlannedItem, ReplicaPlan, summarize};
 pub use worker::{WorkerSettings, Workers};

@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt as _;
-use tablecrypt_core::switch_quota::next_switch_allowed;
+use tablecrypt_core::change::plan::{check_key, check_key_location};
+use tablecrypt_core::change::{AwsCall, PlannedItem, Resolution, failure_reason, plan_table};
 use tablecrypt_core::{
-    Account, AccountId, EncryptionMode, FailureKind, ItemReason, KeyReference, PlanAction, Region,
+    Account, AccountId, EncryptionMode, ItemReason, KeyReference, PlanAction, Region,
     TableEncryption, TableName,
 };
-use tablecrypt_fleet::{AccountAccess, Fleet, FleetError, KeyInfo, key_enabled};
+use tablecrypt_fleet::{AccountAccess, Fleet, FleetError};
 use tablecrypt_store::{InventoryFilter, Store, StoreError};
 
 /// Most tables one request may cover.
@@ -68,33 +69,6 @@ impl TableTarget {
     }
 }
 
-/// One replica's part of a global table's item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaPlan {
-    pub region: String,
-    pub from_key_arn: Option<String>,
-    pub to_key_arn: Option<String>,
-}
-
-/// One table's planned item.
-#[derive(Debug, Clone)]
-pub struct PlannedItem {
-    pub account_id: AccountId,
-    pub region: Region,
-    pub table_name: TableName,
-    pub action: PlanAction,
-    pub canary: bool,
-    pub from_mode: EncryptionMode,
-    pub from_key_arn: Option<String>,
-    pub to_mode: EncryptionMode,
-    pub to_key_arn: Option<String>,
-    pub replicas: Vec<ReplicaPlan>,
-    pub reason: Option<ItemReason>,
-    pub message: Option<String>,
-    /// For SWITCH_QUOTA_EXHAUSTED: when the quota frees up.
-    pub frees_at: Option<DateTime<Utc>>,
-}
-
 /// Why planning could not produce a plan at all.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -117,13 +91,6 @@ pub enum PlanError {
 type ResolutionKey = (String, String, String);
 /// What resolving one [`ResolutionKey`] needs.
 type Resolvable = (AccountAccess, Region, EncryptionMode, Option<KeyReference>);
-
-/// How a target resolved in one account-region: the key ARN to set, or why it can't be used there.
-#[derive(Debug, Clone)]
-enum Resolution {
-    Usable(Option<String>),
-    Unusable(ItemReason, String),
-}
 
 #[derive(Clone)]
 pub struct Planner {
@@ -265,21 +232,7 @@ impl Planner {
                     table_name,
                     reason,
                     message,
-                } => PlannedItem {
-                    account_id,
-                    region,
-                    table_name,
-                    action: PlanAction::Blocked,
-                    canary: false,
-                    from_mode: EncryptionMode::AwsOwned,
-                    from_key_arn: None,
-                    to_mode: mode,
-                    to_key_arn: None,
-                    replicas: Vec::new(),
-                    reason: Some(reason),
-                    message: Some(message),
-                    frees_at: None,
-                },
+                } => PlannedItem::unobserved(account_id, region, table_name, mode, reason, message),
             };
             if item.action == PlanAction::Change && canaries_left > 0 {
                 item.canary = true;
@@ -343,11 +296,12 @@ impl Planner {
                             Observed::Found(table)
                         }
                         Err(error) => {
-                            let reason = match error.kind {
-                                FailureKind::NotFound => ItemReason::TableNotFound,
-                                FailureKind::AccessDenied => ItemReason::AccountUnreachable,
-                                _ => ItemReason::AwsError,
-                            };
+                            let reason = failure_reason(
+                                AwsCall::DescribeTable,
+                                error.kind,
+                                error.role_refused,
+                                &error.message,
+                            );
                             Observed::Missing {
                                 account_id,
                                 region,
@@ -457,212 +411,38 @@ async fn resolve(
     mode: EncryptionMode,
     key: Option<&KeyReference>,
 ) -> Resolution {
-    let unreachable =
-        |e: FleetError| Resolution::Unusable(ItemReason::AccountUnreachable, e.message);
+    let failed = |call: AwsCall, e: FleetError| {
+        Resolution::Unusable(
+            failure_reason(call, e.kind, e.role_refused, &e.message),
+            e.message,
+        )
+    };
     match mode {
         EncryptionMode::AwsOwned => match fleet.caller_identity(access, region).await {
             Ok(_) => Resolution::Usable(None),
-            Err(e) => unreachable(e),
+            Err(e) => failed(AwsCall::Reach, e),
         },
         // The AWS managed key may not exist yet (AWS creates it on first use): no ARN to compare is fine.
         EncryptionMode::AwsManaged => match fleet.managed_key_arn(access, region).await {
             Ok(arn) => Resolution::Usable(arn),
-            Err(e) => unreachable(e),
+            Err(e) => failed(AwsCall::Reach, e),
         },
         EncryptionMode::CustomerManaged => {
             let Some(key) = key else {
                 return Resolution::Unusable(ItemReason::KeyMissing, "no key given".into());
             };
-            if let Some((key_region, key_account)) = key.location() {
-                if key_account != &access.account_id {
-                    return Resolution::Unusable(
-                        ItemReason::KeyInOtherAccount,
-                        format!(
-                            "key {} belongs to account {key_account}, the table to {}",
-                            key.as_str(),
-                            access.account_id
-                        ),
-                    );
-                }
-                if key_region != region {
-                    return Resolution::Unusable(
-                        ItemReason::KeyInOtherRegion,
-                        format!(
-                            "key {} is in {key_region}, the table in {region}",
-                            key.as_str()
-                        ),
-                    );
-                }
+            if let Some(problem) = check_key_location(key, &access.account_id, region) {
+                return problem;
             }
             match fleet.describe_key(access, region, key.as_str()).await {
                 Ok(info) => check_key(&info, key),
-                Err(e) if e.kind == FailureKind::NotFound => Resolution::Unusable(
-                    ItemReason::KeyMissing,
-                    format!("no key {} in {region}: {}", key.as_str(), e.message),
-                ),
-                Err(e) if e.kind == FailureKind::AccessDenied => unreachable(e),
-                Err(e) => Resolution::Unusable(ItemReason::AwsError, e.message),
-            }
-        }
-    }
-}
-
-fn check_key(info: &KeyInfo, key: &KeyReference) -> Resolution {
-    let name = key.as_str();
-    if info.state == "PendingDeletion" || info.state == "PendingReplicaDeletion" {
-        return Resolution::Unusable(
-            ItemReason::KeyPendingDeletion,
-            format!("key {name} is pending deletion"),
-        );
-    }
-    if !key_enabled(info) {
-        return Resolution::Unusable(
-            ItemReason::KeyDisabled,
-            format!("key {name} is {}", info.state),
-        );
-    }
-    if !info.symmetric {
-        return Resolution::Unusable(
-            ItemReason::KeyAsymmetric,
-            format!("key {name} is not a symmetric ENCRYPT_DECRYPT key"),
-        );
-    }
-    Resolution::Usable(Some(info.arn.clone()))
-}
-
-/// The plan for one observed table.
-fn plan_table(
-    table: &TableEncryption,
-    mode: EncryptionMode,
-    resolution: impl Fn(&str) -> Resolution,
-    past_switches: &[DateTime<Utc>],
-    now: DateTime<Utc>,
-) -> PlannedItem {
-    let mut item = PlannedItem {
-        account_id: table.account_id.clone(),
-        region: table.region,
-        table_name: table.table_name.clone(),
-        action: PlanAction::Change,
-        canary: false,
-        from_mode: table.mode,
-        from_key_arn: table.key_arn.clone(),
-        to_mode: mode,
-        to_key_arn: None,
-        replicas: Vec::new(),
-        reason: None,
-        message: None,
-        frees_at: None,
-    };
-    let block = |mut item: PlannedItem, reason: ItemReason, message: String| {
-        item.action = PlanAction::Blocked;
-        item.reason = Some(reason);
-        item.message = Some(message);
-        item
-    };
-    match resolution(table.region.as_str()) {
-        Resolution::Usable(arn) => {
-            item.to_key_arn = if mode == EncryptionMode::CustomerManaged {
-                arn
-            } else {
-                None
-            };
-            if mode == EncryptionMode::AwsManaged {
-                // Compared by mode: the AWS managed key's ARN is AWS's business.
-                item.to_key_arn = None;
-            }
-        }
-        Resolution::Unusable(reason, message) => return block(item, reason, message),
-    }
-    // Global tables: every replica needs a key of the target kind in its own region.
-    if !table.replicas.is_empty() {
-        if mode != EncryptionMode::CustomerManaged {
-            return block(
-                item,
-                ItemReason::GlobalTableNotCovered,
-                "a global table's replicas are changed only to customer managed keys, one per replica region"
-                    .into(),
-            );
-        }
-        for replica in &table.replicas {
-            match resolution(&replica.region) {
-                Resolution::Usable(Some(arn)) => item.replicas.push(ReplicaPlan {
-                    region: replica.region.clone(),
-                    from_key_arn: replica.key_arn.clone(),
-                    to_key_arn: Some(arn),
-                }),
-                Resolution::Usable(None) => {
-                    return block(
-                        item,
-                        ItemReason::GlobalTableNotCovered,
-                        "no key resolved".into(),
-                    );
-                }
-                Resolution::Unusable(reason, message) => {
-                    return block(
-                        item,
-                        ItemReason::GlobalTableNotCovered,
-                        format!(
-                            "replica in {}: {reason}: {message} (give an alias that exists in every replica region)",
-                            replica.region
-                        ),
-                    );
+                Err(mut e) => {
+                    if !e.role_refused && e.kind == tablecrypt_core::FailureKind::NotFound {
+                        e.message = format!("no key {} in {region}: {}", key.as_str(), e.message);
+                    }
+                    failed(AwsCall::DescribeKey, e)
                 }
             }
         }
     }
-    let compliant = table.mode == mode
-        && (mode != EncryptionMode::CustomerManaged || table.key_arn == item.to_key_arn)
-        && item.replicas.iter().all(|r| r.from_key_arn == r.to_key_arn);
-    if compliant {
-        item.action = PlanAction::Skip;
-        item.message = Some("already has the target encryption".into());
-        return item;
-    }
-    // Inaccessible first: DynamoDB reports such a table as INACCESSIBLE_ENCRYPTION_CREDENTIALS, not ACTIVE.
-    if let Some(since) = table.inaccessible_since {
-        return block(
-            item,
-            ItemReason::TableInaccessible,
-            format!("table's key has been inaccessible since {since}"),
-        );
-    }
-    if table.table_status != "ACTIVE" {
-        return block(
-            item,
-            ItemReason::TableNotActive,
-            format!("table is {}", table.table_status),
-        );
-    }
-    if let Some(frees_at) = next_switch_allowed(mode, past_switches, now) {
-        item.frees_at = Some(frees_at);
-        return block(
-            item,
-            ItemReason::SwitchQuotaExhausted,
-            format!("the table's encryption switch quota is used up until {frees_at}"),
-        );
-    }
-    item
-}
-
-/// Counts by action and blocked reason.
-pub fn summarize(items: &[PlannedItem]) -> (usize, usize, usize, BTreeMap<String, usize>) {
-    let mut by_reason = BTreeMap::new();
-    let (mut change, mut skip, mut blocked) = (0, 0, 0);
-    for item in items {
-        match item.action {
-            PlanAction::Change => change += 1,
-            PlanAction::Skip => skip += 1,
-            PlanAction::Blocked => {
-                blocked += 1;
-                *by_reason
-                    .entry(
-                        item.reason
-                            .map(|r| r.as_str().to_owned())
-                            .unwrap_or_default(),
-                    )
-                    .or_insert(0) += 1;
-            }
-        }
-    }
-    (change, skip, blocked, by_reason)
 }

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng as _;
+use tablecrypt_core::change::apply::{PollStep, Step, after_poll, next_step};
+use tablecrypt_core::change::reason::is_passing;
+use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::switch_quota::next_switch_allowed;
 use tablecrypt_core::{
     AccountId, EncryptionMode, FailureKind, ItemReason, Region, TableEncryption, TableName,
@@ -25,6 +28,18 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::metrics::EngineMetrics;
+
+/// Most items one claim takes, however many permits are free: one claim transaction stays short (it holds the
+/// claim lock every replica takes turns on).
+const CLAIM_BATCH: usize = 256;
+/// Pause between claims while claims find work: lets the items just started take their rate slots first.
+const CLAIM_AGAIN_AFTER: Duration = Duration::from_millis(20);
+/// First and longest wait between retries of a store write while the database is unreachable (a restart takes
+/// seconds; a longer wait only delays recovery).
+const STORE_RETRY_INITIAL: Duration = Duration::from_millis(200);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Wait before an item whose store write failed is tried again.
+const STORE_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How workers behave; from the server's configuration.
 #[derive(Debug, Clone)]
@@ -103,10 +118,6 @@ impl Workers {
         }
     }
 
-    pub fn owner(&self) -> Uuid {
-        self.inner.owner
-    }
-
     /// Runs the claim loop and the heartbeat until `shutdown`; items in progress are tracked by `tracker` and
     /// stop at their next step once `shutdown` fires (their leases are released so another worker resumes them).
     pub async fn run(self, tracker: TaskTracker, shutdown: CancellationToken) {
@@ -130,7 +141,7 @@ impl Workers {
                         self.inner.owner,
                         self.inner.settings.lease.as_secs_f64(),
                         i64::from(self.inner.settings.max_in_flight),
-                        available.min(256) as i64,
+                        available.min(CLAIM_BATCH) as i64,
                     )
                     .await
                 {
@@ -154,7 +165,7 @@ impl Workers {
                 });
             }
             let pause = if got > 0 {
-                Duration::from_millis(20)
+                CLAIM_AGAIN_AFTER
             } else {
                 self.inner.settings.claim_interval
             };
@@ -217,17 +228,24 @@ impl Inner {
         self.store.change_items.heartbeat(self.owner, 0.0).await
     }
 
-    async fn access(&self, account_id: &str) -> Result<AccountAccess, ItemEnd> {
+    /// The account's role, or why the item cannot go on: a deregistered account fails it; our own database
+    /// being unavailable only defers it.
+    async fn access(&self, account_id: &str) -> Result<AccountAccess, Stop> {
         if let Some(access) = self.accounts.lock().await.get(account_id) {
             return Ok(access.clone());
         }
-        let id = AccountId::parse(account_id).map_err(|e| failed(ItemReason::AwsError, e.0))?;
-        let account = self.store.accounts.get(&id).await.map_err(|e| {
-            failed(
-                ItemReason::AccountUnreachable,
-                format!("account {account_id}: {e}"),
-            )
-        })?;
+        let id = AccountId::parse(account_id)
+            .map_err(|e| Stop::Done(failed(ItemReason::AwsError, e.0)))?;
+        let account = match self.store.accounts.get(&id).await {
+            Ok(account) => account,
+            Err(e @ StoreError::NotFound { .. }) => {
+                return Err(Stop::Done(failed(
+                    ItemReason::AccountUnreachable,
+                    format!("account {account_id}: {e}"),
+                )));
+            }
+            Err(e) => return Err(lost_or_retry(e)),
+        };
         let access = AccountAccess {
             account_id: account.account_id.clone(),
             role_arn: account.spec.role_arn.clone(),
@@ -336,7 +354,7 @@ impl Inner {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), StoreError>>,
     {
-        let mut wait = Duration::from_millis(200);
+        let mut wait = STORE_RETRY_INITIAL;
         loop {
             match write().await {
                 Err(StoreError::Unavailable(_) | StoreError::Database(_))
@@ -347,7 +365,7 @@ impl Inner {
                         () = tokio::time::sleep(wait) => {}
                         () = shutdown.cancelled() => return Err(StoreError::LeaseLost { item_id: 0 }),
                     }
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
                 }
                 other => return other,
             }
@@ -359,7 +377,7 @@ impl Inner {
         let item = &claimed.item;
         let access = match self.access(&item.account_id).await {
             Ok(access) => access,
-            Err(end) => return Stop::Done(end),
+            Err(stop) => return stop,
         };
         let Ok(region) = Region::parse(&item.region) else {
             return Stop::Done(failed(
@@ -383,117 +401,127 @@ impl Inner {
             Err(stop) => return stop,
         };
         self.record(&current).await;
-        if reached(&current, &target) {
-            return Stop::Done(if sent_before {
-                ItemEnd::Succeeded { changed: true }
-            } else {
-                ItemEnd::Skipped {
+        let key = (
+            item.account_id.clone(),
+            item.region.clone(),
+            item.table_name.clone(),
+        );
+        // The switch quota (from our history) matters only when something would be sent: look it up then.
+        let step = match next_step(&current, &target, sent_before, None) {
+            Step::Send => next_step(
+                &current,
+                &target,
+                sent_before,
+                self.quota_frees_at(&key, target.mode).await,
+            ),
+            step => step,
+        };
+        match step {
+            Step::Done { changed: true } => {
+                return Stop::Done(ItemEnd::Succeeded { changed: true });
+            }
+            Step::Done { changed: false } => {
+                return Stop::Done(ItemEnd::Skipped {
                     message: "already had the target encryption when applied".into(),
-                }
-            });
-        }
-        let under_way = current.table_status == "UPDATING" && heading_to(&current, &target);
-        if !under_way {
-            if current.table_status != "ACTIVE" {
-                return self.retry(
-                    item.attempts,
-                    ItemReason::TableNotActive,
-                    format!("table is {}", current.table_status),
-                );
+                });
             }
-            if let Some(since) = current.inaccessible_since {
-                return Stop::Done(failed(
-                    ItemReason::TableInaccessible,
-                    format!("table inaccessible since {since}"),
-                ));
-            }
-            // The switch quota, from our history, before AWS has to say so.
-            let key = (
-                item.account_id.clone(),
-                item.region.clone(),
-                item.table_name.clone(),
-            );
-            if let Ok(switches) = self
-                .store
-                .history
-                .recent_switches(std::slice::from_ref(&key))
-                .await
-                && let Some(frees_at) = next_switch_allowed(
-                    target.mode,
-                    switches.get(&key).map(Vec::as_slice).unwrap_or(&[]),
-                    Utc::now(),
-                )
-            {
+            Step::Retry { reason, message } => return self.retry(item.attempts, reason, message),
+            Step::Fail { reason, message } => return Stop::Done(failed(reason, message)),
+            Step::DeferUntil { until, message } => {
                 return Stop::Defer {
                     after: Duration::ZERO,
-                    until_quota: Some(frees_at),
+                    until_quota: Some(until),
                     reason: Some(ItemReason::SwitchQuotaExhausted),
-                    message: format!("switch quota used up until {frees_at}"),
+                    message,
                     rejected: false,
                 };
             }
-            if let Err(stop) = self.wait_for_update_slot(claimed).await {
-                return stop;
-            }
-            match self
-                .store
-                .change_items
-                .mark_applying(item.item_id, self.owner)
-                .await
-            {
-                Ok(true) => {}
-                // Paused or cancelled while waiting for the rate slot: send nothing, give the item back.
-                Ok(false) => {
-                    return Stop::Defer {
-                        after: Duration::ZERO,
-                        until_quota: None,
-                        reason: None,
-                        message: "the request was paused or cancelled before UpdateTable was sent"
-                            .into(),
-                        // The table was seen neither changed nor changing: nothing of ours is in flight.
-                        rejected: true,
-                    };
-                }
-                Err(e) => return lost_or_retry(e),
-            }
-            let sent = self
-                .fleet
-                .update_table_encryption(&access, region, &table, &target)
-                .await;
-            let outcome = match &sent {
-                Ok(UpdateOutcome::Started) => "STARTED",
-                Ok(UpdateOutcome::AlreadyEncrypted) => "ALREADY_ENCRYPTED",
-                Err(error) => error.kind.as_str(),
-            };
-            self.metrics
-                .updates
-                .with_label_values(&[item.account_id.as_str(), item.region.as_str(), outcome])
-                .inc();
-            match sent {
-                Ok(UpdateOutcome::Started) => {
-                    if let Err(e) = self
-                        .store
-                        .change_items
-                        .mark_waiting(item.item_id, self.owner)
-                        .await
-                    {
-                        return lost_or_retry(e);
-                    }
-                }
-                Ok(UpdateOutcome::AlreadyEncrypted) => {}
-                Err(error) => {
-                    let mut stop = self
-                        .classify_apply_error(item.attempts, error, &target, &key)
-                        .await;
-                    if let Stop::Defer { rejected, .. } = &mut stop {
-                        *rejected = !sent_before;
-                    }
+            Step::Wait => {}
+            Step::Send => {
+                if let Err(stop) = self.wait_for_update_slot(claimed).await {
                     return stop;
+                }
+                match self
+                    .store
+                    .change_items
+                    .mark_applying(item.item_id, self.owner)
+                    .await
+                {
+                    Ok(true) => {}
+                    // Paused or cancelled while waiting for the rate slot: send nothing, give the item back.
+                    Ok(false) => {
+                        return Stop::Defer {
+                            after: Duration::ZERO,
+                            until_quota: None,
+                            reason: None,
+                            message:
+                                "the request was paused or cancelled before UpdateTable was sent"
+                                    .into(),
+                            // The table was seen neither changed nor changing: nothing of ours is in flight.
+                            rejected: true,
+                        };
+                    }
+                    Err(e) => return lost_or_retry(e),
+                }
+                let sent = self
+                    .fleet
+                    .update_table_encryption(&access, region, &table, &target)
+                    .await;
+                let outcome = match &sent {
+                    Ok(UpdateOutcome::Started) => "STARTED",
+                    Ok(UpdateOutcome::AlreadyEncrypted) => "ALREADY_ENCRYPTED",
+                    Err(error) => error.kind.as_str(),
+                };
+                self.metrics
+                    .updates
+                    .with_label_values(&[item.account_id.as_str(), item.region.as_str(), outcome])
+                    .inc();
+                match sent {
+                    Ok(UpdateOutcome::Started) => {
+                        if let Err(e) = self
+                            .store
+                            .change_items
+                            .mark_waiting(item.item_id, self.owner)
+                            .await
+                        {
+                            return lost_or_retry(e);
+                        }
+                    }
+                    Ok(UpdateOutcome::AlreadyEncrypted) => {}
+                    Err(error) => {
+                        let mut stop = self
+                            .classify_apply_error(item.attempts, error, &target, &key)
+                            .await;
+                        if let Stop::Defer { rejected, .. } = &mut stop {
+                            *rejected = !sent_before;
+                        }
+                        return stop;
+                    }
                 }
             }
         }
         self.poll_until_done(&access, region, &table, &target, item.attempts, poll_rate)
             .await
+    }
+
+    /// When the table's switch quota allows the next switch to `mode`, if not now. A database error only costs
+    /// the early look: AWS refuses a switch past the quota anyway, and that refusal defers the item too.
+    async fn quota_frees_at(
+        &self,
+        key: &(String, String, String),
+        mode: EncryptionMode,
+    ) -> Option<chrono::DateTime<Utc>> {
+        let switches = self
+            .store
+            .history
+            .recent_switches(std::slice::from_ref(key))
+            .await
+            .ok()?;
+        next_switch_allowed(
+            mode,
+            switches.get(key).map(Vec::as_slice).unwrap_or(&[]),
+            Utc::now(),
+        )
     }
 
     async fn wait_for_update_slot(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
@@ -589,15 +617,20 @@ impl Inner {
             .inc();
         match described {
             Ok(table) => Ok(table),
-            Err(error) => Err(match error.kind {
-                FailureKind::NotFound => {
-                    Stop::Done(failed(ItemReason::TableNotFound, error.message))
-                }
-                FailureKind::AccessDenied => {
-                    Stop::Done(failed(ItemReason::AccessDenied, error.message))
-                }
-                _ => self.retry(0, ItemReason::Throttled, error.message),
-            }),
+            Err(error) => Err(
+                match failure_reason(
+                    AwsCall::DescribeTable,
+                    error.kind,
+                    error.role_refused,
+                    &error.message,
+                ) {
+                    // AWS's verdicts about the table or the role; anything else is looked at again later.
+                    reason @ (ItemReason::TableNotFound
+                    | ItemReason::AccessDenied
+                    | ItemReason::AccountUnreachable) => Stop::Done(failed(reason, error.message)),
+                    _ => self.retry(0, ItemReason::Throttled, error.message),
+                },
+            ),
         }
     }
 
@@ -619,18 +652,21 @@ impl Inner {
                 Err(Stop::Defer { .. }) => continue, // throttled or transient: keep polling, slower
                 Err(stop) => return stop,
             };
-            if reached(&current, target) {
-                // Polls are not written to the inventory (they would double the database load); the end is.
-                self.record(&current).await;
-                return Stop::Done(ItemEnd::Succeeded { changed: true });
-            }
-            if current.table_status == "ACTIVE" && !heading_to(&current, target) {
-                // AWS finished on something else (someone else changed it meanwhile): try again later.
-                return self.retry(
-                    attempts,
-                    ItemReason::AwsError,
-                    "the table settled on another key; retrying".into(),
-                );
+            match after_poll(&current, target) {
+                PollStep::Done => {
+                    // Polls are not written to the inventory (they would double the database load); the end is.
+                    self.record(&current).await;
+                    return Stop::Done(ItemEnd::Succeeded { changed: true });
+                }
+                PollStep::SettledElsewhere => {
+                    // AWS finished on something else (someone else changed it meanwhile): try again later.
+                    return self.retry(
+                        attempts,
+                        ItemReason::AwsError,
+                        "the table settled on another key; retrying".into(),
+                    );
+                }
+                PollStep::KeepWaiting => {}
             }
         }
     }
@@ -667,18 +703,15 @@ impl Inner {
                     rejected: false,
                 }
             }
-            FailureKind::QuotaExceeded
-            | FailureKind::Throttled
-            | FailureKind::Transient
-            | FailureKind::InUse => self.retry(attempts, ItemReason::Throttled, error.message),
-            FailureKind::AccessDenied => {
-                Stop::Done(failed(ItemReason::AccessDenied, error.message))
-            }
-            FailureKind::NotFound => Stop::Done(failed(ItemReason::TableNotFound, error.message)),
-            FailureKind::InvalidKey => {
-                Stop::Done(failed(invalid_key_reason(&error.message), error.message))
-            }
-            FailureKind::Unknown => Stop::Done(failed(ItemReason::AwsError, error.message)),
+            kind => match failure_reason(
+                AwsCall::UpdateTable,
+                kind,
+                error.role_refused,
+                &error.message,
+            ) {
+                reason if is_passing(reason) => self.retry(attempts, reason, error.message),
+                reason => Stop::Done(failed(reason, error.message)),
+            },
         }
     }
 
@@ -706,26 +739,11 @@ fn failed(reason: ItemReason, message: String) -> ItemEnd {
 
 fn lost_or_retry(error: StoreError) -> Stop {
     Stop::Defer {
-        after: Duration::from_secs(1),
+        after: STORE_FAILURE_BACKOFF,
         until_quota: None,
         reason: Some(ItemReason::AwsError),
         message: format!("store: {error}"),
         rejected: false,
-    }
-}
-
-fn invalid_key_reason(message: &str) -> ItemReason {
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("pending deletion") || lower.contains("pendingdeletion") {
-        ItemReason::KeyPendingDeletion
-    } else if lower.contains("disabled") {
-        ItemReason::KeyDisabled
-    } else if lower.contains("not found") || lower.contains("does not exist") {
-        ItemReason::KeyMissing
-    } else if lower.contains("symmetric") {
-        ItemReason::KeyAsymmetric
-    } else {
-        ItemReason::AwsError
     }
 }
 
@@ -749,26 +767,4 @@ fn apply_target(claimed: &ClaimedItem) -> ApplyTarget {
         key_arn: item.to_key_arn.clone(),
         replica_keys,
     }
-}
-
-/// DescribeTable shows the target: ACTIVE, the mode, the key (and every replica's key).
-fn reached(current: &TableEncryption, target: &ApplyTarget) -> bool {
-    current.table_status == "ACTIVE"
-        && heading_to(current, target)
-        && (target.mode == EncryptionMode::AwsOwned || current.sse_status == "ENABLED")
-}
-
-/// The table's reported encryption is the target's (it may still be UPDATING).
-fn heading_to(current: &TableEncryption, target: &ApplyTarget) -> bool {
-    let key_ok = match target.mode {
-        EncryptionMode::CustomerManaged => current.key_arn == target.key_arn,
-        _ => true,
-    };
-    let replicas_ok = target.replica_keys.iter().all(|(region, key)| {
-        current
-            .replicas
-            .iter()
-            .any(|r| &r.region == region && r.key_arn.as_deref() == Some(key.as_str()))
-    });
-    current.mode == target.mode && key_ok && replicas_ok
 }

@@ -3,33 +3,12 @@
 use aws_sdk_dynamodb::types::{
     ReplicationGroupUpdate, SseSpecification, SseType, UpdateReplicationGroupMemberAction,
 };
-use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use tablecrypt_core::change::{ApplyTarget, KeyInfo};
 use tablecrypt_core::{EncryptionMode, FailureKind, Region, TableName};
 
 use crate::clients::{AccountAccess, Fleet};
 use crate::error::{FleetError, classify};
-
-/// What KMS says about a key, reduced to what decides whether DynamoDB can use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyInfo {
-    pub arn: String,
-    /// `Enabled`, `Disabled`, `PendingDeletion`, ...
-    pub state: String,
-    /// Whether the key is SYMMETRIC_DEFAULT with ENCRYPT_DECRYPT usage, as DynamoDB requires.
-    pub symmetric: bool,
-    /// Whether the key is AWS managed (`alias/aws/dynamodb`), not a customer key.
-    pub aws_managed: bool,
-}
-
-/// What an UpdateTable must set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplyTarget {
-    pub mode: EncryptionMode,
-    /// The key ARN in the table's region (CUSTOMER_MANAGED only).
-    pub key_arn: Option<String>,
-    /// For a global table: (replica region, key ARN in that region).
-    pub replica_keys: Vec<(String, String)>,
-}
 
 /// How an UpdateTable ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +128,4 @@ impl Fleet {
             }
         }
     }
-}
-
-/// A key's state as KMS names it, for planning.
-pub fn key_enabled(info: &KeyInfo) -> bool {
-    info.state == KeyState::Enabled.as_str()
 }

@@ -13,6 +13,9 @@ pub struct FleetError {
     pub kind: FailureKind,
     pub code: Option<String>,
     pub message: String,
+    /// AssumeRole refused the member role (trust policy, external id): nothing in the account can be reached,
+    /// as opposed to the role lacking a permission for the call.
+    pub role_refused: bool,
 }
 
 impl FleetError {
@@ -21,6 +24,7 @@ impl FleetError {
             kind,
             code: None,
             message: message.into(),
+            role_refused: false,
         }
     }
 }
@@ -83,6 +87,7 @@ where
                 kind,
                 message: format!("{code}: {message}"),
                 code: Some(code),
+                role_refused: false,
             }
         }
         SdkError::TimeoutError(_) => {
@@ -109,6 +114,7 @@ fn credentials_or(full: String, otherwise: FailureKind) -> FleetError {
             kind: FailureKind::AccessDenied,
             code: Some("AccessDenied".to_owned()),
             message: sts_message(&full).unwrap_or(full),
+            role_refused: true,
         };
     }
     if full.contains("Throttling") {
@@ -116,6 +122,7 @@ fn credentials_or(full: String, otherwise: FailureKind) -> FleetError {
             kind: FailureKind::Throttled,
             code: Some("Throttling".to_owned()),
             message: full,
+            role_refused: false,
         };
     }
     FleetError::new(otherwise, full)

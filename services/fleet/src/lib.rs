@@ -11,8 +11,9 @@ mod error;
 mod operations;
 mod settings;
 
-pub use changes::{ApplyTarget, KeyInfo, UpdateOutcome, is_switch_quota, key_enabled};
+pub use changes::{UpdateOutcome, is_switch_quota};
 pub use clients::{AccountAccess, Fleet};
 pub use error::FleetError;
 pub use operations::CallerIdentity;
 pub use settings::FleetSettings;
+pub use tablecrypt_core::change::{ApplyTarget, KeyInfo};

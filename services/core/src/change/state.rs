@@ -1,4 +1,4 @@
-//! Change requests and their items: the state machines and the reasons an item cannot (or did not) change.
+//! The state machines of change requests and items, and the reasons an item cannot (or did not) change.
 
 use std::fmt;
 
@@ -57,19 +57,6 @@ impl RequestState {
             Self::Succeeded | Self::PartiallyFailed | Self::Failed | Self::Cancelled
         )
     }
-
-    /// The state a request ends in once every item is terminal, from how many items succeeded and failed.
-    pub fn outcome(cancelling: bool, succeeded: i64, failed: i64) -> Self {
-        if cancelling {
-            Self::Cancelled
-        } else if failed == 0 {
-            Self::Succeeded
-        } else if succeeded == 0 {
-            Self::Failed
-        } else {
-            Self::PartiallyFailed
-        }
-    }
 }
 
 impl fmt::Display for RequestState {
@@ -125,13 +112,6 @@ impl ItemState {
 
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Skipped | Self::Blocked | Self::Cancelled
-        )
     }
 }
 
@@ -254,17 +234,5 @@ mod tests {
             assert_eq!(ItemReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(RequestState::parse("running"), None);
-    }
-
-    #[test]
-    fn a_request_ends_by_its_items() {
-        assert_eq!(RequestState::outcome(false, 3, 0), RequestState::Succeeded);
-        assert_eq!(RequestState::outcome(false, 0, 0), RequestState::Succeeded);
-        assert_eq!(
-            RequestState::outcome(false, 2, 1),
-            RequestState::PartiallyFailed
-        );
-        assert_eq!(RequestState::outcome(false, 0, 2), RequestState::Failed);
-        assert_eq!(RequestState::outcome(true, 2, 1), RequestState::Cancelled);
     }
 }
