@@ -69,6 +69,24 @@ async fn a_throttling_storm_slows_the_request_but_it_still_succeeds() {
     assert_eq!(sent.len(), BULK);
     assert!(sent.values().all(|n| *n == 1), "{sent:?}");
     assert_eq!(history(&s.app, history_of(&id)).await.len(), BULK);
+    // The storm really hit the request: the emulator answered some of its calls with ThrottlingException.
+    let (status, body) = s
+        .emulator
+        .admin("GET", "/requests?account_id=111111111111", "")
+        .await
+        .expect("request log");
+    assert_eq!(status, 200, "{body}");
+    let log: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let throttled = log["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|e| e["outcome"] == "ThrottlingException")
+        .count();
+    assert!(
+        throttled > 0,
+        "no call was throttled: the test proves nothing"
+    );
 }
 
 #[tokio::test]
