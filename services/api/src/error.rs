@@ -1,6 +1,7 @@
 //! The one map from failures to gRPC status.
 
 use tablecrypt_core::ValidationErrors;
+use tablecrypt_engine::EngineError;
 use tablecrypt_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -53,6 +54,19 @@ impl From<StoreError> for ApiError {
             | StoreError::LeaseLost { .. }
             | StoreError::Database(_)
             | StoreError::Migrate(_)) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Invalid(errors) => Self::InvalidArgument(errors),
+            EngineError::NotFound { resource, id } => Self::NotFound { resource, id },
+            EngineError::FailedPrecondition(message) => Self::FailedPrecondition(message),
+            EngineError::PermissionDenied(message) => Self::PermissionDenied(message),
+            EngineError::Aws(error) => Self::Aws(error),
+            EngineError::Store(error) => error.into(),
         }
     }
 }

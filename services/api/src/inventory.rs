@@ -1,27 +1,20 @@
 //! Inventory RPCs: verify an account, live reads, listing, scans and key usage.
 
 use serde::{Deserialize, Serialize};
+use tablecrypt_core::InventoryFilter;
 use tablecrypt_core::{
     Account, AccountId, EncryptionMode, KeyReference, LabelSelector, Region, TableName,
     ValidationErrors,
 };
-use tablecrypt_engine::{InventoryScanner, ScanTarget};
+use tablecrypt_engine::InventoryScanner;
+use tablecrypt_engine::keys::resolve_key;
 use tablecrypt_fleet::{AccountAccess, Fleet};
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_store::{InventoryCursor, InventoryFilter, Store};
+use tablecrypt_store::{InventoryCursor, Store};
 
 use crate::conversions::inventory as convert;
 use crate::error::ApiError;
 use crate::page_token;
-
-/// What the fleet layer needs to reach an account.
-pub fn access(account: &Account) -> AccountAccess {
-    AccountAccess {
-        account_id: account.account_id.clone(),
-        role_arn: account.spec.role_arn.clone(),
-        external_id: account.spec.external_id.clone(),
-    }
-}
 
 /// A region the account is registered in, or NOT_FOUND naming both.
 fn registered_region(account: &Account, region: Region) -> Result<Region, ApiError> {
@@ -55,7 +48,7 @@ pub async fn verify_account(
             .map(|r| registered_region(&account, r))
             .collect::<Result<_, _>>()?
     };
-    let access = access(&account);
+    let access = AccountAccess::of(&account);
     let mut out = Vec::with_capacity(regions.len());
     for region in regions {
         let verification = match fleet.caller_identity(&access, region).await {
@@ -103,7 +96,7 @@ pub async fn get_table_encryption(
     let account = store.accounts.get(&account_id).await?;
     let region = registered_region(&account, region)?;
     let observed = fleet
-        .describe_table(&access(&account), region, &table)
+        .describe_table(&AccountAccess::of(&account), region, &table)
         .await?;
     store
         .inventory
@@ -213,18 +206,9 @@ pub async fn list_table_encryptions(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let key_arns = match key {
+    let key_arns = match &key {
         None => Vec::new(),
-        Some(KeyReference::Arn(arn)) => vec![arn.to_string()],
-        Some(KeyReference::AliasArn {
-            arn,
-            region,
-            account_id,
-        }) => {
-            let account = store.accounts.get(&account_id).await?;
-            vec![fleet.resolve_key(&access(&account), region, &arn).await?]
-        }
-        Some(_) => Vec::new(),
+        Some(key) => vec![resolve_key(store, fleet, key, None, "kms_key").await?],
     };
     let filter = InventoryFilter {
         account_ids,
@@ -261,26 +245,6 @@ pub async fn list_table_encryptions(
     })
 }
 
-/// Every registered account, page by page.
-async fn all_accounts(store: &Store) -> Result<Vec<Account>, ApiError> {
-    let mut accounts = Vec::new();
-    let everything = LabelSelector::default();
-    loop {
-        let page = store
-            .accounts
-            .list(
-                &everything,
-                accounts.last().map(|a: &Account| &a.account_id),
-                1000,
-            )
-            .await?;
-        accounts.extend(page.accounts);
-        if !page.has_more {
-            return Ok(accounts);
-        }
-    }
-}
-
 pub async fn refresh_inventory(
     store: &Store,
     scanner: &InventoryScanner,
@@ -293,40 +257,9 @@ pub async fn refresh_inventory(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let accounts = if account_ids.is_empty() {
-        all_accounts(store).await?
-    } else {
-        let mut accounts = Vec::with_capacity(account_ids.len());
-        for id in &account_ids {
-            accounts.push(store.accounts.get(id).await?);
-        }
-        accounts
-    };
-    let targets: Vec<ScanTarget> = accounts
-        .iter()
-        .flat_map(|account| {
-            let access = access(account);
-            account
-                .spec
-                .regions
-                .as_slice()
-                .iter()
-                .filter(|r| regions.is_empty() || regions.contains(r))
-                .map(move |region| ScanTarget {
-                    access: access.clone(),
-                    region: *region,
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    if targets.is_empty() {
-        return Err(ValidationErrors::single(
-            "regions",
-            "selects no registered account-region: register accounts first, or name regions they use",
-        )
-        .into());
-    }
-    let scan_id = scanner.start(requested_by, targets).await?;
+    let scan_id = scanner
+        .start_for(requested_by, &account_ids, &regions)
+        .await?;
     Ok(convert::scan_to_proto(&store.scans.get(scan_id).await?))
 }
 
@@ -363,14 +296,8 @@ pub async fn get_key_usage(
         return Err(errors.into());
     };
     let key_arn = match &key {
-        KeyReference::Arn(arn) => arn.to_string(),
-        KeyReference::AliasArn {
-            arn,
-            region,
-            account_id,
-        } => {
-            let account = store.accounts.get(account_id).await?;
-            fleet.resolve_key(&access(&account), *region, arn).await?
+        KeyReference::Arn(_) | KeyReference::AliasArn { .. } => {
+            resolve_key(store, fleet, &key, None, "kms_key").await?
         }
         KeyReference::AliasName(_) | KeyReference::KeyId(_) => {
             let (Some(account_id), Some(region)) = (account_id, region) else {
@@ -386,10 +313,7 @@ pub async fn get_key_usage(
                 }
                 return Err(errors.into());
             };
-            let account = store.accounts.get(&account_id).await?;
-            fleet
-                .resolve_key(&access(&account), region, key.as_str())
-                .await?
+            resolve_key(store, fleet, &key, Some((&account_id, region)), "kms_key").await?
         }
     };
     let filter = InventoryFilter {
@@ -405,20 +329,4 @@ pub async fn get_key_usage(
         unused: entries.is_empty(),
         tables: entries.iter().map(convert::entry_to_proto).collect(),
     })
-}
-
-/// Starts a scan of every registered account-region (the periodic scan). Returns the scan id.
-pub async fn scan_everything(
-    store: &Store,
-    scanner: &InventoryScanner,
-    requested_by: &str,
-) -> Result<String, ApiError> {
-    let scan = refresh_inventory(
-        store,
-        scanner,
-        requested_by,
-        pb::RefreshInventoryRequest::default(),
-    )
-    .await?;
-    Ok(scan.scan_id)
 }

@@ -3,9 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tablecrypt_core::InvalidValue;
+use tablecrypt_core::{InvalidValue, ValidationErrors};
 
 #[derive(Serialize, Deserialize)]
 struct PageToken {
@@ -64,6 +65,54 @@ pub fn finish_page<T>(
     }
 }
 
+/// One list call's paging: the page size, where the page starts (a cursor of type `C`, stored in the token as
+/// JSON) and the filter its tokens are bound to. Every list RPC pages through this.
+#[derive(Debug)]
+pub struct Paging<C> {
+    pub size: u32,
+    pub after: Option<C>,
+    filter: String,
+}
+
+/// The paging of a list call from its `page_size` and `page_token`, each problem added to `errors` under its
+/// field. `filter` is the call's filter, so a token cannot be replayed under another one.
+pub fn paging<C: DeserializeOwned>(
+    requested_size: i32,
+    token: &str,
+    filter: String,
+    errors: &mut ValidationErrors,
+) -> Option<Paging<C>> {
+    let size = errors.check("page_size", page_size(requested_size));
+    let after = match errors.check("page_token", decode(token, &filter)).flatten() {
+        None => None,
+        Some(text) => match serde_json::from_str::<C>(&text) {
+            Ok(cursor) => Some(cursor),
+            Err(_) => {
+                errors.add("page_token", "is not a page token returned by this RPC");
+                None
+            }
+        },
+    };
+    Some(Paging {
+        size: size?,
+        after,
+        filter,
+    })
+}
+
+impl<C: Serialize> Paging<C> {
+    /// The token of the page after this one: the cursor of its `last` row if `more` follow, else empty.
+    pub fn next_token<T>(&self, more: bool, last: Option<&T>, cursor: impl Fn(&T) -> C) -> String {
+        match (more, last) {
+            (true, Some(last)) => encode(
+                &serde_json::to_string(&cursor(last)).unwrap_or_default(),
+                &self.filter,
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
 pub fn page_size(requested: i32) -> Result<u32, InvalidValue> {
     match requested {
         n if n < 0 => Err(InvalidValue::new("must not be negative")),
@@ -83,6 +132,19 @@ mod tests {
         assert!(decode(&token, "team=b").is_err());
         assert!(decode("not-a-token!", "").is_err());
         assert_eq!(decode("", "x"), Ok(None));
+    }
+
+    #[test]
+    fn paging_reads_back_the_cursor_it_wrote() {
+        let mut errors = ValidationErrors::new();
+        let first = paging::<i32>(2, "", "f".into(), &mut errors).expect("paging");
+        assert!(errors.is_empty() && first.after.is_none());
+        let token = first.next_token(true, Some(&7), |n| *n);
+        let second = paging::<i32>(2, &token, "f".into(), &mut errors).expect("paging");
+        assert_eq!(second.after, Some(7));
+        assert!(first.next_token(false, Some(&7), |n| *n).is_empty());
+        paging::<i32>(2, &token, "g".into(), &mut errors);
+        assert!(!errors.is_empty(), "another filter's token is refused");
     }
 
     #[test]

@@ -15,10 +15,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::note_target;
-use crate::authorization::{self, Visible, caller};
+use crate::authorization::{Visible, caller};
 use crate::change_requests::{ChangeRequests, WatchStream};
 use crate::error::ApiError;
 use crate::{accounts, audit, inventory};
+use tablecrypt_engine::access;
 
 /// The service behind every RPC; cheap to clone.
 #[derive(Debug, Clone)]
@@ -46,9 +47,9 @@ impl TableEncryptionService {
         method: &str,
         account_ids: impl IntoIterator<Item = String>,
     ) -> Result<(), Status> {
-        authorization::check_accounts(&self.store, caller, permission, method, account_ids)
+        access::check_accounts(&self.store, caller, permission, method, account_ids)
             .await
-            .map_err(Status::from)
+            .map_err(|e| Status::from(ApiError::from(e)))
     }
 
     /// The caller's `permission` must cover every account of change request `id` (a malformed id is left to the
@@ -61,12 +62,12 @@ impl TableEncryptionService {
         id: &str,
     ) -> Result<(), Status> {
         let Ok(id) = Uuid::parse_str(id) else {
-            authorization::require(caller, permission, method)?;
+            access::require(caller, permission, method).map_err(ApiError::from)?;
             return Ok(());
         };
-        authorization::check_request(&self.store, caller, permission, method, id)
+        access::check_request(&self.store, caller, permission, method, id)
             .await
-            .map_err(Status::from)
+            .map_err(|e| Status::from(ApiError::from(e)))
     }
 
     async fn visible(
@@ -75,9 +76,9 @@ impl TableEncryptionService {
         permission: Permission,
         method: &str,
     ) -> Result<Visible, Status> {
-        authorization::visible(&self.store, caller, permission, method)
+        access::visible(&self.store, caller, permission, method)
             .await
-            .map_err(Status::from)
+            .map_err(|e| Status::from(ApiError::from(e)))
     }
 }
 
@@ -112,16 +113,18 @@ impl TableEncryption for TableEncryptionService {
         let caller = caller(&request)?;
         let account = request.get_ref().account.clone().unwrap_or_default();
         note_target(&request, format!("account {}", account.account_id));
-        authorization::require(&caller, Permission::ManageAccounts, "RegisterAccount")?;
+        access::require(&caller, Permission::ManageAccounts, "RegisterAccount")
+            .map_err(ApiError::from)?;
         // Labels that do not parse are refused by validation below, naming the field.
         if let Ok(labels) = Labels::parse(account.labels.iter()) {
-            authorization::check_labels(
+            access::check_labels(
                 &caller,
                 Permission::ManageAccounts,
                 "RegisterAccount",
                 &account.account_id,
                 &labels,
-            )?;
+            )
+            .map_err(ApiError::from)?;
         }
         Ok(Response::new(
             accounts::register(&self.store, request.into_inner()).await?,
@@ -178,13 +181,14 @@ impl TableEncryption for TableEncryptionService {
                 m.paths.iter().any(|p| p == "labels")
             });
         if relabels && let Ok(labels) = Labels::parse(account.labels.iter()) {
-            authorization::check_labels(
+            access::check_labels(
                 &caller,
                 Permission::ManageAccounts,
                 "UpdateAccount",
                 &account.account_id,
                 &labels,
-            )?;
+            )
+            .map_err(ApiError::from)?;
         }
         Ok(Response::new(
             accounts::update(&self.store, request.into_inner()).await?,
@@ -270,13 +274,14 @@ impl TableEncryption for TableEncryptionService {
         );
         if named.is_empty() {
             // No accounts named means the whole fleet: every registered account must be in scope.
-            authorization::check_every_account(
+            access::check_every_account(
                 &self.store,
                 &caller,
                 Permission::Refresh,
                 "RefreshInventory",
             )
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
         } else {
             self.check_accounts(&caller, Permission::Refresh, "RefreshInventory", named)
                 .await?;
@@ -326,7 +331,8 @@ impl TableEncryption for TableEncryptionService {
     ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
         let caller = caller(&request)?;
         note_target(&request, describe_targets(request.get_ref()));
-        authorization::require(&caller, Permission::Change, "CreateChangeRequest")?;
+        access::require(&caller, Permission::Change, "CreateChangeRequest")
+            .map_err(ApiError::from)?;
         // The plan's accounts are checked against the caller's scope before anything is stored.
         Ok(Response::new(
             self.changes.create(&caller, request.into_inner()).await?,
@@ -479,7 +485,8 @@ impl TableEncryption for TableEncryptionService {
                 format!("table {}/{}/{}", t.account_id, t.region, t.table_name),
             );
         }
-        authorization::require(&caller, Permission::Change, "UpdateTableEncryption")?;
+        access::require(&caller, Permission::Change, "UpdateTableEncryption")
+            .map_err(ApiError::from)?;
         Ok(Response::new(
             self.changes
                 .update_table(&caller, request.into_inner())
@@ -529,7 +536,8 @@ impl TableEncryption for TableEncryptionService {
         match caller.scope(Permission::ReadAudit) {
             Scope::Everywhere => {}
             Scope::Nowhere => {
-                authorization::require(&caller, Permission::ReadAudit, "ListAuditEvents")?;
+                access::require(&caller, Permission::ReadAudit, "ListAuditEvents")
+                    .map_err(ApiError::from)?;
             }
             Scope::Matching(_) => {
                 return Err(ApiError::PermissionDenied(format!(

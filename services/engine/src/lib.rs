@@ -2,11 +2,16 @@
 //! scans fanned out over account-regions, with bounded concurrency and a
 //! DescribeTable rate limit per account-region. Every task is tracked and cancellable.
 
+pub mod access;
+mod error;
+pub mod keys;
 mod metrics;
 pub mod planner;
+pub mod requests;
 mod scanner;
 pub mod worker;
 
+pub use error::EngineError;
 pub use metrics::EngineMetrics;
 pub use planner::{MAX_ITEMS, PlanError, Planner, RollbackRow, Target, Targets};
 pub use scanner::{InventoryScanner, ScanSettings, ScanTarget};

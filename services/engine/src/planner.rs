@@ -7,14 +7,17 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt as _;
+use tablecrypt_core::InventoryFilter;
 use tablecrypt_core::change::plan::{check_key, check_key_location};
-use tablecrypt_core::change::{AwsCall, PlannedItem, Resolution, failure_reason, plan_table};
+use tablecrypt_core::change::{
+    AwsCall, PlannedItem, Resolution, TableRef, failure_reason, plan_table,
+};
 use tablecrypt_core::{
     Account, AccountId, EncryptionMode, ItemReason, KeyReference, PlanAction, Region,
     TableEncryption, TableName,
 };
 use tablecrypt_fleet::{AccountAccess, Fleet, FleetError};
-use tablecrypt_store::{InventoryFilter, Store, StoreError};
+use tablecrypt_store::{Store, StoreError};
 
 /// Most tables one request may cover.
 pub const MAX_ITEMS: usize = 10_000;
@@ -41,9 +44,7 @@ pub enum Targets {
 /// One table of a rollback: where it returns to.
 #[derive(Debug, Clone)]
 pub struct RollbackRow {
-    pub account_id: AccountId,
-    pub region: Region,
-    pub table_name: TableName,
+    pub table: TableRef,
     pub mode: EncryptionMode,
     pub key_arn: Option<String>,
     /// A global table's replicas: (region, the key ARN each had there).
@@ -269,7 +270,13 @@ impl Planner {
             Targets::Tables(ids) => ids.clone(),
             Targets::Rollback(rows) => rows
                 .iter()
-                .map(|row| (row.account_id.clone(), row.region, row.table_name.clone()))
+                .map(|row| {
+                    (
+                        row.table.account_id.clone(),
+                        row.table.region,
+                        row.table.table_name.clone(),
+                    )
+                })
                 .collect(),
         };
         let accounts = self
@@ -358,14 +365,7 @@ impl Planner {
         }
         Ok(accounts
             .into_iter()
-            .map(|(id, account)| {
-                let access = AccountAccess {
-                    account_id: account.account_id.clone(),
-                    role_arn: account.spec.role_arn.clone(),
-                    external_id: account.spec.external_id.clone(),
-                };
-                (id, access)
-            })
+            .map(|(id, account)| (id, AccountAccess::of(&account)))
             .collect())
     }
 }

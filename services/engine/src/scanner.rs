@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tablecrypt_core::{FailureKind, Region, TableName};
+use tablecrypt_core::{AccountId, FailureKind, Region, TableName};
 use tablecrypt_fleet::{AccountAccess, Fleet, FleetError};
 use tablecrypt_store::{Store, StoreError, TargetOutcome};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
+
+use crate::access;
+use crate::error::EngineError;
 
 /// Limits of a scan.
 #[derive(Debug, Clone)]
@@ -89,6 +92,49 @@ impl InventoryScanner {
 
     pub fn fleet(&self) -> &Arc<Fleet> {
         &self.fleet
+    }
+
+    /// Starts a scan of `account_ids` (every registered account if empty) in `regions` (each account's
+    /// registered regions if empty): a caller's RefreshInventory, or the periodic scan of the whole fleet.
+    pub async fn start_for(
+        &self,
+        requested_by: &str,
+        account_ids: &[AccountId],
+        regions: &[Region],
+    ) -> Result<Uuid, EngineError> {
+        let accounts = if account_ids.is_empty() {
+            access::all_accounts(&self.store).await?
+        } else {
+            let mut accounts = Vec::with_capacity(account_ids.len());
+            for id in account_ids {
+                accounts.push(self.store.accounts.get(id).await?);
+            }
+            accounts
+        };
+        let targets: Vec<ScanTarget> = accounts
+            .iter()
+            .flat_map(|account| {
+                let access = AccountAccess::of(account);
+                account
+                    .spec
+                    .regions
+                    .as_slice()
+                    .iter()
+                    .filter(|r| regions.is_empty() || regions.contains(r))
+                    .map(move |region| ScanTarget {
+                        access: access.clone(),
+                        region: *region,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(EngineError::invalid(
+                "regions",
+                "selects no registered account-region: register accounts first, or name regions they use",
+            ));
+        }
+        Ok(self.start(requested_by, targets).await?)
     }
 
     /// Records a scan of `targets` and starts it; returns its id at once.

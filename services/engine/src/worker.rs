@@ -41,6 +41,11 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Wait before an item whose store write failed is tried again.
 const STORE_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a worker trusts an account's role as read: short, so an UpdateAccount (a rotated external id, a new
+/// role) or a deregistration reaches items in flight within seconds, long enough that a busy account-region
+/// reads its account row a few times a minute rather than once per item pass.
+const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(10);
+
 /// How workers behave; from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -79,7 +84,8 @@ struct Inner {
     /// This process's lease identity.
     owner: Uuid,
     permits: Arc<Semaphore>,
-    accounts: Mutex<HashMap<String, AccountAccess>>,
+    /// Each account's role as last read, and when.
+    accounts: Mutex<HashMap<String, (AccountAccess, std::time::Instant)>>,
     metrics: EngineMetrics,
 }
 
@@ -229,14 +235,15 @@ impl Inner {
     }
 
     /// The account's role, or why the item cannot go on: a deregistered account fails it; our own database
-    /// being unavailable only defers it.
-    async fn access(&self, account_id: &str) -> Result<AccountAccess, Stop> {
-        if let Some(access) = self.accounts.lock().await.get(account_id) {
+    /// being unavailable only defers it. Remembered for [`ACCOUNT_CACHE_TTL`], so an UpdateAccount (a new role,
+    /// a rotated external id) reaches running workers without a restart.
+    async fn access(&self, account_id: &AccountId) -> Result<AccountAccess, Stop> {
+        if let Some((access, read_at)) = self.accounts.lock().await.get(account_id.as_str())
+            && read_at.elapsed() < ACCOUNT_CACHE_TTL
+        {
             return Ok(access.clone());
         }
-        let id = AccountId::parse(account_id)
-            .map_err(|e| Stop::Done(failed(ItemReason::AwsError, e.0)))?;
-        let account = match self.store.accounts.get(&id).await {
+        let account = match self.store.accounts.get(account_id).await {
             Ok(account) => account,
             Err(e @ StoreError::NotFound { .. }) => {
                 return Err(Stop::Done(failed(
@@ -246,21 +253,18 @@ impl Inner {
             }
             Err(e) => return Err(lost_or_retry(e)),
         };
-        let access = AccountAccess {
-            account_id: account.account_id.clone(),
-            role_arn: account.spec.role_arn.clone(),
-            external_id: account.spec.external_id.clone(),
-        };
-        self.accounts
-            .lock()
-            .await
-            .insert(account_id.to_owned(), access.clone());
+        let access = AccountAccess::of(&account);
+        self.accounts.lock().await.insert(
+            account_id.to_string(),
+            (access.clone(), std::time::Instant::now()),
+        );
         Ok(access)
     }
 
     #[tracing::instrument(skip_all, fields(
         change_request = %claimed.item.request_id, item = claimed.item.item_id,
-        account_id = %claimed.item.account_id, region = %claimed.item.region, table = %claimed.item.table_name))]
+        account_id = %claimed.item.table.account_id, region = %claimed.item.table.region,
+        table = %claimed.item.table.table_name))]
     async fn process(&self, claimed: ClaimedItem, shutdown: CancellationToken) {
         if claimed.reclaimed {
             self.metrics.reclaims.inc();
@@ -297,14 +301,9 @@ impl Inner {
                 });
                 self.persist(
                     || {
-                        self.store.change_items.defer(
-                            item_id,
-                            self.owner,
-                            until,
-                            reason.map(ItemReason::as_str),
-                            message,
-                            *rejected,
-                        )
+                        self.store
+                            .change_items
+                            .defer(item_id, self.owner, until, *reason, message, *rejected)
                     },
                     &shutdown,
                 )
@@ -375,22 +374,12 @@ impl Inner {
     /// One pass over an item: look, apply if needed, wait for the target.
     async fn work(&self, claimed: &ClaimedItem) -> Stop {
         let item = &claimed.item;
-        let access = match self.access(&item.account_id).await {
+        let access = match self.access(&item.table.account_id).await {
             Ok(access) => access,
             Err(stop) => return stop,
         };
-        let Ok(region) = Region::parse(&item.region) else {
-            return Stop::Done(failed(
-                ItemReason::AwsError,
-                format!("bad region {}", item.region),
-            ));
-        };
-        let Ok(table) = TableName::parse(&item.table_name) else {
-            return Stop::Done(failed(
-                ItemReason::AwsError,
-                format!("bad table {}", item.table_name),
-            ));
-        };
+        let region = item.table.region;
+        let table = item.table.table_name.clone();
         let target = apply_target(claimed);
         let sent_before = item.apply_time.is_some();
         let poll_rate = claimed.account_poll_rate.unwrap_or(self.settings.poll_rate);
@@ -402,9 +391,9 @@ impl Inner {
         };
         self.record(&current).await;
         let key = (
-            item.account_id.clone(),
-            item.region.clone(),
-            item.table_name.clone(),
+            item.table.account_id.to_string(),
+            item.table.region.to_string(),
+            item.table.table_name.to_string(),
         );
         // The switch quota (from our history) matters only when something would be sent: look it up then.
         let step = match next_step(&current, &target, sent_before, None) {
@@ -474,7 +463,11 @@ impl Inner {
                 };
                 self.metrics
                     .updates
-                    .with_label_values(&[item.account_id.as_str(), item.region.as_str(), outcome])
+                    .with_label_values(&[
+                        item.table.account_id.as_str(),
+                        item.table.region.as_str(),
+                        outcome,
+                    ])
                     .inc();
                 match sent {
                     Ok(UpdateOutcome::Started) => {
@@ -533,7 +526,7 @@ impl Inner {
         let rate = claimed
             .max_updates_per_second
             .map_or(allowed, |cap| cap.min(allowed));
-        let scope = format!("update:{}:{}", item.account_id, item.region);
+        let scope = format!("update:{}:{}", item.table.account_id, item.table.region);
         let regional = self.store.rate_slots.reserve(&scope, rate).await;
         let global = self
             .store
@@ -556,24 +549,16 @@ impl Inner {
         let item = &claimed.item;
         let regions: Vec<Region> = item
             .replicas
-            .as_array()
-            .map(|replicas| {
-                replicas
-                    .iter()
-                    .filter_map(|r| r["region"].as_str())
-                    .filter_map(|r| Region::parse(r).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .filter_map(|r| Region::parse(&r.region).ok())
+            .collect();
         if regions.is_empty() {
             return;
         }
-        let (Ok(access), Ok(table)) = (
-            self.access(&item.account_id).await,
-            TableName::parse(&item.table_name),
-        ) else {
+        let Ok(access) = self.access(&item.table.account_id).await else {
             return;
         };
+        let table = item.table.table_name.clone();
         let poll_rate = claimed.account_poll_rate.unwrap_or(self.settings.poll_rate);
         for region in regions {
             if let Ok(seen) = self.describe(&access, region, &table, poll_rate).await {
@@ -731,10 +716,7 @@ impl Inner {
 }
 
 fn failed(reason: ItemReason, message: String) -> ItemEnd {
-    ItemEnd::Failed {
-        reason: reason.as_str().to_owned(),
-        message,
-    }
+    ItemEnd::Failed { reason, message }
 }
 
 fn lost_or_retry(error: StoreError) -> Stop {
@@ -749,22 +731,13 @@ fn lost_or_retry(error: StoreError) -> Stop {
 
 fn apply_target(claimed: &ClaimedItem) -> ApplyTarget {
     let item = &claimed.item;
-    let mode = EncryptionMode::parse(&item.to_mode).unwrap_or(EncryptionMode::AwsOwned);
-    let replica_keys = item
-        .replicas
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            Some((
-                r.get("region")?.as_str()?.to_owned(),
-                r.get("to_key_arn")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
     ApplyTarget {
-        mode,
+        mode: item.to_mode,
         key_arn: item.to_key_arn.clone(),
-        replica_keys,
+        replica_keys: item
+            .replicas
+            .iter()
+            .filter_map(|r| Some((r.region.clone(), r.to_key_arn.clone()?)))
+            .collect(),
     }
 }

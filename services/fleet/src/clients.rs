@@ -9,7 +9,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::retry::RetryPartition;
-use tablecrypt_core::{AccountId, ExternalId, Region as AwsRegion, RoleArn};
+use tablecrypt_core::{Account, AccountId, ExternalId, Region as AwsRegion, RoleArn};
 
 use crate::error::FleetError;
 use crate::settings::FleetSettings;
@@ -20,6 +20,17 @@ pub struct AccountAccess {
     pub account_id: AccountId,
     pub role_arn: RoleArn,
     pub external_id: Option<ExternalId>,
+}
+
+impl AccountAccess {
+    /// How to reach a registered account.
+    pub fn of(account: &Account) -> Self {
+        Self {
+            account_id: account.account_id.clone(),
+            role_arn: account.spec.role_arn.clone(),
+            external_id: account.spec.external_id.clone(),
+        }
+    }
 }
 
 /// The clients of one account-region, sharing one assumed-role credentials provider.

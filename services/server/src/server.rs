@@ -169,12 +169,7 @@ pub async fn run(
             .max_decoding_message_size(max_request_bytes)
     });
     if let (Some(interval), true) = (config.inventory_scan_interval, config.role.serves_api()) {
-        tasks.spawn(periodic_scans(
-            Store::new(pool.clone()),
-            scanner.clone(),
-            interval,
-            shutdown.clone(),
-        ));
+        tasks.spawn(periodic_scans(scanner.clone(), interval, shutdown.clone()));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -319,7 +314,6 @@ fn fleet_settings(config: &Config) -> FleetSettings {
 
 /// Scans the whole fleet every `interval` until shutdown.
 async fn periodic_scans(
-    store: Store,
     scanner: InventoryScanner,
     interval: Duration,
     shutdown: CancellationToken,
@@ -331,7 +325,7 @@ async fn periodic_scans(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        match tablecrypt_api::inventory::scan_everything(&store, &scanner, "periodic").await {
+        match scanner.start_for("periodic", &[], &[]).await {
             Ok(scan_id) => tracing::info!(%scan_id, "periodic inventory scan started"),
             Err(error) => tracing::warn!(%error, "periodic inventory scan did not start"),
         }

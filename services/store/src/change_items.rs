@@ -4,41 +4,120 @@
 //! item, the first one's writes match no row and it stops ([`StoreError::LeaseLost`]).
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
+use tablecrypt_core::change::{ChangeItem, ReplicaPlan, TableRef};
+use tablecrypt_core::{AccountId, EncryptionMode, ItemReason, ItemState, Region, TableName};
 use uuid::Uuid;
 
 use crate::error::StoreError;
 
-/// A stored item.
+const RESOURCE: &str = "change item";
+
+/// A change_items row as stored; [`ItemRow::into_domain`] checks it into a [`ChangeItem`].
 #[derive(Debug, Clone)]
-pub struct ChangeItemRecord {
-    pub item_id: i64,
-    pub request_id: Uuid,
-    pub ordinal: i32,
-    pub account_id: String,
-    pub region: String,
-    pub table_name: String,
-    pub state: String,
-    pub canary: bool,
-    pub from_mode: String,
-    pub from_key_arn: Option<String>,
-    pub to_mode: String,
-    pub to_key_arn: Option<String>,
-    pub replicas: Value,
-    pub reason: Option<String>,
-    pub message: Option<String>,
-    pub attempts: i32,
-    pub next_attempt_time: DateTime<Utc>,
-    pub apply_time: Option<DateTime<Utc>>,
-    pub finish_time: Option<DateTime<Utc>>,
-    pub update_time: DateTime<Utc>,
+struct ItemRow {
+    item_id: i64,
+    request_id: Uuid,
+    ordinal: i32,
+    account_id: String,
+    region: String,
+    table_name: String,
+    state: String,
+    canary: bool,
+    from_mode: String,
+    from_key_arn: Option<String>,
+    to_mode: String,
+    to_key_arn: Option<String>,
+    replicas: Value,
+    reason: Option<String>,
+    message: Option<String>,
+    attempts: i32,
+    next_attempt_time: DateTime<Utc>,
+    apply_time: Option<DateTime<Utc>>,
+    finish_time: Option<DateTime<Utc>>,
+    update_time: DateTime<Utc>,
+}
+
+impl ItemRow {
+    fn into_domain(self) -> Result<ChangeItem, StoreError> {
+        let id = self.item_id;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            resource: RESOURCE,
+            id: id.to_string(),
+            reason,
+        };
+        let mode = |text: &str| {
+            EncryptionMode::parse(text).ok_or_else(|| corrupt(format!("unknown mode {text}")))
+        };
+        Ok(ChangeItem {
+            item_id: id,
+            request_id: self.request_id,
+            ordinal: self.ordinal,
+            table: TableRef {
+                account_id: AccountId::parse(&self.account_id).map_err(|e| corrupt(e.0))?,
+                region: Region::parse(&self.region).map_err(|e| corrupt(e.0))?,
+                table_name: TableName::parse(&self.table_name).map_err(|e| corrupt(e.0))?,
+            },
+            state: ItemState::parse(&self.state)
+                .ok_or_else(|| corrupt(format!("unknown state {}", self.state)))?,
+            canary: self.canary,
+            from_mode: mode(&self.from_mode)?,
+            from_key_arn: self.from_key_arn,
+            to_mode: mode(&self.to_mode)?,
+            to_key_arn: self.to_key_arn,
+            replicas: replicas_from_json(&self.replicas).map_err(corrupt)?,
+            reason: match self.reason.as_deref() {
+                None => None,
+                Some(text) => Some(
+                    ItemReason::parse(text)
+                        .ok_or_else(|| corrupt(format!("unknown reason {text}")))?,
+                ),
+            },
+            message: self.message,
+            attempts: self.attempts,
+            next_attempt_time: Some(self.next_attempt_time),
+            apply_time: self.apply_time,
+            finish_time: self.finish_time,
+            update_time: Some(self.update_time),
+        })
+    }
+}
+
+/// A global table's replicas as stored: `[{"region", "from_key_arn", "to_key_arn"}]`.
+pub(crate) fn replicas_to_json(replicas: &[ReplicaPlan]) -> Value {
+    Value::Array(
+        replicas
+            .iter()
+            .map(|r| json!({"region": r.region, "from_key_arn": r.from_key_arn, "to_key_arn": r.to_key_arn}))
+            .collect(),
+    )
+}
+
+fn replicas_from_json(value: &Value) -> Result<Vec<ReplicaPlan>, String> {
+    let key = |r: &Value, name: &str| r.get(name).and_then(Value::as_str).map(str::to_owned);
+    value
+        .as_array()
+        .ok_or_else(|| format!("replicas are not a list: {value}"))?
+        .iter()
+        .map(|r| {
+            Ok(ReplicaPlan {
+                region: key(r, "region").ok_or_else(|| format!("a replica has no region: {r}"))?,
+                from_key_arn: key(r, "from_key_arn"),
+                to_key_arn: key(r, "to_key_arn"),
+            })
+        })
+        .collect()
+}
+
+fn into_domain(rows: Vec<ItemRow>) -> Result<Vec<ChangeItem>, StoreError> {
+    rows.into_iter().map(ItemRow::into_domain).collect()
 }
 
 /// A claimed item with what the worker needs from its request.
 #[derive(Debug, Clone)]
 pub struct ClaimedItem {
-    pub item: ChangeItemRecord,
+    pub item: ChangeItem,
     /// Its previous lease had expired (its worker died or stalled): taken over, not newly started.
     pub reclaimed: bool,
     /// When the request became runnable (approved, or created if no approval was needed).
@@ -62,7 +141,7 @@ pub enum ItemEnd {
         message: String,
     },
     Failed {
-        reason: String,
+        reason: ItemReason,
         message: String,
     },
 }
@@ -74,7 +153,7 @@ const CLAIM_LOCK: i64 = 827_978;
 macro_rules! select_items {
     ($where:literal, $($arg:expr),*) => {
         sqlx::query_as!(
-            ChangeItemRecord,
+            ItemRow,
             "SELECT item_id, request_id, ordinal, account_id, region, table_name, state, canary, from_mode,
                     from_key_arn, to_mode, to_key_arn, replicas, reason, message, attempts, next_attempt_time,
                     apply_time, finish_time, update_time
@@ -99,21 +178,24 @@ impl ChangeItemRepository {
     pub async fn list(
         &self,
         request_id: Uuid,
-        states: &[String],
+        states: &[ItemState],
         after_ordinal: Option<i32>,
         limit: i64,
-    ) -> Result<Vec<ChangeItemRecord>, StoreError> {
-        Ok(select_items!(
-            "WHERE request_id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+    ) -> Result<Vec<ChangeItem>, StoreError> {
+        let states: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
+        into_domain(
+            select_items!(
+                "WHERE request_id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2))
                AND ($3::integer IS NULL OR ordinal > $3)
              ORDER BY ordinal LIMIT $4",
-            request_id,
-            states,
-            after_ordinal,
-            limit
+                request_id,
+                &states,
+                after_ordinal,
+                limit
+            )
+            .fetch_all(&self.pool)
+            .await?,
         )
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Items of a request changed at or after `since`, oldest change first (for watching).
@@ -122,18 +204,20 @@ impl ChangeItemRepository {
         &self,
         request_id: Uuid,
         since: DateTime<Utc>,
-    ) -> Result<Vec<ChangeItemRecord>, StoreError> {
-        Ok(select_items!(
-            "WHERE request_id = $1 AND update_time >= $2 ORDER BY update_time, item_id",
-            request_id,
-            since
+    ) -> Result<Vec<ChangeItem>, StoreError> {
+        into_domain(
+            select_items!(
+                "WHERE request_id = $1 AND update_time >= $2 ORDER BY update_time, item_id",
+                request_id,
+                since
+            )
+            .fetch_all(&self.pool)
+            .await?,
         )
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Every item of a request (for rollback planning).
-    pub async fn all_of(&self, request_id: Uuid) -> Result<Vec<ChangeItemRecord>, StoreError> {
+    pub async fn all_of(&self, request_id: Uuid) -> Result<Vec<ChangeItem>, StoreError> {
         self.list(request_id, &[], None, i64::MAX).await
     }
 
@@ -211,14 +295,16 @@ impl ChangeItemRepository {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(items
+        Ok(into_domain(items)?
             .into_iter()
             .filter_map(|mut item| {
                 let request = requests.iter().find(|r| r.request_id == item.request_id)?;
-                let account = accounts.iter().find(|a| a.account_id == item.account_id);
-                let reclaimed = item.state == "APPLYING" || item.state == "WAITING";
+                let account = accounts
+                    .iter()
+                    .find(|a| a.account_id == item.table.account_id.as_str());
+                let reclaimed = matches!(item.state, ItemState::Applying | ItemState::Waiting);
                 if !reclaimed {
-                    item.state = "APPLYING".to_owned();
+                    item.state = ItemState::Applying;
                 }
                 Some(ClaimedItem {
                     item,
@@ -338,7 +424,7 @@ impl ChangeItemRepository {
         item_id: i64,
         owner: Uuid,
         until: DateTime<Utc>,
-        reason: Option<&str>,
+        reason: Option<ItemReason>,
         message: &str,
         clear_apply: bool,
     ) -> Result<(), StoreError> {
@@ -358,7 +444,7 @@ impl ChangeItemRepository {
             item_id,
             owner,
             until,
-            reason,
+            reason.map(ItemReason::as_str),
             message,
             clear_apply
         )
@@ -382,11 +468,13 @@ impl ChangeItemRepository {
     ) -> Result<(), StoreError> {
         let item = &claimed.item;
         let (state, reason, message) = match end {
-            ItemEnd::Succeeded { .. } => ("SUCCEEDED", None, None),
-            ItemEnd::Skipped { message } => ("SKIPPED", None, Some(message.clone())),
-            ItemEnd::Failed { reason, message } => {
-                ("FAILED", Some(reason.clone()), Some(message.clone()))
-            }
+            ItemEnd::Succeeded { .. } => (ItemState::Succeeded, None, None),
+            ItemEnd::Skipped { message } => (ItemState::Skipped, None, Some(message.clone())),
+            ItemEnd::Failed { reason, message } => (
+                ItemState::Failed,
+                Some(reason.as_str()),
+                Some(message.clone()),
+            ),
         };
         let mut tx = self.pool.begin().await?;
         lock_request_of(&mut tx, item.item_id).await?;
@@ -398,7 +486,7 @@ impl ChangeItemRepository {
              RETURNING apply_time",
             item.item_id,
             owner,
-            state,
+            state.as_str(),
             reason,
             message
         )
@@ -415,12 +503,12 @@ impl ChangeItemRepository {
                      to_mode, to_key_arn, request_id, item_id, requested_by, approved_by, start_time, finish_time)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, now()), now())
                  ON CONFLICT (item_id) DO NOTHING",
-                item.account_id,
-                item.region,
-                item.table_name,
-                item.from_mode,
+                item.table.account_id.as_str(),
+                item.table.region.as_str(),
+                item.table.table_name.as_str(),
+                item.from_mode.as_str(),
                 item.from_key_arn,
-                item.to_mode,
+                item.to_mode.as_str(),
                 item.to_key_arn,
                 item.request_id,
                 item.item_id,

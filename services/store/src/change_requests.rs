@@ -3,91 +3,88 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+use tablecrypt_core::change::{
+    ChangeItem, ChangeOptions, ChangeRequest, ItemCounts, RequestState, TargetSpec,
+};
+use tablecrypt_core::{EncryptionMode, ItemState};
 use uuid::Uuid;
 
+use crate::change_items::replicas_to_json;
 use crate::error::StoreError;
+use crate::targets;
 
 const RESOURCE: &str = "change request";
 
-/// A stored change request.
+/// A change_requests row as stored; [`RequestRow::into_domain`] checks it into a [`ChangeRequest`].
 #[derive(Debug, Clone)]
-pub struct ChangeRequestRecord {
-    pub request_id: Uuid,
-    pub idempotency_key: Option<String>,
-    pub state: String,
-    pub description: String,
+struct RequestRow {
+    request_id: Uuid,
+    idempotency_key: Option<String>,
+    state: String,
+    description: String,
     /// `{"tables": [...]}` or `{"selector": {...}}`, as the caller gave it.
-    pub targets: Value,
-    pub target_mode: Option<String>,
-    pub target_key: Option<String>,
-    pub max_updates_per_second: Option<f64>,
-    pub max_in_flight: Option<i32>,
-    pub failure_threshold: Option<i32>,
-    pub canary_count: i32,
-    pub canary_passed: bool,
-    pub rollback_of: Option<Uuid>,
-    pub pause_reason: Option<String>,
-    pub created_by: String,
-    pub approved_by: Option<String>,
-    pub create_time: DateTime<Utc>,
-    pub approve_time: Option<DateTime<Utc>>,
-    pub start_time: Option<DateTime<Utc>>,
-    pub finish_time: Option<DateTime<Utc>>,
-    pub update_time: DateTime<Utc>,
+    targets: Value,
+    target_mode: Option<String>,
+    target_key: Option<String>,
+    max_updates_per_second: Option<f64>,
+    max_in_flight: Option<i32>,
+    failure_threshold: Option<i32>,
+    canary_count: i32,
+    canary_passed: bool,
+    rollback_of: Option<Uuid>,
+    pause_reason: Option<String>,
+    created_by: String,
+    approved_by: Option<String>,
+    create_time: DateTime<Utc>,
+    approve_time: Option<DateTime<Utc>>,
+    start_time: Option<DateTime<Utc>>,
+    finish_time: Option<DateTime<Utc>>,
+    update_time: DateTime<Utc>,
 }
 
-/// Items of a request by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ItemCounts {
-    pub by_state: std::collections::BTreeMap<String, i64>,
-}
-
-impl ItemCounts {
-    pub fn get(&self, state: &str) -> i64 {
-        self.by_state.get(state).copied().unwrap_or(0)
+impl RequestRow {
+    fn into_domain(self) -> Result<ChangeRequest, StoreError> {
+        let id = self.request_id;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            resource: RESOURCE,
+            id: id.to_string(),
+            reason,
+        };
+        let state = RequestState::parse(&self.state)
+            .ok_or_else(|| corrupt(format!("unknown state {}", self.state)))?;
+        let target = match self.target_mode.as_deref() {
+            None => None,
+            Some(mode) => Some(TargetSpec {
+                mode: EncryptionMode::parse(mode)
+                    .ok_or_else(|| corrupt(format!("unknown target mode {mode}")))?,
+                kms_key: self.target_key,
+            }),
+        };
+        Ok(ChangeRequest {
+            request_id: id,
+            state: Some(state),
+            idempotency_key: self.idempotency_key,
+            description: self.description,
+            targets: targets::from_json(&self.targets).map_err(corrupt)?,
+            target,
+            options: ChangeOptions {
+                max_updates_per_second: self.max_updates_per_second,
+                max_in_flight: self.max_in_flight,
+                failure_threshold: self.failure_threshold,
+                canary_count: self.canary_count,
+            },
+            canary_passed: self.canary_passed,
+            rollback_of: self.rollback_of,
+            pause_reason: self.pause_reason,
+            created_by: self.created_by,
+            approved_by: self.approved_by,
+            create_time: Some(self.create_time),
+            approve_time: self.approve_time,
+            start_time: self.start_time,
+            finish_time: self.finish_time,
+            update_time: Some(self.update_time),
+        })
     }
-
-    pub fn total(&self) -> i64 {
-        self.by_state.values().sum()
-    }
-}
-
-/// A request to store.
-#[derive(Debug, Clone)]
-pub struct NewChangeRequest {
-    pub idempotency_key: Option<String>,
-    /// PENDING_APPROVAL or QUEUED.
-    pub state: String,
-    pub description: String,
-    pub targets: Value,
-    pub target_mode: Option<String>,
-    pub target_key: Option<String>,
-    pub max_updates_per_second: Option<f64>,
-    pub max_in_flight: Option<i32>,
-    pub failure_threshold: Option<i32>,
-    pub canary_count: i32,
-    pub rollback_of: Option<Uuid>,
-    pub created_by: String,
-}
-
-/// A planned item to store with its request.
-#[derive(Debug, Clone)]
-pub struct NewChangeItem {
-    pub account_id: String,
-    pub region: String,
-    pub table_name: String,
-    /// PENDING (to change), SKIPPED or BLOCKED.
-    pub state: String,
-    pub canary: bool,
-    pub from_mode: String,
-    pub from_key_arn: Option<String>,
-    pub to_mode: String,
-    pub to_key_arn: Option<String>,
-    pub replicas: Value,
-    pub reason: Option<String>,
-    pub message: Option<String>,
-    /// For a PENDING item held back by the switch quota: when it frees up.
-    pub next_attempt_time: Option<DateTime<Utc>>,
 }
 
 /// Newest-first paging position.
@@ -105,7 +102,7 @@ pub struct ChangeRequestRepository {
 macro_rules! select_request {
     ($where:literal, $($arg:expr),*) => {
         sqlx::query_as!(
-            ChangeRequestRecord,
+            RequestRow,
             "SELECT request_id, idempotency_key, state, description, targets, target_mode, target_key,
                     max_updates_per_second, max_in_flight, failure_threshold, canary_count, canary_passed,
                     rollback_of, pause_reason, created_by, approved_by, create_time, approve_time, start_time,
@@ -121,14 +118,16 @@ impl ChangeRequestRepository {
         Self { pool }
     }
 
-    /// Stores a request and its items in one transaction. With an idempotency key already used, stores nothing
-    /// and returns the existing request (`false`).
+    /// Stores a request (in its given state: QUEUED or PENDING_APPROVAL) and its planned items in one
+    /// transaction. With an idempotency key already used, stores nothing and returns the existing request
+    /// (`false`).
     #[tracing::instrument(skip_all, fields(items = items.len()), err)]
     pub async fn create(
         &self,
-        request: &NewChangeRequest,
-        items: &[NewChangeItem],
-    ) -> Result<(ChangeRequestRecord, bool), StoreError> {
+        request: &ChangeRequest,
+        items: &[ChangeItem],
+    ) -> Result<(ChangeRequest, bool), StoreError> {
+        let state = request.state.unwrap_or(RequestState::Queued);
         let mut tx = self.pool.begin().await?;
         let request_id = Uuid::new_v4();
         let inserted = sqlx::query_scalar!(
@@ -140,15 +139,15 @@ impl ChangeRequestRepository {
              RETURNING request_id",
             request_id,
             request.idempotency_key,
-            request.state,
+            state.as_str(),
             request.description,
-            request.targets,
-            request.target_mode,
-            request.target_key,
-            request.max_updates_per_second,
-            request.max_in_flight,
-            request.failure_threshold,
-            request.canary_count,
+            targets::to_json(&request.targets),
+            request.target.as_ref().map(|t| t.mode.as_str()),
+            request.target.as_ref().and_then(|t| t.kms_key.clone()),
+            request.options.max_updates_per_second,
+            request.options.max_in_flight,
+            request.options.failure_threshold,
+            request.options.canary_count,
             request.rollback_of,
             request.created_by,
             // No canary among the items (none asked for, or none changes anything): nothing to wait for.
@@ -161,26 +160,30 @@ impl ChangeRequestRepository {
             let key = request.idempotency_key.clone().unwrap_or_default();
             let existing = select_request!("WHERE idempotency_key = $1", key)
                 .fetch_one(&self.pool)
-                .await?;
+                .await?
+                .into_domain()?;
             return Ok((existing, false));
         };
-        let column = |f: fn(&NewChangeItem) -> String| items.iter().map(f).collect::<Vec<_>>();
+        let text = |f: fn(&ChangeItem) -> String| items.iter().map(f).collect::<Vec<_>>();
         let optional =
-            |f: fn(&NewChangeItem) -> Option<String>| items.iter().map(f).collect::<Vec<_>>();
+            |f: fn(&ChangeItem) -> Option<String>| items.iter().map(f).collect::<Vec<_>>();
         sqlx::query_file!(
             "queries/insert_change_items.sql",
             request_id,
-            &column(|i| i.account_id.clone()),
-            &column(|i| i.region.clone()),
-            &column(|i| i.table_name.clone()),
-            &column(|i| i.state.clone()),
+            &text(|i| i.table.account_id.to_string()),
+            &text(|i| i.table.region.to_string()),
+            &text(|i| i.table.table_name.to_string()),
+            &text(|i| i.state.as_str().to_owned()),
             &items.iter().map(|i| i.canary).collect::<Vec<_>>(),
-            &column(|i| i.from_mode.clone()),
+            &text(|i| i.from_mode.as_str().to_owned()),
             &optional(|i| i.from_key_arn.clone()) as &[Option<String>],
-            &column(|i| i.to_mode.clone()),
+            &text(|i| i.to_mode.as_str().to_owned()),
             &optional(|i| i.to_key_arn.clone()) as &[Option<String>],
-            &items.iter().map(|i| i.replicas.clone()).collect::<Vec<_>>(),
-            &optional(|i| i.reason.clone()) as &[Option<String>],
+            &items
+                .iter()
+                .map(|i| replicas_to_json(&i.replicas))
+                .collect::<Vec<_>>(),
+            &optional(|i| i.reason.map(|r| r.as_str().to_owned())) as &[Option<String>],
             &optional(|i| i.message.clone()) as &[Option<String>],
             &items
                 .iter()
@@ -190,7 +193,7 @@ impl ChangeRequestRepository {
         .execute(&mut *tx)
         .await?;
         // A request with nothing to apply is done as soon as it is stored (unless it waits for approval).
-        if request.state == "QUEUED" {
+        if state == RequestState::Queued {
             sqlx::query_file!("queries/finish_request_if_done.sql", request_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -200,14 +203,15 @@ impl ChangeRequestRepository {
     }
 
     #[tracing::instrument(skip(self), err)]
-    pub async fn get(&self, request_id: Uuid) -> Result<ChangeRequestRecord, StoreError> {
+    pub async fn get(&self, request_id: Uuid) -> Result<ChangeRequest, StoreError> {
         select_request!("WHERE request_id = $1", request_id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound {
                 resource: RESOURCE,
                 id: request_id.to_string(),
-            })
+            })?
+            .into_domain()
     }
 
     /// The request created with idempotency key `key`, if any.
@@ -215,10 +219,12 @@ impl ChangeRequestRepository {
     pub async fn find_by_idempotency_key(
         &self,
         key: &str,
-    ) -> Result<Option<ChangeRequestRecord>, StoreError> {
-        Ok(select_request!("WHERE idempotency_key = $1", key)
+    ) -> Result<Option<ChangeRequest>, StoreError> {
+        select_request!("WHERE idempotency_key = $1", key)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?
+            .map(RequestRow::into_domain)
+            .transpose()
     }
 
     /// Item counts by state.
@@ -230,31 +236,42 @@ impl ChangeRequestRepository {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(ItemCounts {
-            by_state: rows.into_iter().map(|r| (r.state, r.n)).collect(),
-        })
+        let mut counts = ItemCounts::default();
+        for row in rows {
+            let state = ItemState::parse(&row.state).ok_or_else(|| StoreError::Corrupt {
+                resource: RESOURCE,
+                id: request_id.to_string(),
+                reason: format!("an item is in unknown state {}", row.state),
+            })?;
+            counts.by_state.insert(state.as_str(), row.n);
+        }
+        Ok(counts)
     }
 
     /// Requests newest first, optionally only in `states`.
     #[tracing::instrument(skip(self), err)]
     pub async fn list(
         &self,
-        states: &[String],
+        states: &[RequestState],
         after: Option<&RequestCursor>,
         limit: i64,
-    ) -> Result<Vec<ChangeRequestRecord>, StoreError> {
-        Ok(select_request!(
+    ) -> Result<Vec<ChangeRequest>, StoreError> {
+        let states: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
+        select_request!(
             "WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
                AND ($2::timestamptz IS NULL OR (create_time, request_id) < ($2, $3::uuid))
              ORDER BY create_time DESC, request_id DESC
              LIMIT $4",
-            states,
+            &states,
             after.map(|c| c.create_time),
             after.map(|c| c.request_id),
             limit
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(RequestRow::into_domain)
+        .collect()
     }
 
     /// PENDING_APPROVAL -> QUEUED, recording the approver (never the creator: the database checks that too).
@@ -263,9 +280,9 @@ impl ChangeRequestRepository {
         &self,
         request_id: Uuid,
         approver: &str,
-    ) -> Result<ChangeRequestRecord, StoreError> {
+    ) -> Result<ChangeRequest, StoreError> {
         let current = self.get(request_id).await?;
-        if current.state != "PENDING_APPROVAL" {
+        if current.state != Some(RequestState::PendingApproval) {
             return Err(invalid_state(
                 &current,
                 "only a PENDING_APPROVAL request can be approved",
@@ -304,7 +321,7 @@ impl ChangeRequestRepository {
     /// Stops new applies: open items not yet sent are CANCELLED; the request is CANCELLING until the ones in
     /// flight finish (at once CANCELLED if none is).
     #[tracing::instrument(skip(self), err)]
-    pub async fn cancel(&self, request_id: Uuid) -> Result<ChangeRequestRecord, StoreError> {
+    pub async fn cancel(&self, request_id: Uuid) -> Result<ChangeRequest, StoreError> {
         let mut tx = self.pool.begin().await?;
         let state = sqlx::query_scalar!(
             "SELECT state FROM change_requests WHERE request_id = $1 FOR UPDATE",
@@ -352,11 +369,7 @@ impl ChangeRequestRepository {
 
     /// QUEUED or RUNNING -> PAUSED.
     #[tracing::instrument(skip(self), err)]
-    pub async fn pause(
-        &self,
-        request_id: Uuid,
-        reason: &str,
-    ) -> Result<ChangeRequestRecord, StoreError> {
+    pub async fn pause(&self, request_id: Uuid, reason: &str) -> Result<ChangeRequest, StoreError> {
         let updated = sqlx::query!(
             "UPDATE change_requests SET state = 'PAUSED', pause_reason = $2, update_time = now()
              WHERE request_id = $1 AND state IN ('QUEUED', 'RUNNING')",
@@ -378,7 +391,7 @@ impl ChangeRequestRepository {
     /// PAUSED -> RUNNING (or QUEUED if nothing was claimed yet). After a failed canary, resuming is how an
     /// operator accepts it and lets the rest run.
     #[tracing::instrument(skip(self), err)]
-    pub async fn resume(&self, request_id: Uuid) -> Result<ChangeRequestRecord, StoreError> {
+    pub async fn resume(&self, request_id: Uuid) -> Result<ChangeRequest, StoreError> {
         let updated = sqlx::query!(
             "UPDATE change_requests
              SET state = CASE WHEN start_time IS NULL THEN 'QUEUED' ELSE 'RUNNING' END, pause_reason = NULL,
@@ -406,11 +419,15 @@ impl ChangeRequestRepository {
     }
 }
 
-fn invalid_state(current: &ChangeRequestRecord, reason: &str) -> StoreError {
+fn invalid_state(current: &ChangeRequest, reason: &str) -> StoreError {
     StoreError::InvalidState {
         resource: RESOURCE,
         id: current.request_id.to_string(),
-        state: current.state.clone(),
+        state: current
+            .state
+            .map(RequestState::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         reason: reason.to_owned(),
     }
 }

@@ -5,26 +5,60 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tablecrypt_core::change::{KeyRotation, TableRef};
+use tablecrypt_core::{AccountId, EncryptionMode, Region, TableName};
 use uuid::Uuid;
 
 use crate::error::StoreError;
 
+/// A key_rotation_history row as stored.
 #[derive(Debug, Clone)]
-pub struct KeyRotationRecord {
-    pub history_id: i64,
-    pub account_id: String,
-    pub region: String,
-    pub table_name: String,
-    pub from_mode: String,
-    pub from_key_arn: Option<String>,
-    pub to_mode: String,
-    pub to_key_arn: Option<String>,
-    pub request_id: Uuid,
-    pub item_id: i64,
-    pub requested_by: String,
-    pub approved_by: Option<String>,
-    pub start_time: DateTime<Utc>,
-    pub finish_time: DateTime<Utc>,
+struct RotationRow {
+    history_id: i64,
+    account_id: String,
+    region: String,
+    table_name: String,
+    from_mode: String,
+    from_key_arn: Option<String>,
+    to_mode: String,
+    to_key_arn: Option<String>,
+    request_id: Uuid,
+    item_id: i64,
+    requested_by: String,
+    approved_by: Option<String>,
+    start_time: DateTime<Utc>,
+    finish_time: DateTime<Utc>,
+}
+
+impl RotationRow {
+    fn into_domain(self) -> Result<KeyRotation, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            resource: "key rotation",
+            id: self.history_id.to_string(),
+            reason,
+        };
+        let mode = |text: &str| {
+            EncryptionMode::parse(text).ok_or_else(|| corrupt(format!("unknown mode {text}")))
+        };
+        Ok(KeyRotation {
+            history_id: self.history_id,
+            table: TableRef {
+                account_id: AccountId::parse(&self.account_id).map_err(|e| corrupt(e.0))?,
+                region: Region::parse(&self.region).map_err(|e| corrupt(e.0))?,
+                table_name: TableName::parse(&self.table_name).map_err(|e| corrupt(e.0))?,
+            },
+            from_mode: mode(&self.from_mode)?,
+            from_key_arn: self.from_key_arn.clone(),
+            to_mode: mode(&self.to_mode)?,
+            to_key_arn: self.to_key_arn.clone(),
+            request_id: self.request_id,
+            item_id: self.item_id,
+            requested_by: self.requested_by.clone(),
+            approved_by: self.approved_by.clone(),
+            start_time: self.start_time,
+            finish_time: self.finish_time,
+        })
+    }
 }
 
 /// Which rows to list. `None` matches everything.
@@ -59,9 +93,9 @@ impl HistoryRepository {
         filter: &HistoryFilter,
         before_id: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<KeyRotationRecord>, StoreError> {
-        Ok(sqlx::query_file_as!(
-            KeyRotationRecord,
+    ) -> Result<Vec<KeyRotation>, StoreError> {
+        sqlx::query_file_as!(
+            RotationRow,
             "queries/list_key_rotation_history.sql",
             before_id,
             filter.account_id,
@@ -74,7 +108,10 @@ impl HistoryRepository {
             limit
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(RotationRow::into_domain)
+        .collect()
     }
 
     /// When each of `tables` switched encryption in the last 24 hours (the switch quota's window), by the time

@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tablecrypt_core::{
-    AccountId, EncryptionMode, LabelSelector, Region, ReplicaEncryption, TableEncryption, TableName,
+    AccountId, EncryptionMode, Region, ReplicaEncryption, TableEncryption, TableName,
 };
+
+pub use tablecrypt_core::InventoryFilter;
 
 use crate::error::StoreError;
 use crate::selector::SelectorArgs;
@@ -18,20 +20,6 @@ pub struct InventoryEntry {
     pub table: TableEncryption,
     /// When a scan no longer found the table.
     pub gone_since: Option<DateTime<Utc>>,
-}
-
-/// Which rows to list. Empty lists and `None` match everything.
-#[derive(Debug, Default, Clone)]
-pub struct InventoryFilter {
-    pub account_ids: Vec<AccountId>,
-    pub account_selector: LabelSelector,
-    pub regions: Vec<Region>,
-    pub mode: Option<EncryptionMode>,
-    /// Tables whose key, or a replica's key, is one of these ARNs.
-    pub key_arns: Vec<String>,
-    pub name_prefix: Option<String>,
-    pub inaccessible_only: bool,
-    pub include_gone: bool,
 }
 
 /// The position after which a page starts.

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod rate_slots;
 pub mod scans;
 mod selector;
+mod targets;
 
 use std::time::Duration;
 
@@ -21,13 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{AccountPage, AccountRepository};
 pub use audit::{AuditEventRecord, AuditFilter, AuditRepository, NewAuditEvent};
-pub use change_items::{ChangeItemRecord, ChangeItemRepository, ClaimedItem, ItemEnd};
-pub use change_requests::{
-    ChangeRequestRecord, ChangeRequestRepository, ItemCounts, NewChangeItem, NewChangeRequest,
-    RequestCursor,
-};
+pub use change_items::{ChangeItemRepository, ClaimedItem, ItemEnd};
+pub use change_requests::{ChangeRequestRepository, RequestCursor};
 pub use error::StoreError;
-pub use history::{HistoryFilter, HistoryRepository, KeyRotationRecord, TableKey};
+pub use history::{HistoryFilter, HistoryRepository, TableKey};
 pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryRepository};
 pub use rate_slots::RateSlotRepository;
 pub use scans::{ScanRecord, ScanRepository, ScanTargetRecord, TargetOutcome};

@@ -2,5 +2,6 @@
 
 pub mod account;
 pub mod change;
+pub mod change_input;
 pub mod inventory;
 pub mod timestamp;

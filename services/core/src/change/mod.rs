@@ -9,11 +9,16 @@
 //! and perform what they return.
 
 pub mod apply;
+mod model;
 pub mod plan;
 pub mod reason;
 mod state;
 
 pub use apply::{ApplyTarget, PollStep, Step};
+pub use model::{
+    ChangeItem, ChangeOptions, ChangeRequest, ItemCounts, KeyRotation, PlanSummary, RequestTargets,
+    SelectorSpec, TableRef, TargetSpec,
+};
 pub use plan::{KeyInfo, PlannedItem, ReplicaPlan, Resolution, plan_table, summarize};
 pub use reason::{AwsCall, failure_reason};
 pub use state::{ItemReason, ItemState, PlanAction, RequestState};

@@ -1,12 +1,10 @@
 //! How one table is planned: change, skip (already compliant), or blocked with the reason, from what the inventory
 //! shows, how the target resolved in each of its regions, and the table's recent switches.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::change::apply::TABLE_ACTIVE;
-use crate::change::{ItemReason, PlanAction};
+use crate::change::{ItemReason, PlanAction, PlanSummary};
 use crate::switch_quota::next_switch_allowed;
 use crate::table::{EncryptionMode, KeyReference, TableEncryption};
 use crate::{AccountId, Region, TableName};
@@ -263,16 +261,16 @@ pub fn plan_table(
 }
 
 /// Counts by action and blocked reason.
-pub fn summarize(items: &[PlannedItem]) -> (usize, usize, usize, BTreeMap<String, usize>) {
-    let mut by_reason = BTreeMap::new();
-    let (mut change, mut skip, mut blocked) = (0, 0, 0);
+pub fn summarize(items: &[PlannedItem]) -> PlanSummary {
+    let mut summary = PlanSummary::default();
     for item in items {
         match item.action {
-            PlanAction::Change => change += 1,
-            PlanAction::Skip => skip += 1,
+            PlanAction::Change => summary.change += 1,
+            PlanAction::Skip => summary.skip += 1,
             PlanAction::Blocked => {
-                blocked += 1;
-                *by_reason
+                summary.blocked += 1;
+                *summary
+                    .blocked_by_reason
                     .entry(
                         item.reason
                             .map(|r| r.as_str().to_owned())
@@ -282,7 +280,7 @@ pub fn summarize(items: &[PlannedItem]) -> (usize, usize, usize, BTreeMap<String
             }
         }
     }
-    (change, skip, blocked, by_reason)
+    summary
 }
 
 #[cfg(test)]
@@ -530,15 +528,15 @@ mod tests {
                 now(),
             )
         };
-        let (c, s, b, by_reason) = summarize(&[
+        let summary = summarize(&[
             change,
             skip,
             blocked(ItemReason::KeyMissing),
             blocked(ItemReason::KeyMissing),
             blocked(ItemReason::KeyDisabled),
         ]);
-        assert_eq!((c, s, b), (1, 1, 3));
-        assert_eq!(by_reason.get("KEY_MISSING"), Some(&2));
-        assert_eq!(by_reason.get("KEY_DISABLED"), Some(&1));
+        assert_eq!((summary.change, summary.skip, summary.blocked), (1, 1, 3));
+        assert_eq!(summary.blocked_by_reason.get("KEY_MISSING"), Some(&2));
+        assert_eq!(summary.blocked_by_reason.get("KEY_DISABLED"), Some(&1));
     }
 }

@@ -1,0 +1,112 @@
+//! Change requests as use cases, with no transport in sight: create (idempotent, authorized over every account
+//! the plan reaches), roll back, the operator's transitions, reads, the history, and watching. The API parses a
+//! call into the inputs here, makes one call, and converts the answer.
+
+mod create;
+mod read;
+mod transitions;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tablecrypt_core::change::{ChangeItem, ChangeOptions, ChangeRequest, ItemCounts, PlanSummary};
+use tablecrypt_core::change::{SelectorSpec, TableRef};
+use tablecrypt_core::{InventoryFilter, KeyReference};
+use tablecrypt_fleet::Fleet;
+use tablecrypt_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::planner::{Planner, Target};
+
+pub use read::{HistoryQuery, ItemPage, RequestPage};
+pub use watch::{WatchStream, WatchUpdate};
+
+/// The policy requests are created under; from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
+    /// New requests wait in PENDING_APPROVAL for a second person.
+    pub approval_required: bool,
+    /// How often a watch looks for changes.
+    pub watch_interval: Duration,
+}
+
+/// Which tables a new request covers.
+#[derive(Debug, Clone)]
+// One value per call, moved once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Selection {
+    /// Listed one by one.
+    Tables(Vec<TableRef>),
+    /// Chosen from the inventory: the selector as given (stored and shown back), the filter it parses to, and
+    /// the current-key filter, resolved to an ARN before planning.
+    Selector {
+        spec: SelectorSpec,
+        filter: InventoryFilter,
+        current_key: Option<KeyReference>,
+    },
+}
+
+/// A validated request to change tables' encryption.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub selection: Selection,
+    pub target: Target,
+    pub description: String,
+    /// The caller's `request_id`: a second create with it returns the first request.
+    pub idempotency_key: Option<String>,
+    pub options: ChangeOptions,
+}
+
+/// A validated rollback of an ended request.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub of: uuid::Uuid,
+    pub description: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// What a create (or its preview) returns: the request, its counts (none for a preview), the plan's totals, and
+/// for a preview every planned item.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub request: ChangeRequest,
+    pub counts: Option<ItemCounts>,
+    pub summary: PlanSummary,
+    pub items: Vec<ChangeItem>,
+}
+
+/// The change-request use cases; cheap to clone.
+#[derive(Clone)]
+pub struct ChangeRequests {
+    store: Store,
+    fleet: Arc<Fleet>,
+    planner: Planner,
+    settings: RequestSettings,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ChangeRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeRequests")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChangeRequests {
+    pub fn new(
+        store: Store,
+        fleet: Arc<Fleet>,
+        settings: RequestSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            planner: Planner::new(store.clone(), fleet.clone()),
+            store,
+            fleet,
+            settings,
+            shutdown,
+        }
+    }
+}
