@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tablecrypt_core::change::{ChangeRequest, ItemCounts};
 use tablecrypt_core::{Caller, ValidationErrors};
-use tablecrypt_engine::requests::{self, RequestSettings, WatchUpdate};
+use tablecrypt_engine::requests::{self, RequestSettings};
 use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::{RequestCursor, Store};
@@ -18,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::conversions::change::{
-    created_to_proto, item_to_proto, request_to_proto, rotation_to_proto,
+    created_to_proto, item_to_proto, rotation_to_proto, shown, watch_update_to_proto,
 };
 use crate::conversions::change_input::{self as parse, RequestLimits};
 use crate::error::ApiError;
@@ -54,10 +53,6 @@ struct RequestPosition {
     id: Uuid,
 }
 
-fn shown((request, counts): (ChangeRequest, ItemCounts)) -> pb::ChangeRequest {
-    request_to_proto(&request, Some(&counts))
-}
-
 impl ChangeRequests {
     pub fn new(
         store: Store,
@@ -91,7 +86,6 @@ impl ChangeRequests {
         Ok(created_to_proto(&created))
     }
 
-    /// One table: a change request of one item.
     pub async fn update_table(
         &self,
         caller: &Caller,
@@ -101,7 +95,6 @@ impl ChangeRequests {
             .await
     }
 
-    /// A new request returning every table the given request changed to its earlier mode and key.
     pub async fn rollback(
         &self,
         caller: &Caller,
@@ -241,7 +234,6 @@ impl ChangeRequests {
         })
     }
 
-    /// A snapshot (the request and every item), then each change as it happens, until the request ends.
     pub async fn watch(
         &self,
         request: pb::WatchChangeRequestRequest,
@@ -250,24 +242,8 @@ impl ChangeRequests {
         let updates = self.requests.watch(id).await?;
         Ok(Box::pin(updates.map(|update| {
             update
-                .map(
-                    |WatchUpdate {
-                         request,
-                         counts,
-                         items,
-                     }| pb::WatchChangeRequestResponse {
-                        change_request: Some(request_to_proto(&request, Some(&counts))),
-                        items: items.iter().map(item_to_proto).collect(),
-                    },
-                )
+                .map(|update| watch_update_to_proto(&update))
                 .map_err(|e| ApiError::from(e).into())
         })))
     }
-}
-
-/// The store-free part of CreateChangeRequest validation (request id, description, target, table names), for
-/// the fuzz target: every violation must name a field.
-#[doc(hidden)]
-pub fn validate_fields_for_fuzzing(request: &pb::CreateChangeRequestRequest) -> ValidationErrors {
-    parse::validate_fields_for_fuzzing(request)
 }

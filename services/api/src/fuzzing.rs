@@ -26,7 +26,7 @@ pub fn validate_everything(data: &[u8]) {
         assert!(errors.violations().iter().all(|v| !v.field.is_empty()));
     }
     if let Ok(request) = pb::CreateChangeRequestRequest::decode(data) {
-        let errors = crate::change_requests::validate_fields_for_fuzzing(&request);
+        let errors = crate::conversions::change_input::validate_fields_for_fuzzing(&request);
         assert!(errors.violations().iter().all(|v| !v.field.is_empty()));
     }
     if data.len() >= 24 {

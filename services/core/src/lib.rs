@@ -15,6 +15,7 @@ pub mod filter;
 pub mod labels;
 pub mod region;
 pub mod role_arn;
+pub mod scan;
 pub mod switch_quota;
 pub mod table;
 pub mod validation;

@@ -159,7 +159,7 @@ impl InventoryScanner {
                     outcome = scanner.scan_target(scan_id, &target) => outcome,
                     () = scanner.shutdown.cancelled() => TargetOutcome::Failed {
                         tables_seen: 0,
-                        kind: FailureKind::Transient.as_str().to_owned(),
+                        kind: FailureKind::Transient,
                         message: "the server shut down during the scan; refresh again".to_owned(),
                     },
                 };
@@ -261,7 +261,7 @@ fn failed(seen: i32, error: &FleetError) -> TargetOutcome {
     tracing::warn!(kind = %error.kind, message = %error.message, "account-region scan failed");
     TargetOutcome::Failed {
         tables_seen: seen,
-        kind: error.kind.as_str().to_owned(),
+        kind: error.kind,
         message: error.message.clone(),
     }
 }
@@ -270,7 +270,7 @@ fn store_failed(seen: i32, error: &StoreError) -> TargetOutcome {
     tracing::error!(%error, "could not record the inventory");
     TargetOutcome::Failed {
         tables_seen: seen,
-        kind: FailureKind::Transient.as_str().to_owned(),
+        kind: FailureKind::Transient,
         message: "could not write the inventory to the database".to_owned(),
     }
 }

@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use history::{HistoryFilter, HistoryRepository, TableKey};
 pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryRepository};
 pub use rate_slots::RateSlotRepository;
-pub use scans::{ScanRecord, ScanRepository, ScanTargetRecord, TargetOutcome};
+pub use scans::{ScanRepository, TargetOutcome};
 
 /// The schema migrations, embedded in the binary from the top-level `migrations/` folder.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

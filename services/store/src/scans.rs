@@ -1,32 +1,48 @@
 //! Inventory scans and their per account-region targets.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tablecrypt_core::scan::{InventoryScan, ScanState, ScanTargetState, ScanTargetStatus};
+use tablecrypt_core::{AccountId, FailureKind, Region};
 use uuid::Uuid;
 
 use crate::error::StoreError;
 
 const RESOURCE: &str = "inventory scan";
 
-/// A scan's summary and targets.
+/// An inventory_scan_targets row as stored.
 #[derive(Debug, Clone)]
-pub struct ScanRecord {
-    pub scan_id: Uuid,
-    pub state: String,
-    pub create_time: DateTime<Utc>,
-    pub finish_time: Option<DateTime<Utc>>,
-    pub targets: Vec<ScanTargetRecord>,
+struct TargetRow {
+    account_id: String,
+    region: String,
+    state: String,
+    tables_seen: i32,
+    tables_gone: i32,
+    failure_kind: Option<String>,
+    failure_message: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ScanTargetRecord {
-    pub account_id: String,
-    pub region: String,
-    pub state: String,
-    pub tables_seen: i32,
-    pub tables_gone: i32,
-    pub failure_kind: Option<String>,
-    pub failure_message: Option<String>,
+impl TargetRow {
+    fn into_domain(self, scan_id: Uuid) -> Result<ScanTargetStatus, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            resource: RESOURCE,
+            id: scan_id.to_string(),
+            reason,
+        };
+        Ok(ScanTargetStatus {
+            account_id: AccountId::parse(&self.account_id).map_err(|e| corrupt(e.0))?,
+            region: Region::parse(&self.region).map_err(|e| corrupt(e.0))?,
+            state: ScanTargetState::parse(&self.state)
+                .ok_or_else(|| corrupt(format!("unknown target state {}", self.state)))?,
+            tables_seen: self.tables_seen,
+            tables_gone: self.tables_gone,
+            failure: self.failure_kind.map(|kind| {
+                (
+                    FailureKind::parse(&kind).unwrap_or(FailureKind::Unknown),
+                    self.failure_message.unwrap_or_default(),
+                )
+            }),
+        })
+    }
 }
 
 /// How one account-region of a scan ended.
@@ -38,7 +54,7 @@ pub enum TargetOutcome {
     },
     Failed {
         tables_seen: i32,
-        kind: String,
+        kind: FailureKind,
         message: String,
     },
 }
@@ -113,13 +129,19 @@ impl ScanRepository {
             TargetOutcome::Succeeded {
                 tables_seen,
                 tables_gone,
-            } => ("SUCCEEDED", *tables_seen, *tables_gone, None, None),
+            } => (
+                ScanTargetState::Succeeded.as_str(),
+                *tables_seen,
+                *tables_gone,
+                None,
+                None,
+            ),
             TargetOutcome::Failed {
                 tables_seen,
                 kind,
                 message,
             } => (
-                "FAILED",
+                ScanTargetState::Failed.as_str(),
                 *tables_seen,
                 0,
                 Some(kind.as_str()),
@@ -145,7 +167,7 @@ impl ScanRepository {
         Ok(())
     }
 
-    pub async fn get(&self, scan_id: Uuid) -> Result<ScanRecord, StoreError> {
+    pub async fn get(&self, scan_id: Uuid) -> Result<InventoryScan, StoreError> {
         let scan = sqlx::query!(
             "SELECT scan_id, state, create_time, finish_time FROM inventory_scans WHERE scan_id = $1",
             scan_id
@@ -154,19 +176,26 @@ impl ScanRepository {
         .await?
         .ok_or_else(|| StoreError::NotFound { resource: RESOURCE, id: scan_id.to_string() })?;
         let targets = sqlx::query_as!(
-            ScanTargetRecord,
+            TargetRow,
             "SELECT account_id, region, state, tables_seen, tables_gone, failure_kind, failure_message
              FROM inventory_scan_targets WHERE scan_id = $1 ORDER BY account_id, region",
             scan_id
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(ScanRecord {
+        Ok(InventoryScan {
             scan_id: scan.scan_id,
-            state: scan.state,
+            state: ScanState::parse(&scan.state).ok_or_else(|| StoreError::Corrupt {
+                resource: RESOURCE,
+                id: scan_id.to_string(),
+                reason: format!("unknown state {}", scan.state),
+            })?,
             create_time: scan.create_time,
             finish_time: scan.finish_time,
-            targets,
+            targets: targets
+                .into_iter()
+                .map(|t| t.into_domain(scan_id))
+                .collect::<Result<_, _>>()?,
         })
     }
 

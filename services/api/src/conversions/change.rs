@@ -6,7 +6,7 @@
 
 use tablecrypt_core::change::{ChangeItem, ChangeRequest, ItemCounts, KeyRotation, RequestTargets};
 use tablecrypt_core::{InvalidValue, ItemReason, ItemState, PlanAction, RequestState};
-use tablecrypt_engine::requests::Created;
+use tablecrypt_engine::requests::{Created, WatchUpdate};
 use tablecrypt_proto::v1 as pb;
 
 use super::inventory::mode_to_proto;
@@ -127,6 +127,19 @@ pub fn request_to_proto(request: &ChangeRequest, counts: Option<&ItemCounts>) ->
         finish_time: request.finish_time.map(ts),
         update_time: request.update_time.map(ts),
         canary_passed: request.canary_passed,
+    }
+}
+
+/// A stored request with its counts.
+pub fn shown((request, counts): (ChangeRequest, ItemCounts)) -> pb::ChangeRequest {
+    request_to_proto(&request, Some(&counts))
+}
+
+/// One message of a watch.
+pub fn watch_update_to_proto(update: &WatchUpdate) -> pb::WatchChangeRequestResponse {
+    pb::WatchChangeRequestResponse {
+        change_request: Some(request_to_proto(&update.request, Some(&update.counts))),
+        items: update.items.iter().map(item_to_proto).collect(),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Inventory messages out.
 
+use tablecrypt_core::scan::InventoryScan;
 use tablecrypt_core::{EncryptionMode, FailureKind, TableEncryption};
 use tablecrypt_fleet::FleetError;
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_store::{InventoryEntry, ScanRecord};
+use tablecrypt_store::InventoryEntry;
 
 use super::timestamp;
 
@@ -64,37 +65,30 @@ pub fn entry_to_proto(entry: &InventoryEntry) -> pb::EncryptedTable {
     table_to_proto(&entry.table, entry.gone_since.is_some())
 }
 
-pub fn scan_to_proto(scan: &ScanRecord) -> pb::InventoryScan {
-    let done = scan
-        .targets
-        .iter()
-        .filter(|t| t.state == "SUCCEEDED" || t.state == "FAILED")
-        .count();
-    let failed = scan.targets.iter().filter(|t| t.state == "FAILED").count();
+pub fn scan_to_proto(scan: &InventoryScan) -> pb::InventoryScan {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     pb::InventoryScan {
         scan_id: scan.scan_id.to_string(),
-        state: scan.state.clone(),
+        state: scan.state.as_str().to_owned(),
         create_time: Some(timestamp::to_proto(scan.create_time)),
         finish_time: scan.finish_time.map(timestamp::to_proto),
-        targets_total: i32::try_from(scan.targets.len()).unwrap_or(i32::MAX),
-        targets_done: i32::try_from(done).unwrap_or(i32::MAX),
-        targets_failed: i32::try_from(failed).unwrap_or(i32::MAX),
-        tables_seen: scan.targets.iter().map(|t| i64::from(t.tables_seen)).sum(),
+        targets_total: count(scan.targets.len()),
+        targets_done: count(scan.targets_done()),
+        targets_failed: count(scan.targets_failed()),
+        tables_seen: scan.tables_seen(),
         targets: scan
             .targets
             .iter()
             .map(|t| pb::ScanTarget {
-                account_id: t.account_id.clone(),
-                region: t.region.clone(),
-                state: t.state.clone(),
+                account_id: t.account_id.to_string(),
+                region: t.region.to_string(),
+                state: t.state.as_str().to_owned(),
                 tables_seen: t.tables_seen,
                 tables_gone: t.tables_gone,
-                failure: t.failure_kind.as_ref().map(|kind| pb::AwsFailure {
-                    kind: FailureKind::parse(kind)
-                        .map(failure_kind_to_proto)
-                        .unwrap_or(pb::FailureKind::Unknown) as i32,
+                failure: t.failure.as_ref().map(|(kind, message)| pb::AwsFailure {
+                    kind: failure_kind_to_proto(*kind) as i32,
                     code: String::new(),
-                    message: t.failure_message.clone().unwrap_or_default(),
+                    message: message.clone(),
                 }),
             })
             .collect(),

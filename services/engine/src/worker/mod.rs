@@ -1,0 +1,259 @@
+//! Durable workers: claim change items from Postgres under a lease, apply them through the fleet under rate
+//! limits shared by every replica, poll until DynamoDB shows the target, and record the outcome.
+//!
+//! Crash safety: `apply_time` is written before UpdateTable is sent, so an item reclaimed after its worker died
+//! looks at the table first and only sends UpdateTable again if the change is not already there or under way.
+//! The key-rotation history holds at most one row per item (unique `item_id`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tablecrypt_core::{AccountId, ItemReason};
+use tablecrypt_fleet::{AccountAccess, Fleet};
+use tablecrypt_store::{ItemEnd, Store, StoreError};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::metrics::EngineMetrics;
+
+/// Most items one claim takes, however many permits are free: one claim transaction stays short (it holds the
+/// claim lock every replica takes turns on).
+const CLAIM_BATCH: usize = 256;
+/// Pause between claims while claims find work: lets the items just started take their rate slots first.
+const CLAIM_AGAIN_AFTER: Duration = Duration::from_millis(20);
+/// First and longest wait between retries of a store write while the database is unreachable (a restart takes
+/// seconds; a longer wait only delays recovery).
+const STORE_RETRY_INITIAL: Duration = Duration::from_millis(200);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Wait before an item whose store write failed is tried again.
+const STORE_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long a worker trusts an account's role as read: short, so an UpdateAccount (a rotated external id, a new
+/// role) or a deregistration reaches items in flight within seconds, long enough that a busy account-region
+/// reads its account row a few times a minute rather than once per item pass.
+const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// How workers behave; from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// How long a claim is good for without a heartbeat; a dead worker's items are reclaimed after this.
+    pub lease: Duration,
+    /// How often to look for claimable items when there were none.
+    pub claim_interval: Duration,
+    /// Items this process works on at once.
+    pub concurrency: usize,
+    /// UpdateTable calls per second per account-region (all replicas together).
+    pub update_rate: f64,
+    /// UpdateTable calls per second across the fleet (all replicas together).
+    pub global_update_rate: f64,
+    /// DescribeTable polls per second per account-region (all replicas together).
+    pub poll_rate: f64,
+    /// Tables updating at once per account-region (AWS allows 500).
+    pub max_in_flight: u32,
+    /// First wait before polling an updating table; doubles up to `poll_max`.
+    pub poll_initial: Duration,
+    pub poll_max: Duration,
+    /// First wait after throttling or a transient error; doubles (with jitter) up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// The worker pool of one process.
+#[derive(Clone)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    fleet: Arc<Fleet>,
+    settings: WorkerSettings,
+    /// This process's lease identity.
+    owner: Uuid,
+    permits: Arc<Semaphore>,
+    /// Each account's role as last read, and when.
+    accounts: Mutex<HashMap<String, (AccountAccess, std::time::Instant)>>,
+    metrics: EngineMetrics,
+}
+
+/// Why an item stops being worked on by this worker.
+enum Stop {
+    Done(ItemEnd),
+    Defer {
+        after: Duration,
+        until_quota: Option<chrono::DateTime<Utc>>,
+        /// None: not a problem (the request was paused before anything was sent).
+        reason: Option<ItemReason>,
+        message: String,
+        /// AWS rejected this attempt's UpdateTable, so the table is not changing because of us: clear
+        /// `apply_time`. Otherwise (a poll was throttled, the table is busy) an earlier send may still land.
+        rejected: bool,
+    },
+}
+
+impl Workers {
+    pub fn new(
+        store: Store,
+        fleet: Arc<Fleet>,
+        settings: WorkerSettings,
+        metrics: EngineMetrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+                store,
+                fleet,
+                settings,
+                owner: Uuid::new_v4(),
+                accounts: Mutex::new(HashMap::new()),
+                metrics,
+            }),
+        }
+    }
+
+    /// Runs the claim loop and the heartbeat until `shutdown`; items in progress are tracked by `tracker` and
+    /// stop at their next step once `shutdown` fires (their leases are released so another worker resumes them).
+    pub async fn run(self, tracker: TaskTracker, shutdown: CancellationToken) {
+        tracing::info!(owner = %self.inner.owner, "change workers started");
+        let heartbeat = {
+            let inner = self.inner.clone();
+            let token = shutdown.clone();
+            tracker.spawn(async move { inner.heartbeat(token).await })
+        };
+        let items = TaskTracker::new();
+        loop {
+            let available = self.inner.permits.available_permits();
+            let claimed = if available == 0 {
+                Vec::new()
+            } else {
+                match self
+                    .inner
+                    .store
+                    .change_items
+                    .claim(
+                        self.inner.owner,
+                        self.inner.settings.lease.as_secs_f64(),
+                        i64::from(self.inner.settings.max_in_flight),
+                        available.min(CLAIM_BATCH) as i64,
+                    )
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming change items failed; retrying");
+                        Vec::new()
+                    }
+                }
+            };
+            let got = claimed.len();
+            for item in claimed {
+                let Ok(permit) = self.inner.permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let inner = self.inner.clone();
+                let token = shutdown.clone();
+                items.spawn(async move {
+                    inner.process(item, token).await;
+                    drop(permit);
+                });
+            }
+            let pause = if got > 0 {
+                CLAIM_AGAIN_AFTER
+            } else {
+                self.inner.settings.claim_interval
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        items.close();
+        items.wait().await;
+        // Hand what we held back at once instead of waiting for the leases to expire.
+        if let Err(error) = self.inner.release().await {
+            tracing::warn!(%error, "releasing leases at shutdown failed; they expire on their own");
+        }
+        let _ = heartbeat.await;
+        tracing::info!("change workers stopped");
+    }
+}
+
+impl Inner {
+    async fn heartbeat(&self, shutdown: CancellationToken) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(error) = self
+                .store
+                .change_items
+                .heartbeat(self.owner, self.settings.lease.as_secs_f64())
+                .await
+            {
+                tracing::warn!(%error, "lease heartbeat failed");
+            }
+            self.refresh_item_gauges().await;
+            if let Err(error) = self.store.change_items.sweep().await {
+                tracing::warn!(%error, "settling change requests failed");
+            }
+        }
+    }
+
+    /// Items by state, from the database (every process reports the same fleet-wide numbers).
+    async fn refresh_item_gauges(&self) {
+        match self.store.change_items.live_counts().await {
+            Ok(counts) => {
+                self.metrics.items.reset();
+                for (state, n) in counts {
+                    self.metrics
+                        .items
+                        .with_label_values(&[state.as_str()])
+                        .set(n);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "could not refresh the items-by-state gauge"),
+        }
+    }
+
+    async fn release(&self) -> Result<u64, StoreError> {
+        self.store.change_items.heartbeat(self.owner, 0.0).await
+    }
+
+    /// The account's role, or why the item cannot go on: a deregistered account fails it; our own database
+    /// being unavailable only defers it. Remembered for [`ACCOUNT_CACHE_TTL`], so an UpdateAccount (a new role,
+    /// a rotated external id) reaches running workers without a restart.
+    async fn access(&self, account_id: &AccountId) -> Result<AccountAccess, Stop> {
+        if let Some((access, read_at)) = self.accounts.lock().await.get(account_id.as_str())
+            && read_at.elapsed() < ACCOUNT_CACHE_TTL
+        {
+            return Ok(access.clone());
+        }
+        let account = match self.store.accounts.get(account_id).await {
+            Ok(account) => account,
+            Err(e @ StoreError::NotFound { .. }) => {
+                return Err(Stop::Done(failed(
+                    ItemReason::AccountUnreachable,
+                    format!("account {account_id}: {e}"),
+                )));
+            }
+            Err(e) => return Err(lost_or_retry(e)),
+        };
+        let access = AccountAccess::of(&account);
+        self.accounts.lock().await.insert(
+            account_id.to_string(),
+            (access.clone(), std::time::Instant::now()),
+        );
+        Ok(access)
+    }
+}
+
+mod item;
+mod pace;
+
+use item::{failed, lost_or_retry};
