@@ -661,10 +661,34 @@ async fn approval_takes_a_second_person() {
     .expect("request");
     assert_eq!(created.state(), pb::ChangeRequestState::PendingApproval);
     let id = created.change_request_id;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        updates_sent(&s.emulator).await.is_empty(),
+    // A control: another request, approved, runs to the end meanwhile, so the workers were at work and passed
+    // the unapproved one over (not merely slow to start).
+    let control = create(
+        &s.app,
+        "alice",
+        pb::CreateChangeRequestRequest {
+            tables: tables(vec![table(PAYMENTS, EU, "sessions")]),
+            target: to_key("alias/b"),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("control")
+    .change_request
+    .expect("request")
+    .change_request_id;
+    approve(&s.app, &control).await;
+    let control_done = wait_terminal(&s.app, &control).await;
+    assert_eq!(control_done.state(), pb::ChangeRequestState::Succeeded);
+    let sent = updates_sent(&s.emulator).await;
+    assert_eq!(
+        sent.keys().collect::<Vec<_>>(),
+        [&format!("{PAYMENTS}/sessions")],
         "nothing applied before approval"
+    );
+    assert_eq!(
+        get(&s.app, &id).await.state(),
+        pb::ChangeRequestState::PendingApproval
     );
 
     let mut client = s.app.client.clone();
@@ -758,8 +782,22 @@ async fn pause_stops_new_applies_resume_finishes_and_cancel_leaves_every_table_a
     })
     .await;
     let sent_while_paused = updates_sent(&s.emulator).await.len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(updates_sent(&s.emulator).await.len(), sent_while_paused);
+    // A control request runs to the end while this one is paused: the workers were at work and passed it over.
+    let control = switch(&s.app, "plain", "alias/b")
+        .await
+        .change_request
+        .expect("request")
+        .change_request_id;
+    let control_done = wait_terminal(&s.app, &control).await;
+    assert_eq!(control_done.state(), pb::ChangeRequestState::Succeeded);
+    let sent = updates_sent(&s.emulator).await;
+    assert_eq!(
+        sent.keys()
+            .filter(|t| t.starts_with(&format!("{PAYMENTS}/bulk-")))
+            .count(),
+        sent_while_paused,
+        "nothing of the paused request was sent"
+    );
     let still = get(&s.app, &id).await;
     assert_eq!(counts(&still).succeeded, counts(&settled).succeeded);
     assert!(
@@ -1259,12 +1297,16 @@ async fn api_and_worker_roles_split_the_work() {
         .change_request
         .expect("request")
         .change_request_id;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Long enough for many claims at FAST's 50 ms claim interval; the worker below shows how soon a process
+    // with workers starts the same request.
+    let api_only_for = Duration::from_secs(3);
+    tokio::time::sleep(api_only_for).await;
     assert_eq!(
         get(&s.app, &id).await.state(),
         pb::ChangeRequestState::Queued,
         "an API-only server applies nothing"
     );
+    let worker_spawned = std::time::Instant::now();
     let worker = TestApp::spawn_with(
         &s.db,
         &format!(
@@ -1283,6 +1325,14 @@ async fn api_and_worker_roles_split_the_work() {
         .await
         .expect_err("a worker serves no API");
     assert_eq!(err.code(), Code::Unimplemented);
+    let started = wait_until(&s.app, &id, 30, |r| r.start_time.is_some()).await;
+    // The silence above meant something: a process with workers started the request well within that time.
+    assert!(
+        worker_spawned.elapsed() < api_only_for,
+        "the worker took {:?} to start the request: the API-only wait proved nothing",
+        worker_spawned.elapsed()
+    );
+    assert!(started.start_time.is_some());
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
     worker.stop().await.expect("worker stops");
