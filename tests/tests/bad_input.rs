@@ -143,6 +143,17 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
             },
             "account.limits.update_rate_per_second",
         ),
+        (
+            "a rate so low it freezes the account-region",
+            pb::Account {
+                limits: Some(pb::AccountLimits {
+                    update_rate_per_second: 1e-300,
+                    ..Default::default()
+                }),
+                ..good_account()
+            },
+            "account.limits.update_rate_per_second",
+        ),
     ] {
         let result = c
             .clone()
@@ -381,6 +392,21 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
                 target: target(1, ""),
                 options: Some(pb::ChangeOptions {
                     max_updates_per_second: 1e9,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "options.max_updates_per_second",
+        ),
+        (
+            "a rate so low it freezes the account-region",
+            pb::CreateChangeRequestRequest {
+                tables: Some(pb::TableList {
+                    tables: vec![table(ACCOUNT, "eu-west-1", "t")],
+                }),
+                target: target(1, ""),
+                options: Some(pb::ChangeOptions {
+                    max_updates_per_second: 1e-300,
                     ..Default::default()
                 }),
                 ..Default::default()

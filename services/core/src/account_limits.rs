@@ -12,7 +12,11 @@ pub const AWS_MAX_TABLES_IN_FLIGHT: u32 = 500;
 /// The highest per-second rate an override may name; far above any DynamoDB control-plane quota.
 pub const MAX_RATE_PER_SECOND: f64 = 1_000.0;
 
-/// A positive, finite rate in calls per second.
+/// The lowest rate any limit may name: one call every 100 seconds. A request's or an account's pace below this is
+/// not a slow migration but a freeze (1e-300 would space calls 10^292 years apart), so it is refused.
+pub const MIN_RATE_PER_SECOND: f64 = 0.01;
+
+/// A finite rate in calls per second, from [`MIN_RATE_PER_SECOND`] to [`MAX_RATE_PER_SECOND`].
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct PerSecond(f64);
 
@@ -24,6 +28,11 @@ impl PerSecond {
         if !value.is_finite() || value <= 0.0 {
             return Err(InvalidValue::new(format!(
                 "must be a positive number of calls per second, got {value}"
+            )));
+        }
+        if value < MIN_RATE_PER_SECOND {
+            return Err(InvalidValue::new(format!(
+                "must be at least {MIN_RATE_PER_SECOND} calls per second (one every 100 s), got {value}"
             )));
         }
         if value > MAX_RATE_PER_SECOND {
@@ -125,6 +134,12 @@ mod tests {
             ]
         );
         assert!(AccountLimits::from_raw(1001.0, 0.0, 0).is_err());
+        assert!(
+            AccountLimits::from_raw(1e-300, 0.0, 0).is_err(),
+            "a freeze, not a pace"
+        );
+        assert!(AccountLimits::from_raw(0.0, 0.009, 0).is_err());
+        assert!(AccountLimits::from_raw(MIN_RATE_PER_SECOND, 0.0, 0).is_ok());
         assert!(AccountLimits::from_raw(0.0, 0.0, -3).is_err());
     }
 }

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures::StreamExt as _;
 use tablecrypt_core::InventoryFilter;
 use tablecrypt_core::change::plan::{check_key, check_key_location};
@@ -112,7 +111,6 @@ impl Planner {
         target: &Target,
         canary: usize,
     ) -> Result<Vec<PlannedItem>, PlanError> {
-        let now = Utc::now();
         let tables = self.tables(targets).await?;
         if tables.is_empty() {
             return Err(PlanError::NoTables);
@@ -224,8 +222,8 @@ impl Planner {
                         table.region.to_string(),
                         table.table_name.to_string(),
                     );
-                    let past = switches.get(&history_key).map(Vec::as_slice).unwrap_or(&[]);
-                    plan_table(&table, mode, resolution, past, now)
+                    let past = switches.of(&history_key);
+                    plan_table(&table, mode, resolution, past, switches.now)
                 }
                 Observed::Missing {
                     account_id,

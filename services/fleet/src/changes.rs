@@ -19,6 +19,13 @@ pub enum UpdateOutcome {
     AlreadyEncrypted,
 }
 
+/// DynamoDB settings for a call that tablecrypt paces and retries itself (UpdateTable, the workers' polls): the
+/// SDK's own retries would re-send it behind the rate limit (the standard mode tries 3 times).
+pub(crate) fn without_sdk_retries() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+}
+
 /// The LimitExceededException text DynamoDB uses for the per-table switch quota, as opposed to the per
 /// account-region limit on tables in flight.
 const SWITCH_QUOTA_TEXT: &str = "Encryption mode changes are limited";
@@ -112,6 +119,9 @@ impl Fleet {
             .table_name(table.as_str())
             .sse_specification(sse)
             .set_replica_updates((!replica_updates.is_empty()).then_some(replica_updates))
+            // Every UpdateTable is one rate slot of ours: the SDK must not re-send it behind our limit.
+            .customize()
+            .config_override(without_sdk_retries())
             .send()
             .await;
         match result {

@@ -85,14 +85,39 @@ impl Fleet {
         region: tablecrypt_core::Region,
         table: &TableName,
     ) -> Result<TableEncryption, FleetError> {
+        self.describe(access, region, table, true).await
+    }
+
+    /// DescribeTable sent once, without the SDK's retries: for the change workers, whose polls take a rate slot
+    /// each and are retried by the worker with a fresh one.
+    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, table = %table))]
+    pub async fn describe_table_once(
+        &self,
+        access: &AccountAccess,
+        region: tablecrypt_core::Region,
+        table: &TableName,
+    ) -> Result<TableEncryption, FleetError> {
+        self.describe(access, region, table, false).await
+    }
+
+    async fn describe(
+        &self,
+        access: &AccountAccess,
+        region: tablecrypt_core::Region,
+        table: &TableName,
+        sdk_retries: bool,
+    ) -> Result<TableEncryption, FleetError> {
         let clients = self.clients(access, region).await;
-        let out = clients
-            .dynamodb
-            .describe_table()
-            .table_name(table.as_str())
-            .send()
-            .await
-            .map_err(|e| self.expired_or(access, region, classify(&e)))?;
+        let call = clients.dynamodb.describe_table().table_name(table.as_str());
+        let sent = if sdk_retries {
+            call.send().await
+        } else {
+            call.customize()
+                .config_override(crate::changes::without_sdk_retries())
+                .send()
+                .await
+        };
+        let out = sent.map_err(|e| self.expired_or(access, region, classify(&e)))?;
         let description = out.table.ok_or_else(|| {
             FleetError::new(FailureKind::Unknown, "DescribeTable returned no table")
         })?;

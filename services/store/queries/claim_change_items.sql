@@ -1,6 +1,7 @@
 -- Picks up to $2 items a worker may start now, within the in-flight limits. Run under the claim lock (see
 -- ChangeItemRepository::claim), so the in-flight counts cannot change underneath.
--- $1 default tables in flight per account-region (an account may override it), $2 limit.
+-- $1 default tables in flight per account-region (an account may override it), $2 limit, $3 items the claiming
+-- process still works on (never claimed again by it, even if their lease expired during a stall).
 -- Claimable: PENDING or DEFERRED items that are due, of QUEUED or RUNNING requests, canaries first; and items
 -- whose lease expired while APPLYING or WAITING (their worker died), of any request not yet terminal.
 WITH busy AS (
@@ -29,7 +30,8 @@ candidates AS (
        OR (i.state = 'DEFERRED' AND i.apply_time IS NOT NULL AND i.next_attempt_time <= now()
            AND r.state IN ('PAUSED', 'CANCELLING'))
        OR (i.state IN ('APPLYING', 'WAITING') AND i.lease_expire_time <= now()
-           AND r.state NOT IN ('SUCCEEDED', 'PARTIALLY_FAILED', 'FAILED', 'CANCELLED'))
+           AND r.state NOT IN ('SUCCEEDED', 'PARTIALLY_FAILED', 'FAILED', 'CANCELLED')
+           AND NOT (i.item_id = ANY($3::bigint[])))
 )
 SELECT c.item_id AS "item_id!"
 FROM candidates c

@@ -76,6 +76,20 @@ pub struct HistoryFilter {
 /// A table, for looking up its switches.
 pub type TableKey = (String, String, String);
 
+/// Tables' recent switches, and the database's clock when they were read.
+#[derive(Debug, Clone)]
+pub struct RecentSwitches {
+    pub now: DateTime<Utc>,
+    pub by_table: HashMap<TableKey, Vec<DateTime<Utc>>>,
+}
+
+impl RecentSwitches {
+    /// One table's switches.
+    pub fn of(&self, table: &TableKey) -> &[DateTime<Utc>] {
+        self.by_table.get(table).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HistoryRepository {
     pool: PgPool,
@@ -115,12 +129,10 @@ impl HistoryRepository {
     }
 
     /// When each of `tables` switched encryption in the last 24 hours (the switch quota's window), by the time
-    /// UpdateTable was sent.
+    /// UpdateTable was sent, and the database's clock now: the quota is computed from the history's timestamps,
+    /// so it is compared with the clock that wrote them.
     #[tracing::instrument(skip_all, fields(tables = tables.len()), err)]
-    pub async fn recent_switches(
-        &self,
-        tables: &[TableKey],
-    ) -> Result<HashMap<TableKey, Vec<DateTime<Utc>>>, StoreError> {
+    pub async fn recent_switches(&self, tables: &[TableKey]) -> Result<RecentSwitches, StoreError> {
         let accounts: Vec<String> = tables.iter().map(|t| t.0.clone()).collect();
         let regions: Vec<String> = tables.iter().map(|t| t.1.clone()).collect();
         let names: Vec<String> = tables.iter().map(|t| t.2.clone()).collect();
@@ -136,13 +148,16 @@ impl HistoryRepository {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut switches: HashMap<TableKey, Vec<DateTime<Utc>>> = HashMap::new();
+        let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut by_table: HashMap<TableKey, Vec<DateTime<Utc>>> = HashMap::new();
         for row in rows {
-            switches
+            by_table
                 .entry((row.account_id, row.region, row.table_name))
                 .or_default()
                 .push(row.start_time);
         }
-        Ok(switches)
+        Ok(RecentSwitches { now, by_table })
     }
 }

@@ -22,10 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{AccountPage, AccountRepository};
 pub use audit::{AuditEventRecord, AuditFilter, AuditRepository, NewAuditEvent};
-pub use change_items::{ChangeItemRepository, ClaimedItem, ItemEnd};
+pub use change_items::{ChangeItemRepository, ClaimedItem, Deferral, ItemEnd};
 pub use change_requests::{ChangeRequestRepository, RequestCursor};
 pub use error::StoreError;
-pub use history::{HistoryFilter, HistoryRepository, TableKey};
+pub use history::{HistoryFilter, HistoryRepository, RecentSwitches, TableKey};
 pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryRepository};
 pub use rate_slots::RateSlotRepository;
 pub use scans::{ScanRepository, TargetOutcome};

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
 use tablecrypt_core::change::{ChangeOptions, SelectorSpec, TableRef};
 use tablecrypt_core::{
     AccountId, EncryptionMode, InventoryFilter, ItemState, KeyReference, LabelSelector, Region,
@@ -157,6 +158,12 @@ fn options(
         errors.add(
             "options.max_updates_per_second",
             "must be a positive number (0: the service's)",
+        );
+        None
+    } else if rate < MIN_RATE_PER_SECOND {
+        errors.add(
+            "options.max_updates_per_second",
+            format!("must be at least {MIN_RATE_PER_SECOND} per second (one table every 100 s; 0: the service's)"),
         );
         None
     } else if rate > max_rate {

@@ -10,7 +10,7 @@ use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::switch_quota::next_switch_allowed;
 use tablecrypt_core::{EncryptionMode, FailureKind, ItemReason, ItemState};
 use tablecrypt_fleet::{ApplyTarget, FleetError, UpdateOutcome, is_switch_quota};
-use tablecrypt_store::{ClaimedItem, ItemEnd, StoreError};
+use tablecrypt_store::{ClaimedItem, Deferral, ItemEnd, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, STORE_FAILURE_BACKOFF, STORE_RETRY_INITIAL, STORE_RETRY_MAX, Stop};
@@ -24,25 +24,29 @@ impl Inner {
         if claimed.reclaimed {
             self.metrics.reclaims.inc();
         }
+        let item_id = claimed.item.item_id;
+        // Cancelled at shutdown, or by the heartbeat once this claim's lease is lost: then write nothing.
+        let lease = self.hold(item_id, claimed.lease_token, &shutdown);
         let outcome = tokio::select! {
             outcome = self.work(&claimed) => outcome,
-            () = shutdown.cancelled() => return,
+            () = lease.cancelled() => {
+                if !shutdown.is_cancelled() {
+                    tracing::warn!("lease lost; stopping without writing");
+                }
+                return;
+            }
         };
         if matches!(outcome, Stop::Done(ItemEnd::Succeeded { changed: true })) {
             // Freshness only: a shutdown skips it and still records the outcome.
             tokio::select! {
                 () = self.refresh_replica_regions(&claimed) => {}
-                () = shutdown.cancelled() => {}
+                () = lease.cancelled() => {}
             }
         }
-        let item_id = claimed.item.item_id;
         let write = match &outcome {
             Stop::Done(end) => {
-                self.persist(
-                    || self.store.change_items.finish(&claimed, self.owner, end),
-                    &shutdown,
-                )
-                .await
+                self.persist(|| self.store.change_items.finish(&claimed, end), &lease)
+                    .await
             }
             Stop::Defer {
                 after,
@@ -51,20 +55,27 @@ impl Inner {
                 message,
                 rejected,
             } => {
-                let until = until_quota.unwrap_or_else(|| {
-                    Utc::now() + chrono::Duration::from_std(*after).unwrap_or_default()
-                });
+                let until = until_quota.map_or(Deferral::After(*after), Deferral::Until);
                 self.persist(
                     || {
-                        self.store
-                            .change_items
-                            .defer(item_id, self.owner, until, *reason, message, *rejected)
+                        self.store.change_items.defer(
+                            item_id,
+                            claimed.lease_token,
+                            until,
+                            *reason,
+                            message,
+                            *rejected,
+                        )
                     },
-                    &shutdown,
+                    &lease,
                 )
                 .await
             }
         };
+        // At shutdown an unwritten outcome keeps its lease registered, so it is handed back for another worker.
+        if write.is_ok() || !shutdown.is_cancelled() {
+            self.forget(item_id);
+        }
         match write {
             Ok(()) => match outcome {
                 Stop::Done(end) => {
@@ -86,11 +97,11 @@ impl Inner {
                 } => {
                     let label = reason.map_or("REQUEST_PAUSED", ItemReason::as_str);
                     self.metrics.deferrals.with_label_values(&[label]).inc();
-                    tracing::info!(?reason, %message, "item deferred");
+                    tracing::info!(reason = label, detail = %message, "item deferred");
                 }
             },
             Err(StoreError::LeaseLost { .. }) => {
-                tracing::warn!("lease lost to another worker; writing nothing")
+                tracing::warn!("lease lost to another claim; writing nothing")
             }
             Err(error) => {
                 tracing::error!(%error, "could not record the item; its lease will expire and it resumes")
@@ -98,11 +109,12 @@ impl Inner {
         }
     }
 
-    /// Retries a store write while the database is unreachable (a restart), until the lease is lost or shutdown.
+    /// Retries a store write while the database is unreachable (a restart, a stall), until the lease is lost or
+    /// the process shuts down. The write itself is fenced by the claim's token.
     pub(super) async fn persist<F, Fut>(
         &self,
         write: F,
-        shutdown: &CancellationToken,
+        lease: &CancellationToken,
     ) -> Result<(), StoreError>
     where
         F: Fn() -> Fut,
@@ -112,12 +124,12 @@ impl Inner {
         loop {
             match write().await {
                 Err(StoreError::Unavailable(_) | StoreError::Database(_))
-                    if !shutdown.is_cancelled() =>
+                    if !lease.is_cancelled() =>
                 {
                     tracing::warn!("database unavailable; retrying the write");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = shutdown.cancelled() => return Err(StoreError::LeaseLost { item_id: 0 }),
+                        () = lease.cancelled() => return Err(StoreError::LeaseLost { item_id: 0 }),
                     }
                     wait = (wait * 2).min(STORE_RETRY_MAX);
                 }
@@ -182,30 +194,8 @@ impl Inner {
             }
             Step::Wait => {}
             Step::Send => {
-                if let Err(stop) = self.wait_for_update_slot(claimed).await {
+                if let Err(stop) = self.clear_to_send(claimed).await {
                     return stop;
-                }
-                match self
-                    .store
-                    .change_items
-                    .mark_applying(item.item_id, self.owner)
-                    .await
-                {
-                    Ok(true) => {}
-                    // Paused or cancelled while waiting for the rate slot: send nothing, give the item back.
-                    Ok(false) => {
-                        return Stop::Defer {
-                            after: Duration::ZERO,
-                            until_quota: None,
-                            reason: None,
-                            message:
-                                "the request was paused or cancelled before UpdateTable was sent"
-                                    .into(),
-                            // The table was seen neither changed nor changing: nothing of ours is in flight.
-                            rejected: true,
-                        };
-                    }
-                    Err(e) => return lost_or_retry(e),
                 }
                 let sent = self
                     .fleet
@@ -229,13 +219,18 @@ impl Inner {
                         if let Err(e) = self
                             .store
                             .change_items
-                            .mark_waiting(item.item_id, self.owner)
+                            .mark_waiting(item.item_id, claimed.lease_token)
                             .await
                         {
                             return lost_or_retry(e);
                         }
                     }
                     Ok(UpdateOutcome::AlreadyEncrypted) => {}
+                    // An earlier send of ours may be what keeps the table busy: our change is under way, so
+                    // wait for it, never count this as a rejection.
+                    Err(error) if error.kind == FailureKind::InUse && sent_before => {
+                        tracing::info!("table busy after an earlier send of ours; waiting for it");
+                    }
                     Err(error) => {
                         let mut stop = self
                             .classify_apply_error(item.attempts, error, &target, &key)
@@ -265,11 +260,7 @@ impl Inner {
             .recent_switches(std::slice::from_ref(key))
             .await
             .ok()?;
-        next_switch_allowed(
-            mode,
-            switches.get(key).map(Vec::as_slice).unwrap_or(&[]),
-            Utc::now(),
-        )
+        next_switch_allowed(mode, switches.of(key), switches.now)
     }
 
     pub(super) async fn classify_apply_error(
@@ -281,24 +272,25 @@ impl Inner {
     ) -> Stop {
         match error.kind {
             FailureKind::QuotaExceeded if is_switch_quota(&error) => {
-                let switches = self
+                // AWS counts switches we did not make: without a time from our history, wait out the quiet
+                // period.
+                let quiet = Duration::from_secs(
+                    u64::try_from(tablecrypt_core::switch_quota::QUIET_HOURS).unwrap_or(6) * 3600,
+                );
+                let frees_at = match self
                     .store
                     .history
                     .recent_switches(std::slice::from_ref(key))
                     .await
-                    .unwrap_or_default();
-                let frees_at = next_switch_allowed(
-                    target.mode,
-                    switches.get(key).map(Vec::as_slice).unwrap_or(&[]),
-                    Utc::now(),
-                )
-                // AWS counts switches we did not make: wait out the quiet period.
-                .unwrap_or_else(|| {
-                    Utc::now() + chrono::Duration::hours(tablecrypt_core::switch_quota::QUIET_HOURS)
-                });
+                {
+                    Ok(switches) => {
+                        next_switch_allowed(target.mode, switches.of(key), switches.now)
+                    }
+                    Err(_) => None,
+                };
                 Stop::Defer {
-                    after: Duration::ZERO,
-                    until_quota: Some(frees_at),
+                    after: quiet,
+                    until_quota: frees_at,
                     reason: Some(ItemReason::SwitchQuotaExhausted),
                     message: error.message,
                     rejected: false,

@@ -37,6 +37,14 @@ const STORE_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 /// reads its account row a few times a minute rather than once per item pass.
 const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// How far ahead a worker may reserve an UpdateTable slot ("about a second", ../shared/QUEUE-NOTES.md): slots
+/// reserved further ahead by a worker that stalls or dies would idle the account-region, and pile up into a
+/// burst after a stall.
+const SLOT_LOOKAHEAD: Duration = Duration::from_secs(1);
+/// How late after its slot a send may still go. Later than this (a database stall between the slot and the
+/// send) the slot is dropped and a fresh one taken: a missed slot is never saved up.
+const SLOT_WINDOW: Duration = Duration::from_millis(100);
+
 /// How workers behave; from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -77,7 +85,16 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// Each account's role as last read, and when.
     accounts: Mutex<HashMap<String, (AccountAccess, std::time::Instant)>>,
+    /// The items this process's tasks work on: each claim's lease token, and how to stop its task once the
+    /// heartbeat finds the lease lost.
+    held: std::sync::Mutex<HashMap<i64, Held>>,
     metrics: EngineMetrics,
+}
+
+/// One item a task of this process works on.
+struct Held {
+    token: i64,
+    cancel: CancellationToken,
 }
 
 /// Why an item stops being worked on by this worker.
@@ -110,6 +127,7 @@ impl Workers {
                 settings,
                 owner: Uuid::new_v4(),
                 accounts: Mutex::new(HashMap::new()),
+                held: std::sync::Mutex::new(HashMap::new()),
                 metrics,
             }),
         }
@@ -139,6 +157,7 @@ impl Workers {
                         self.inner.settings.lease.as_secs_f64(),
                         i64::from(self.inner.settings.max_in_flight),
                         available.min(CLAIM_BATCH) as i64,
+                        &self.inner.held_items(),
                     )
                     .await
                 {
@@ -174,7 +193,8 @@ impl Workers {
         items.close();
         items.wait().await;
         // Hand what we held back at once instead of waiting for the leases to expire.
-        if let Err(error) = self.inner.release().await {
+        let held = self.inner.held_leases();
+        if let Err(error) = self.inner.store.change_items.release(&held).await {
             tracing::warn!(%error, "releasing leases at shutdown failed; they expire on their own");
         }
         let _ = heartbeat.await;
@@ -190,19 +210,82 @@ impl Inner {
                 () = tokio::time::sleep(every) => {}
                 () = shutdown.cancelled() => return,
             }
-            if let Err(error) = self
-                .store
-                .change_items
-                .heartbeat(self.owner, self.settings.lease.as_secs_f64())
-                .await
-            {
-                tracing::warn!(%error, "lease heartbeat failed");
-            }
+            self.renew_leases().await;
             self.refresh_item_gauges().await;
             if let Err(error) = self.store.change_items.sweep().await {
                 tracing::warn!(%error, "settling change requests failed");
             }
         }
+    }
+
+    /// Extends the leases this process's tasks hold; a task whose lease was not extended (it expired during a
+    /// stall, or another claim took the item) is stopped before it writes or sends anything more.
+    async fn renew_leases(&self) {
+        let held = self.held_leases();
+        if held.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .change_items
+            .heartbeat(&held, self.settings.lease.as_secs_f64())
+            .await
+        {
+            Ok(renewed) => {
+                let renewed: std::collections::HashSet<i64> = renewed.into_iter().collect();
+                let mut tasks = self
+                    .held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (item_id, token) in held {
+                    if !renewed.contains(&item_id)
+                        && let Some(lost) = tasks.get(&item_id).filter(|h| h.token == token)
+                    {
+                        tracing::warn!(item = item_id, "lease lost; stopping the item's task");
+                        lost.cancel.cancel();
+                        tasks.remove(&item_id);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "lease heartbeat failed"),
+        }
+    }
+
+    /// Registers a task's claim; its token is cancelled at shutdown or when the lease is lost.
+    fn hold(&self, item_id: i64, token: i64, shutdown: &CancellationToken) -> CancellationToken {
+        let cancel = shutdown.child_token();
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                item_id,
+                Held {
+                    token,
+                    cancel: cancel.clone(),
+                },
+            );
+        cancel
+    }
+
+    /// The task is done with the item (its outcome written, or nothing left to write).
+    fn forget(&self, item_id: i64) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&item_id);
+    }
+
+    fn held_leases(&self) -> Vec<(i64, i64)> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(id, held)| (*id, held.token))
+            .collect()
+    }
+
+    fn held_items(&self) -> Vec<i64> {
+        self.held_leases().into_iter().map(|(id, _)| id).collect()
     }
 
     /// Items by state, from the database (every process reports the same fleet-wide numbers).
@@ -219,10 +302,6 @@ impl Inner {
             }
             Err(error) => tracing::debug!(%error, "could not refresh the items-by-state gauge"),
         }
-    }
-
-    async fn release(&self) -> Result<u64, StoreError> {
-        self.store.change_items.heartbeat(self.owner, 0.0).await
     }
 
     /// The account's role, or why the item cannot go on: a deregistered account fails it; our own database

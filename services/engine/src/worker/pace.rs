@@ -1,38 +1,147 @@
 //! Pacing and looking: rate slots before each UpdateTable, DescribeTable at the poll rate, polling until the
 //! target shows, and recording what was seen.
 
+use std::time::{Duration, Instant};
 use tablecrypt_core::change::apply::{PollStep, after_poll};
 use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::{ItemReason, Region, TableEncryption, TableName};
 use tablecrypt_fleet::{AccountAccess, ApplyTarget};
-use tablecrypt_store::{ClaimedItem, ItemEnd};
+
+use tablecrypt_store::{ClaimedItem, ItemEnd, StoreError};
 
 use super::item::{failed, lost_or_retry};
-use super::{Inner, Stop};
+use super::{Inner, SLOT_LOOKAHEAD, SLOT_WINDOW, Stop};
 
 impl Inner {
-    pub(super) async fn wait_for_update_slot(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
+    /// The scopes whose limits an UpdateTable of this item counts against, each with its rate: the request's
+    /// own pace if it set one (it paces that request only), the account-region's (the account's own limit or the
+    /// service's) and the fleet's. Only the service's and accounts' limits reach the shared scopes, so nothing a
+    /// request asks for can slow anyone else.
+    fn update_scopes(&self, claimed: &ClaimedItem) -> Vec<(String, f64)> {
         let item = &claimed.item;
-        // The account's own rate if it has one, else the service's; a request may only lower it.
-        let allowed = claimed
+        let regional = claimed
             .account_update_rate
             .unwrap_or(self.settings.update_rate);
-        let rate = claimed
-            .max_updates_per_second
-            .map_or(allowed, |cap| cap.min(allowed));
-        let scope = format!("update:{}:{}", item.table.account_id, item.table.region);
-        let regional = self.store.rate_slots.reserve(&scope, rate).await;
-        let global = self
-            .store
-            .rate_slots
-            .reserve("update:*", self.settings.global_update_rate)
-            .await;
-        match (regional, global) {
-            (Ok(a), Ok(b)) => {
-                tokio::time::sleep(a.max(b)).await;
-                Ok(())
+        let mut scopes = Vec::with_capacity(3);
+        if let Some(own) = claimed.max_updates_per_second {
+            scopes.push((format!("update-request:{}", item.request_id), own));
+        }
+        scopes.push((
+            format!("update:{}:{}", item.table.account_id, item.table.region),
+            regional,
+        ));
+        scopes.push(("update:*".to_owned(), self.settings.global_update_rate));
+        scopes
+    }
+
+    /// Clears one UpdateTable to be sent now: a slot in every scope that limits it, the item marked applying
+    /// (fenced: only while this claim holds an unexpired lease, and only for a live request), and the send still
+    /// within its slots' window. When a stall (the mark is a database write) pushes the send past the window,
+    /// fresh slots are taken instead of sending late, so a stall never turns into a burst.
+    pub(super) async fn clear_to_send(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
+        let item = &claimed.item;
+        let scopes = self.update_scopes(claimed);
+        let mut slots: Vec<Option<Instant>> = vec![None; scopes.len()];
+        let mut marked = false;
+        loop {
+            let window_ends = self.take_slots(&scopes, &mut slots).await?;
+            let changes = &self.store.change_items;
+            if marked {
+                match changes.still_held(item.item_id, claimed.lease_token).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(lost_or_retry(StoreError::LeaseLost {
+                            item_id: item.item_id,
+                        }));
+                    }
+                    Err(e) => return Err(lost_or_retry(e)),
+                }
+            } else {
+                match changes
+                    .mark_applying(item.item_id, claimed.lease_token)
+                    .await
+                {
+                    Ok(true) => marked = true,
+                    // Paused or cancelled meanwhile: send nothing, give the item back.
+                    Ok(false) => {
+                        return Err(Stop::Defer {
+                            after: Duration::ZERO,
+                            until_quota: None,
+                            reason: None,
+                            message:
+                                "the request was paused or cancelled before UpdateTable was sent"
+                                    .into(),
+                            // The table was seen neither changed nor changing: nothing of ours is in flight.
+                            rejected: true,
+                        });
+                    }
+                    Err(e) => return Err(lost_or_retry(e)),
+                }
             }
-            (Err(e), _) | (_, Err(e)) => Err(lost_or_retry(e)),
+            if Instant::now() <= window_ends {
+                return Ok(());
+            }
+            tracing::debug!("the send missed its rate slots during a stall; taking fresh ones");
+            slots.iter_mut().for_each(|slot| *slot = None);
+        }
+    }
+
+    /// Holds a slot in every scope at once: reserves those not held (or gone stale), sleeps until the latest, and
+    /// returns until when all of them are still good.
+    async fn take_slots(
+        &self,
+        scopes: &[(String, f64)],
+        slots: &mut [Option<Instant>],
+    ) -> Result<Instant, Stop> {
+        loop {
+            for ((scope, rate), slot) in scopes.iter().zip(slots.iter_mut()) {
+                let fresh = slot.is_some_and(|at| Instant::now() <= at + SLOT_WINDOW);
+                if !fresh {
+                    *slot = Some(self.reserve_slot(scope, *rate).await?);
+                }
+            }
+            let send_at = slots
+                .iter()
+                .flatten()
+                .max()
+                .copied()
+                .unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(send_at.into()).await;
+            let window_ends = slots
+                .iter()
+                .flatten()
+                .map(|at| *at + SLOT_WINDOW)
+                .min()
+                .unwrap_or_else(Instant::now);
+            if Instant::now() <= window_ends {
+                return Ok(window_ends);
+            }
+        }
+    }
+
+    /// The local instant of the next slot of `scope`, waiting while none is within [`SLOT_LOOKAHEAD`]. An answer
+    /// that took longer than [`SLOT_WINDOW`] to arrive is not trusted (when the slot falls is unknown): its slot
+    /// is left unused and another is taken.
+    async fn reserve_slot(&self, scope: &str, rate: f64) -> Result<Instant, Stop> {
+        loop {
+            let asked = Instant::now();
+            match self
+                .store
+                .rate_slots
+                .reserve(scope, rate, SLOT_LOOKAHEAD)
+                .await
+            {
+                // Counted from when the answer arrived: never earlier than the database's slot.
+                Ok(Some(wait)) if asked.elapsed() <= SLOT_WINDOW => {
+                    return Ok(Instant::now() + wait);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let spacing = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE));
+                    tokio::time::sleep(spacing.min(SLOT_LOOKAHEAD) / 2).await;
+                }
+                Err(e) => return Err(lost_or_retry(e)),
+            }
         }
     }
 
@@ -81,11 +190,9 @@ impl Inner {
         poll_rate: f64,
     ) -> Result<TableEncryption, Stop> {
         let scope = format!("describe:{}:{}", access.account_id, region);
-        match self.store.rate_slots.reserve(&scope, poll_rate).await {
-            Ok(wait) => tokio::time::sleep(wait).await,
-            Err(e) => return Err(lost_or_retry(e)),
-        }
-        let described = self.fleet.describe_table(access, region, table).await;
+        let at = self.reserve_slot(&scope, poll_rate).await?;
+        tokio::time::sleep_until(at.into()).await;
+        let described = self.fleet.describe_table_once(access, region, table).await;
         let outcome = match &described {
             Ok(_) => "OK",
             Err(error) => error.kind.as_str(),

@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwtSettings, StaticToken};
+use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
 use tablecrypt_core::{LabelSelector, Role as CoreRole};
 
 /// How log lines are written.
@@ -319,8 +320,8 @@ impl Config {
             ("poll_rate", self.poll_rate),
         ] {
             anyhow::ensure!(
-                rate.is_finite() && rate > 0.0,
-                "invalid configuration: {key} must be a positive number of requests per second"
+                rate.is_finite() && rate >= MIN_RATE_PER_SECOND,
+                "invalid configuration: {key} must be at least {MIN_RATE_PER_SECOND} requests per second"
             );
         }
         anyhow::ensure!(

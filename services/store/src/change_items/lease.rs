@@ -8,22 +8,25 @@ use crate::error::StoreError;
 
 impl ChangeItemRepository {
     /// Claims up to `limit` items for `owner` with a lease of `lease` seconds, within `max_in_flight` tables
-    /// updating per account-region (and each request's own cap). PENDING and DEFERRED items become APPLYING;
-    /// reclaimed items keep their state (and `apply_time`, which tells the worker to look before acting).
-    #[tracing::instrument(skip(self), err)]
+    /// updating per account-region (and each request's own cap), never one of `held` (items this process's tasks
+    /// still work on, whatever their lease says). Each claim takes a new lease token. PENDING and DEFERRED items
+    /// become APPLYING; reclaimed items keep their state (and `apply_time`, which tells the worker to look before
+    /// acting).
+    #[tracing::instrument(skip(self, held), fields(held = held.len()), err)]
     pub async fn claim(
         &self,
         owner: Uuid,
         lease_seconds: f64,
         max_in_flight: i64,
         limit: i64,
+        held: &[i64],
     ) -> Result<Vec<ClaimedItem>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
         let ids: Vec<i64> =
-            sqlx::query_file_scalar!("queries/claim_change_items.sql", max_in_flight, limit)
+            sqlx::query_file_scalar!("queries/claim_change_items.sql", max_in_flight, limit, held)
                 .fetch_all(&mut *tx)
                 .await?;
         if ids.is_empty() {
@@ -45,16 +48,18 @@ impl ChangeItemRepository {
         )
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query!(
+        let tokens = sqlx::query!(
             "UPDATE change_items
              SET state = CASE WHEN state IN ('PENDING', 'DEFERRED') THEN 'APPLYING' ELSE state END,
-                 lease_owner = $2, lease_expire_time = now() + make_interval(secs => $3), update_time = now()
-             WHERE item_id = ANY($1)",
+                 lease_owner = $2, lease_token = nextval('change_items_lease_token_seq'),
+                 lease_expire_time = now() + make_interval(secs => $3), update_time = now()
+             WHERE item_id = ANY($1)
+             RETURNING item_id, lease_token AS \"lease_token!\"",
             &ids,
             owner,
             lease_seconds
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         let request_ids: Vec<Uuid> = items.iter().map(|i| i.request_id).collect();
         sqlx::query!(
@@ -88,12 +93,17 @@ impl ChangeItemRepository {
                 let account = accounts
                     .iter()
                     .find(|a| a.account_id == item.table.account_id.as_str());
+                let lease_token = tokens
+                    .iter()
+                    .find(|t| t.item_id == item.item_id)?
+                    .lease_token;
                 let reclaimed = matches!(item.state, ItemState::Applying | ItemState::Waiting);
                 if !reclaimed {
                     item.state = ItemState::Applying;
                 }
                 Some(ClaimedItem {
                     item,
+                    lease_token,
                     reclaimed,
                     queued_at: request.queued_at,
                     max_updates_per_second: request.max_updates_per_second,
@@ -106,60 +116,100 @@ impl ChangeItemRepository {
             .collect())
     }
 
-    /// Extends every lease `owner` holds. Returns how many it holds.
-    #[tracing::instrument(skip(self), err, level = "debug")]
-    pub async fn heartbeat(&self, owner: Uuid, lease_seconds: f64) -> Result<u64, StoreError> {
-        Ok(sqlx::query!(
-            "UPDATE change_items SET lease_expire_time = now() + make_interval(secs => $2)
-             WHERE lease_owner = $1 AND state IN ('APPLYING', 'WAITING')",
-            owner,
+    /// Extends the leases of `held` (item, token) that are still this claim's and not expired: an expired lease
+    /// is never revived (another claim may be about to take the item). Returns the items whose leases were
+    /// extended; a task whose item is missing has lost its lease and must stop without writing.
+    #[tracing::instrument(skip_all, fields(held = held.len()), err, level = "debug")]
+    pub async fn heartbeat(
+        &self,
+        held: &[(i64, i64)],
+        lease_seconds: f64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+        let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
+        Ok(sqlx::query_scalar!(
+            "UPDATE change_items i SET lease_expire_time = now() + make_interval(secs => $3)
+             FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
+             WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
+               AND i.state IN ('APPLYING', 'WAITING') AND i.lease_expire_time > now()
+             RETURNING i.item_id",
+            &ids,
+            &tokens,
             lease_seconds
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Hands leases back at shutdown so another worker resumes the items at once instead of after the lease.
+    #[tracing::instrument(skip_all, fields(held = held.len()), err)]
+    pub async fn release(&self, held: &[(i64, i64)]) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+        let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
+        Ok(sqlx::query!(
+            "UPDATE change_items i SET lease_expire_time = now()
+             FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
+             WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
+               AND i.state IN ('APPLYING', 'WAITING')",
+            &ids,
+            &tokens
         )
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
-    /// Records that UpdateTable is about to be sent (from now on the table may be changing). Returns `false`,
-    /// writing nothing, when the request was paused or cancelled meanwhile: then nothing may be sent.
-    pub async fn mark_applying(&self, item_id: i64, owner: Uuid) -> Result<bool, StoreError> {
-        let row = sqlx::query!(
-            r#"SELECT lease_owner, r.state AS "request_state"
-               FROM change_items i JOIN change_requests r USING (request_id)
-               WHERE i.item_id = $1"#,
-            item_id
+    /// Records that UpdateTable is about to be sent (from now on the table may be changing), if the claim still
+    /// holds an unexpired lease. Returns `false`, writing nothing, when the request was paused or cancelled
+    /// meanwhile: then nothing may be sent. [`StoreError::LeaseLost`] when the lease is gone.
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn mark_applying(&self, item_id: i64, token: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query_scalar!(
+            r#"UPDATE change_items SET state = 'APPLYING', apply_time = now(), attempts = attempts + 1,
+                   update_time = now()
+               WHERE item_id = $1 AND lease_token = $2 AND lease_expire_time > now()
+                 AND state IN ('APPLYING', 'WAITING')
+                 AND EXISTS (SELECT 1 FROM change_requests r
+                             WHERE r.request_id = change_items.request_id AND r.state IN ('QUEUED', 'RUNNING'))
+               RETURNING item_id"#,
+            item_id,
+            token
         )
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(row) if row.lease_owner == Some(owner) => {
-                if !matches!(row.request_state.as_str(), "QUEUED" | "RUNNING") {
-                    return Ok(false);
-                }
-            }
-            _ => return Err(StoreError::LeaseLost { item_id }),
+        if done.is_some() {
+            return Ok(true);
         }
-        let done = sqlx::query!(
-            "UPDATE change_items SET state = 'APPLYING', apply_time = now(), attempts = attempts + 1,
-                 update_time = now()
-             WHERE item_id = $1 AND lease_owner = $2
-               AND EXISTS (SELECT 1 FROM change_requests r
-                           WHERE r.request_id = change_items.request_id AND r.state IN ('QUEUED', 'RUNNING'))",
+        if self.still_held(item_id, token).await? {
+            Ok(false)
+        } else {
+            Err(StoreError::LeaseLost { item_id })
+        }
+    }
+
+    /// Whether the claim with `token` still holds an unexpired lease on the item: the check before a send that
+    /// follows a wait.
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn still_held(&self, item_id: i64, token: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM change_items
+                              WHERE item_id = $1 AND lease_token = $2 AND lease_expire_time > now()
+                                AND state IN ('APPLYING', 'WAITING')) AS "held!""#,
             item_id,
-            owner
+            token
         )
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// UpdateTable was accepted: the table is UPDATING.
-    pub async fn mark_waiting(&self, item_id: i64, owner: Uuid) -> Result<(), StoreError> {
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn mark_waiting(&self, item_id: i64, token: i64) -> Result<(), StoreError> {
         let done = sqlx::query!(
             "UPDATE change_items SET state = 'WAITING', update_time = now()
-             WHERE item_id = $1 AND lease_owner = $2",
+             WHERE item_id = $1 AND lease_token = $2 AND state IN ('APPLYING', 'WAITING')",
             item_id,
-            owner
+            token
         )
         .execute(&self.pool)
         .await?;

@@ -119,6 +119,8 @@ fn into_domain(rows: Vec<ItemRow>) -> Result<Vec<ChangeItem>, StoreError> {
 #[derive(Debug, Clone)]
 pub struct ClaimedItem {
     pub item: ChangeItem,
+    /// This claim's fencing token: every write about the item names it, and fails once another claim took it.
+    pub lease_token: i64,
     /// Its previous lease had expired (its worker died or stalled): taken over, not newly started.
     pub reclaimed: bool,
     /// When the request became runnable (approved, or created if no approval was needed).
@@ -262,3 +264,5 @@ impl ChangeItemRepository {
 
 mod lease;
 mod settle;
+
+pub use settle::Deferral;

@@ -8,14 +8,41 @@ use uuid::Uuid;
 use super::{ChangeItemRepository, ClaimedItem, ItemEnd};
 use crate::error::StoreError;
 
+/// When a deferred item is due again. Relative waits are counted from the database's clock, the one clock every
+/// replica's leases, slots and deferrals share (replicas' own clocks differ); tests move time by writing these
+/// columns.
+#[derive(Debug, Clone, Copy)]
+pub enum Deferral {
+    /// After this long.
+    After(std::time::Duration),
+    /// At this instant (the switch quota frees up then, computed from the history's own timestamps).
+    Until(DateTime<Utc>),
+}
+
+impl Deferral {
+    fn at(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Until(at) => Some(at),
+            Self::After(_) => None,
+        }
+    }
+
+    fn after_seconds(self) -> f64 {
+        match self {
+            Self::After(wait) => wait.as_secs_f64(),
+            Self::Until(_) => 0.0,
+        }
+    }
+}
+
 impl ChangeItemRepository {
-    /// Gives the item back until `until`, with the reason. `clear_apply` when AWS rejected the UpdateTable, so
+    /// Gives the item back until `until` (by the database's clock), with the reason. `clear_apply` when AWS rejected the UpdateTable, so
     /// the table is not changing because of us.
     pub async fn defer(
         &self,
         item_id: i64,
-        owner: Uuid,
-        until: DateTime<Utc>,
+        token: i64,
+        until: Deferral,
         reason: Option<ItemReason>,
         message: &str,
         clear_apply: bool,
@@ -27,18 +54,20 @@ impl ChangeItemRepository {
              SET state = CASE WHEN r.state = 'CANCELLING' AND ($6 OR apply_time IS NULL) THEN 'CANCELLED'
                               ELSE 'DEFERRED' END,
                  finish_time = CASE WHEN r.state = 'CANCELLING' AND ($6 OR apply_time IS NULL) THEN now() END,
-                 next_attempt_time = $3, reason = $4, message = $5,
+                 next_attempt_time = coalesce($3, now() + make_interval(secs => $7)), reason = $4, message = $5,
                  apply_time = CASE WHEN $6 THEN NULL ELSE apply_time END, lease_owner = NULL,
                  lease_expire_time = NULL, update_time = now()
              FROM change_requests r
-             WHERE item_id = $1 AND lease_owner = $2 AND r.request_id = change_items.request_id
+             WHERE item_id = $1 AND lease_token = $2 AND change_items.state IN ('APPLYING', 'WAITING')
+               AND r.request_id = change_items.request_id
              RETURNING change_items.request_id",
             item_id,
-            owner,
-            until,
+            token,
+            until.at(),
             reason.map(ItemReason::as_str),
             message,
-            clear_apply
+            clear_apply,
+            until.after_seconds()
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -52,12 +81,7 @@ impl ChangeItemRepository {
 
     /// Ends the item, appends its history row if it changed the table, and moves the request on: canary passed,
     /// paused by its failure threshold or a failed canary, or finished when nothing is left.
-    pub async fn finish(
-        &self,
-        claimed: &ClaimedItem,
-        owner: Uuid,
-        end: &ItemEnd,
-    ) -> Result<(), StoreError> {
+    pub async fn finish(&self, claimed: &ClaimedItem, end: &ItemEnd) -> Result<(), StoreError> {
         let item = &claimed.item;
         let (state, reason, message) = match end {
             ItemEnd::Succeeded { .. } => (ItemState::Succeeded, None, None),
@@ -74,10 +98,10 @@ impl ChangeItemRepository {
             "UPDATE change_items
              SET state = $3, reason = $4, message = $5, finish_time = now(), update_time = now(),
                  lease_owner = NULL, lease_expire_time = NULL
-             WHERE item_id = $1 AND lease_owner = $2
+             WHERE item_id = $1 AND lease_token = $2 AND state IN ('APPLYING', 'WAITING')
              RETURNING apply_time",
             item.item_id,
-            owner,
+            claimed.lease_token,
             state.as_str(),
             reason,
             message
