@@ -123,10 +123,19 @@ pub async fn fleet_and_server(url: &str, extra_toml: &str) -> (RunningEmulator, 
     } else {
         "update_rate = 50.0"
     };
+    // FAST's settings, less those the test sets itself.
+    let fast: String = FAST
+        .lines()
+        .filter(|line| {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            key.is_empty() || !extra_toml.contains(&format!("{key} ="))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
     let app = TestApp::spawn_on(
         url,
         &format!(
-            "aws_endpoint_url = '{}'\n{FAST}\n{rate}\n{extra_toml}",
+            "aws_endpoint_url = '{}'\n{fast}\n{rate}\n{extra_toml}",
             emulator.endpoint()
         ),
     )
@@ -367,4 +376,18 @@ pub async fn stored_requests(app: &TestApp) -> usize {
         .into_inner()
         .change_requests
         .len()
+}
+
+/// No one-second window of `times` (seconds, any order) holds more than `rate` calls, allowing the one at the
+/// window's edge (slots are exactly 1/rate apart, so a window can start on one and end on another).
+pub fn assert_rate_held(times: &[f64], rate: f64, what: &str) {
+    let mut times = times.to_vec();
+    times.sort_by(f64::total_cmp);
+    for (i, start) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|t| **t < start + 1.0).count();
+        assert!(
+            in_window as f64 <= rate + 1.0,
+            "{in_window} {what} within one second of {start} (limit {rate}/s): {times:?}"
+        );
+    }
 }

@@ -16,6 +16,10 @@ use uuid::Uuid;
 use crate::access;
 use crate::error::EngineError;
 
+/// How long a running scan's lease lasts without being extended: a replica that dies leaves its scans to be
+/// closed after this (by any replica), a live one extends it every third of it.
+const SCAN_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Limits of a scan.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
@@ -147,8 +151,13 @@ impl InventoryScanner {
             .iter()
             .map(|t| (t.access.account_id.to_string(), t.region.to_string()))
             .collect();
-        let scan_id = self.store.scans.create(requested_by, &ids).await?;
+        let scan_id = self
+            .store
+            .scans
+            .create(requested_by, SCAN_LEASE, &ids)
+            .await?;
         tracing::info!(%scan_id, targets = targets.len(), "inventory scan started");
+        self.tasks.spawn(self.clone().keep_lease(scan_id));
         for target in targets {
             let scanner = self.clone();
             self.tasks.spawn(async move {
@@ -169,6 +178,27 @@ impl InventoryScanner {
             });
         }
         Ok(scan_id)
+    }
+
+    /// Extends the scan's lease until it ends (or the server shuts down), and closes other replicas' abandoned
+    /// scans on the way.
+    async fn keep_lease(self, scan_id: Uuid) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SCAN_LEASE / 3) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            match self.store.scans.extend_lease(scan_id, SCAN_LEASE).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => tracing::warn!(%scan_id, %error, "could not extend the scan's lease"),
+            }
+            match self.store.scans.fail_interrupted().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(closed = n, "closed scans whose replica stopped"),
+                Err(error) => tracing::debug!(%error, "could not look for abandoned scans"),
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(%scan_id, account_id = %target.access.account_id, region = %target.region))]

@@ -1,12 +1,26 @@
--- Reserves the next send time of a rate-limited scope, shared by every replica (a generic cell rate algorithm:
--- one slot every $2 seconds, no burst). A slot is handed out only if it is at most $3 seconds ahead: reserving
--- further ahead would let a stalled or dead worker sit on slots nobody uses, and let slots pile up into a burst
--- after a stall. No row returned: nothing within reach, ask again later. Returns how many seconds the caller
--- waits before acting; a slot not used at its time is simply lost, never saved up.
-INSERT INTO rate_slots AS s (scope, next_free_time)
-VALUES ($1, clock_timestamp() + make_interval(secs => $2))
-ON CONFLICT (scope) DO UPDATE
-    SET next_free_time = GREATEST(s.next_free_time, clock_timestamp()) + make_interval(secs => $2)
-    WHERE s.next_free_time <= clock_timestamp() + make_interval(secs => $3)
-RETURNING GREATEST(0, EXTRACT(EPOCH FROM (s.next_free_time - make_interval(secs => $2) - clock_timestamp())))::float8
-    AS "wait_seconds!"
+-- Reserves one send time in every scope of $1 at once (a generic cell rate algorithm per scope: scope i hands
+-- out one slot every $2[i] seconds, no burst), shared by every replica. The slot is the latest of the scopes'
+-- next free times (or now), and every scope's next free time moves past it, all or nothing, so a call limited
+-- by several scopes never spends a slot in one while it waits for another. The rows are locked (in scope
+-- order, so concurrent reservations cannot deadlock) and read after any concurrent reservation committed.
+-- A slot is handed out only if it is at most $3 seconds ahead: reserving further ahead would let a stalled or
+-- dead worker sit on slots nobody uses, and let slots pile up into a burst after a stall. No row returned:
+-- nothing within reach, ask again later. Returns how many seconds the caller waits before acting; a slot not
+-- used at its time is simply lost, never saved up. The scopes' rows must exist (ensure_rate_slots.sql).
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::float8[]) AS w(scope, spacing)
+),
+locked AS (
+    SELECT s.scope, s.next_free_time, w.spacing
+    FROM rate_slots s JOIN wanted w USING (scope)
+    ORDER BY s.scope
+    FOR UPDATE OF s
+),
+slot AS (
+    SELECT GREATEST(max(next_free_time), clock_timestamp()) AS at FROM locked
+)
+UPDATE rate_slots s
+SET next_free_time = slot.at + make_interval(secs => l.spacing)
+FROM locked l, slot
+WHERE s.scope = l.scope AND slot.at <= clock_timestamp() + make_interval(secs => $3)
+RETURNING GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp())))::float8 AS "wait_seconds!"

@@ -22,7 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{AccountPage, AccountRepository};
 pub use audit::{AuditEventRecord, AuditFilter, AuditRepository, NewAuditEvent};
-pub use change_items::{ChangeItemRepository, ClaimedItem, Deferral, ItemEnd};
+pub use change_items::{ChangeItemRepository, ClaimedItem, Deferral, ItemEnd, SendCheck};
 pub use change_requests::{ChangeRequestRepository, RequestCursor};
 pub use error::StoreError;
 pub use history::{HistoryFilter, HistoryRepository, RecentSwitches, TableKey};

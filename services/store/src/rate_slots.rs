@@ -20,25 +20,35 @@ impl RateSlotRepository {
         Self { pool }
     }
 
-    /// Reserves the next slot of `scope` at `per_second` slots a second if it is at most `lookahead` away, and
-    /// returns how long to wait for it; `None` when the next slot is further away (ask again later). Slots are
-    /// spaced evenly (no burst), so no one-second window holds more than `per_second` of them.
+    /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, if it is at most
+    /// `lookahead` away, and returns how long to wait for it; `None` when it would be further away (ask again
+    /// later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds more than
+    /// its rate.
     #[tracing::instrument(skip(self), err, level = "debug")]
     pub async fn reserve(
         &self,
-        scope: &str,
-        per_second: f64,
+        scopes: &[(String, f64)],
         lookahead: Duration,
     ) -> Result<Option<Duration>, StoreError> {
-        let spacing = 1.0 / per_second.clamp(f64::MIN_POSITIVE, MAX_PER_SECOND);
-        let wait = sqlx::query_file_scalar!(
+        let names: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
+        let spacings: Vec<f64> = scopes
+            .iter()
+            .map(|(_, rate)| 1.0 / rate.clamp(f64::MIN_POSITIVE, MAX_PER_SECOND))
+            .collect();
+        sqlx::query_file!("queries/ensure_rate_slots.sql", &names)
+            .execute(&self.pool)
+            .await?;
+        let waits = sqlx::query_file_scalar!(
             "queries/reserve_rate_slot.sql",
-            scope,
-            spacing,
+            &names,
+            &spacings,
             lookahead.as_secs_f64()
         )
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(wait.map(|w| Duration::from_secs_f64(w.max(0.0))))
+        Ok(waits
+            .into_iter()
+            .next()
+            .map(|w| Duration::from_secs_f64(w.max(0.0))))
     }
 }

@@ -74,14 +74,17 @@ impl ScanRepository {
     pub async fn create(
         &self,
         requested_by: &str,
+        lease: std::time::Duration,
         targets: &[(String, String)],
     ) -> Result<Uuid, StoreError> {
         let scan_id = Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
-            "INSERT INTO inventory_scans (scan_id, state, requested_by) VALUES ($1, 'RUNNING', $2)",
+            "INSERT INTO inventory_scans (scan_id, state, requested_by, lease_expire_time)
+             VALUES ($1, 'RUNNING', $2, now() + make_interval(secs => $3))",
             scan_id,
-            requested_by
+            requested_by,
+            lease.as_secs_f64()
         )
         .execute(&mut *tx)
         .await?;
@@ -199,7 +202,26 @@ impl ScanRepository {
         })
     }
 
-    /// Closes scans a previous process left RUNNING. Returns how many.
+    /// Extends the lease of a scan this replica is running, while it runs. Returns whether it still runs.
+    #[tracing::instrument(skip(self), err, level = "debug")]
+    pub async fn extend_lease(
+        &self,
+        scan_id: Uuid,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query!(
+            "UPDATE inventory_scans SET lease_expire_time = now() + make_interval(secs => $2)
+             WHERE scan_id = $1 AND state = 'RUNNING'",
+            scan_id,
+            lease.as_secs_f64()
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Closes scans whose replica died (their lease expired). Returns how many.
     pub async fn fail_interrupted(&self) -> Result<u64, StoreError> {
         Ok(sqlx::query_file!("queries/fail_interrupted_scans.sql")
             .execute(&self.pool)

@@ -74,7 +74,7 @@ impl Inner {
         };
         // At shutdown an unwritten outcome keeps its lease registered, so it is handed back for another worker.
         if write.is_ok() || !shutdown.is_cancelled() {
-            self.forget(item_id);
+            self.forget(item_id, claimed.lease_token);
         }
         match write {
             Ok(()) => match outcome {
@@ -232,11 +232,16 @@ impl Inner {
                         tracing::info!("table busy after an earlier send of ours; waiting for it");
                     }
                     Err(error) => {
+                        // Only AWS's definite refusals show the call did nothing: a timeout, a lost answer
+                        // or a 5xx may have changed the table, so the item keeps its apply_time and the next
+                        // pass records a switch it finds done.
+                        let refused =
+                            !matches!(error.kind, FailureKind::Transient | FailureKind::Unknown);
                         let mut stop = self
                             .classify_apply_error(item.attempts, error, &target, &key)
                             .await;
                         if let Stop::Defer { rejected, .. } = &mut stop {
-                            *rejected = !sent_before;
+                            *rejected = refused && !sent_before;
                         }
                         return stop;
                     }

@@ -44,6 +44,12 @@ const SLOT_LOOKAHEAD: Duration = Duration::from_secs(1);
 /// How late after its slot a send may still go. Later than this (a database stall between the slot and the
 /// send) the slot is dropped and a fresh one taken: a missed slot is never saved up.
 const SLOT_WINDOW: Duration = Duration::from_millis(100);
+/// A slot answered later than this after it was asked for is not used: answers delayed together (a stall after
+/// the database handed the slots out) would send together. Above the ordinary round trip of a busy pool.
+const SLOW_ANSWER: Duration = Duration::from_millis(250);
+/// The shortest wait before asking again for a slot when none is within reach (with jitter), so waiting
+/// workers do not hammer the scope's row.
+const SLOT_RETRY_MIN: Duration = Duration::from_millis(50);
 
 /// How workers behave; from the server's configuration.
 #[derive(Debug, Clone)]
@@ -140,7 +146,7 @@ impl Workers {
         let heartbeat = {
             let inner = self.inner.clone();
             let token = shutdown.clone();
-            tracker.spawn(async move { inner.heartbeat(token).await })
+            tracker.spawn(inner.heartbeat(token))
         };
         let items = TaskTracker::new();
         loop {
@@ -203,27 +209,66 @@ impl Workers {
 }
 
 impl Inner {
-    async fn heartbeat(&self, shutdown: CancellationToken) {
+    /// Renews leases every third of a lease, on its own: the sweep and the gauges run beside it, so they can
+    /// never delay a renewal past the lease.
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
         let every = self.settings.lease / 3;
+        let upkeep = {
+            let inner = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    inner.refresh_item_gauges().await;
+                    if let Err(error) = inner.store.change_items.sweep().await {
+                        tracing::warn!(%error, "settling change requests failed");
+                    }
+                }
+            })
+        };
+        let mut renewed_at = std::time::Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
             }
-            self.renew_leases().await;
-            self.refresh_item_gauges().await;
-            if let Err(error) = self.store.change_items.sweep().await {
-                tracing::warn!(%error, "settling change requests failed");
+            if self.renew_leases().await {
+                renewed_at = std::time::Instant::now();
+            } else if renewed_at.elapsed() >= self.settings.lease {
+                // No renewal for a whole lease: every lease may have expired and been taken over.
+                self.stop_every_task();
             }
+        }
+        let _ = upkeep.await;
+    }
+
+    /// Stops every task: this process can no longer be sure it holds any lease.
+    fn stop_every_task(&self) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !held.is_empty() {
+            tracing::warn!(
+                tasks = held.len(),
+                "leases not renewed for a whole lease; stopping every item task"
+            );
+        }
+        for (_, task) in held.drain() {
+            task.cancel.cancel();
         }
     }
 
     /// Extends the leases this process's tasks hold; a task whose lease was not extended (it expired during a
-    /// stall, or another claim took the item) is stopped before it writes or sends anything more.
-    async fn renew_leases(&self) {
+    /// stall, or another claim took the item) is stopped before it writes or sends anything more. Returns
+    /// whether the database answered.
+    async fn renew_leases(&self) -> bool {
         let held = self.held_leases();
         if held.is_empty() {
-            return;
+            return true;
         }
         match self
             .store
@@ -246,8 +291,12 @@ impl Inner {
                         tasks.remove(&item_id);
                     }
                 }
+                true
             }
-            Err(error) => tracing::warn!(%error, "lease heartbeat failed"),
+            Err(error) => {
+                tracing::warn!(%error, "lease heartbeat failed");
+                false
+            }
         }
     }
 
@@ -267,12 +316,16 @@ impl Inner {
         cancel
     }
 
-    /// The task is done with the item (its outcome written, or nothing left to write).
-    fn forget(&self, item_id: i64) {
-        self.held
+    /// The task of claim `token` is done with the item (its outcome written, or nothing left to write). A later
+    /// claim of the same item by another task of this process is left registered.
+    fn forget(&self, item_id: i64, token: i64) {
+        let mut held = self
+            .held
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&item_id);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.get(&item_id).is_some_and(|h| h.token == token) {
+            held.remove(&item_id);
+        }
     }
 
     fn held_leases(&self) -> Vec<(i64, i64)> {

@@ -7,10 +7,11 @@ use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::{ItemReason, Region, TableEncryption, TableName};
 use tablecrypt_fleet::{AccountAccess, ApplyTarget};
 
-use tablecrypt_store::{ClaimedItem, ItemEnd, StoreError};
+use rand::Rng as _;
+use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
-use super::{Inner, SLOT_LOOKAHEAD, SLOT_WINDOW, Stop};
+use super::{Inner, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop};
 
 impl Inner {
     /// The scopes whose limits an UpdateTable of this item counts against, each with its rate: the request's
@@ -34,111 +35,83 @@ impl Inner {
         scopes
     }
 
-    /// Clears one UpdateTable to be sent now: a slot in every scope that limits it, the item marked applying
-    /// (fenced: only while this claim holds an unexpired lease, and only for a live request), and the send still
-    /// within its slots' window. When a stall (the mark is a database write) pushes the send past the window,
-    /// fresh slots are taken instead of sending late, so a stall never turns into a burst.
+    /// Clears one UpdateTable to be sent now: one slot in every scope that limits it (reserved together), the
+    /// item marked applying (fenced: only while this claim holds its lease with a margin, and only for a live
+    /// request), and the send still within [`SLOT_WINDOW`] of its slot. When a stall (the mark is a database
+    /// write) pushes the send past the window, a fresh slot is taken and the lease and request checked again,
+    /// instead of sending late: a stall never turns into a burst.
     pub(super) async fn clear_to_send(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
         let item = &claimed.item;
+        let sent_before = item.apply_time.is_some();
         let scopes = self.update_scopes(claimed);
-        let mut slots: Vec<Option<Instant>> = vec![None; scopes.len()];
+        let changes = &self.store.change_items;
+        let margin = self.settings.lease / 3;
         let mut marked = false;
         loop {
-            let window_ends = self.take_slots(&scopes, &mut slots).await?;
-            let changes = &self.store.change_items;
-            if marked {
-                match changes.still_held(item.item_id, claimed.lease_token).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(lost_or_retry(StoreError::LeaseLost {
-                            item_id: item.item_id,
-                        }));
-                    }
-                    Err(e) => return Err(lost_or_retry(e)),
-                }
-            } else {
-                match changes
-                    .mark_applying(item.item_id, claimed.lease_token)
+            let slot = self.reserve_slot(&scopes).await?;
+            tokio::time::sleep_until(slot.into()).await;
+            let check = if marked {
+                changes
+                    .check_send(item.item_id, claimed.lease_token, margin)
                     .await
-                {
-                    Ok(true) => marked = true,
-                    // Paused or cancelled meanwhile: send nothing, give the item back.
-                    Ok(false) => {
-                        return Err(Stop::Defer {
-                            after: Duration::ZERO,
-                            until_quota: None,
-                            reason: None,
-                            message:
-                                "the request was paused or cancelled before UpdateTable was sent"
-                                    .into(),
-                            // The table was seen neither changed nor changing: nothing of ours is in flight.
-                            rejected: true,
-                        });
-                    }
-                    Err(e) => return Err(lost_or_retry(e)),
+            } else {
+                changes
+                    .mark_applying(
+                        item.item_id,
+                        claimed.lease_token,
+                        self.settings.lease,
+                        margin,
+                    )
+                    .await
+            };
+            match check {
+                Ok(SendCheck::Go) => marked = true,
+                Ok(SendCheck::RequestStopped) => {
+                    return Err(Stop::Defer {
+                        after: Duration::ZERO,
+                        until_quota: None,
+                        reason: None,
+                        message: "the request was paused or cancelled before UpdateTable was sent"
+                            .into(),
+                        // Nothing of this pass is in flight; an earlier pass's send may still be.
+                        rejected: !sent_before,
+                    });
                 }
+                Ok(SendCheck::LeaseLost) => {
+                    return Err(lost_or_retry(StoreError::LeaseLost {
+                        item_id: item.item_id,
+                    }));
+                }
+                Err(e) => return Err(lost_or_retry(e)),
             }
-            if Instant::now() <= window_ends {
+            if Instant::now() <= slot + SLOT_WINDOW {
                 return Ok(());
             }
-            tracing::debug!("the send missed its rate slots during a stall; taking fresh ones");
-            slots.iter_mut().for_each(|slot| *slot = None);
+            tracing::debug!("the send missed its rate slot during a stall; taking a fresh one");
         }
     }
 
-    /// Holds a slot in every scope at once: reserves those not held (or gone stale), sleeps until the latest, and
-    /// returns until when all of them are still good.
-    async fn take_slots(
-        &self,
-        scopes: &[(String, f64)],
-        slots: &mut [Option<Instant>],
-    ) -> Result<Instant, Stop> {
-        loop {
-            for ((scope, rate), slot) in scopes.iter().zip(slots.iter_mut()) {
-                let fresh = slot.is_some_and(|at| Instant::now() <= at + SLOT_WINDOW);
-                if !fresh {
-                    *slot = Some(self.reserve_slot(scope, *rate).await?);
-                }
-            }
-            let send_at = slots
-                .iter()
-                .flatten()
-                .max()
-                .copied()
-                .unwrap_or_else(Instant::now);
-            tokio::time::sleep_until(send_at.into()).await;
-            let window_ends = slots
-                .iter()
-                .flatten()
-                .map(|at| *at + SLOT_WINDOW)
-                .min()
-                .unwrap_or_else(Instant::now);
-            if Instant::now() <= window_ends {
-                return Ok(window_ends);
-            }
-        }
-    }
-
-    /// The local instant of the next slot of `scope`, waiting while none is within [`SLOT_LOOKAHEAD`]. An answer
-    /// that took longer than [`SLOT_WINDOW`] to arrive is not trusted (when the slot falls is unknown): its slot
-    /// is left unused and another is taken.
-    async fn reserve_slot(&self, scope: &str, rate: f64) -> Result<Instant, Stop> {
+    /// The local instant of the next slot in all of `scopes` at once, waiting (with jitter) while none is
+    /// within [`SLOT_LOOKAHEAD`]. Counted from when the answer arrived, so never earlier than the database's
+    /// slot; an answer slower than [`SLOW_ANSWER`] is not used (its slot may fall together with others that
+    /// were also answered late, a burst), and another slot is taken.
+    pub(super) async fn reserve_slot(&self, scopes: &[(String, f64)]) -> Result<Instant, Stop> {
         loop {
             let asked = Instant::now();
-            match self
-                .store
-                .rate_slots
-                .reserve(scope, rate, SLOT_LOOKAHEAD)
-                .await
-            {
-                // Counted from when the answer arrived: never earlier than the database's slot.
-                Ok(Some(wait)) if asked.elapsed() <= SLOT_WINDOW => {
+            match self.store.rate_slots.reserve(scopes, SLOT_LOOKAHEAD).await {
+                Ok(Some(wait)) if asked.elapsed() <= SLOW_ANSWER => {
                     return Ok(Instant::now() + wait);
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => tracing::debug!("a rate slot was answered too late to use"),
                 Ok(None) => {
-                    let spacing = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE));
-                    tokio::time::sleep(spacing.min(SLOT_LOOKAHEAD) / 2).await;
+                    let slowest = scopes
+                        .iter()
+                        .map(|(_, rate)| Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE)))
+                        .max()
+                        .unwrap_or(SLOT_LOOKAHEAD);
+                    let base = slowest.clamp(SLOT_RETRY_MIN, SLOT_LOOKAHEAD) / 2;
+                    let jitter = rand::rng().random_range(0.5..=1.5);
+                    tokio::time::sleep(base.mul_f64(jitter)).await;
                 }
                 Err(e) => return Err(lost_or_retry(e)),
             }
@@ -190,7 +163,7 @@ impl Inner {
         poll_rate: f64,
     ) -> Result<TableEncryption, Stop> {
         let scope = format!("describe:{}:{}", access.account_id, region);
-        let at = self.reserve_slot(&scope, poll_rate).await?;
+        let at = self.reserve_slot(&[(scope, poll_rate)]).await?;
         tokio::time::sleep_until(at.into()).await;
         let described = self.fleet.describe_table_once(access, region, table).await;
         let outcome = match &described {

@@ -1,10 +1,22 @@
 //! The worker's lease: claiming items, keeping leases alive, and the fenced steps before and after sending.
 
+use std::time::Duration;
+
 use tablecrypt_core::ItemState;
 use uuid::Uuid;
 
 use super::{CLAIM_LOCK, ChangeItemRepository, ClaimedItem, ItemRow, into_domain};
 use crate::error::StoreError;
+
+/// Whether an UpdateTable may be sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendCheck {
+    Go,
+    /// The request was paused or cancelled: send nothing, give the item back.
+    RequestStopped,
+    /// Another claim took the item, or the lease is about to expire: stop without writing.
+    LeaseLost,
+}
 
 impl ChangeItemRepository {
     /// Claims up to `limit` items for `owner` with a lease of `lease` seconds, within `max_in_flight` tables
@@ -159,47 +171,65 @@ impl ChangeItemRepository {
         .rows_affected())
     }
 
-    /// Records that UpdateTable is about to be sent (from now on the table may be changing), if the claim still
-    /// holds an unexpired lease. Returns `false`, writing nothing, when the request was paused or cancelled
-    /// meanwhile: then nothing may be sent. [`StoreError::LeaseLost`] when the lease is gone.
+    /// Records that UpdateTable is about to be sent (from now on the table may be changing) and extends the
+    /// lease, if the claim still holds it with `margin` to spare and the request is live. Otherwise writes
+    /// nothing and says why: then nothing may be sent.
     #[tracing::instrument(skip(self), err, level = "debug")]
-    pub async fn mark_applying(&self, item_id: i64, token: i64) -> Result<bool, StoreError> {
+    pub async fn mark_applying(
+        &self,
+        item_id: i64,
+        token: i64,
+        lease: Duration,
+        margin: Duration,
+    ) -> Result<SendCheck, StoreError> {
         let done = sqlx::query_scalar!(
             r#"UPDATE change_items SET state = 'APPLYING', apply_time = now(), attempts = attempts + 1,
-                   update_time = now()
-               WHERE item_id = $1 AND lease_token = $2 AND lease_expire_time > now()
+                   lease_expire_time = now() + make_interval(secs => $3), update_time = now()
+               WHERE item_id = $1 AND lease_token = $2
+                 AND lease_expire_time > now() + make_interval(secs => $4)
                  AND state IN ('APPLYING', 'WAITING')
                  AND EXISTS (SELECT 1 FROM change_requests r
                              WHERE r.request_id = change_items.request_id AND r.state IN ('QUEUED', 'RUNNING'))
                RETURNING item_id"#,
             item_id,
-            token
+            token,
+            lease.as_secs_f64(),
+            margin.as_secs_f64()
         )
         .fetch_optional(&self.pool)
         .await?;
         if done.is_some() {
-            return Ok(true);
+            return Ok(SendCheck::Go);
         }
-        if self.still_held(item_id, token).await? {
-            Ok(false)
-        } else {
-            Err(StoreError::LeaseLost { item_id })
-        }
+        self.check_send(item_id, token, margin).await
     }
 
-    /// Whether the claim with `token` still holds an unexpired lease on the item: the check before a send that
-    /// follows a wait.
+    /// Whether a send may still go after a wait: the claim with `token` holds an unexpired lease with `margin`
+    /// to spare, and the request is live.
     #[tracing::instrument(skip(self), err, level = "debug")]
-    pub async fn still_held(&self, item_id: i64, token: i64) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM change_items
-                              WHERE item_id = $1 AND lease_token = $2 AND lease_expire_time > now()
-                                AND state IN ('APPLYING', 'WAITING')) AS "held!""#,
+    pub async fn check_send(
+        &self,
+        item_id: i64,
+        token: i64,
+        margin: Duration,
+    ) -> Result<SendCheck, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT (i.lease_token = $2 AND i.lease_expire_time > now() + make_interval(secs => $3)
+                       AND i.state IN ('APPLYING', 'WAITING')) AS "held!",
+                      r.state IN ('QUEUED', 'RUNNING') AS "live!"
+               FROM change_items i JOIN change_requests r USING (request_id)
+               WHERE i.item_id = $1"#,
             item_id,
-            token
+            token,
+            margin.as_secs_f64()
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) if row.held && row.live => SendCheck::Go,
+            Some(row) if row.held => SendCheck::RequestStopped,
+            _ => SendCheck::LeaseLost,
+        })
     }
 
     /// UpdateTable was accepted: the table is UPDATING.

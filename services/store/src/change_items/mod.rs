@@ -1,5 +1,6 @@
-//! Change items: the stored row and its domain type, and reads for the API; the worker's lease-fenced claim and
-//! heartbeat are in `lease`, recording outcomes and moving requests on in `settle`.
+//! Change items: the stored row and its domain type, and reads for the API; the worker's claim, heartbeat and
+//! send checks are in `lease`, recording outcomes and moving requests on in `settle`. The fence is the claim's
+//! `lease_token`: every write about an item names it, so a task whose claim was taken over writes nothing.
 //!
 //! Every write a worker makes names its lease (`lease_owner = $owner`): once another worker has reclaimed an
 //! item, the first one's writes match no row and it stops ([`StoreError::LeaseLost`]).
@@ -265,4 +266,5 @@ impl ChangeItemRepository {
 mod lease;
 mod settle;
 
+pub use lease::SendCheck;
 pub use settle::Deferral;

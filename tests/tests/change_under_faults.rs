@@ -1,0 +1,247 @@
+//! "Each table switched exactly once, recorded exactly once, never above the limit" under the faults an
+//! independent chaos run found breaking it: heartbeats failing for longer than the lease, a database stall in the
+//! middle of sending, and AWS throttling beneath the SDK's own retries. Judged from outside tablecrypt: the
+//! emulator's request log (what AWS was asked, and when) and the key-rotation history in the database.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tablecrypt_proto::v1 as pb;
+use tablecrypt_tests::changes::*;
+
+/// Runs `sql` on the test's own database.
+async fn sql(s: &Setup, sql: &str) {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.db.url)
+        .await
+        .expect("db");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .expect("test sql");
+}
+
+async fn scan(s: &Setup, scan_id: &str) -> pb::InventoryScan {
+    s.app
+        .client
+        .clone()
+        .get_inventory_scan(pb::GetInventoryScanRequest {
+            scan_id: scan_id.to_owned(),
+        })
+        .await
+        .expect("scan")
+        .into_inner()
+}
+
+/// Sets the emulator's UpdateTable duration, so changes stay in flight while a fault is on.
+async fn update_seconds(s: &Setup, seconds: f64) {
+    let (_, body) = s
+        .emulator
+        .admin("GET", "/settings", "")
+        .await
+        .expect("settings");
+    let mut settings: serde_json::Value = serde_json::from_str(&body).expect("json");
+    settings["update_seconds"] = seconds.into();
+    let (status, body) = s
+        .emulator
+        .admin("PUT", "/settings", &settings.to_string())
+        .await
+        .expect("settings");
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn migrate_bulk(s: &Setup) -> String {
+    create(
+        &s.app,
+        "alice",
+        pb::CreateChangeRequestRequest {
+            selector: bulk_selector(),
+            target: to_key("alias/b"),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create")
+    .change_request
+    .expect("request")
+    .change_request_id
+}
+
+/// Exactly one accepted UpdateTable per bulk table (from the emulator's log), one history row each, every one on
+/// key B as DynamoDB reports it.
+async fn assert_each_table_switched_and_recorded_once(s: &Setup, id: &str) {
+    let done = wait_terminal(&s.app, id).await;
+    assert_eq!(
+        done.state(),
+        pb::ChangeRequestState::Succeeded,
+        "{:#?}",
+        items(&s.app, id).await
+    );
+    let sent = updates_sent(&s.emulator).await;
+    assert_eq!(sent.len(), BULK, "{sent:?}");
+    assert!(
+        sent.values().all(|n| *n == 1),
+        "a table switched twice: {sent:?}"
+    );
+    let rows = history(&s.app, history_of(id)).await;
+    let mut per_table: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &rows {
+        *per_table.entry(row.table_name.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_table.len(),
+        BULK,
+        "a switch without a history row: {per_table:?}"
+    );
+    assert!(per_table.values().all(|n| *n == 1), "{per_table:?}");
+    for table in per_table.keys() {
+        assert_eq!(live_key(&s.app, PAYMENTS, table).await, payments_key(KEY_B));
+    }
+}
+
+/// Heartbeats refused for three leases while items wait for their rate slots and polls: the process must not
+/// take its own items again (two tasks on one item sent a second UpdateTable, took AWS's ResourceInUse for a
+/// refusal and ended the item SKIPPED with no history row).
+#[tokio::test]
+async fn heartbeats_refused_longer_than_the_lease_switch_and_record_each_table_once() {
+    let s = setup("worker_lease = '1s'\nupdate_rate = 2.0").await;
+    update_seconds(&s, 2.0).await;
+    // A heartbeat (and a release) moves only lease_expire_time; every other write of an item sets update_time.
+    sql(
+        &s,
+        "CREATE TABLE tc_test_faults (refuse_heartbeats boolean NOT NULL);
+         INSERT INTO tc_test_faults VALUES (false);
+         CREATE FUNCTION tc_refuse_heartbeats() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT refuse_heartbeats FROM tc_test_faults) THEN
+                 RAISE EXCEPTION 'heartbeat refused by the test';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER tc_refuse_heartbeats BEFORE UPDATE ON change_items FOR EACH ROW
+             WHEN (NEW.update_time = OLD.update_time
+                   AND NEW.lease_expire_time IS DISTINCT FROM OLD.lease_expire_time)
+             EXECUTE FUNCTION tc_refuse_heartbeats();",
+    )
+    .await;
+    let id = migrate_bulk(&s).await;
+    wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 1).await;
+    sql(&s, "UPDATE tc_test_faults SET refuse_heartbeats = true").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sql(&s, "UPDATE tc_test_faults SET refuse_heartbeats = false").await;
+    assert_each_table_switched_and_recorded_once(&s, &id).await;
+}
+
+/// A database stall in the middle of sending (the change_items table locked for three seconds while UpdateTables
+/// are going out at 2/s): sends resume at the configured rate, never in a burst of the slots that fell due during
+/// the stall.
+#[tokio::test]
+async fn a_database_stall_during_sends_resumes_at_the_rate_not_in_a_burst() {
+    let rate = 2.0;
+    let s = setup(&format!("update_rate = {rate}")).await;
+    let id = migrate_bulk(&s).await;
+    wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 1).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.db.url)
+        .await
+        .expect("db");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        "BEGIN; LOCK TABLE change_items IN ACCESS EXCLUSIVE MODE;",
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("stall");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe("COMMIT"))
+        .execute(&mut conn)
+        .await
+        .expect("end the stall");
+    assert_each_table_switched_and_recorded_once(&s, &id).await;
+    let times: Vec<f64> = update_log(&s.emulator)
+        .await
+        .iter()
+        .map(|u| u.time)
+        .collect();
+    assert_rate_held(&times, rate, "UpdateTable calls");
+}
+
+/// Half of all UpdateTables throttled: every call AWS receives, throttled ones included, is one of tablecrypt's
+/// rate slots. The SDK's own retries (3 attempts in standard mode) re-sent throttled calls at once, up to 4/s at
+/// a 1/s limit.
+#[tokio::test]
+async fn throttled_updates_are_retried_within_the_rate_not_by_the_sdk() {
+    let rate = 2.0;
+    let s = setup(&format!("update_rate = {rate}")).await;
+    let (status, body) = s
+        .emulator
+        .admin(
+            "POST",
+            "/faults",
+            r#"{"type": "throttle", "rate": 0.5, "service": "dynamodb", "operation": "UpdateTable"}"#,
+        )
+        .await
+        .expect("fault");
+    assert_eq!(status, 200, "{body}");
+    let id = migrate_bulk(&s).await;
+    assert_each_table_switched_and_recorded_once(&s, &id).await;
+    let log = update_log(&s.emulator).await;
+    assert!(
+        log.iter().any(|u| !u.ok),
+        "no UpdateTable was throttled: the test proves nothing"
+    );
+    let times: Vec<f64> = log.iter().map(|u| u.time).collect();
+    assert_rate_held(&times, rate, "UpdateTable calls (throttled ones included)");
+}
+
+/// A replica that starts while another's scan runs closes nothing that is alive: only scans whose replica
+/// stopped (their lease expired) are closed. Starting any replica used to mark every running scan FAILED.
+#[tokio::test]
+async fn a_replica_starting_during_a_scan_fails_nothing() {
+    let s = setup("").await;
+    // Every DescribeTable a second late, so the scan is still running when the replica starts.
+    let (status, body) = s
+        .emulator
+        .admin(
+            "POST",
+            "/faults",
+            r#"{"type": "latency", "millis": 1000, "operation": "DescribeTable"}"#,
+        )
+        .await
+        .expect("fault");
+    assert_eq!(status, 200, "{body}");
+    let mut client = s.app.client.clone();
+    let scan_id = client
+        .refresh_inventory(pb::RefreshInventoryRequest::default())
+        .await
+        .expect("refresh")
+        .into_inner()
+        .scan_id;
+    let replica = tablecrypt_tests::TestApp::spawn_on(
+        &s.db.url,
+        &format!("aws_endpoint_url = '{}'\n{FAST}", s.emulator.endpoint()),
+    )
+    .await
+    .expect("replica");
+    assert_eq!(
+        scan(&s, &scan_id).await.state,
+        "RUNNING",
+        "the scan ended before the replica started: the test proves nothing"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let now = scan(&s, &scan_id).await;
+        if now.state != "RUNNING" {
+            break now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Only the sandbox account (its role refuses AssumeRole) failed, for its own reason.
+    assert_eq!(done.state, "PARTIALLY_FAILED", "{done:#?}");
+    let failed: Vec<_> = done
+        .targets
+        .iter()
+        .filter(|t| t.state == "FAILED")
+        .collect();
+    assert_eq!(failed.len(), 1, "{done:#?}");
+    assert_eq!(failed[0].account_id, SANDBOX);
+    replica.stop().await.expect("replica stops");
+}
