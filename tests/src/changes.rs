@@ -96,6 +96,7 @@ worker_poll_max = '200ms'
 worker_retry_initial = '100ms'
 worker_retry_max = '500ms'
 worker_lease = '5s'
+worker_settle_timeout = '10s'
 watch_interval = '100ms'
 ";
 

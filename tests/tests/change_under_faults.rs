@@ -245,3 +245,106 @@ async fn a_replica_starting_during_a_scan_fails_nothing() {
     assert_eq!(failed[0].account_id, SANDBOX);
     replica.stop().await.expect("replica stops");
 }
+
+/// UpdateAccount reaches the workers of a running request without a restart: once the account's role is
+/// replaced by one the account does not have, the items still to be sent fail as unreachable instead of going
+/// on with the old role (workers used to keep each account's role for the life of the process).
+#[tokio::test]
+async fn an_account_update_reaches_the_workers_of_a_running_request() {
+    let s = setup("update_rate = 0.5").await;
+    let id = migrate_bulk(&s).await;
+    wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 1).await;
+    let mut client = s.app.client.clone();
+    let account = client
+        .get_account(as_caller(
+            "alice",
+            pb::GetAccountRequest {
+                account_id: PAYMENTS.into(),
+            },
+        ))
+        .await
+        .expect("account")
+        .into_inner();
+    client
+        .update_account(as_caller(
+            "alice",
+            pb::UpdateAccountRequest {
+                account: Some(pb::Account {
+                    account_id: PAYMENTS.into(),
+                    role_arn: format!("arn:aws:iam::{PAYMENTS}:role/tablecrypt-retired"),
+                    etag: account.etag,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["role_arn".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("update the role");
+    let done = wait_terminal(&s.app, &id).await;
+    let items = items(&s.app, &id).await;
+    let unreachable = items
+        .iter()
+        .filter(|i| i.reason() == pb::ItemReason::AccountUnreachable)
+        .count();
+    assert!(
+        unreachable > 0,
+        "every item went on with the old role: {done:#?}"
+    );
+    // Nothing switched twice, and every switch that happened is recorded.
+    let sent = updates_sent(&s.emulator).await;
+    assert!(sent.values().all(|n| *n == 1), "{sent:?}");
+    assert_eq!(history(&s.app, history_of(&id)).await.len(), sent.len());
+}
+
+/// Our own database failing under the workers (every connection of the server cut every 150 ms while a
+/// request runs) defers items; it never fails a user's table, and nothing is switched or recorded twice.
+#[tokio::test]
+async fn connections_cut_under_the_workers_fail_no_table() {
+    let s = setup("update_rate = 4.0").await;
+    let id = migrate_bulk(&s).await;
+    let url = s.db.url.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cutter = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .expect("db");
+            while !stop.is_cancelled() {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                ))
+                .execute(&mut conn)
+                .await
+                .expect("cut connections");
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        // Reads may fail while connections are cut: the table of items is what counts.
+        if let Ok(r) = s
+            .app
+            .client
+            .clone()
+            .get_change_request(as_caller(
+                "alice",
+                pb::GetChangeRequestRequest {
+                    change_request_id: id.clone(),
+                },
+            ))
+            .await
+            && counts(&r.into_inner()).succeeded as usize >= BULK / 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    cutter.await.expect("cutter");
+    assert_each_table_switched_and_recorded_once(&s, &id).await;
+}

@@ -15,6 +15,10 @@ pub struct FleetSpec {
     /// Timings and limits.
     #[serde(default)]
     pub settings: Settings,
+    /// What AWS does where the sources disagree (`src/behaviour.rs`, the README's behaviour table); the same as
+    /// `settings.behaviour`, which it overrides when given.
+    #[serde(default)]
+    pub behaviour: Option<crate::behaviour::Behaviour>,
     #[serde(default)]
     pub accounts: Vec<AccountSpec>,
 }
@@ -59,6 +63,8 @@ pub struct Settings {
     pub max_updating_tables_per_region: usize,
     /// Request log entries kept (oldest dropped first).
     pub request_log_capacity: usize,
+    /// What AWS does where the sources disagree.
+    pub behaviour: crate::behaviour::Behaviour,
 }
 
 impl Default for Settings {
@@ -68,6 +74,7 @@ impl Default for Settings {
             inaccessible_after_seconds: 300.0,
             max_updating_tables_per_region: 500,
             request_log_capacity: 1_000_000,
+            behaviour: crate::behaviour::Behaviour::default(),
         }
     }
 }

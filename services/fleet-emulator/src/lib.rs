@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod aws;
+pub mod behaviour;
 pub mod clock;
 pub mod faults;
 pub mod fleet_file;

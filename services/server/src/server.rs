@@ -299,6 +299,7 @@ fn worker_settings(config: &Config) -> WorkerSettings {
         poll_max: config.worker_poll_max,
         retry_initial: config.worker_retry_initial,
         retry_max: config.worker_retry_max,
+        settle_timeout: config.worker_settle_timeout,
     }
 }
 

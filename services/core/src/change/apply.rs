@@ -67,22 +67,46 @@ pub enum Step {
     Fail { reason: ItemReason, message: String },
 }
 
+/// What the worker knows of this item's last UpdateTable and of the time, for the settle rule: after AWS accepted
+/// an UpdateTable, a table that is ACTIVE and still shows the old key is how a change starts (AWS shows the old key
+/// for the first seconds), so nothing is sent again until `settle` has passed with no sign of the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendClock {
+    /// When an UpdateTable of this item was last sent, if one may have been (by the database's clock).
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Now, by the same clock.
+    pub now: DateTime<Utc>,
+    /// How long a sent change may take to show before it is taken as not having happened.
+    pub settle: chrono::Duration,
+}
+
+impl SendClock {
+    /// A send may still be taking effect.
+    pub fn settling(&self) -> bool {
+        self.sent_at.is_some_and(|at| self.now - at < self.settle)
+    }
+}
+
 /// The step for an item whose table DescribeTable showed as `current`.
 ///
-/// `sent_before`: an UpdateTable of this item may have been sent (a reclaimed item). `quota_frees_at`: when the
-/// table's switch quota allows the next switch, if not now (from our history).
+/// `clock`: whether (and when) an UpdateTable of this item may have been sent. `quota_frees_at`: when the table's
+/// switch quota allows the next switch, if not now (from our history).
 pub fn next_step(
     current: &TableEncryption,
     target: &ApplyTarget,
-    sent_before: bool,
+    clock: SendClock,
     quota_frees_at: Option<DateTime<Utc>>,
 ) -> Step {
     if target.reached_by(current) {
         return Step::Done {
-            changed: sent_before,
+            changed: clock.sent_at.is_some(),
         };
     }
     if current.table_status == TABLE_UPDATING && target.shown_by(current) {
+        return Step::Wait;
+    }
+    // Our send may not show yet: the old key, ACTIVE, is how a change starts. Never send twice within `settle`.
+    if clock.settling() && current.inaccessible_since.is_none() {
         return Step::Wait;
     }
     if current.table_status != TABLE_ACTIVE {
@@ -117,11 +141,13 @@ pub enum PollStep {
     SettledElsewhere,
 }
 
-/// The step after polling a table we sent an UpdateTable for.
-pub fn after_poll(current: &TableEncryption, target: &ApplyTarget) -> PollStep {
+/// The step after polling a table we sent an UpdateTable for: done, keep waiting, or (only once `settle` has
+/// passed since the send with no sign of the change) settled on something else.
+pub fn after_poll(current: &TableEncryption, target: &ApplyTarget, clock: SendClock) -> PollStep {
     if target.reached_by(current) {
         PollStep::Done
-    } else if current.table_status == TABLE_ACTIVE && !target.shown_by(current) {
+    } else if current.table_status == TABLE_ACTIVE && !target.shown_by(current) && !clock.settling()
+    {
         PollStep::SettledElsewhere
     } else {
         PollStep::KeepWaiting
@@ -164,26 +190,48 @@ mod tests {
 
     use EncryptionMode::{AwsManaged, AwsOwned, CustomerManaged};
 
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + seconds, 0).expect("time")
+    }
+
+    /// Nothing sent yet.
+    fn unsent() -> SendClock {
+        SendClock {
+            sent_at: None,
+            now: at(0),
+            settle: chrono::Duration::minutes(5),
+        }
+    }
+
+    /// Sent `ago` seconds ago, with a five-minute settle timeout.
+    fn sent(ago: i64) -> SendClock {
+        SendClock {
+            sent_at: Some(at(0)),
+            now: at(ago),
+            settle: chrono::Duration::minutes(5),
+        }
+    }
+
     #[test]
     fn done_when_the_table_shows_the_target() {
         let on_b = table("ACTIVE", CustomerManaged, Some(B), "ENABLED");
         let target = to(CustomerManaged, Some(B));
         assert_eq!(
-            next_step(&on_b, &target, true, None),
+            next_step(&on_b, &target, sent(10), None),
             Step::Done { changed: true }
         );
         assert_eq!(
-            next_step(&on_b, &target, false, None),
+            next_step(&on_b, &target, unsent(), None),
             Step::Done { changed: false }
         );
         let owned = table("ACTIVE", AwsOwned, None, "");
         assert_eq!(
-            next_step(&owned, &to(AwsOwned, None), false, None),
+            next_step(&owned, &to(AwsOwned, None), unsent(), None),
             Step::Done { changed: false }
         );
         let managed = table("ACTIVE", AwsManaged, Some(A), "ENABLED");
         assert_eq!(
-            next_step(&managed, &to(AwsManaged, None), true, None),
+            next_step(&managed, &to(AwsManaged, None), sent(10), None),
             Step::Done { changed: true }
         );
     }
@@ -192,13 +240,13 @@ mod tests {
     fn a_change_under_way_is_waited_for() {
         let updating = table("UPDATING", CustomerManaged, Some(B), "UPDATING");
         assert_eq!(
-            next_step(&updating, &to(CustomerManaged, Some(B)), true, None),
+            next_step(&updating, &to(CustomerManaged, Some(B)), sent(10), None),
             Step::Wait
         );
         // The key shown but not yet in use is not the end either.
         let enabling = table("ACTIVE", CustomerManaged, Some(B), "UPDATING");
         assert_eq!(
-            after_poll(&enabling, &to(CustomerManaged, Some(B))),
+            after_poll(&enabling, &to(CustomerManaged, Some(B)), sent(10)),
             PollStep::KeepWaiting
         );
     }
@@ -207,7 +255,7 @@ mod tests {
     fn an_active_table_on_the_old_key_is_sent_the_change() {
         let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
         assert_eq!(
-            next_step(&on_a, &to(CustomerManaged, Some(B)), false, None),
+            next_step(&on_a, &to(CustomerManaged, Some(B)), unsent(), None),
             Step::Send
         );
     }
@@ -216,7 +264,7 @@ mod tests {
     fn a_busy_table_is_retried_and_an_inaccessible_one_fails() {
         let busy = table("UPDATING", CustomerManaged, Some(A), "ENABLED");
         assert!(matches!(
-            next_step(&busy, &to(CustomerManaged, Some(B)), false, None),
+            next_step(&busy, &to(CustomerManaged, Some(B)), unsent(), None),
             Step::Retry {
                 reason: ItemReason::TableNotActive,
                 ..
@@ -225,7 +273,7 @@ mod tests {
         let mut locked = table("ACTIVE", CustomerManaged, Some(A), "INACCESSIBLE");
         locked.inaccessible_since = Some(locked.observed_at);
         assert!(matches!(
-            next_step(&locked, &to(CustomerManaged, Some(B)), false, None),
+            next_step(&locked, &to(CustomerManaged, Some(B)), unsent(), None),
             Step::Fail {
                 reason: ItemReason::TableInaccessible,
                 ..
@@ -238,7 +286,7 @@ mod tests {
         let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
         let until = on_a.observed_at + chrono::Duration::hours(6);
         assert!(matches!(
-            next_step(&on_a, &to(CustomerManaged, Some(B)), false, Some(until)),
+            next_step(&on_a, &to(CustomerManaged, Some(B)), unsent(), Some(until)),
             Step::DeferUntil { until: u, .. } if u == until
         ));
     }
@@ -256,17 +304,66 @@ mod tests {
             key_arn: Some(B.into()),
             replica_keys: vec![("us-east-1".into(), B_US.into())],
         };
-        assert_eq!(after_poll(&global, &target), PollStep::SettledElsewhere);
+        assert_eq!(
+            after_poll(&global, &target, sent(600)),
+            PollStep::SettledElsewhere
+        );
         global.replicas[0].key_arn = Some(B_US.into());
-        assert_eq!(after_poll(&global, &target), PollStep::Done);
+        assert_eq!(after_poll(&global, &target, sent(600)), PollStep::Done);
     }
 
     #[test]
     fn a_table_settled_on_another_key_is_noticed() {
         let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
         assert_eq!(
-            after_poll(&on_a, &to(CustomerManaged, Some(B))),
+            after_poll(&on_a, &to(CustomerManaged, Some(B)), sent(600)),
             PollStep::SettledElsewhere
         );
+    }
+
+    /// AWS shows the old key, ACTIVE, for the first seconds of an SSE change: after our send that is a change
+    /// starting, never a reason to send again, until the settle timeout passes with no sign of it.
+    #[test]
+    fn the_old_key_after_our_send_is_waited_for_until_the_settle_timeout() {
+        let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
+        let target = to(CustomerManaged, Some(B));
+        for ago in [0, 8, 25, 299] {
+            assert_eq!(
+                next_step(&on_a, &target, sent(ago), None),
+                Step::Wait,
+                "{ago} s"
+            );
+            assert_eq!(
+                after_poll(&on_a, &target, sent(ago)),
+                PollStep::KeepWaiting,
+                "{ago} s"
+            );
+        }
+        assert_eq!(next_step(&on_a, &target, sent(300), None), Step::Send);
+        assert_eq!(
+            after_poll(&on_a, &target, sent(300)),
+            PollStep::SettledElsewhere
+        );
+        // AWS's other status names during the change are waited for too.
+        let updating = table("ACTIVE", CustomerManaged, None, "UPDATING");
+        assert_eq!(
+            after_poll(&updating, &target, sent(12)),
+            PollStep::KeepWaiting
+        );
+        assert_eq!(next_step(&updating, &target, sent(12), None), Step::Wait);
+    }
+
+    /// A table that became inaccessible fails even while our send settles: waiting would not help.
+    #[test]
+    fn an_inaccessible_table_fails_while_a_send_settles() {
+        let mut locked = table("ACTIVE", CustomerManaged, Some(A), "INACCESSIBLE");
+        locked.inaccessible_since = Some(locked.observed_at);
+        assert!(matches!(
+            next_step(&locked, &to(CustomerManaged, Some(B)), sent(5), None),
+            Step::Fail {
+                reason: ItemReason::TableInaccessible,
+                ..
+            }
+        ));
     }
 }

@@ -14,7 +14,7 @@ pub mod plan;
 pub mod reason;
 mod state;
 
-pub use apply::{ApplyTarget, PollStep, Step};
+pub use apply::{ApplyTarget, PollStep, SendClock, Step};
 pub use model::{
     ChangeItem, ChangeOptions, ChangeRequest, ItemCounts, KeyRotation, PlanSummary, RequestTargets,
     SelectorSpec, TableRef, TargetSpec,

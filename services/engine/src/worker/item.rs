@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng as _;
-use tablecrypt_core::change::apply::{Step, next_step};
+use tablecrypt_core::change::apply::{SendClock, Step, next_step};
 use tablecrypt_core::change::reason::is_passing;
 use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::switch_quota::next_switch_allowed;
@@ -13,6 +13,7 @@ use tablecrypt_fleet::{ApplyTarget, FleetError, UpdateOutcome, is_switch_quota};
 use tablecrypt_store::{ClaimedItem, Deferral, ItemEnd, StoreError};
 use tokio_util::sync::CancellationToken;
 
+use super::pace::{DbClock, Poll};
 use super::{Inner, STORE_FAILURE_BACKOFF, STORE_RETRY_INITIAL, STORE_RETRY_MAX, Stop};
 
 impl Inner {
@@ -150,6 +151,7 @@ impl Inner {
         let target = apply_target(claimed);
         let sent_before = item.apply_time.is_some();
         let poll_rate = claimed.account_poll_rate.unwrap_or(self.settings.poll_rate);
+        let db_clock = DbClock::from_claim(claimed);
 
         // Look first: the change may be done or under way (a reclaimed item), or no longer needed.
         let current = match self.describe(&access, region, &table, poll_rate).await {
@@ -162,16 +164,22 @@ impl Inner {
             item.table.region.to_string(),
             item.table.table_name.to_string(),
         );
+        let clock = |sent_at| SendClock {
+            sent_at,
+            now: db_clock.now(),
+            settle: self.settle_timeout(),
+        };
         // The switch quota (from our history) matters only when something would be sent: look it up then.
-        let step = match next_step(&current, &target, sent_before, None) {
+        let step = match next_step(&current, &target, clock(item.apply_time), None) {
             Step::Send => next_step(
                 &current,
                 &target,
-                sent_before,
+                clock(item.apply_time),
                 self.quota_frees_at(&key, target.mode).await,
             ),
             step => step,
         };
+        let mut sent_at = item.apply_time;
         match step {
             Step::Done { changed: true } => {
                 return Stop::Done(ItemEnd::Succeeded { changed: true });
@@ -197,6 +205,19 @@ impl Inner {
                 if let Err(stop) = self.clear_to_send(claimed).await {
                     return stop;
                 }
+                // The account as it is now: waiting for a slot can be long, and an UpdateAccount (a new role, a
+                // rotated external id) must reach the send.
+                let access = match self.access(&item.table.account_id).await {
+                    Ok(access) => access,
+                    Err(mut stop) => {
+                        // Nothing of this pass was sent.
+                        if let Stop::Defer { rejected, .. } = &mut stop {
+                            *rejected = !sent_before;
+                        }
+                        return stop;
+                    }
+                };
+                sent_at = Some(db_clock.now());
                 let sent = self
                     .fleet
                     .update_table_encryption(&access, region, &table, &target)
@@ -248,8 +269,22 @@ impl Inner {
                 }
             }
         }
-        self.poll_until_done(&access, region, &table, &target, item.attempts, poll_rate)
-            .await
+        let poll = Poll {
+            access: &access,
+            region,
+            table: &table,
+            target: &target,
+            attempts: item.attempts,
+            poll_rate,
+            sent_at,
+            db_clock,
+        };
+        self.poll_until_done(poll).await
+    }
+
+    /// How long a sent change may take to show before it is taken as not having happened.
+    pub(super) fn settle_timeout(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.settle_timeout).unwrap_or(chrono::Duration::MAX)
     }
 
     /// When the table's switch quota allows the next switch to `mode`, if not now. A database error only costs

@@ -45,8 +45,9 @@ const SLOT_LOOKAHEAD: Duration = Duration::from_secs(1);
 /// send) the slot is dropped and a fresh one taken: a missed slot is never saved up.
 const SLOT_WINDOW: Duration = Duration::from_millis(100);
 /// A slot answered later than this after it was asked for is not used: answers delayed together (a stall after
-/// the database handed the slots out) would send together. Above the ordinary round trip of a busy pool.
-const SLOW_ANSWER: Duration = Duration::from_millis(250);
+/// the database handed the slots out) would send together. Well above the round trip of a busy database, so a
+/// loaded one still hands out slots.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
 /// The shortest wait before asking again for a slot when none is within reach (with jitter), so waiting
 /// workers do not hammer the scope's row.
 const SLOT_RETRY_MIN: Duration = Duration::from_millis(50);
@@ -74,6 +75,9 @@ pub struct WorkerSettings {
     /// First wait after throttling or a transient error; doubles (with jitter) up to `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// How long a sent UpdateTable may take to show before the item sends it again (which spends one of the
+    /// table's switches on AWS). AWS shows the old key, ACTIVE, for the first seconds of a change.
+    pub settle_timeout: Duration,
 }
 
 /// The worker pool of one process.
@@ -94,6 +98,8 @@ struct Inner {
     /// The items this process's tasks work on: each claim's lease token, and how to stop its task once the
     /// heartbeat finds the lease lost.
     held: std::sync::Mutex<HashMap<i64, Held>>,
+    /// One queue per set of rate-limited scopes: this process's tasks take turns asking the database for slots.
+    slot_queues: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     metrics: EngineMetrics,
 }
 
@@ -134,6 +140,7 @@ impl Workers {
                 owner: Uuid::new_v4(),
                 accounts: Mutex::new(HashMap::new()),
                 held: std::sync::Mutex::new(HashMap::new()),
+                slot_queues: std::sync::Mutex::new(HashMap::new()),
                 metrics,
             }),
         }

@@ -2,7 +2,7 @@
 //! target shows, and recording what was seen.
 
 use std::time::{Duration, Instant};
-use tablecrypt_core::change::apply::{PollStep, after_poll};
+use tablecrypt_core::change::apply::{PollStep, SendClock, after_poll};
 use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::{ItemReason, Region, TableEncryption, TableName};
 use tablecrypt_fleet::{AccountAccess, ApplyTarget};
@@ -48,7 +48,15 @@ impl Inner {
         let margin = self.settings.lease / 3;
         let mut marked = false;
         loop {
-            let slot = self.reserve_slot(&scopes).await?;
+            let slot = match self.reserve_slot(&scopes).await {
+                Ok(slot) => slot,
+                Err(mut stop) => {
+                    if let Stop::Defer { rejected, .. } = &mut stop {
+                        *rejected = !sent_before;
+                    }
+                    return Err(stop);
+                }
+            };
             tokio::time::sleep_until(slot.into()).await;
             let check = if marked {
                 changes
@@ -64,25 +72,32 @@ impl Inner {
                     )
                     .await
             };
+            // Nothing of this pass was sent: an apply_time this pass wrote must not make the next pass wait for
+            // a change that never went out (an earlier pass's send may still be in flight: that one is kept).
+            let not_sent = |mut stop: Stop| {
+                if let Stop::Defer { rejected, .. } = &mut stop {
+                    *rejected = !sent_before;
+                }
+                stop
+            };
             match check {
                 Ok(SendCheck::Go) => marked = true,
                 Ok(SendCheck::RequestStopped) => {
-                    return Err(Stop::Defer {
+                    return Err(not_sent(Stop::Defer {
                         after: Duration::ZERO,
                         until_quota: None,
                         reason: None,
                         message: "the request was paused or cancelled before UpdateTable was sent"
                             .into(),
-                        // Nothing of this pass is in flight; an earlier pass's send may still be.
-                        rejected: !sent_before,
-                    });
-                }
-                Ok(SendCheck::LeaseLost) => {
-                    return Err(lost_or_retry(StoreError::LeaseLost {
-                        item_id: item.item_id,
+                        rejected: true,
                     }));
                 }
-                Err(e) => return Err(lost_or_retry(e)),
+                Ok(SendCheck::LeaseLost) => {
+                    return Err(not_sent(lost_or_retry(StoreError::LeaseLost {
+                        item_id: item.item_id,
+                    })));
+                }
+                Err(e) => return Err(not_sent(lost_or_retry(e))),
             }
             if Instant::now() <= slot + SLOT_WINDOW {
                 return Ok(());
@@ -94,8 +109,11 @@ impl Inner {
     /// The local instant of the next slot in all of `scopes` at once, waiting (with jitter) while none is
     /// within [`SLOT_LOOKAHEAD`]. Counted from when the answer arrived, so never earlier than the database's
     /// slot; an answer slower than [`SLOW_ANSWER`] is not used (its slot may fall together with others that
-    /// were also answered late, a burst), and another slot is taken.
+    /// were also answered late, a burst), and another slot is taken. Within this process the tasks wanting the
+    /// same scopes take turns asking, so a thousand waiting items are one poller per scope, not a thousand.
     pub(super) async fn reserve_slot(&self, scopes: &[(String, f64)]) -> Result<Instant, Stop> {
+        let queue = self.slot_queue(scopes);
+        let _turn = queue.lock().await;
         loop {
             let asked = Instant::now();
             match self.store.rate_slots.reserve(scopes, SLOT_LOOKAHEAD).await {
@@ -116,6 +134,21 @@ impl Inner {
                 Err(e) => return Err(lost_or_retry(e)),
             }
         }
+    }
+
+    /// The local queue of the tasks wanting slots in `scopes`.
+    fn slot_queue(&self, scopes: &[(String, f64)]) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let key = scopes
+            .iter()
+            .map(|(scope, _)| scope.as_str())
+            .collect::<Vec<_>>()
+            .join("|");
+        self.slot_queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone()
     }
 
     /// A global table is listed in each of its regions; after a change those regions' inventory rows would show
@@ -193,34 +226,35 @@ impl Inner {
         }
     }
 
-    pub(super) async fn poll_until_done(
-        &self,
-        access: &AccountAccess,
-        region: Region,
-        table: &TableName,
-        target: &ApplyTarget,
-        attempts: i32,
-        poll_rate: f64,
-    ) -> Stop {
+    pub(super) async fn poll_until_done(&self, poll: Poll<'_>) -> Stop {
         let mut wait = self.settings.poll_initial;
         loop {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(self.settings.poll_max);
-            let current = match self.describe(access, region, table, poll_rate).await {
+            let current = match self
+                .describe(poll.access, poll.region, poll.table, poll.poll_rate)
+                .await
+            {
                 Ok(current) => current,
                 Err(Stop::Defer { .. }) => continue, // throttled or transient: keep polling, slower
                 Err(stop) => return stop,
             };
-            match after_poll(&current, target) {
+            let clock = SendClock {
+                sent_at: poll.sent_at,
+                now: poll.db_clock.now(),
+                settle: self.settle_timeout(),
+            };
+            match after_poll(&current, poll.target, clock) {
                 PollStep::Done => {
                     // Polls are not written to the inventory (they would double the database load); the end is.
                     self.record(&current).await;
                     return Stop::Done(ItemEnd::Succeeded { changed: true });
                 }
                 PollStep::SettledElsewhere => {
-                    // AWS finished on something else (someone else changed it meanwhile): try again later.
+                    // No sign of our change within the settle timeout (or someone else's change won): try again
+                    // later, which sends again and spends a switch of the table's quota.
                     return self.retry(
-                        attempts,
+                        poll.attempts,
                         ItemReason::AwsError,
                         "the table settled on another key; retrying".into(),
                     );
@@ -229,4 +263,38 @@ impl Inner {
             }
         }
     }
+}
+
+/// The database's clock as seen from this task: the claim's `now()` plus the time since it arrived. Deciding
+/// with it keeps every replica on the one clock that stamped `apply_time` (replicas' own clocks differ).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DbClock {
+    at: chrono::DateTime<chrono::Utc>,
+    since: Instant,
+}
+
+impl DbClock {
+    pub(super) fn from_claim(claimed: &ClaimedItem) -> Self {
+        Self {
+            at: claimed.claimed_at,
+            since: claimed.received,
+        }
+    }
+
+    pub(super) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.at + chrono::Duration::from_std(self.since.elapsed()).unwrap_or_default()
+    }
+}
+
+/// What polling one item needs.
+pub(super) struct Poll<'a> {
+    pub access: &'a AccountAccess,
+    pub region: Region,
+    pub table: &'a TableName,
+    pub target: &'a ApplyTarget,
+    pub attempts: i32,
+    pub poll_rate: f64,
+    /// When the item's UpdateTable was last sent, by the database's clock.
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub db_clock: DbClock,
 }

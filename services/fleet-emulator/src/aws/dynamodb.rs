@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::AwsError;
+use crate::behaviour::IdenticalUpdate;
 use crate::fleet_file::Settings;
 use crate::world::keys::{KeyManager, dynamodb_key_check};
 use crate::world::tables::{
@@ -278,7 +279,24 @@ fn update_table(
         .tables
         .get(&name)
         .ok_or_else(|| not_found(&name))?;
-    ensure_not_updating(table)?;
+    if let Some(pending) = table.pending.clone() {
+        // Observed: the same change again is accepted and changes nothing; any other is refused.
+        let same = input.get("ReplicaUpdates").is_none()
+            && input
+                .get("SSESpecification")
+                .and_then(|spec| target_sse(account, region, spec, now).ok())
+                .is_some_and(|target| target == pending.target);
+        if same && settings.behaviour.identical_update_during_change() == IdenticalUpdate::Accepted
+        {
+            let description =
+                describe(account, region, &name, now, settings).ok_or_else(|| not_found(&name))?;
+            return Ok(json!({"TableDescription": description}));
+        }
+        return Err(AwsError::resource_in_use(
+            "Server-Side Encryption is still being updated. Please try again after the update is complete."
+                .to_owned(),
+        ));
+    }
     let replicas = table.replicas.clone();
 
     let mut changes: Vec<Change> = Vec::new();

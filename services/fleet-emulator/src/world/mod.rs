@@ -102,7 +102,11 @@ impl World {
     pub fn load(&self, spec: &FleetSpec) -> anyhow::Result<()> {
         let now = self.clock.now();
         let accounts = load::build_accounts(spec, now)?;
-        *write(&self.settings) = spec.settings.clone();
+        let mut settings = spec.settings.clone();
+        if let Some(behaviour) = &spec.behaviour {
+            settings.behaviour = behaviour.clone();
+        }
+        *write(&self.settings) = settings;
         *write(&self.hub) = spec.hub.clone();
         *write(&self.accounts) = accounts
             .into_iter()

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{AccountData, KeyState, RegionData};
 use crate::aws::AwsError;
+use crate::behaviour::{ChangeTableStatus, SseStatusNames};
 use crate::fleet_file::Settings;
 
 /// Encryption at rest of one table (or replica).
@@ -22,6 +23,8 @@ pub enum Sse {
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub target: Sse,
+    /// When UpdateTable accepted it.
+    pub started: DateTime<Utc>,
     pub completes_at: DateTime<Utc>,
 }
 
@@ -125,6 +128,7 @@ impl RegionData {
             table.switches.push(now);
             table.pending = Some(Pending {
                 target,
+                started: now,
                 completes_at,
             });
             self.due.insert((completes_at, name.to_owned()));
@@ -154,6 +158,19 @@ fn epoch(time: DateTime<Utc>) -> f64 {
     time.timestamp_millis() as f64 / 1000.0
 }
 
+/// The change in flight, once DescribeTable shows it: for `old_key_visible_seconds` after the call AWS still shows
+/// the old key, Status ENABLED, as if nothing had happened.
+fn visible_pending<'a>(
+    table: &'a Table,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Option<&'a Pending> {
+    let pending = table.pending.as_ref()?;
+    let hidden_until =
+        pending.started + duration_from_secs(settings.behaviour.old_key_visible_seconds());
+    (now >= hidden_until).then_some(pending)
+}
+
 /// The `TableStatus` and `SSEDescription` of one table (or replica) as DescribeTable reports them.
 fn status_and_sse(
     region: &RegionData,
@@ -161,21 +178,28 @@ fn status_and_sse(
     now: DateTime<Utc>,
     settings: &Settings,
 ) -> (&'static str, Option<Value>) {
-    if let Some(pending) = &table.pending {
-        let status = match (&table.sse, &pending.target) {
-            (Sse::Owned, Sse::Kms { .. }) => "ENABLING",
-            (Sse::Kms { .. }, Sse::Owned) => "DISABLING",
+    let behaviour = &settings.behaviour;
+    if let Some(pending) = visible_pending(table, now, settings) {
+        let status = match (behaviour.sse_status_names(), &table.sse, &pending.target) {
+            (SseStatusNames::EnablingDisabling, Sse::Owned, Sse::Kms { .. }) => "ENABLING",
+            (SseStatusNames::EnablingDisabling, Sse::Kms { .. }, Sse::Owned) => "DISABLING",
             _ => "UPDATING",
         };
-        let shown = match &pending.target {
-            Sse::Kms { .. } => &pending.target,
-            Sse::Owned => &table.sse,
+        let shown = match (&pending.target, behaviour.sse_status_names()) {
+            (Sse::Kms { .. }, _) => Some(&pending.target),
+            // Going to the owned key: observed as {Status: UPDATING} with no key.
+            (Sse::Owned, SseStatusNames::UpdatingOnly) => None,
+            (Sse::Owned, SseStatusNames::EnablingDisabling) => Some(&table.sse),
         };
         let mut sse = json!({"Status": status, "SSEType": "KMS"});
-        if let Sse::Kms { key_arn, .. } = shown {
+        if let Some(Sse::Kms { key_arn, .. }) = shown {
             sse["KMSMasterKeyArn"] = json!(key_arn);
         }
-        return ("UPDATING", Some(sse));
+        let table_status = match behaviour.sse_change_table_status() {
+            ChangeTableStatus::Updating => "UPDATING",
+            ChangeTableStatus::Active => "ACTIVE",
+        };
+        return (table_status, Some(sse));
     }
     match &table.sse {
         Sse::Owned => ("ACTIVE", None),
@@ -234,7 +258,9 @@ pub fn describe(
                     "UPDATING" => "UPDATING",
                     _ => "ACTIVE",
                 }});
-                let sse = replica.pending.as_ref().map(|p| &p.target).unwrap_or(&replica.sse);
+                let sse = visible_pending(replica, now, settings)
+                    .map(|p| &p.target)
+                    .unwrap_or(&replica.sse);
                 if let Sse::Kms { key_arn, .. } = sse {
                     r["KMSMasterKeyId"] = json!(key_arn);
                 }

@@ -131,6 +131,10 @@ pub struct Config {
     pub worker_retry_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub worker_retry_max: Duration,
+    /// After AWS accepted an UpdateTable, how long the table may show no sign of the change before the item sends
+    /// it again (`TABLECRYPT_WORKER_SETTLE_TIMEOUT`). Every re-send spends one of the table's 4 switches a day.
+    #[serde(with = "humantime_serde")]
+    pub worker_settle_timeout: Duration,
     /// How often WatchChangeRequest looks for changes (`TABLECRYPT_WATCH_INTERVAL`).
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
@@ -251,6 +255,9 @@ impl Default for Config {
             worker_poll_max: seconds(30),
             worker_retry_initial: seconds(1),
             worker_retry_max: seconds(120),
+            // Observed SSE changes show the old key for 8-9 s and take 20-25 s (../shared/AWS-BEHAVIOURS.md);
+            // minutes above that, since a needless re-send spends a switch of the table's daily quota.
+            worker_settle_timeout: seconds(300),
             watch_interval: Duration::from_millis(500),
             insecure: false,
             tls: None,

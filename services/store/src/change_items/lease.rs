@@ -66,7 +66,7 @@ impl ChangeItemRepository {
                  lease_owner = $2, lease_token = nextval('change_items_lease_token_seq'),
                  lease_expire_time = now() + make_interval(secs => $3), update_time = now()
              WHERE item_id = ANY($1)
-             RETURNING item_id, lease_token AS \"lease_token!\"",
+             RETURNING item_id, lease_token AS \"lease_token!\", now() AS \"claimed_at!\"",
             &ids,
             owner,
             lease_seconds
@@ -105,17 +105,16 @@ impl ChangeItemRepository {
                 let account = accounts
                     .iter()
                     .find(|a| a.account_id == item.table.account_id.as_str());
-                let lease_token = tokens
-                    .iter()
-                    .find(|t| t.item_id == item.item_id)?
-                    .lease_token;
+                let claim = tokens.iter().find(|t| t.item_id == item.item_id)?;
                 let reclaimed = matches!(item.state, ItemState::Applying | ItemState::Waiting);
                 if !reclaimed {
                     item.state = ItemState::Applying;
                 }
                 Some(ClaimedItem {
                     item,
-                    lease_token,
+                    lease_token: claim.lease_token,
+                    claimed_at: claim.claimed_at,
+                    received: std::time::Instant::now(),
                     reclaimed,
                     queued_at: request.queued_at,
                     max_updates_per_second: request.max_updates_per_second,
@@ -182,6 +181,9 @@ impl ChangeItemRepository {
         lease: Duration,
         margin: Duration,
     ) -> Result<SendCheck, StoreError> {
+        // In a transaction whose COMMIT is acknowledged: with a bare statement the row can come back before the
+        // implicit commit, and a database restart in between would lose the mark of a table we then changed.
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query_scalar!(
             r#"UPDATE change_items SET state = 'APPLYING', apply_time = now(), attempts = attempts + 1,
                    lease_expire_time = now() + make_interval(secs => $3), update_time = now()
@@ -196,12 +198,18 @@ impl ChangeItemRepository {
             lease.as_secs_f64(),
             margin.as_secs_f64()
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.is_some() {
             return Ok(SendCheck::Go);
         }
-        self.check_send(item_id, token, margin).await
+        // Nothing was marked, so nothing may be sent, whatever a second look says: a heartbeat may have extended
+        // the lease between the two, and a Go here would send a change no row records.
+        Ok(match self.check_send(item_id, token, margin).await? {
+            SendCheck::RequestStopped => SendCheck::RequestStopped,
+            SendCheck::Go | SendCheck::LeaseLost => SendCheck::LeaseLost,
+        })
     }
 
     /// Whether a send may still go after a wait: the claim with `token` holds an unexpired lease with `margin`

@@ -122,6 +122,10 @@ pub struct ClaimedItem {
     pub item: ChangeItem,
     /// This claim's fencing token: every write about the item names it, and fails once another claim took it.
     pub lease_token: i64,
+    /// The database's clock at the claim, and when the claim arrived here: the worker's estimate of the
+    /// database's clock, the one clock of `apply_time`, leases and slots.
+    pub claimed_at: DateTime<Utc>,
+    pub received: std::time::Instant,
     /// Its previous lease had expired (its worker died or stalled): taken over, not newly started.
     pub reclaimed: bool,
     /// When the request became runnable (approved, or created if no approval was needed).
