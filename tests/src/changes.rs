@@ -304,6 +304,7 @@ pub fn history_of(id: &str) -> pb::ListKeyRotationHistoryRequest {
 }
 
 /// One UpdateTable call in the emulator's request log.
+#[derive(Debug, Clone)]
 pub struct LoggedUpdate {
     pub account_id: String,
     pub table: String,
