@@ -116,12 +116,24 @@ impl Pki {
 
     /// A JWT for `sub`, signed with the key set's key; `expires_in` may be negative (already expired).
     pub fn jwt(&self, sub: &str, audience: &str, expires_in: i64) -> String {
+        self.jwt_from(sub, audience, 0, expires_in)
+    }
+
+    /// A JWT good from `not_before_in` seconds from now (its `nbf`) until `expires_in` seconds from now.
+    pub fn jwt_from(
+        &self,
+        sub: &str,
+        audience: &str,
+        not_before_in: i64,
+        expires_in: i64,
+    ) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
             .as_secs() as i64;
         let claims = serde_json::json!({
-            "sub": sub, "iss": JWT_ISSUER, "aud": audience, "iat": now, "exp": now + expires_in,
+            "sub": sub, "iss": JWT_ISSUER, "aud": audience, "iat": now, "nbf": now + not_before_in,
+            "exp": now + expires_in,
         });
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(JWT_KID.to_owned());

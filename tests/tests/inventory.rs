@@ -569,3 +569,39 @@ async fn the_periodic_scan_fills_and_refreshes_the_inventory_by_itself() {
         "gone tables keep their row: {with_gone:?}"
     );
 }
+
+/// An account named 70,000 times is scanned once per region, at once (it used to run 15 s, then fail INTERNAL).
+#[tokio::test]
+async fn a_refresh_naming_one_account_70000_times_scans_it_once() {
+    let s = setup().await;
+    let account = "111111111111".to_owned();
+    let started = std::time::Instant::now();
+    let scan = s
+        .app
+        .client
+        .clone()
+        .refresh_inventory(pb::RefreshInventoryRequest {
+            account_ids: vec![account.clone(); 70_000],
+            ..Default::default()
+        })
+        .await
+        .expect("refresh")
+        .into_inner();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        scan.targets.iter().all(|t| t.account_id == account),
+        "{scan:#?}"
+    );
+    let regions: std::collections::BTreeSet<&str> =
+        scan.targets.iter().map(|t| t.region.as_str()).collect();
+    assert_eq!(
+        regions.len(),
+        scan.targets.len(),
+        "one target per region: {scan:#?}"
+    );
+    let _ = &s.emulator;
+}

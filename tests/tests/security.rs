@@ -222,6 +222,38 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
     app.stop().await.expect("stop");
 }
 
+/// A JWT is good only from its `nbf` on: one that is not valid for another hour is refused.
+#[tokio::test]
+async fn a_jwt_before_its_not_before_time_is_refused() {
+    let pki = Pki::new();
+    let db = TestDatabase::create().await.expect("db");
+    let toml = format!(
+        "insecure = false\n{}{}",
+        tokens_and_grants(&[("jwt-user", "operator", "")]),
+        pki.tls_and_jwt_toml()
+    );
+    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .expect("TLS server");
+    let list = |token: String| {
+        let client = app.client.clone();
+        async move {
+            client
+                .clone()
+                .list_accounts(bearer(&token, pb::ListAccountsRequest::default()))
+                .await
+        }
+    };
+    list(pki.jwt_from("jwt-user", JWT_AUDIENCE, 0, 600))
+        .await
+        .expect("a JWT valid now");
+    let early = list(pki.jwt_from("jwt-user", JWT_AUDIENCE, 3600, 7200))
+        .await
+        .expect_err("not yet valid");
+    assert_eq!(early.code(), Code::Unauthenticated, "{early:?}");
+    app.stop().await.expect("stop");
+}
+
 /// The permission each RPC needs; None: admin over every account (the audit log).
 const MATRIX: &[(&str, &[&str])] = &[
     ("RegisterAccount", &["admin"]),

@@ -104,7 +104,7 @@ impl Planner {
     }
 
     /// Plans `targets` towards `target` (ignored for a rollback), marking the first `canary` changes as canaries.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn plan(
         &self,
         targets: &Targets,

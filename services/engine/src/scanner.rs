@@ -106,6 +106,8 @@ impl InventoryScanner {
         account_ids: &[AccountId],
         regions: &[Region],
     ) -> Result<Uuid, EngineError> {
+        // Each account once, however often it was named (70,000 copies of one id ran 15 s, then failed).
+        let account_ids: std::collections::BTreeSet<&AccountId> = account_ids.iter().collect();
         let accounts = if account_ids.is_empty() {
             access::all_accounts(&self.store).await?
         } else {

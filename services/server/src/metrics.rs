@@ -21,11 +21,50 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The label of every call to a path this server does not serve: the path is the caller's to choose (before
+/// authentication, too), so it never becomes a label of its own, and the number of series stays bounded.
+const UNKNOWN: &str = "unknown";
+
+/// The gRPC methods this server serves, as (service, method): tablecrypt's own from its descriptor set, and the
+/// standard health and reflection services.
+fn served_methods() -> std::collections::HashSet<(String, String)> {
+    let mut methods: std::collections::HashSet<(String, String)> = [
+        ("grpc.health.v1.Health", "Check"),
+        ("grpc.health.v1.Health", "Watch"),
+        (
+            "grpc.reflection.v1.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+        (
+            "grpc.reflection.v1alpha.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+    ]
+    .into_iter()
+    .map(|(s, m)| (s.to_owned(), m.to_owned()))
+    .collect();
+    if let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(
+        tablecrypt_proto::FILE_DESCRIPTOR_SET,
+    ) {
+        for file in set.file {
+            for service in &file.service {
+                let full = format!("{}.{}", file.package(), service.name());
+                for method in &service.method {
+                    methods.insert((full.clone(), method.name().to_owned()));
+                }
+            }
+        }
+    }
+    methods
+}
+
 /// The gRPC server metrics, named as go-grpc-prometheus names them so existing dashboards work.
 #[derive(Clone)]
 pub struct GrpcMetrics {
     handled: IntCounterVec,
     handling_seconds: HistogramVec,
+    /// Only these get their own labels.
+    served: std::sync::Arc<std::collections::HashSet<(String, String)>>,
 }
 
 impl GrpcMetrics {
@@ -52,6 +91,7 @@ impl GrpcMetrics {
         Ok(Self {
             handled,
             handling_seconds,
+            served: std::sync::Arc::new(served_methods()),
         })
     }
 }
@@ -147,6 +187,15 @@ where
         // gRPC paths are "/package.Service/Method".
         let path = request.uri().path().trim_start_matches('/');
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let known = self
+            .metrics
+            .served
+            .contains(&(service.to_owned(), method.to_owned()));
+        let (service, method) = if known {
+            (service, method)
+        } else {
+            (UNKNOWN, UNKNOWN)
+        };
         let mut observer = CallObserver {
             metrics: self.metrics.clone(),
             service: service.to_owned(),

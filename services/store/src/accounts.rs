@@ -109,7 +109,7 @@ impl AccountRepository {
     }
 
     /// Stores a new account; `AlreadyExists` if the id is taken.
-    #[tracing::instrument(skip_all, fields(account_id = %account_id), err)]
+    #[tracing::instrument(skip_all, fields(account_id = %account_id), err(level = "debug"))]
     pub async fn insert(
         &self,
         account_id: &AccountId,
@@ -141,7 +141,7 @@ impl AccountRepository {
     }
 
     /// One account, or `NotFound`.
-    #[tracing::instrument(skip_all, fields(account_id = %account_id), err)]
+    #[tracing::instrument(skip_all, fields(account_id = %account_id), err(level = "debug"))]
     pub async fn get(&self, account_id: &AccountId) -> Result<Account, StoreError> {
         sqlx::query_file_as!(AccountRow, "queries/get_account.sql", account_id.as_str())
             .fetch_optional(&self.pool)
@@ -154,7 +154,7 @@ impl AccountRepository {
     }
 
     /// Accounts matching `selector` with ids after `after`, in id order, at most `limit`.
-    #[tracing::instrument(skip_all, fields(selector = %selector.canonical(), limit), err)]
+    #[tracing::instrument(skip_all, fields(selector = %selector.canonical(), limit), err(level = "debug"))]
     pub async fn list(
         &self,
         selector: &LabelSelector,
@@ -192,7 +192,7 @@ impl AccountRepository {
     }
 
     /// Replaces the spec of an account if it is still at `expected_version`.
-    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err)]
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err(level = "debug"))]
     pub async fn update(
         &self,
         account_id: &AccountId,
@@ -223,7 +223,7 @@ impl AccountRepository {
     }
 
     /// Deletes an account, only at `expected_version` when one is given.
-    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err)]
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err(level = "debug"))]
     pub async fn delete(
         &self,
         account_id: &AccountId,

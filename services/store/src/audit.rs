@@ -53,7 +53,7 @@ impl AuditRepository {
         Self { pool }
     }
 
-    #[tracing::instrument(skip_all, fields(method = %event.method, outcome = %event.outcome), err)]
+    #[tracing::instrument(skip_all, fields(method = %event.method, outcome = %event.outcome), err(level = "debug"))]
     pub async fn record(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
         sqlx::query!(
             "INSERT INTO audit_events (caller, authenticated_by, method, target, outcome, message)
@@ -71,7 +71,7 @@ impl AuditRepository {
     }
 
     /// Newest first, older than `before_id`, at most `limit`.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn list(
         &self,
         filter: &AuditFilter,

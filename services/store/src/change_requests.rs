@@ -121,7 +121,7 @@ impl ChangeRequestRepository {
     /// Stores a request (in its given state: QUEUED or PENDING_APPROVAL) and its planned items in one
     /// transaction. With an idempotency key already used, stores nothing and returns the existing request
     /// (`false`).
-    #[tracing::instrument(skip_all, fields(items = items.len()), err)]
+    #[tracing::instrument(skip_all, fields(items = items.len()), err(level = "debug"))]
     pub async fn create(
         &self,
         request: &ChangeRequest,
@@ -202,7 +202,7 @@ impl ChangeRequestRepository {
         Ok((self.get(request_id).await?, true))
     }
 
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn get(&self, request_id: Uuid) -> Result<ChangeRequest, StoreError> {
         select_request!("WHERE request_id = $1", request_id)
             .fetch_optional(&self.pool)
@@ -215,7 +215,7 @@ impl ChangeRequestRepository {
     }
 
     /// The request created with idempotency key `key`, if any.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn find_by_idempotency_key(
         &self,
         key: &str,
@@ -228,7 +228,7 @@ impl ChangeRequestRepository {
     }
 
     /// Item counts by state.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn counts(&self, request_id: Uuid) -> Result<ItemCounts, StoreError> {
         let rows = sqlx::query!(
             r#"SELECT state, count(*) AS "n!" FROM change_items WHERE request_id = $1 GROUP BY state"#,
@@ -249,7 +249,7 @@ impl ChangeRequestRepository {
     }
 
     /// Requests newest first, optionally only in `states`.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn list(
         &self,
         states: &[RequestState],
@@ -275,7 +275,7 @@ impl ChangeRequestRepository {
     }
 
     /// PENDING_APPROVAL -> QUEUED, recording the approver (never the creator: the database checks that too).
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn approve(
         &self,
         request_id: Uuid,
@@ -320,7 +320,7 @@ impl ChangeRequestRepository {
 
     /// Stops new applies: open items not yet sent are CANCELLED; the request is CANCELLING until the ones in
     /// flight finish (at once CANCELLED if none is).
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn cancel(&self, request_id: Uuid) -> Result<ChangeRequest, StoreError> {
         let mut tx = self.pool.begin().await?;
         let state = sqlx::query_scalar!(
@@ -368,7 +368,7 @@ impl ChangeRequestRepository {
     }
 
     /// QUEUED or RUNNING -> PAUSED.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn pause(&self, request_id: Uuid, reason: &str) -> Result<ChangeRequest, StoreError> {
         let updated = sqlx::query!(
             "UPDATE change_requests SET state = 'PAUSED', pause_reason = $2, update_time = now()
@@ -390,7 +390,7 @@ impl ChangeRequestRepository {
 
     /// PAUSED -> RUNNING (or QUEUED if nothing was claimed yet). After a failed canary, resuming is how an
     /// operator accepts it and lets the rest run.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn resume(&self, request_id: Uuid) -> Result<ChangeRequest, StoreError> {
         let updated = sqlx::query!(
             "UPDATE change_requests

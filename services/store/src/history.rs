@@ -101,7 +101,7 @@ impl HistoryRepository {
     }
 
     /// Newest first, after `before_id`.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn list(
         &self,
         filter: &HistoryFilter,
@@ -131,7 +131,7 @@ impl HistoryRepository {
     /// When each of `tables` switched encryption in the last 24 hours (the switch quota's window), by the time
     /// UpdateTable was sent, and the database's clock now: the quota is computed from the history's timestamps,
     /// so it is compared with the clock that wrote them.
-    #[tracing::instrument(skip_all, fields(tables = tables.len()), err)]
+    #[tracing::instrument(skip_all, fields(tables = tables.len()), err(level = "debug"))]
     pub async fn recent_switches(&self, tables: &[TableKey]) -> Result<RecentSwitches, StoreError> {
         let accounts: Vec<String> = tables.iter().map(|t| t.0.clone()).collect();
         let regions: Vec<String> = tables.iter().map(|t| t.1.clone()).collect();

@@ -105,7 +105,7 @@ impl InventoryRepository {
     }
 
     /// Records observations (one statement for the whole batch); a newer stored observation wins.
-    #[tracing::instrument(skip_all, fields(count = tables.len()), err)]
+    #[tracing::instrument(skip_all, fields(count = tables.len()), err(level = "debug"))]
     pub async fn record(
         &self,
         tables: &[TableEncryption],
@@ -147,7 +147,7 @@ impl InventoryRepository {
     }
 
     /// Marks as gone the tables of an account-region that a listing taken at `listed_at` did not return.
-    #[tracing::instrument(skip_all, fields(account_id = %account_id, region = %region), err)]
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, region = %region), err(level = "debug"))]
     pub async fn mark_gone(
         &self,
         account_id: &AccountId,
@@ -168,7 +168,7 @@ impl InventoryRepository {
         Ok(result.rows_affected())
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %account_id, region = %region, table = %table), err)]
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, region = %region, table = %table), err(level = "debug"))]
     pub async fn get(
         &self,
         account_id: &AccountId,
@@ -192,7 +192,7 @@ impl InventoryRepository {
     }
 
     /// One page of rows matching `filter` after `after`, and whether more follow.
-    #[tracing::instrument(skip_all, fields(limit), err)]
+    #[tracing::instrument(skip_all, fields(limit), err(level = "debug"))]
     pub async fn list(
         &self,
         filter: &InventoryFilter,

@@ -24,7 +24,7 @@ impl RateSlotRepository {
     /// `lookahead` away, and returns how long to wait for it; `None` when it would be further away (ask again
     /// later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds more than
     /// its rate.
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn reserve(
         &self,
         scopes: &[(String, f64)],

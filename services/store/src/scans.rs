@@ -70,7 +70,7 @@ impl ScanRepository {
     }
 
     /// Creates a RUNNING scan with its targets, in one transaction.
-    #[tracing::instrument(skip_all, fields(targets = targets.len()), err)]
+    #[tracing::instrument(skip_all, fields(targets = targets.len()), err(level = "debug"))]
     pub async fn create(
         &self,
         requested_by: &str,
@@ -120,7 +120,7 @@ impl ScanRepository {
     }
 
     /// Records a target's outcome, then closes the scan if it was the last one.
-    #[tracing::instrument(skip_all, fields(%scan_id, account_id, region), err)]
+    #[tracing::instrument(skip_all, fields(%scan_id, account_id, region), err(level = "debug"))]
     pub async fn finish_target(
         &self,
         scan_id: Uuid,
@@ -203,7 +203,7 @@ impl ScanRepository {
     }
 
     /// Extends the lease of a scan this replica is running, while it runs. Returns whether it still runs.
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn extend_lease(
         &self,
         scan_id: Uuid,

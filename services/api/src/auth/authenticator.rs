@@ -249,6 +249,8 @@ impl JwtVerifier {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
+        // A token is good only from its nbf on (jsonwebtoken ignores nbf unless asked).
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(invalid)?;
         if data.claims.sub.is_empty() || data.claims.sub.len() > 256 {
             return Err(AuthError::InvalidJwt("sub must be 1-256 characters".into()));

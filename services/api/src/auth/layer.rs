@@ -20,6 +20,9 @@ use super::authenticator::Authenticator;
 /// Health checks stay open (probes carry no credentials).
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
+/// The path prefix of tablecrypt's own service.
+const API_PREFIX: &str = "/tablecrypt.v1.TableEncryption/";
+
 /// The methods that change something; each call is audited whatever its outcome.
 pub const MUTATING_METHODS: &[&str] = &[
     "RegisterAccount",
@@ -171,7 +174,12 @@ where
             return Box::pin(inner.call(request));
         }
         let shared = self.shared.clone();
-        let method = path.rsplit('/').next().unwrap_or_default().to_owned();
+        // TableEncryption's own methods by name (as ListAuditEvents filters them); any other path whole, so a
+        // made-up "/fake.Service/DeregisterAccount" is never recorded as a DeregisterAccount.
+        let method = match path.strip_prefix(API_PREFIX) {
+            Some(name) if !name.contains('/') => name.to_owned(),
+            _ => path.clone(),
+        };
         let mutating = MUTATING_METHODS.contains(&method.as_str());
         Box::pin(async move {
             let certificates = client_certificates(&request);

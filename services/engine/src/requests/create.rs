@@ -28,7 +28,7 @@ struct Draft {
 impl ChangeRequests {
     /// Plans a new request and, unless `validate_only`, stores it (QUEUED, or PENDING_APPROVAL when a second
     /// person must approve). A known `idempotency_key` returns the request stored under it.
-    #[tracing::instrument(skip_all, fields(caller = %caller.identity, validate_only), err)]
+    #[tracing::instrument(skip_all, fields(caller = %caller.identity, validate_only), err(level = "debug"))]
     pub async fn create(
         &self,
         caller: &Caller,
@@ -92,7 +92,7 @@ impl ChangeRequests {
     }
 
     /// A new request returning every table request `rollback.of` changed to the mode and keys it had before.
-    #[tracing::instrument(skip_all, fields(caller = %caller.identity, of = %rollback.of), err)]
+    #[tracing::instrument(skip_all, fields(caller = %caller.identity, of = %rollback.of), err(level = "debug"))]
     pub async fn rollback(
         &self,
         caller: &Caller,

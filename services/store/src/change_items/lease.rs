@@ -24,7 +24,7 @@ impl ChangeItemRepository {
     /// still work on, whatever their lease says). Each claim takes a new lease token. PENDING and DEFERRED items
     /// become APPLYING; reclaimed items keep their state (and `apply_time`, which tells the worker to look before
     /// acting).
-    #[tracing::instrument(skip(self, held), fields(held = held.len()), err)]
+    #[tracing::instrument(skip(self, held), fields(held = held.len()), err(level = "debug"))]
     pub async fn claim(
         &self,
         owner: Uuid,
@@ -130,7 +130,7 @@ impl ChangeItemRepository {
     /// Extends the leases of `held` (item, token) that are still this claim's and not expired: an expired lease
     /// is never revived (another claim may be about to take the item). Returns the items whose leases were
     /// extended; a task whose item is missing has lost its lease and must stop without writing.
-    #[tracing::instrument(skip_all, fields(held = held.len()), err, level = "debug")]
+    #[tracing::instrument(skip_all, fields(held = held.len()), err(level = "debug"), level = "debug")]
     pub async fn heartbeat(
         &self,
         held: &[(i64, i64)],
@@ -153,7 +153,7 @@ impl ChangeItemRepository {
     }
 
     /// Hands leases back at shutdown so another worker resumes the items at once instead of after the lease.
-    #[tracing::instrument(skip_all, fields(held = held.len()), err)]
+    #[tracing::instrument(skip_all, fields(held = held.len()), err(level = "debug"))]
     pub async fn release(&self, held: &[(i64, i64)]) -> Result<u64, StoreError> {
         let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
         let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
@@ -173,7 +173,7 @@ impl ChangeItemRepository {
     /// Records that UpdateTable is about to be sent (from now on the table may be changing) and extends the
     /// lease, if the claim still holds it with `margin` to spare and the request is live. Otherwise writes
     /// nothing and says why: then nothing may be sent.
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn mark_applying(
         &self,
         item_id: i64,
@@ -214,7 +214,7 @@ impl ChangeItemRepository {
 
     /// Whether a send may still go after a wait: the claim with `token` holds an unexpired lease with `margin`
     /// to spare, and the request is live.
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn check_send(
         &self,
         item_id: i64,
@@ -241,7 +241,7 @@ impl ChangeItemRepository {
     }
 
     /// UpdateTable was accepted: the table is UPDATING.
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn mark_waiting(&self, item_id: i64, token: i64) -> Result<(), StoreError> {
         let done = sqlx::query!(
             "UPDATE change_items SET state = 'WAITING', update_time = now()

@@ -182,7 +182,7 @@ impl ChangeItemRepository {
     }
 
     /// A request's items in plan order after `after_ordinal`, optionally only in `states`.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn list(
         &self,
         request_id: Uuid,
@@ -207,7 +207,7 @@ impl ChangeItemRepository {
     }
 
     /// Items of a request changed at or after `since`, oldest change first (for watching).
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn changed_since(
         &self,
         request_id: Uuid,
@@ -230,7 +230,7 @@ impl ChangeItemRepository {
     }
 
     /// The accounts each request's items are in, for authorization.
-    #[tracing::instrument(skip_all, err, level = "debug")]
+    #[tracing::instrument(skip_all, err(level = "debug"), level = "debug")]
     pub async fn accounts_of(
         &self,
         request_ids: &[Uuid],
@@ -253,7 +253,7 @@ impl ChangeItemRepository {
     }
 
     /// Items of requests still in progress, by state (for the items-by-state gauge).
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn live_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query!(
             r#"SELECT i.state, count(*) AS "n!"

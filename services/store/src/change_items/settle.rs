@@ -194,7 +194,7 @@ impl ChangeItemRepository {
 
     /// Settles every live request (after a process died between an item's commit and its settle): passes
     /// canaries that are all done, pauses requests whose canary failed, finishes requests with nothing left.
-    #[tracing::instrument(skip(self), err, level = "debug")]
+    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn sweep(&self) -> Result<(), StoreError> {
         sqlx::query!(
             "UPDATE change_requests r
