@@ -27,6 +27,24 @@ pub struct FieldViolation {
 #[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationErrors {
     violations: Vec<FieldViolation>,
+    /// Violations past [`MAX_VIOLATIONS`], counted but not kept.
+    more: usize,
+}
+
+/// Most violations one error keeps and reports: a request with 70,000 bad entries gets the first ones and a
+/// count, not 70,000 lines of trailers no client can read.
+pub const MAX_VIOLATIONS: usize = 50;
+/// Most characters of a field path or description echoed back: a 1 MiB value is not sent back whole.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// `text` cut to [`MAX_ECHO_CHARS`] characters, saying how much was left out.
+fn capped(text: String) -> String {
+    let count = text.chars().count();
+    if count <= MAX_ECHO_CHARS {
+        return text;
+    }
+    let kept: String = text.chars().take(MAX_ECHO_CHARS).collect();
+    format!("{kept}… ({} more characters)", count - MAX_ECHO_CHARS)
 }
 
 impl fmt::Display for ValidationErrors {
@@ -36,7 +54,11 @@ impl fmt::Display for ValidationErrors {
             .iter()
             .map(|v| format!("{}: {}", v.field, v.description))
             .collect();
-        write!(f, "invalid argument: {}", parts.join("; "))
+        write!(f, "invalid argument: {}", parts.join("; "))?;
+        if self.more > 0 {
+            write!(f, "; and {} more", self.more)?;
+        }
+        Ok(())
     }
 }
 
@@ -53,9 +75,20 @@ impl ValidationErrors {
     }
 
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.violations.push(FieldViolation {
+        self.push(FieldViolation {
             field: field.into(),
             description: description.into(),
+        });
+    }
+
+    fn push(&mut self, violation: FieldViolation) {
+        if self.violations.len() >= MAX_VIOLATIONS {
+            self.more += 1;
+            return;
+        }
+        self.violations.push(FieldViolation {
+            field: capped(violation.field),
+            description: capped(violation.description),
         });
     }
 
@@ -102,15 +135,16 @@ impl ValidationErrors {
             } else {
                 format!("{prefix}.{}", v.field)
             };
-            self.violations.push(FieldViolation {
+            self.push(FieldViolation {
                 field,
                 description: v.description,
             });
         }
+        self.more += other.more;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.violations.is_empty()
+        self.violations.is_empty() && self.more == 0
     }
 
     pub fn violations(&self) -> &[FieldViolation] {
@@ -131,5 +165,37 @@ impl ValidationErrors {
         let mut out = Self::new();
         out.extend_prefixed(prefix, self);
         out
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+
+    /// Bad input is named, not echoed whole: values are cut, and violations past the cap are only counted.
+    #[test]
+    fn huge_or_numerous_bad_values_are_not_echoed_whole() {
+        let mut errors = ValidationErrors::new();
+        let huge = "x".repeat(1 << 20);
+        errors.add("description", format!("{huge:?} is too long"));
+        assert!(
+            errors.to_string().len() < 400,
+            "{}",
+            errors.to_string().len()
+        );
+        for i in 0..70_000 {
+            errors.add(format!("tables[{i}]"), "is not a table");
+        }
+        assert_eq!(errors.violations().len(), MAX_VIOLATIONS);
+        assert!(
+            errors
+                .to_string()
+                .ends_with(&format!("and {} more", 70_001 - MAX_VIOLATIONS))
+        );
+        assert!(errors.to_string().len() < 10_000);
+        let mut outer = ValidationErrors::new();
+        outer.extend_prefixed("request", errors);
+        assert!(!outer.is_empty());
+        assert!(outer.to_string().contains("more"));
     }
 }
