@@ -255,11 +255,19 @@ async fn bad_configuration_fails_at_start_with_the_key_named() {
         .env("TABLECRYPT_METRICS_ADDR", "off")
         .env("TABLECRYPT_LISTEN_ADDR", addr.to_string())
         .env("TABLECRYPT_WORKER_LEASE", "soon")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .await
         .expect("run tablecrypt-server");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    // Exit 2 for a bad configuration, one line, no backtrace or empty "Caused by:".
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("Caused by"),
+        "{stderr}"
+    );
     // Named as the variable was spelt (figment upper-cases keys that came from the environment).
     assert!(
         stderr.to_ascii_lowercase().contains("worker_lease"),

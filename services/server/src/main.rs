@@ -36,14 +36,46 @@ enum Command {
     CheckConfig,
 }
 
+/// Exit status of a configuration the server refuses (as clap uses for bad usage).
+const EXIT_BAD_CONFIGURATION: u8 = 2;
+/// Exit status of any other failure: a dependency unreachable (the database, a port taken), or the server
+/// stopping with an error.
+const EXIT_FAILED: u8 = 1;
+
+/// One line on standard error naming what failed (every cause, no backtrace unless `RUST_BACKTRACE` asks).
+fn report(error: &anyhow::Error) {
+    let asked = |var: &str| std::env::var(var).is_ok_and(|v| v != "0");
+    if asked("RUST_BACKTRACE") || asked("RUST_LIB_BACKTRACE") {
+        eprintln!("tablecrypt-server: {error:?}");
+    } else {
+        eprintln!("tablecrypt-server: {error:#}");
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let mut config = Config::load(cli.config.as_deref(), cli.insecure)?;
+    let mut config = match Config::load(cli.config.as_deref(), cli.insecure) {
+        Ok(config) => config,
+        Err(error) => {
+            report(&error);
+            return std::process::ExitCode::from(EXIT_BAD_CONFIGURATION);
+        }
+    };
     if let Some(role) = cli.role {
         config.role = role;
     }
-    match cli.command.unwrap_or(Command::Serve) {
+    match run(cli.command.unwrap_or(Command::Serve), config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            std::process::ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())
