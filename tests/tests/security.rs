@@ -526,6 +526,80 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .tables;
     assert!(!tables.is_empty());
     assert!(tables.iter().all(|t| t.account_id == PAYMENTS));
+
+    // Page by page, a search viewer sees every search table and nothing else: full pages, and no page token
+    // carries another team's account or table (tokens used to be built from rows before the scope filter).
+    let search_tables: Vec<String> = s
+        .app
+        .list_tables(pb::ListTableEncryptionsRequest {
+            account_ids: vec![SEARCH.into()],
+            ..Default::default()
+        })
+        .await;
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let page = client
+            .clone()
+            .list_table_encryptions(as_token(
+                "search-viewer",
+                pb::ListTableEncryptionsRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(
+            page.tables.len() == 1 || page.next_page_token.is_empty(),
+            "{page:?}"
+        );
+        seen.extend(
+            page.tables
+                .iter()
+                .map(|t| format!("{}/{}/{}", t.account_id, t.region, t.table_name)),
+        );
+        let decoded = base64_url_decode(&page.next_page_token);
+        assert!(
+            !decoded.contains(PAYMENTS) && !decoded.contains(SANDBOX),
+            "a page token names another team's account: {decoded}"
+        );
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, search_tables);
+    let mut token = String::new();
+    let mut accounts_seen = Vec::new();
+    loop {
+        let page = client
+            .clone()
+            .list_accounts(as_token(
+                "search-viewer",
+                pb::ListAccountsRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("accounts page")
+            .into_inner();
+        accounts_seen.extend(page.accounts.into_iter().map(|a| a.account_id));
+        let decoded = base64_url_decode(&page.next_page_token);
+        assert!(
+            !decoded.contains(PAYMENTS) && !decoded.contains(SANDBOX),
+            "{decoded}"
+        );
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(accounts_seen, [SEARCH]);
     client
         .clone()
         .refresh_inventory(as_token(
@@ -757,4 +831,25 @@ async fn a_caller_over_its_call_rate_gets_resource_exhausted_and_others_do_not()
         .await
         .expect("another caller is not limited");
     app.stop().await.expect("stop");
+}
+
+/// A page token's contents (URL-safe base64, no padding), to look for names it must not carry.
+fn base64_url_decode(token: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in token.bytes() {
+        let Some(value) = ALPHABET.iter().position(|b| *b == byte) else {
+            continue;
+        };
+        bits = (bits << 6) | value as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

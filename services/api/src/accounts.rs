@@ -1,6 +1,7 @@
 //! Account registry RPCs.
 
 use tablecrypt_core::{AccountId, LabelSelector, ValidationErrors};
+use tablecrypt_engine::access::Visible;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::Store;
 
@@ -30,8 +31,11 @@ pub async fn get(store: &Store, request: pb::GetAccountRequest) -> Result<pb::Ac
     Ok(convert::to_proto(&store.accounts.get(&account_id).await?))
 }
 
+/// Pages are read until `page_size` accounts the caller may see are found (or none are left), and the page token
+/// is the last of those: a token built from an account outside the caller's scope would name it.
 pub async fn list(
     store: &Store,
+    visible: &Visible,
     request: pb::ListAccountsRequest,
 ) -> Result<pb::ListAccountsResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -62,16 +66,35 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let page = store
-        .accounts
-        .list(&selector, after.as_ref(), page_size)
-        .await?;
-    let next_page_token = match (page.has_more, page.accounts.last()) {
+    let page_size_rows = page_size as usize;
+    let mut accounts = Vec::with_capacity(page_size_rows);
+    let mut cursor = after;
+    // Whether a visible account follows the page.
+    let more = 'pages: loop {
+        let page = store
+            .accounts
+            .list(&selector, cursor.as_ref(), page_size)
+            .await?;
+        for account in page.accounts {
+            cursor = Some(account.account_id.clone());
+            if !visible.contains(account.account_id.as_str()) {
+                continue;
+            }
+            if accounts.len() == page_size_rows {
+                break 'pages true;
+            }
+            accounts.push(account);
+        }
+        if !page.has_more {
+            break false;
+        }
+    };
+    let next_page_token = match (more, accounts.last()) {
         (true, Some(last)) => page_token::encode(last.account_id.as_str(), &filter),
         _ => String::new(),
     };
     Ok(pb::ListAccountsResponse {
-        accounts: page.accounts.iter().map(convert::to_proto).collect(),
+        accounts: accounts.iter().map(convert::to_proto).collect(),
         next_page_token,
     })
 }

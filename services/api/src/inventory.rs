@@ -7,6 +7,7 @@ use tablecrypt_core::{
     ValidationErrors,
 };
 use tablecrypt_engine::InventoryScanner;
+use tablecrypt_engine::access::Visible;
 use tablecrypt_engine::keys::resolve_key;
 use tablecrypt_fleet::{AccountAccess, Fleet};
 use tablecrypt_proto::v1 as pb;
@@ -125,9 +126,13 @@ struct Cursor {
     t: String,
 }
 
+/// A page of the inventory, narrowed to the accounts the caller may see in the query itself, so pages are full
+/// and page tokens are built from rows the caller may see (tokens built from unfiltered rows leaked other teams'
+/// table names).
 pub async fn list_table_encryptions(
     store: &Store,
     fleet: &Fleet,
+    visible: &Visible,
     request: pb::ListTableEncryptionsRequest,
 ) -> Result<pb::ListTableEncryptionsResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -209,6 +214,26 @@ pub async fn list_table_encryptions(
     let key_arns = match &key {
         None => Vec::new(),
         Some(key) => vec![resolve_key(store, fleet, key, None, "kms_key").await?],
+    };
+    let account_ids = match visible {
+        Visible::All => account_ids,
+        Visible::Only(ids) => {
+            let mut scoped: Vec<AccountId> = if account_ids.is_empty() {
+                ids.iter()
+                    .filter_map(|id| AccountId::parse(id).ok())
+                    .collect()
+            } else {
+                account_ids
+                    .into_iter()
+                    .filter(|id| ids.contains(id.as_str()))
+                    .collect()
+            };
+            scoped.sort();
+            if scoped.is_empty() {
+                return Ok(pb::ListTableEncryptionsResponse::default());
+            }
+            scoped
+        }
     };
     let filter = InventoryFilter {
         account_ids,

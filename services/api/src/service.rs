@@ -152,11 +152,9 @@ impl TableEncryption for TableEncryptionService {
         let visible = self
             .visible(&caller, Permission::Read, "ListAccounts")
             .await?;
-        let mut response = accounts::list(&self.store, request.into_inner()).await?;
-        response
-            .accounts
-            .retain(|a| visible.contains(&a.account_id));
-        Ok(Response::new(response))
+        Ok(Response::new(
+            accounts::list(&self.store, &visible, request.into_inner()).await?,
+        ))
     }
 
     async fn update_account(
@@ -251,11 +249,15 @@ impl TableEncryption for TableEncryptionService {
         let visible = self
             .visible(&caller, Permission::Read, "ListTableEncryptions")
             .await?;
-        let mut response =
-            inventory::list_table_encryptions(&self.store, &self.fleet, request.into_inner())
-                .await?;
-        response.tables.retain(|t| visible.contains(&t.account_id));
-        Ok(Response::new(response))
+        Ok(Response::new(
+            inventory::list_table_encryptions(
+                &self.store,
+                &self.fleet,
+                &visible,
+                request.into_inner(),
+            )
+            .await?,
+        ))
     }
 
     async fn refresh_inventory(
