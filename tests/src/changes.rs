@@ -393,3 +393,58 @@ pub fn assert_rate_held(times: &[f64], rate: f64, what: &str) {
         );
     }
 }
+
+/// Locks the change_items table of the database at `url` for `how_long`: a database stall, as a failover or a
+/// long vacuum makes one, under every worker at once.
+pub async fn stall_change_items(url: &str, how_long: Duration) {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("db");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        "BEGIN; LOCK TABLE change_items IN ACCESS EXCLUSIVE MODE;",
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("stall");
+    tokio::time::sleep(how_long).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe("COMMIT"))
+        .execute(&mut conn)
+        .await
+        .expect("end the stall");
+}
+
+/// A request moving every bulk table to key B (alias/b); its id.
+pub async fn migrate_bulk(app: &TestApp) -> String {
+    create(
+        app,
+        "alice",
+        pb::CreateChangeRequestRequest {
+            selector: bulk_selector(),
+            target: to_key("alias/b"),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create")
+    .change_request
+    .expect("request")
+    .change_request_id
+}
+
+/// Changes the emulator's settings (timings and behaviour) through its admin API.
+pub async fn change_emulator_settings(
+    emulator: &RunningEmulator,
+    change: impl FnOnce(&mut serde_json::Value),
+) {
+    let (_, body) = emulator
+        .admin("GET", "/settings", "")
+        .await
+        .expect("settings");
+    let mut settings: serde_json::Value = serde_json::from_str(&body).expect("json");
+    change(&mut settings);
+    let (status, body) = emulator
+        .admin("PUT", "/settings", &settings.to_string())
+        .await
+        .expect("settings");
+    assert_eq!(status, 200, "{body}");
+}

@@ -139,3 +139,42 @@ pub fn free_addr() -> SocketAddr {
         .and_then(|l| l.local_addr())
         .expect("free port")
 }
+
+/// Registers `accounts` (eu-west-1, the `tablecrypt-member` role) through `client`, scans them and waits until the
+/// scan succeeded: the start of the tests that run the server binary on a generated fleet.
+pub async fn register_and_scan(client: &mut TableEncryptionClient<Channel>, accounts: &[&str]) {
+    use tablecrypt_proto::v1 as pb;
+    for account in accounts {
+        client
+            .register_account(pb::RegisterAccountRequest {
+                account: Some(pb::Account {
+                    account_id: (*account).into(),
+                    role_arn: format!("arn:aws:iam::{account}:role/tablecrypt-member"),
+                    regions: vec!["eu-west-1".into()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("register");
+    }
+    let scan = client
+        .refresh_inventory(pb::RefreshInventoryRequest::default())
+        .await
+        .expect("scan")
+        .into_inner();
+    for _ in 0..600 {
+        let now = client
+            .get_inventory_scan(pb::GetInventoryScanRequest {
+                scan_id: scan.scan_id.clone(),
+            })
+            .await
+            .expect("scan state")
+            .into_inner();
+        if now.state != "RUNNING" {
+            assert_eq!(now.state, "SUCCEEDED", "{now:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the scan did not end within a minute");
+}

@@ -8,23 +8,14 @@ use tablecrypt_proto::v1 as pb;
 use tablecrypt_tests::changes::*;
 
 async fn observe_like_aws(s: &Setup, update_seconds: f64, old_key_visible_seconds: f64) {
-    let (_, body) = s
-        .emulator
-        .admin("GET", "/settings", "")
-        .await
-        .expect("settings");
-    let mut settings: serde_json::Value = serde_json::from_str(&body).expect("json");
-    settings["update_seconds"] = update_seconds.into();
-    settings["behaviour"] = serde_json::json!({
-        "profile": "aws-observed",
-        "old_key_visible_seconds": old_key_visible_seconds,
-    });
-    let (status, body) = s
-        .emulator
-        .admin("PUT", "/settings", &settings.to_string())
-        .await
-        .expect("settings");
-    assert_eq!(status, 200, "{body}");
+    change_emulator_settings(&s.emulator, |settings| {
+        settings["update_seconds"] = update_seconds.into();
+        settings["behaviour"] = serde_json::json!({
+            "profile": "aws-observed",
+            "old_key_visible_seconds": old_key_visible_seconds,
+        });
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -32,20 +23,7 @@ async fn under_aws_observed_behaviour_each_change_is_sent_once() {
     let s = setup("").await;
     // The old key stays visible for 2 of the change's 3 seconds; the worker polls every 100-200 ms.
     observe_like_aws(&s, 3.0, 2.0).await;
-    let id = create(
-        &s.app,
-        "alice",
-        pb::CreateChangeRequestRequest {
-            selector: bulk_selector(),
-            target: to_key("alias/b"),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create")
-    .change_request
-    .expect("request")
-    .change_request_id;
+    let id = migrate_bulk(&s.app).await;
     let done = wait_terminal(&s.app, &id).await;
     let all = items(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded, "{all:#?}");
@@ -75,20 +53,7 @@ async fn under_aws_observed_behaviour_each_change_is_sent_once() {
 async fn without_a_settle_timeout_the_old_key_makes_the_engine_send_twice() {
     let s = setup("worker_settle_timeout = '0s'").await;
     observe_like_aws(&s, 3.0, 2.0).await;
-    let id = create(
-        &s.app,
-        "alice",
-        pb::CreateChangeRequestRequest {
-            selector: bulk_selector(),
-            target: to_key("alias/b"),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create")
-    .change_request
-    .expect("request")
-    .change_request_id;
+    let id = migrate_bulk(&s.app).await;
     wait_terminal(&s.app, &id).await;
     let log = update_log(&s.emulator).await;
     assert!(

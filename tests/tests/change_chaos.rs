@@ -12,9 +12,9 @@ use fleet_emulator::{Emulator, FleetSpec};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_tests::changes::assert_rate_held;
+use tablecrypt_tests::changes::{assert_rate_held, stall_change_items};
 use tablecrypt_tests::postgres::PrivatePostgres;
-use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr};
+use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr, register_and_scan};
 
 const ACCOUNTS: [&str; 4] = [
     "111111111111",
@@ -142,38 +142,7 @@ async fn three_replicas_under_kills_restarts_a_stall_and_throttling_switch_each_
     }
 
     let mut client = servers[0].client().await;
-    for account in ACCOUNTS {
-        client
-            .register_account(pb::RegisterAccountRequest {
-                account: Some(pb::Account {
-                    account_id: account.into(),
-                    role_arn: format!("arn:aws:iam::{account}:role/tablecrypt-member"),
-                    regions: vec!["eu-west-1".into()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("register");
-    }
-    let scan = client
-        .refresh_inventory(pb::RefreshInventoryRequest::default())
-        .await
-        .expect("scan")
-        .into_inner();
-    loop {
-        let now = client
-            .get_inventory_scan(pb::GetInventoryScanRequest {
-                scan_id: scan.scan_id.clone(),
-            })
-            .await
-            .expect("scan state")
-            .into_inner();
-        if now.state != "RUNNING" {
-            assert_eq!(now.state, "SUCCEEDED");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    register_and_scan(&mut client, &ACCOUNTS).await;
     // From now on a tenth of DynamoDB calls are throttled.
     let (status, body) = emulator
         .admin(
@@ -229,22 +198,7 @@ async fn three_replicas_under_kills_restarts_a_stall_and_throttling_switch_each_
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 postgres.start_server();
             }
-            Fault::Stall => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres.url())
-                    .await
-                    .expect("db");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(
-                    "BEGIN; LOCK TABLE change_items IN ACCESS EXCLUSIVE MODE;",
-                ))
-                .execute(&mut conn)
-                .await
-                .expect("stall");
-                tokio::time::sleep(Duration::from_secs(15)).await;
-                sqlx::raw_sql(sqlx::AssertSqlSafe("COMMIT"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("end the stall");
-            }
+            Fault::Stall => stall_change_items(&postgres.url(), Duration::from_secs(15)).await,
         }
     }
     eprintln!("faults (ms after the previous, fault): {log:?}");

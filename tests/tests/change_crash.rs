@@ -9,7 +9,7 @@ use fleet_emulator::{Emulator, FleetSpec};
 use rand::Rng as _;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_tests::TestDatabase;
-use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr};
+use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr, register_and_scan};
 
 const ACCOUNTS: [&str; 4] = [
     "111111111111",
@@ -73,38 +73,7 @@ async fn kill_9_five_times_during_a_2000_table_request_loses_nothing_and_repeats
 
     // Register, scan, and create one request over every table.
     let mut client = server.client().await;
-    for account in ACCOUNTS {
-        client
-            .register_account(pb::RegisterAccountRequest {
-                account: Some(pb::Account {
-                    account_id: account.into(),
-                    role_arn: format!("arn:aws:iam::{account}:role/tablecrypt-member"),
-                    regions: vec!["eu-west-1".into()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("register");
-    }
-    let scan = client
-        .refresh_inventory(pb::RefreshInventoryRequest::default())
-        .await
-        .expect("scan")
-        .into_inner();
-    for _ in 0..600 {
-        let now = client
-            .get_inventory_scan(pb::GetInventoryScanRequest {
-                scan_id: scan.scan_id.clone(),
-            })
-            .await
-            .expect("scan state")
-            .into_inner();
-        if now.state != "RUNNING" {
-            assert_eq!(now.state, "SUCCEEDED");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    register_and_scan(&mut client, &ACCOUNTS).await;
     let created = client
         .create_change_request(pb::CreateChangeRequestRequest {
             selector: Some(pb::TableSelector {

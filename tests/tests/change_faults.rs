@@ -42,20 +42,7 @@ async fn a_throttling_storm_slows_the_request_but_it_still_succeeds() {
         r#"{"type": "throttle", "rate": 0.3, "service": "dynamodb"}"#,
     )
     .await;
-    let id = create(
-        &s.app,
-        "alice",
-        pb::CreateChangeRequestRequest {
-            selector: bulk_selector(),
-            target: to_key("alias/b"),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create")
-    .change_request
-    .expect("request")
-    .change_request_id;
+    let id = migrate_bulk(&s.app).await;
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(
         done.state(),
@@ -176,20 +163,7 @@ async fn three_replicas_apply_each_item_once_within_the_shared_rate() {
         }
     };
     let (r2, r3) = tokio::join!(replica(2), replica(3));
-    let id = create(
-        &s.app,
-        "alice",
-        pb::CreateChangeRequestRequest {
-            selector: bulk_selector(),
-            target: to_key("alias/b"),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create")
-    .change_request
-    .expect("request")
-    .change_request_id;
+    let id = migrate_bulk(&s.app).await;
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
     assert_eq!(history(&s.app, history_of(&id)).await.len(), BULK);

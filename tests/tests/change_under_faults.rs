@@ -34,36 +34,10 @@ async fn scan(s: &Setup, scan_id: &str) -> pb::InventoryScan {
 
 /// Sets the emulator's UpdateTable duration, so changes stay in flight while a fault is on.
 async fn update_seconds(s: &Setup, seconds: f64) {
-    let (_, body) = s
-        .emulator
-        .admin("GET", "/settings", "")
-        .await
-        .expect("settings");
-    let mut settings: serde_json::Value = serde_json::from_str(&body).expect("json");
-    settings["update_seconds"] = seconds.into();
-    let (status, body) = s
-        .emulator
-        .admin("PUT", "/settings", &settings.to_string())
-        .await
-        .expect("settings");
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn migrate_bulk(s: &Setup) -> String {
-    create(
-        &s.app,
-        "alice",
-        pb::CreateChangeRequestRequest {
-            selector: bulk_selector(),
-            target: to_key("alias/b"),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create")
-    .change_request
-    .expect("request")
-    .change_request_id
+    change_emulator_settings(&s.emulator, |settings| {
+        settings["update_seconds"] = seconds.into();
+    })
+    .await;
 }
 
 /// Exactly one accepted UpdateTable per bulk table (from the emulator's log), one history row each, every one on
@@ -123,7 +97,7 @@ async fn heartbeats_refused_longer_than_the_lease_switch_and_record_each_table_o
              EXECUTE FUNCTION tc_refuse_heartbeats();",
     )
     .await;
-    let id = migrate_bulk(&s).await;
+    let id = migrate_bulk(&s.app).await;
     wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 1).await;
     sql(&s, "UPDATE tc_test_faults SET refuse_heartbeats = true").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -138,22 +112,9 @@ async fn heartbeats_refused_longer_than_the_lease_switch_and_record_each_table_o
 async fn a_database_stall_during_sends_resumes_at_the_rate_not_in_a_burst() {
     let rate = 2.0;
     let s = setup(&format!("update_rate = {rate}")).await;
-    let id = migrate_bulk(&s).await;
+    let id = migrate_bulk(&s.app).await;
     wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 1).await;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.db.url)
-        .await
-        .expect("db");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(
-        "BEGIN; LOCK TABLE change_items IN ACCESS EXCLUSIVE MODE;",
-    ))
-    .execute(&mut conn)
-    .await
-    .expect("stall");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe("COMMIT"))
-        .execute(&mut conn)
-        .await
-        .expect("end the stall");
+    stall_change_items(&s.db.url, Duration::from_secs(3)).await;
     assert_each_table_switched_and_recorded_once(&s, &id).await;
     let times: Vec<f64> = update_log(&s.emulator)
         .await
@@ -180,7 +141,7 @@ async fn throttled_updates_are_retried_within_the_rate_not_by_the_sdk() {
         .await
         .expect("fault");
     assert_eq!(status, 200, "{body}");
-    let id = migrate_bulk(&s).await;
+    let id = migrate_bulk(&s.app).await;
     assert_each_table_switched_and_recorded_once(&s, &id).await;
     let log = update_log(&s.emulator).await;
     assert!(
@@ -252,7 +213,7 @@ async fn a_replica_starting_during_a_scan_fails_nothing() {
 #[tokio::test]
 async fn an_account_update_reaches_the_workers_of_a_running_request() {
     let s = setup("update_rate = 0.5").await;
-    let id = migrate_bulk(&s).await;
+    let id = migrate_bulk(&s.app).await;
     wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 1).await;
     let mut client = s.app.client.clone();
     let account = client
@@ -303,7 +264,7 @@ async fn an_account_update_reaches_the_workers_of_a_running_request() {
 #[tokio::test]
 async fn connections_cut_under_the_workers_fail_no_table() {
     let s = setup("update_rate = 4.0").await;
-    let id = migrate_bulk(&s).await;
+    let id = migrate_bulk(&s.app).await;
     let url = s.db.url.clone();
     let stop = tokio_util::sync::CancellationToken::new();
     let cutter = {
