@@ -1026,7 +1026,11 @@ async fn failures_past_the_threshold_pause_the_request() {
         .expect("cancel");
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Cancelled);
-    assert_eq!(counts(&done).cancelled, BULK as i32 - failed);
+    // Every table is accounted for: failed (the doomed ones that were tried; one may have ended after the look
+    // above) or cancelled, none changed.
+    let end = counts(&done);
+    assert!((failed..=3).contains(&end.failed), "{done:#?}");
+    assert_eq!(end.cancelled, BULK as i32 - end.failed, "{done:#?}");
     assert!(updates_sent(&s.emulator).await.is_empty());
 }
 

@@ -222,6 +222,68 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
     app.stop().await.expect("stop");
 }
 
+/// A refused call is audited whatever bytes it carried: a viewer's CreateChangeRequest with a NUL in its selector
+/// is refused and recorded (PostgreSQL text cannot hold NUL, and the audit insert used to fail, leaving the call
+/// unaudited); a NUL in a free-text filter is INVALID_ARGUMENT naming the field, not INTERNAL.
+#[tokio::test]
+async fn a_nul_byte_neither_escapes_the_audit_log_nor_breaks_a_filter() {
+    let pki = Pki::new();
+    let db = TestDatabase::create().await.expect("db");
+    let toml = format!(
+        "insecure = false\n{}{}",
+        tokens_and_grants(&[("prober", "viewer", ""), ("ops-admin", "admin", "")]),
+        pki.tls_and_jwt_toml()
+    );
+    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .expect("TLS server");
+    let refused = app
+        .client
+        .clone()
+        .create_change_request(bearer(
+            "token-prober",
+            pb::CreateChangeRequestRequest {
+                selector: Some(pb::TableSelector {
+                    table_name_prefix: "orders\0--".into(),
+                    ..Default::default()
+                }),
+                target: Some(pb::TargetEncryption {
+                    mode: pb::EncryptionMode::AwsOwned as i32,
+                    kms_key: String::new(),
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a viewer may not change");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let events = audit_events(&app.client, "token-ops-admin").await;
+    assert!(
+        has_event(
+            &events,
+            "prober",
+            "CreateChangeRequest",
+            "PERMISSION_DENIED"
+        ),
+        "{events:#?}"
+    );
+    let bad = app
+        .client
+        .clone()
+        .list_table_encryptions(bearer(
+            "token-ops-admin",
+            pb::ListTableEncryptionsRequest {
+                table_name_prefix: "orders\0".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("NUL in a filter");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().contains("table_name_prefix"), "{bad:?}");
+    app.stop().await.expect("stop");
+}
+
 /// A JWT is good only from its `nbf` on: one that is not valid for another hour is refused.
 #[tokio::test]
 async fn a_jwt_before_its_not_before_time_is_refused() {

@@ -26,6 +26,7 @@ pub async fn list(
         if value.chars().count() > max {
             errors.add(field, format!("at most {max} characters"));
         }
+        errors.free_text(field, value);
     }
     if !request.outcome.is_empty()
         && !request

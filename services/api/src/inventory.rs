@@ -143,6 +143,7 @@ pub async fn list_table_encryptions(
         LabelSelector::parse(&request.account_label_selector),
     );
     let regions = errors.check_each("regions", &request.regions, Region::parse);
+    errors.free_text("table_name_prefix", &request.table_name_prefix);
     let mode = match pb::EncryptionMode::try_from(request.mode) {
         Ok(pb::EncryptionMode::Unspecified) => None,
         Ok(pb::EncryptionMode::AwsOwned) => Some(EncryptionMode::AwsOwned),

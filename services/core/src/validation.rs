@@ -92,6 +92,14 @@ impl ValidationErrors {
         });
     }
 
+    /// Free text (a description, a name prefix, a filter): refused if it holds a NUL, which PostgreSQL cannot store
+    /// or compare (it used to come back as INTERNAL).
+    pub fn free_text(&mut self, field: impl Into<String>, text: &str) {
+        if text.contains('\0') {
+            self.add(field, "must not contain a NUL character");
+        }
+    }
+
     /// Records the error of `result` under `field` and returns the value if it was valid.
     pub fn check<T>(
         &mut self,

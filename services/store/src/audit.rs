@@ -44,8 +44,10 @@ pub struct AuditRepository {
 }
 
 /// Cuts a text to at most `max` characters, on a character boundary.
+/// At most `max` characters of `text`, a NUL written as `\0`: PostgreSQL text cannot hold NUL, and a refused
+/// call must be audited whatever bytes it carried (the insert used to fail, leaving the call unaudited).
 fn clip(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
+    text.replace('\0', "\\0").chars().take(max).collect()
 }
 
 impl AuditRepository {
@@ -59,10 +61,10 @@ impl AuditRepository {
             "INSERT INTO audit_events (caller, authenticated_by, method, target, outcome, message)
              VALUES ($1, $2, $3, $4, $5, $6)",
             clip(&event.caller, 512),
-            event.authenticated_by,
+            clip(&event.authenticated_by, 64),
             clip(&event.method, 128),
             clip(&event.target, 2048),
-            event.outcome,
+            clip(&event.outcome, 32),
             clip(&event.message, 2048),
         )
         .execute(&self.pool)

@@ -96,6 +96,7 @@ fn request_id(text: &str, errors: &mut ValidationErrors) -> Option<String> {
 }
 
 fn description(field: &str, text: &str, errors: &mut ValidationErrors) {
+    errors.free_text(field, text);
     if text.chars().count() > MAX_DESCRIPTION {
         errors.add(
             field,
@@ -277,6 +278,7 @@ fn selection(
                 }
             };
             let current_key = key_filter("selector.current_kms_key", &s.current_kms_key, errors);
+            errors.free_text("selector.table_name_prefix", &s.table_name_prefix);
             if s.table_name_prefix.len() > MAX_PREFIX {
                 errors.add(
                     "selector.table_name_prefix",
