@@ -5,23 +5,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tablecrypt_core::{Caller, ValidationErrors};
+use tablecrypt_core::Caller;
 use tablecrypt_engine::requests::{self, RequestSettings};
 use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_store::{RequestCursor, Store};
+use tablecrypt_store::Store;
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::conversions::change::{
-    created_to_proto, item_to_proto, rotation_to_proto, shown, watch_update_to_proto,
-};
+use crate::conversions::change::{created_to_proto, shown, watch_update_to_proto};
 use crate::conversions::change_input::{self as parse, RequestLimits};
+use crate::conversions::change_lists::{self as lists, RequestPosition};
 use crate::error::ApiError;
-use crate::page_token::paging;
 
 /// The service-wide limits and policy change requests are checked against; from the server's configuration.
 #[derive(Debug, Clone)]
@@ -44,13 +39,6 @@ pub type WatchStream =
 pub struct ChangeRequests {
     requests: requests::ChangeRequests,
     limits: RequestLimits,
-}
-
-/// Where a page of requests ends, newest first: (create time, id).
-#[derive(Serialize, Deserialize)]
-struct RequestPosition {
-    t: DateTime<Utc>,
-    id: Uuid,
 }
 
 impl ChangeRequests {
@@ -120,52 +108,25 @@ impl ChangeRequests {
         &self,
         request: pb::ListChangeRequestsRequest,
     ) -> Result<pb::ListChangeRequestsResponse, ApiError> {
-        let mut errors = ValidationErrors::new();
-        let states = parse::request_states(&request.states, &mut errors);
-        let filter = format!("states={:?}", request.states);
-        let paging =
-            paging::<RequestPosition>(request.page_size, &request.page_token, filter, &mut errors);
-        let Some(paging) = paging.filter(|_| errors.is_empty()) else {
-            return Err(errors.into());
-        };
-        let after = paging.after.as_ref().map(|p| RequestCursor {
-            create_time: p.t,
-            request_id: p.id,
-        });
+        let (states, paging) = lists::request_list(&request)?;
+        let after = paging.after.as_ref().map(RequestPosition::cursor);
         let page = self
             .requests
             .list(&states, after.as_ref(), paging.size)
             .await?;
-        let next_page_token =
-            paging.next_token(page.more, page.requests.last(), |(r, _)| RequestPosition {
-                t: r.create_time.unwrap_or_default(),
-                id: r.request_id,
-            });
-        Ok(pb::ListChangeRequestsResponse {
-            change_requests: page.requests.into_iter().map(shown).collect(),
-            next_page_token,
-        })
+        Ok(lists::request_page_to_proto(page, &paging))
     }
 
     pub async fn list_items(
         &self,
         request: pb::ListChangeItemsRequest,
     ) -> Result<pb::ListChangeItemsResponse, ApiError> {
-        let mut errors = ValidationErrors::new();
-        let (id, states) = parse::item_filter(&request, &mut errors);
-        let filter = format!("{}/states={:?}", request.change_request_id, request.states);
-        let paging = paging::<i32>(request.page_size, &request.page_token, filter, &mut errors);
-        let (Some(id), Some(paging)) = (id, paging.filter(|_| errors.is_empty())) else {
-            return Err(errors.into());
-        };
+        let (id, states, paging) = lists::item_list(&request)?;
         let page = self
             .requests
             .list_items(id, &states, paging.after, paging.size)
             .await?;
-        Ok(pb::ListChangeItemsResponse {
-            next_page_token: paging.next_token(page.more, page.items.last(), |i| i.ordinal),
-            items: page.items.iter().map(item_to_proto).collect(),
-        })
+        Ok(lists::item_page_to_proto(&page, &paging))
     }
 
     pub async fn approve(
@@ -208,30 +169,12 @@ impl ChangeRequests {
         &self,
         request: pb::ListKeyRotationHistoryRequest,
     ) -> Result<pb::ListKeyRotationHistoryResponse, ApiError> {
-        let mut errors = ValidationErrors::new();
-        let query = parse::history_query(&request, &mut errors);
-        let filter = format!(
-            "{}/{}/{}/{}/{}/{:?}/{:?}",
-            request.account_id,
-            request.region,
-            request.table_name,
-            request.kms_key_arn,
-            request.change_request_id,
-            request.start_time,
-            request.end_time
-        );
-        let paging = paging::<i64>(request.page_size, &request.page_token, filter, &mut errors);
-        let Some(paging) = paging.filter(|_| errors.is_empty()) else {
-            return Err(errors.into());
-        };
+        let (query, paging) = lists::history_list(&request)?;
         let (rows, more) = self
             .requests
             .history(query, paging.after, paging.size)
             .await?;
-        Ok(pb::ListKeyRotationHistoryResponse {
-            next_page_token: paging.next_token(more, rows.last(), |r| r.history_id),
-            rotations: rows.iter().map(rotation_to_proto).collect(),
-        })
+        Ok(lists::history_page_to_proto(&rows, more, &paging))
     }
 
     pub async fn watch(

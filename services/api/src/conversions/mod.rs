@@ -3,5 +3,6 @@
 pub mod account;
 pub mod change;
 pub mod change_input;
+pub mod change_lists;
 pub mod inventory;
 pub mod timestamp;

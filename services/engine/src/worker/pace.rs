@@ -46,6 +46,14 @@ impl Inner {
         let scopes = self.update_scopes(claimed);
         let changes = &self.store.change_items;
         let margin = self.settings.lease / 3;
+        // A send later than its slot by more than a slot's spacing could fall together with the next slot's:
+        // at high rates the window is the spacing, so no second holds more than the rate (plus the edge).
+        let window = scopes
+            .iter()
+            .map(|(_, rate)| Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE)))
+            .min()
+            .unwrap_or(SLOT_WINDOW)
+            .min(SLOT_WINDOW);
         let mut marked = false;
         loop {
             let slot = match self.reserve_slot(&scopes).await {
@@ -99,7 +107,7 @@ impl Inner {
                 }
                 Err(e) => return Err(not_sent(lost_or_retry(e))),
             }
-            if Instant::now() <= slot + SLOT_WINDOW {
+            if Instant::now() <= slot + window {
                 return Ok(());
             }
             tracing::debug!("the send missed its rate slot during a stall; taking a fresh one");
