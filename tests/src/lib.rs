@@ -244,3 +244,25 @@ pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
     stream.read_to_string(&mut text).await?;
     Ok(text)
 }
+
+/// Runs each of `statements` on the database at `url` and checks it is refused by an append-only trigger:
+/// SQLSTATE 42501 (insufficient_privilege), not a syntax error, a lock timeout or any error at all.
+pub async fn assert_append_only(url: &str, statements: &[&str]) {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("db");
+    for sql in statements {
+        let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut conn)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            refused
+                .as_database_error()
+                .and_then(|e| e.code())
+                .as_deref(),
+            Some("42501"),
+            "{sql}: {refused}"
+        );
+    }
+}

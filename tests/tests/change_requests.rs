@@ -588,28 +588,15 @@ async fn a_migration_from_key_a_to_key_b_is_applied_watched_recorded_and_rolled_
     assert_eq!(orders.len(), 1);
 
     // The history is append-only: the database itself refuses to change or remove rows.
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&s.db.url)
-        .await
-        .expect("db");
-    for sql in [
-        "UPDATE key_rotation_history SET requested_by = 'mallory'",
-        "DELETE FROM key_rotation_history",
-        "TRUNCATE key_rotation_history",
-    ] {
-        let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .expect_err("refused");
-        // 42501 insufficient_privilege, raised by the append-only triggers: not a syntax error or a lock timeout.
-        assert_eq!(
-            refused
-                .as_database_error()
-                .and_then(|e| e.code())
-                .as_deref(),
-            Some("42501"),
-            "{sql}: {refused}"
-        );
-    }
+    tablecrypt_tests::assert_append_only(
+        &s.db.url,
+        &[
+            "UPDATE key_rotation_history SET requested_by = 'mallory'",
+            "DELETE FROM key_rotation_history",
+            "TRUNCATE key_rotation_history",
+        ],
+    )
+    .await;
 
     // Roll back: every table returns to key A, recorded as a new request.
     let rollback = s

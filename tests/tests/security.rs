@@ -199,26 +199,15 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // Append-only: the database refuses to rewrite history.
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-    // 42501 insufficient_privilege, raised by the append-only triggers, not any error at all.
-    for sql in [
-        "UPDATE audit_events SET outcome = 'OK'",
-        "DELETE FROM audit_events",
-        "TRUNCATE audit_events",
-    ] {
-        let refused = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .expect_err("audit_events refuses it");
-        assert_eq!(
-            refused
-                .as_database_error()
-                .and_then(|e| e.code())
-                .as_deref(),
-            Some("42501"),
-            "{sql}: {refused}"
-        );
-    }
+    tablecrypt_tests::assert_append_only(
+        &db.url,
+        &[
+            "UPDATE audit_events SET outcome = 'OK'",
+            "DELETE FROM audit_events",
+            "TRUNCATE audit_events",
+        ],
+    )
+    .await;
     app.stop().await.expect("stop");
 }
 

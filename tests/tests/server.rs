@@ -152,32 +152,48 @@ async fn metrics_count_calls_by_method_and_code() {
     app.stop().await.expect("stop");
 }
 
+/// A unary call to any path of `app`'s gRPC listener, served or not.
+async fn call_path<
+    Req: prost::Message + Send + Sync + 'static,
+    Res: prost::Message + Default + Send + Sync + 'static,
+>(
+    app: &TestApp,
+    path: &str,
+    request: tonic::Request<Req>,
+) -> Result<tonic::Response<Res>, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        request,
+        http::uri::PathAndQuery::try_from(path.to_owned()).expect("path"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+}
+
 /// Calls to paths the server does not serve, unauthenticated and of the caller's choosing, all count under one
 /// `unknown` label: 300 made-up paths used to become 300 series (10,000 made /metrics 381 MB).
 #[tokio::test]
 async fn made_up_paths_do_not_grow_the_metrics() {
     let db = TestDatabase::create().await.expect("db");
     let app = TestApp::spawn(&db).await.expect("server");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
     for i in 0..300 {
         let path = if i % 2 == 0 {
             format!("/made.up{i}.Service/Method{i}")
         } else {
             format!("/tablecrypt.v1.TableEncryption/NoSuchMethod{i}")
         };
-        let mut grpc = tonic::client::Grpc::new(channel.clone());
-        grpc.ready().await.expect("ready");
-        let _ = grpc
-            .unary::<_, pb::ListAccountsResponse, _>(
-                tonic::Request::new(pb::ListAccountsRequest::default()),
-                http::uri::PathAndQuery::try_from(path).expect("path"),
-                tonic_prost::ProstCodec::default(),
-            )
-            .await;
+        let _ = call_path::<_, pb::ListAccountsResponse>(
+            &app,
+            &path,
+            tonic::Request::new(pb::ListAccountsRequest::default()),
+        )
+        .await;
     }
     let text = scrape_metrics(app.metrics_addr).await.expect("scrape");
     let series: Vec<&str> = text
@@ -204,13 +220,6 @@ async fn made_up_paths_do_not_grow_the_metrics() {
 async fn a_made_up_service_is_not_audited_as_a_real_method() {
     let db = TestDatabase::create().await.expect("db");
     let app = TestApp::spawn(&db).await.expect("server");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
     let mut request = tonic::Request::new(pb::DeregisterAccountRequest {
         account_id: "111111111111".into(),
         ..Default::default()
@@ -218,14 +227,13 @@ async fn a_made_up_service_is_not_audited_as_a_real_method() {
     request
         .metadata_mut()
         .insert("x-tablecrypt-caller", "mallory".parse().expect("header"));
-    let status = grpc
-        .unary::<_, pb::DeregisterAccountResponse, _>(
-            request,
-            http::uri::PathAndQuery::from_static("/fake.Service/DeregisterAccount"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .expect_err("no such service");
+    let status = call_path::<_, pb::DeregisterAccountResponse>(
+        &app,
+        "/fake.Service/DeregisterAccount",
+        request,
+    )
+    .await
+    .expect_err("no such service");
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     let events = app
         .client

@@ -209,13 +209,7 @@ impl Inner {
                 // rotated external id) must reach the send.
                 let access = match self.access(&item.table.account_id).await {
                     Ok(access) => access,
-                    Err(mut stop) => {
-                        // Nothing of this pass was sent.
-                        if let Stop::Defer { rejected, .. } = &mut stop {
-                            *rejected = !sent_before;
-                        }
-                        return stop;
-                    }
+                    Err(stop) => return stop.not_sent(sent_before),
                 };
                 sent_at = Some(db_clock.now());
                 let sent = self

@@ -124,6 +124,22 @@ enum Stop {
     },
 }
 
+impl Stop {
+    /// This pass sent nothing: an apply_time it wrote must not make the next pass wait for a change that never
+    /// went out, while an earlier pass's send (`sent_before`) may still be in flight and is kept.
+    fn not_sent(mut self, sent_before: bool) -> Self {
+        if let Self::Defer { rejected, .. } = &mut self {
+            *rejected = !sent_before;
+        }
+        self
+    }
+}
+
+/// The time between two slots of a scope at `rate` per second.
+fn spacing(rate: f64) -> Duration {
+    Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE))
+}
+
 impl Workers {
     pub fn new(
         store: Store,

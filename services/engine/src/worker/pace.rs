@@ -11,7 +11,7 @@ use rand::Rng as _;
 use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
-use super::{Inner, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop};
+use super::{Inner, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, spacing};
 
 impl Inner {
     /// The scopes whose limits an UpdateTable of this item counts against, each with its rate: the request's
@@ -50,21 +50,16 @@ impl Inner {
         // at high rates the window is the spacing, so no second holds more than the rate (plus the edge).
         let window = scopes
             .iter()
-            .map(|(_, rate)| Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE)))
+            .map(|(_, rate)| spacing(*rate))
             .min()
             .unwrap_or(SLOT_WINDOW)
             .min(SLOT_WINDOW);
         let mut marked = false;
         loop {
-            let slot = match self.reserve_slot(&scopes).await {
-                Ok(slot) => slot,
-                Err(mut stop) => {
-                    if let Stop::Defer { rejected, .. } = &mut stop {
-                        *rejected = !sent_before;
-                    }
-                    return Err(stop);
-                }
-            };
+            let slot = self
+                .reserve_slot(&scopes)
+                .await
+                .map_err(|stop| stop.not_sent(sent_before))?;
             tokio::time::sleep_until(slot.into()).await;
             let check = if marked {
                 changes
@@ -80,33 +75,25 @@ impl Inner {
                     )
                     .await
             };
-            // Nothing of this pass was sent: an apply_time this pass wrote must not make the next pass wait for
-            // a change that never went out (an earlier pass's send may still be in flight: that one is kept).
-            let not_sent = |mut stop: Stop| {
-                if let Stop::Defer { rejected, .. } = &mut stop {
-                    *rejected = !sent_before;
-                }
-                stop
+            let stop = match check {
+                Ok(SendCheck::Go) => None,
+                Ok(SendCheck::RequestStopped) => Some(Stop::Defer {
+                    after: Duration::ZERO,
+                    until_quota: None,
+                    reason: None,
+                    message: "the request was paused or cancelled before UpdateTable was sent"
+                        .into(),
+                    rejected: true,
+                }),
+                Ok(SendCheck::LeaseLost) => Some(lost_or_retry(StoreError::LeaseLost {
+                    item_id: item.item_id,
+                })),
+                Err(e) => Some(lost_or_retry(e)),
             };
-            match check {
-                Ok(SendCheck::Go) => marked = true,
-                Ok(SendCheck::RequestStopped) => {
-                    return Err(not_sent(Stop::Defer {
-                        after: Duration::ZERO,
-                        until_quota: None,
-                        reason: None,
-                        message: "the request was paused or cancelled before UpdateTable was sent"
-                            .into(),
-                        rejected: true,
-                    }));
-                }
-                Ok(SendCheck::LeaseLost) => {
-                    return Err(not_sent(lost_or_retry(StoreError::LeaseLost {
-                        item_id: item.item_id,
-                    })));
-                }
-                Err(e) => return Err(not_sent(lost_or_retry(e))),
+            if let Some(stop) = stop {
+                return Err(stop.not_sent(sent_before));
             }
+            marked = true;
             if Instant::now() <= slot + window {
                 return Ok(());
             }
@@ -132,7 +119,7 @@ impl Inner {
                 Ok(None) => {
                     let slowest = scopes
                         .iter()
-                        .map(|(_, rate)| Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE)))
+                        .map(|(_, rate)| spacing(*rate))
                         .max()
                         .unwrap_or(SLOT_LOOKAHEAD);
                     let base = slowest.clamp(SLOT_RETRY_MIN, SLOT_LOOKAHEAD) / 2;
