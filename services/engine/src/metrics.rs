@@ -84,7 +84,7 @@ impl EngineMetrics {
             )?,
             reclaims: IntCounter::new(
                 "tablecrypt_change_item_lease_reclaims_total",
-                "Change items taken over after their worker's lease expired.",
+                "Change items taken over after their worker's lease expired (not those handed back at a shutdown).",
             )?,
             item_seconds: HistogramVec::new(
                 HistogramOpts::new(

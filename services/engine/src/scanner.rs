@@ -2,13 +2,15 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tablecrypt_core::{AccountId, FailureKind, Region, TableName};
 use tablecrypt_fleet::{AccountAccess, Fleet, FleetError};
+use tablecrypt_store::scans::ClaimedTarget;
 use tablecrypt_store::{Store, StoreError, TargetOutcome};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -16,9 +18,13 @@ use uuid::Uuid;
 use crate::access;
 use crate::error::EngineError;
 
-/// How long a running scan's lease lasts without being extended: a replica that dies leaves its scans to be
-/// closed after this (by any replica), a live one extends it every third of it.
-const SCAN_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often an idle replica looks for account-regions to scan that another replica created (its own are started
+/// at once): a second is cheap (one indexed query) and a scan's start is not worth a shorter wait.
+const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Claims of one account-region before it is failed instead of claimed again: three replicas dying on one target
+/// means scanning it is what kills them, or the fleet keeps restarting; either way an operator should look.
+const MAX_ATTEMPTS: i32 = 3;
 
 /// Limits of a scan.
 #[derive(Debug, Clone)]
@@ -32,6 +38,9 @@ pub struct ScanSettings {
     pub describe_rate: NonZeroU32,
     /// Observations written per database statement.
     pub write_batch: usize,
+    /// How long a replica's claim on an account-region lasts without being extended (every third of it): a dead
+    /// replica's share of a scan is taken over by another after this.
+    pub lease: Duration,
 }
 
 impl Default for ScanSettings {
@@ -41,6 +50,7 @@ impl Default for ScanSettings {
             describes_in_flight: 8,
             describe_rate: NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN),
             write_batch: 100,
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -52,10 +62,15 @@ pub struct ScanTarget {
     pub region: Region,
 }
 
-/// Starts scans in the background and lets them run to completion (or shutdown).
+/// Records scans, and scans their account-regions: every replica claims targets of every running scan (`run`),
+/// so replicas share a scan and a dead replica's share is finished by another.
 #[derive(Clone)]
 pub struct InventoryScanner {
     store: Store,
+    /// This replica, as the owner of its leases.
+    owner: Uuid,
+    /// Wakes this replica's claim loop when it created a scan or finished a target.
+    wake: Arc<Notify>,
     fleet: Arc<Fleet>,
     settings: ScanSettings,
     /// Shared by every scan: the DescribeTable rate holds per account-region across concurrent scans.
@@ -82,6 +97,8 @@ impl InventoryScanner {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            owner: Uuid::new_v4(),
+            wake: Arc::new(Notify::new()),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(
                 settings.describe_rate,
             ))),
@@ -143,7 +160,8 @@ impl InventoryScanner {
         Ok(self.start(requested_by, targets).await?)
     }
 
-    /// Records a scan of `targets` and starts it; returns its id at once.
+    /// Records a scan of `targets`; returns its id at once. This replica's claim loop starts it at once, the
+    /// others join within `CLAIM_INTERVAL`.
     pub async fn start(
         &self,
         requested_by: &str,
@@ -153,68 +171,143 @@ impl InventoryScanner {
             .iter()
             .map(|t| (t.access.account_id.to_string(), t.region.to_string()))
             .collect();
-        let scan_id = self
-            .store
-            .scans
-            .create(requested_by, SCAN_LEASE, &ids)
-            .await?;
+        let scan_id = self.store.scans.create(requested_by, &ids).await?;
         tracing::info!(%scan_id, targets = targets.len(), "inventory scan started");
-        self.tasks.spawn(self.clone().keep_lease(scan_id));
-        for target in targets {
-            let scanner = self.clone();
-            self.tasks.spawn(async move {
-                let Ok(_permit) = scanner.targets_at_once.clone().acquire_owned().await else { return };
-                let account_id = target.access.account_id.to_string();
-                let region = target.region.to_string();
-                let outcome = tokio::select! {
-                    outcome = scanner.scan_target(scan_id, &target) => outcome,
-                    () = scanner.shutdown.cancelled() => TargetOutcome::Failed {
-                        tables_seen: 0,
-                        kind: FailureKind::Transient,
-                        message: "the server shut down during the scan; refresh again".to_owned(),
-                    },
-                };
-                if let Err(error) = scanner.store.scans.finish_target(scan_id, &account_id, &region, &outcome).await {
-                    tracing::error!(%scan_id, account_id, region, %error, "failed to record a scan target's outcome");
-                }
-            });
-        }
+        self.wake.notify_one();
         Ok(scan_id)
     }
 
-    /// Extends the scan's lease until it ends (or the server shuts down), and closes other replicas' abandoned
-    /// scans on the way.
-    async fn keep_lease(self, scan_id: Uuid) {
+    /// Claims account-regions to scan (as many as `concurrent_targets` allows) and scans each under its lease,
+    /// until shutdown. Spawned once per replica.
+    pub async fn run(self) {
         loop {
+            match self.store.scans.fail_exhausted(MAX_ATTEMPTS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    targets = n,
+                    "failed account-regions whose replica stopped {MAX_ATTEMPTS} times"
+                ),
+                Err(error) => tracing::debug!(%error, "could not look for abandoned scan targets"),
+            }
+            let free = self.targets_at_once.available_permits();
+            if free > 0 {
+                let limit = i64::try_from(free).unwrap_or(i64::MAX);
+                match self
+                    .store
+                    .scans
+                    .claim_targets(self.owner, limit, self.settings.lease, MAX_ATTEMPTS)
+                    .await
+                {
+                    Ok(claimed) => {
+                        for target in claimed {
+                            let Ok(permit) = self.targets_at_once.clone().try_acquire_owned()
+                            else {
+                                // Only this loop takes permits, so there is one; if not, the lease expires and
+                                // another claim takes the target.
+                                break;
+                            };
+                            let scanner = self.clone();
+                            self.tasks.spawn(async move {
+                                scanner.run_target(target).await;
+                                drop(permit);
+                                scanner.wake.notify_one();
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "could not claim account-regions to scan"),
+                }
+            }
             tokio::select! {
-                () = tokio::time::sleep(SCAN_LEASE / 3) => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(CLAIM_INTERVAL) => {}
                 () = self.shutdown.cancelled() => return,
             }
-            match self.store.scans.extend_lease(scan_id, SCAN_LEASE).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => tracing::warn!(%scan_id, %error, "could not extend the scan's lease"),
+        }
+    }
+
+    /// Scans one claimed account-region while keeping its lease, and records the outcome under the claim's token.
+    /// At shutdown the target is handed back for another replica; if the lease is lost, nothing is written.
+    async fn run_target(&self, claimed: ClaimedTarget) {
+        let scan_id = claimed.scan_id;
+        let outcome = tokio::select! {
+            outcome = self.scan_claimed(&claimed) => outcome,
+            () = self.keep_lease(&claimed) => {
+                tracing::warn!(%scan_id, account_id = %claimed.account_id, region = %claimed.region,
+                    "lost the lease on an account-region being scanned; another replica scans it");
+                return;
             }
-            match self.store.scans.fail_interrupted().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(closed = n, "closed scans whose replica stopped"),
-                Err(error) => tracing::debug!(%error, "could not look for abandoned scans"),
+            () = self.shutdown.cancelled() => {
+                if let Err(error) = self.store.scans.release_target(&claimed).await {
+                    tracing::warn!(%scan_id, %error, "could not hand a scan target back; it is claimed again once its lease expires");
+                }
+                return;
+            }
+        };
+        let account_id = claimed.account_id.to_string();
+        let region = claimed.region.to_string();
+        match self
+            .store
+            .scans
+            .finish_target(scan_id, &account_id, &region, claimed.token, &outcome)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%scan_id, account_id, region, "lost the lease before recording the scan; another replica records it")
+            }
+            Err(error) => {
+                tracing::error!(%scan_id, account_id, region, %error, "failed to record a scan target's outcome; it is scanned again once its lease expires")
             }
         }
+    }
+
+    /// Extends the lease every third of it; returns once it is lost (another replica holds it, or it could not
+    /// be extended before it expired).
+    async fn keep_lease(&self, claimed: &ClaimedTarget) {
+        let lease = self.settings.lease;
+        let mut kept_at = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match self.store.scans.keep_target(claimed, lease).await {
+                Ok(true) => kept_at = tokio::time::Instant::now(),
+                Ok(false) => return,
+                Err(error) => {
+                    tracing::warn!(scan_id = %claimed.scan_id, %error, "could not extend a scan target's lease");
+                    if kept_at.elapsed() >= lease {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scans a claimed account-region with its account's current access.
+    async fn scan_claimed(&self, claimed: &ClaimedTarget) -> TargetOutcome {
+        let account = match self.store.accounts.get(&claimed.account_id).await {
+            Ok(account) => account,
+            Err(StoreError::NotFound { .. }) => {
+                return TargetOutcome::Failed {
+                    tables_seen: 0,
+                    kind: FailureKind::NotFound,
+                    message: format!(
+                        "account {} was deregistered during the scan",
+                        claimed.account_id
+                    ),
+                };
+            }
+            Err(error) => return store_failed(0, &error),
+        };
+        let target = ScanTarget {
+            access: AccountAccess::of(&account),
+            region: claimed.region,
+        };
+        self.scan_target(claimed.scan_id, &target).await
     }
 
     #[tracing::instrument(skip_all, fields(%scan_id, account_id = %target.access.account_id, region = %target.region))]
     async fn scan_target(&self, scan_id: Uuid, target: &ScanTarget) -> TargetOutcome {
         let account_id = target.access.account_id.to_string();
         let region = target.region.to_string();
-        if let Err(error) = self
-            .store
-            .scans
-            .start_target(scan_id, &account_id, &region)
-            .await
-        {
-            tracing::warn!(%error, "could not mark the target running");
-        }
         let listed_at = chrono::Utc::now();
         let names = match self.fleet.list_tables(&target.access, target.region).await {
             Ok(names) => names,

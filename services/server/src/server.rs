@@ -108,14 +108,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = open_store(&config).await?;
     let store = Store::new(pool.clone());
-    match store.scans.fail_interrupted().await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            scans = n,
-            "closed inventory scans interrupted by a previous stop"
-        ),
-        Err(error) => tracing::warn!(%error, "could not close interrupted inventory scans"),
-    }
     let tasks = TaskTracker::new();
     let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
     let scanner = InventoryScanner::new(
@@ -125,6 +117,7 @@ pub async fn run(
             concurrent_targets: config.scan_concurrent_targets.get() as usize,
             describes_in_flight: config.scan_describes_in_flight.get() as usize,
             describe_rate: config.scan_describe_rate,
+            lease: config.scan_lease,
             ..ScanSettings::default()
         },
         tasks.clone(),
@@ -168,6 +161,8 @@ pub async fn run(
         TableEncryptionServer::new(TableEncryptionService::new(store, scanner.clone(), changes))
             .max_decoding_message_size(max_request_bytes)
     });
+    // Every replica, whatever its role, scans its share of every running scan.
+    tasks.spawn(scanner.clone().run());
     if let (Some(interval), true) = (config.inventory_scan_interval, config.role.serves_api()) {
         tasks.spawn(periodic_scans(scanner.clone(), interval, shutdown.clone()));
     }

@@ -8,7 +8,7 @@ SET state = CASE
         ELSE 'FAILED'
     END,
     finish_time = now()
-WHERE s.scan_id = $1
+WHERE s.scan_id = ANY($1::uuid[])
   AND s.state = 'RUNNING'
   AND NOT EXISTS (SELECT 1 FROM inventory_scan_targets t
                   WHERE t.scan_id = s.scan_id AND t.state IN ('PENDING', 'RUNNING'))

@@ -90,6 +90,10 @@ pub struct Config {
     pub scan_describe_rate: NonZeroU32,
     /// DescribeTable calls in flight per account-region during scans (`TABLECRYPT_SCAN_DESCRIBES_IN_FLIGHT`).
     pub scan_describes_in_flight: NonZeroU32,
+    /// How long a replica's claim on an account-region of a scan lasts without being extended; a dead replica's
+    /// share of a scan is taken over by another after this (`TABLECRYPT_SCAN_LEASE`, e.g. "60s").
+    #[serde(with = "humantime_serde")]
+    pub scan_lease: Duration,
     /// How often to scan the whole fleet in the background, e.g. "1h"; "off" (default) disables it
     /// (`TABLECRYPT_INVENTORY_SCAN_INTERVAL`).
     #[serde(deserialize_with = "optional_duration")]
@@ -239,6 +243,8 @@ impl Default for Config {
             // A small share of DynamoDB's ~2,500 control-plane requests/s per account-region.
             scan_describe_rate: NonZeroU32::new(50).expect("non-zero"),
             scan_describes_in_flight: NonZeroU32::new(8).expect("non-zero"),
+            // Far above a heartbeat's round trip even under load; a dead replica's accounts wait at most this.
+            scan_lease: seconds(60),
             inventory_scan_interval: None,
             role: Role::All,
             approval_required: false,
@@ -335,10 +341,15 @@ impl Config {
             self.max_tables_in_flight.get() <= AWS_MAX_TABLES_IN_FLIGHT,
             "invalid configuration: max_tables_in_flight must be at most {AWS_MAX_TABLES_IN_FLIGHT} (AWS's limit)"
         );
-        anyhow::ensure!(
-            self.worker_lease >= Duration::from_secs(1),
-            "invalid configuration: worker_lease must be at least 1s"
-        );
+        for (key, lease) in [
+            ("worker_lease", self.worker_lease),
+            ("scan_lease", self.scan_lease),
+        ] {
+            anyhow::ensure!(
+                lease >= Duration::from_secs(1),
+                "invalid configuration: {key} must be at least 1s"
+            );
+        }
         anyhow::ensure!(
             !self.worker_poll_initial.is_zero() && self.worker_poll_initial <= self.worker_poll_max,
             "invalid configuration: worker_poll_initial must be above zero and at most worker_poll_max"

@@ -45,14 +45,19 @@ impl ChangeItemRepository {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let reclaimed = sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM change_items WHERE item_id = ANY($1) AND state IN ('APPLYING', 'WAITING')"#,
+        // Taken over from a claim whose lease expired; an item handed back at shutdown (`release`) has no token.
+        let expired: Vec<i64> = sqlx::query_scalar!(
+            "SELECT item_id FROM change_items
+             WHERE item_id = ANY($1) AND state IN ('APPLYING', 'WAITING') AND lease_token IS NOT NULL",
             &ids
         )
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        if reclaimed > 0 {
-            tracing::info!(reclaimed, "reclaiming items whose lease expired");
+        if !expired.is_empty() {
+            tracing::info!(
+                reclaimed = expired.len(),
+                "reclaiming items whose lease expired"
+            );
         }
         let items = select_items!(
             "WHERE item_id = ANY($1) ORDER BY next_attempt_time, item_id",
@@ -106,8 +111,8 @@ impl ChangeItemRepository {
                     .iter()
                     .find(|a| a.account_id == item.table.account_id.as_str());
                 let claim = tokens.iter().find(|t| t.item_id == item.item_id)?;
-                let reclaimed = matches!(item.state, ItemState::Applying | ItemState::Waiting);
-                if !reclaimed {
+                let reclaimed = expired.contains(&item.item_id);
+                if !matches!(item.state, ItemState::Applying | ItemState::Waiting) {
                     item.state = ItemState::Applying;
                 }
                 Some(ClaimedItem {
@@ -152,13 +157,14 @@ impl ChangeItemRepository {
         .await?)
     }
 
-    /// Hands leases back at shutdown so another worker resumes the items at once instead of after the lease.
+    /// Hands leases back at shutdown so another worker resumes the items at once instead of after the lease. The
+    /// token is cleared so the next claim counts a hand-back, not a reclaim (the metric counts dead workers).
     #[tracing::instrument(skip_all, fields(held = held.len()), err(level = "debug"))]
     pub async fn release(&self, held: &[(i64, i64)]) -> Result<u64, StoreError> {
         let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
         let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
         Ok(sqlx::query!(
-            "UPDATE change_items i SET lease_expire_time = now()
+            "UPDATE change_items i SET lease_expire_time = now(), lease_token = NULL
              FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
              WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
                AND i.state IN ('APPLYING', 'WAITING')",

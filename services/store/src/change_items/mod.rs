@@ -126,7 +126,8 @@ pub struct ClaimedItem {
     /// database's clock, the one clock of `apply_time`, leases and slots.
     pub claimed_at: DateTime<Utc>,
     pub received: std::time::Instant,
-    /// Its previous lease had expired (its worker died or stalled): taken over, not newly started.
+    /// Its previous lease had expired (its worker died or stalled): taken over, not newly started and not handed
+    /// back at a shutdown.
     pub reclaimed: bool,
     /// When the request became runnable (approved, or created if no approval was needed).
     pub queued_at: DateTime<Utc>,

@@ -7,6 +7,10 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 
+mod lease;
+
+pub use lease::ClaimedTarget;
+
 const RESOURCE: &str = "inventory scan";
 
 /// An inventory_scan_targets row as stored.
@@ -69,22 +73,21 @@ impl ScanRepository {
         Self { pool }
     }
 
-    /// Creates a RUNNING scan with its targets, in one transaction.
+    /// Creates a RUNNING scan with its targets PENDING, in one transaction; replicas claim the targets (`lease`).
+    /// The scan's own lease is 'infinity' only so that a replica of the previous version never closes it.
     #[tracing::instrument(skip_all, fields(targets = targets.len()), err(level = "debug"))]
     pub async fn create(
         &self,
         requested_by: &str,
-        lease: std::time::Duration,
         targets: &[(String, String)],
     ) -> Result<Uuid, StoreError> {
         let scan_id = Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "INSERT INTO inventory_scans (scan_id, state, requested_by, lease_expire_time)
-             VALUES ($1, 'RUNNING', $2, now() + make_interval(secs => $3))",
+             VALUES ($1, 'RUNNING', $2, 'infinity')",
             scan_id,
-            requested_by,
-            lease.as_secs_f64()
+            requested_by
         )
         .execute(&mut *tx)
         .await?;
@@ -102,32 +105,17 @@ impl ScanRepository {
         Ok(scan_id)
     }
 
-    pub async fn start_target(
-        &self,
-        scan_id: Uuid,
-        account_id: &str,
-        region: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query!(
-            "UPDATE inventory_scan_targets SET state = 'RUNNING' WHERE scan_id = $1 AND account_id = $2 AND region = $3",
-            scan_id,
-            account_id,
-            region
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records a target's outcome, then closes the scan if it was the last one.
+    /// Records a target's outcome under the lease `token` that claimed it, then closes the scan if it was the
+    /// last one. Returns false, writing nothing, if the lease was lost (another replica claimed the target).
     #[tracing::instrument(skip_all, fields(%scan_id, account_id, region), err(level = "debug"))]
     pub async fn finish_target(
         &self,
         scan_id: Uuid,
         account_id: &str,
         region: &str,
+        token: i64,
         outcome: &TargetOutcome,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (state, seen, gone, kind, message) = match outcome {
             TargetOutcome::Succeeded {
                 tables_seen,
@@ -151,7 +139,7 @@ impl ScanRepository {
                 Some(message.as_str()),
             ),
         };
-        sqlx::query_file!(
+        let recorded = sqlx::query_file!(
             "queries/finish_scan_target.sql",
             scan_id,
             account_id,
@@ -160,11 +148,22 @@ impl ScanRepository {
             seen,
             gone,
             kind,
-            message
+            message,
+            token
         )
         .execute(&self.pool)
-        .await?;
-        sqlx::query_file!("queries/finish_scan.sql", scan_id)
+        .await?
+        .rows_affected()
+            == 1;
+        if recorded {
+            self.finish_scans(&[scan_id]).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// Ends each of `scan_ids` whose targets have all ended.
+    async fn finish_scans(&self, scan_ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query_file!("queries/finish_scan.sql", scan_ids)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -200,32 +199,5 @@ impl ScanRepository {
                 .map(|t| t.into_domain(scan_id))
                 .collect::<Result<_, _>>()?,
         })
-    }
-
-    /// Extends the lease of a scan this replica is running, while it runs. Returns whether it still runs.
-    #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
-    pub async fn extend_lease(
-        &self,
-        scan_id: Uuid,
-        lease: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(sqlx::query!(
-            "UPDATE inventory_scans SET lease_expire_time = now() + make_interval(secs => $2)
-             WHERE scan_id = $1 AND state = 'RUNNING'",
-            scan_id,
-            lease.as_secs_f64()
-        )
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    /// Closes scans whose replica died (their lease expired). Returns how many.
-    pub async fn fail_interrupted(&self) -> Result<u64, StoreError> {
-        Ok(sqlx::query_file!("queries/fail_interrupted_scans.sql")
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
     }
 }
