@@ -1,5 +1,5 @@
 //! What the benchmarks share: the emulator's admin API over plain HTTP, a fresh database, the server in-process
-//! on port 0, account registration, and this process's peak RSS.
+//! on port 0, worker processes to kill, account registration, and this process's peak RSS.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -122,6 +122,83 @@ impl BenchServer {
         self.shutdown.cancel();
         let _ = self.handle.await;
     }
+}
+
+/// A `tablecrypt-server` worker process (`role = 'worker'`), for benchmarks that kill workers with SIGKILL.
+pub struct WorkerProcess {
+    binary: std::path::PathBuf,
+    config: std::path::PathBuf,
+    child: tokio::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts the server binary next to this benchmark's (`target/<profile>/tablecrypt-server`) as a worker with
+    /// `toml`, on a free port; `name` names its configuration file.
+    pub fn start(name: &str, toml: &str) -> anyhow::Result<Self> {
+        let binary = std::env::current_exe()?
+            .parent()
+            .context("the benchmark's directory")?
+            .join("tablecrypt-server");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: cargo build --release -p tablecrypt-server",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config = std::env::temp_dir().join(format!(
+            "tablecrypt-bench-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &config,
+            format!(
+                "insecure = true
+role = 'worker'
+listen_addr = '127.0.0.1:{port}'
+metrics_addr = 'off'
+{toml}"
+            ),
+        )?;
+        let child = spawn_worker(&binary, &config)?;
+        Ok(Self {
+            binary,
+            config,
+            child,
+        })
+    }
+
+    /// SIGKILL, then the same process again at once: what a crash-looping pod does.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        self.child = spawn_worker(&self.binary, &self.config)?;
+        Ok(())
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn spawn_worker(
+    binary: &std::path::Path,
+    config: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::new(binary);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TABLECRYPT_") {
+            command.env_remove(key);
+        }
+    }
+    Ok(command
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
 }
 
 /// Registers accounts `000000000001..=n`, each in eu-west-1 with role `member`.

@@ -5,6 +5,12 @@
 //! makespan / bound, the throttling errors the run caused (AWS-side limit: `--aws-limit` UpdateTable/s per
 //! account-region), and this process's peak RSS.
 //!
+//! `--profiles optimistic,aws-observed` runs once per emulator behaviour profile, one after the other in this
+//! run, so the ratios compare. `--kills N` runs the change workers as two `tablecrypt-server` processes
+//! (`role = 'worker'`, the API stays in this process) and kills one of them with SIGKILL N times during the run,
+//! at even intervals of the bound, restarting it at once: the makespan then includes every lease a dead worker
+//! left behind (`--worker-lease`).
+//!
 //! With `--queue` it measures the queue instead: T = 0 and rates far above the work, so the figure is items
 //! claimed and completed per second with AWS reduced to the emulator answering at once.
 //!
@@ -14,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use tablecrypt_bench::{BenchDatabase, BenchServer, http, peak_rss_mib, register_accounts, scan};
+use tablecrypt_bench::{
+    BenchDatabase, BenchServer, WorkerProcess, http, peak_rss_mib, register_accounts, scan,
+};
 use tablecrypt_proto::v1 as pb;
 
 #[derive(Parser)]
@@ -38,15 +46,25 @@ struct Args {
     /// Measure queue throughput: T = 0, no AWS-side limit, rates far above the work.
     #[arg(long)]
     queue: bool,
+    /// The emulator's behaviour profiles to run under, one run each, in order (`optimistic`, `aws-observed`).
+    #[arg(long, value_delimiter = ',', default_value = "optimistic")]
+    profiles: Vec<String>,
+    /// SIGKILL one of two worker processes this many times during the run (0: workers in this process).
+    #[arg(long, default_value_t = 0)]
+    kills: usize,
+    /// The workers' lease: how long a killed worker's items wait before another takes them over.
+    #[arg(long, default_value = "5s")]
+    worker_lease: String,
     /// Postgres server to create the benchmark database on.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
 }
 
-fn fleet_yaml(accounts: usize, tables: usize, update_seconds: f64) -> String {
+fn fleet_yaml(accounts: usize, tables: usize, update_seconds: f64, profile: &str) -> String {
     let mut yaml = format!(
         "hub: {{account_id: \"000000000000\", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}}\n\
-         settings: {{request_log_capacity: 0, update_seconds: {update_seconds}}}\naccounts:\n"
+         settings: {{request_log_capacity: 0, update_seconds: {update_seconds}}}\nbehaviour: {{profile: {profile}}}\n\
+         accounts:\n"
     );
     for i in 1..=accounts {
         yaml.push_str(&format!(
@@ -80,12 +98,19 @@ async fn update_counters(emulator: &str) -> anyhow::Result<(u64, u64)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    for profile in &args.profiles {
+        run(&args, profile).await?;
+    }
+    Ok(())
+}
+
+async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
     let update_seconds = if args.queue { 0.0 } else { args.update_seconds };
     http(
         &args.emulator,
         "PUT",
         "/_emulator/fleet",
-        &fleet_yaml(args.accounts, args.tables, update_seconds),
+        &fleet_yaml(args.accounts, args.tables, update_seconds, profile),
     )
     .await?;
     http(&args.emulator, "DELETE", "/_emulator/faults", "").await?;
@@ -114,14 +139,28 @@ async fn main() -> anyhow::Result<()> {
             "worker_poll_initial = '2s'\nworker_poll_max = '2s'\npoll_rate = 50.0",
         )
     };
-    let server = BenchServer::start(&format!(
+    let common = format!(
         "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = 'warn'\naws_endpoint_url = '{}'\n\
-         scan_describe_rate = 500\nscan_concurrent_targets = {}\ndatabase_max_connections = 90\n\
-         metrics_addr = 'off'\nupdate_rate = {rate}\nglobal_update_rate = 100000.0\nmax_tables_in_flight = 500\n\
-         worker_concurrency = 2000\nworker_claim_interval = '100ms'\n{poll}",
-        db.url, args.emulator, args.accounts
+         scan_describe_rate = 500\nscan_concurrent_targets = {}\n\
+         update_rate = {rate}\nglobal_update_rate = 100000.0\nmax_tables_in_flight = 500\n\
+         worker_concurrency = 2000\nworker_claim_interval = '100ms'\nworker_lease = '{}'\n{poll}",
+        db.url, args.emulator, args.accounts, args.worker_lease
+    );
+    // Without kills the workers run in this process; with kills, in two processes of their own.
+    let role = if args.kills > 0 { "role = 'api'" } else { "" };
+    let server = BenchServer::start(&format!(
+        "{common}\n{role}\ndatabase_max_connections = 90\nmetrics_addr = 'off'"
     ))
     .await?;
+    let mut workers = Vec::new();
+    if args.kills > 0 {
+        for i in 0..2 {
+            workers.push(WorkerProcess::start(
+                &format!("worker-{i}"),
+                &format!("{common}\ndatabase_max_connections = 45"),
+            )?);
+        }
+    }
     let mut client = server.client.clone();
     register_accounts(&mut client, args.accounts).await?;
     let scanned = scan(&mut client).await?;
@@ -148,7 +187,17 @@ async fn main() -> anyhow::Result<()> {
         .change_request
         .context("no request")?
         .change_request_id;
+    let bound = args.tables as f64 / args.rate + update_seconds;
+    let kill_every = Duration::from_secs_f64(bound / (args.kills + 1) as f64);
+    let mut kills_done = 0;
     let done = loop {
+        if kills_done < args.kills && started.elapsed() >= kill_every * (kills_done as u32 + 1) {
+            let worker = kills_done % workers.len().max(1);
+            if let Some(worker) = workers.get_mut(worker) {
+                worker.kill_and_restart().await?;
+            }
+            kills_done += 1;
+        }
         let now = client
             .get_change_request(pb::GetChangeRequestRequest {
                 change_request_id: id.clone(),
@@ -177,10 +226,17 @@ async fn main() -> anyhow::Result<()> {
             peak_rss_mib().unwrap_or(f64::NAN)
         );
     } else {
-        let bound = args.tables as f64 / args.rate + update_seconds;
+        let faults = if args.kills > 0 {
+            format!(
+                ", {kills_done} kill -9 of 2 worker processes (lease {})",
+                args.worker_lease
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "migration of {} account-regions x {} tables at R = {}/s, T = {update_seconds} s: {:?} in {makespan:.2} s \
-             (planning {planned:.2} s); bound {bound:.2} s; ratio {:.3}; UpdateTable ok {}, throttled {} \
+            "[{profile}{faults}] migration of {} account-regions x {} tables at R = {}/s, T = {update_seconds} s: {:?} in \
+             {makespan:.2} s (planning {planned:.2} s); bound {bound:.2} s; ratio {:.3}; UpdateTable ok {}, throttled {} \
              (AWS-side limit {}/s); succeeded {}; peak RSS {:.0} MiB",
             args.accounts,
             args.tables,
@@ -193,6 +249,9 @@ async fn main() -> anyhow::Result<()> {
             counts.succeeded,
             peak_rss_mib().unwrap_or(f64::NAN)
         );
+    }
+    for worker in workers {
+        worker.stop().await;
     }
     server.stop().await;
     db.drop_now().await?;
