@@ -33,11 +33,54 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route("/faults/{id}", delete(remove_fault))
         .route("/counters", get(counters))
+        .route(
+            "/tables/{account_id}/{region}/{table}",
+            axum::routing::put(put_table),
+        )
         .route("/requests", get(requests).delete(clear_requests))
 }
 
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+/// What the admin API may set on one table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TablePatch {
+    /// `ARCHIVING`, `ARCHIVED`, or null to restore.
+    archival: Option<String>,
+}
+
+/// Sets a table's archival state (what AWS does to a table inaccessible for 7 days), so the engine's handling of
+/// archived tables can be tested.
+async fn put_table(
+    State(shared): AppState,
+    Path((account_id, region, table)): Path<(String, String, String)>,
+    Json(patch): Json<TablePatch>,
+) -> Response {
+    if let Some(state) = &patch.archival
+        && !matches!(state.as_str(), "ARCHIVING" | "ARCHIVED")
+    {
+        return bad_request(format!(
+            "archival must be ARCHIVING, ARCHIVED or null, not {state}"
+        ));
+    }
+    let account = shared.world.account(&account_id);
+    let mut account = crate::world::lock(&account);
+    let Some(found) = account
+        .regions
+        .get_mut(&region)
+        .and_then(|r| r.tables.get_mut(&table))
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no table {table} in {account_id}/{region}")})),
+        )
+            .into_response();
+    };
+    found.archival = patch.archival;
+    Json(json!({"archival": found.archival})).into_response()
 }
 
 async fn fleet_summary(State(shared): AppState) -> Json<Value> {

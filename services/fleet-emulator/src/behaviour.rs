@@ -50,6 +50,69 @@ pub enum IdenticalUpdate {
     Accepted,
 }
 
+/// An UpdateTable that changes encryption together with anything else (`ReplicaUpdates`, throughput, streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MixedUpdate {
+    /// Every part applied (the emulator's first behaviour).
+    Accepted,
+    /// ValidationException: "... must be the only operation in the request" (observed).
+    Refused,
+}
+
+/// What an AWS managed or AWS owned SSESpecification does on one replica of a global table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalSseScope {
+    /// Only the replica it was sent to changes; AWS managed on a group of customer managed keys is refused.
+    OneRegion,
+    /// Every replica changes, each to its own region's AWS managed key or to the AWS owned key (observed).
+    AllReplicas,
+}
+
+/// Changing a table away from a current key DynamoDB cannot use (disabled, pending deletion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnusableOldKey {
+    /// Accepted: the table heals onto the new key.
+    Accepted,
+    /// Refused naming the OLD key: only re-enabling it rescues the table (documented and observed).
+    Refused,
+}
+
+/// An SSESpecification naming the table's current key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CurrentKeyResend {
+    /// ValidationException "already encrypted" however the key is named.
+    AlwaysRefused,
+    /// Refused only as the exact key ARN; an alias, a key id or `{Enabled: true}` on an AWS managed table is
+    /// accepted, re-encrypts and spends a switch (observed).
+    RefusedByArnOnly,
+}
+
+/// Which UpdateTable check comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaCheck {
+    /// The key is validated first; the quota message is generic.
+    AfterKeyValidation,
+    /// The switch quota is checked before the key, and its message names when the next change is allowed
+    /// (observed).
+    BeforeKeyValidation,
+}
+
+/// How UpdateTable refuses a key DynamoDB cannot use for reasons of its kind or owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRefusal {
+    /// ValidationException naming the problem.
+    Validation,
+    /// As observed: an asymmetric key is HTTP 500 InternalServerError (a failed KMS grant); another account's
+    /// key is AccessDeniedException.
+    AsObserved,
+}
+
 /// The behaviour section of a fleet file (and of the admin API's settings).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -61,6 +124,12 @@ pub struct Behaviour {
     pub old_key_visible_seconds: Option<f64>,
     pub sse_status_names: Option<SseStatusNames>,
     pub identical_update_during_change: Option<IdenticalUpdate>,
+    pub sse_with_other_changes: Option<MixedUpdate>,
+    pub global_sse_scope: Option<GlobalSseScope>,
+    pub unusable_old_key: Option<UnusableOldKey>,
+    pub current_key_resend: Option<CurrentKeyResend>,
+    pub quota_check: Option<QuotaCheck>,
+    pub key_refusal: Option<KeyRefusal>,
 }
 
 impl Behaviour {
@@ -75,36 +144,90 @@ impl Behaviour {
         self.profile == Profile::AwsObserved
     }
 
-    pub fn sse_change_table_status(&self) -> ChangeTableStatus {
-        self.sse_change_table_status.unwrap_or(if self.observed() {
-            ChangeTableStatus::Active
+    /// The switch's value: the override if set, else the profile's.
+    fn pick<T>(&self, set: Option<T>, optimistic: T, observed: T) -> T {
+        set.unwrap_or(if self.observed() {
+            observed
         } else {
-            ChangeTableStatus::Updating
+            optimistic
         })
+    }
+
+    pub fn sse_with_other_changes(&self) -> MixedUpdate {
+        self.pick(
+            self.sse_with_other_changes,
+            MixedUpdate::Accepted,
+            MixedUpdate::Refused,
+        )
+    }
+
+    pub fn global_sse_scope(&self) -> GlobalSseScope {
+        self.pick(
+            self.global_sse_scope,
+            GlobalSseScope::OneRegion,
+            GlobalSseScope::AllReplicas,
+        )
+    }
+
+    pub fn unusable_old_key(&self) -> UnusableOldKey {
+        self.pick(
+            self.unusable_old_key,
+            UnusableOldKey::Accepted,
+            UnusableOldKey::Refused,
+        )
+    }
+
+    pub fn current_key_resend(&self) -> CurrentKeyResend {
+        self.pick(
+            self.current_key_resend,
+            CurrentKeyResend::AlwaysRefused,
+            CurrentKeyResend::RefusedByArnOnly,
+        )
+    }
+
+    pub fn quota_check(&self) -> QuotaCheck {
+        self.pick(
+            self.quota_check,
+            QuotaCheck::AfterKeyValidation,
+            QuotaCheck::BeforeKeyValidation,
+        )
+    }
+
+    pub fn key_refusal(&self) -> KeyRefusal {
+        self.pick(
+            self.key_refusal,
+            KeyRefusal::Validation,
+            KeyRefusal::AsObserved,
+        )
+    }
+
+    pub fn sse_change_table_status(&self) -> ChangeTableStatus {
+        self.pick(
+            self.sse_change_table_status,
+            ChangeTableStatus::Updating,
+            ChangeTableStatus::Active,
+        )
     }
 
     /// Observed: 8-9 s.
     pub fn old_key_visible_seconds(&self) -> f64 {
-        self.old_key_visible_seconds
-            .unwrap_or(if self.observed() { 8.0 } else { 0.0 })
-            .max(0.0)
+        self.pick(self.old_key_visible_seconds, 0.0, 8.0).max(0.0)
     }
 
     pub fn sse_status_names(&self) -> SseStatusNames {
-        self.sse_status_names.unwrap_or(if self.observed() {
-            SseStatusNames::UpdatingOnly
-        } else {
-            SseStatusNames::EnablingDisabling
-        })
+        self.pick(
+            self.sse_status_names,
+            SseStatusNames::EnablingDisabling,
+            SseStatusNames::UpdatingOnly,
+        )
     }
 
     pub fn identical_update_during_change(&self) -> IdenticalUpdate {
-        self.identical_update_during_change
-            .unwrap_or(if self.observed() {
-                IdenticalUpdate::Accepted
-            } else {
-                IdenticalUpdate::Refused
-            })
+        self.pick(
+            self.identical_update_during_change,
+            IdenticalUpdate::Refused,
+            IdenticalUpdate::Accepted,
+        )
     }
 }
 
@@ -137,6 +260,22 @@ mod tests {
                 .expect("yaml");
         assert_eq!(mixed.old_key_visible_seconds(), 3.0);
         assert_eq!(mixed.sse_change_table_status(), ChangeTableStatus::Updating);
+        assert_eq!(observed.sse_with_other_changes(), MixedUpdate::Refused);
+        assert_eq!(observed.global_sse_scope(), GlobalSseScope::AllReplicas);
+        assert_eq!(observed.unusable_old_key(), UnusableOldKey::Refused);
+        assert_eq!(
+            observed.current_key_resend(),
+            CurrentKeyResend::RefusedByArnOnly
+        );
+        assert_eq!(observed.quota_check(), QuotaCheck::BeforeKeyValidation);
+        assert_eq!(observed.key_refusal(), KeyRefusal::AsObserved);
+        assert_eq!(optimistic.sse_with_other_changes(), MixedUpdate::Accepted);
+        assert_eq!(optimistic.global_sse_scope(), GlobalSseScope::OneRegion);
+        let refused: Behaviour =
+            serde_norway::from_str("{profile: optimistic, unusable_old_key: refused}")
+                .expect("yaml");
+        assert_eq!(refused.unusable_old_key(), UnusableOldKey::Refused);
+        assert_eq!(refused.key_refusal(), KeyRefusal::Validation);
         assert!(serde_norway::from_str::<Behaviour>("{profile: pessimistic}").is_err());
         assert!(serde_norway::from_str::<Behaviour>("{old_key_seconds: 3}").is_err());
     }

@@ -2,16 +2,13 @@
 
 use serde_json::{Value, json};
 
-use super::AwsError;
-use crate::behaviour::IdenticalUpdate;
+use super::{AwsError, permissions};
 use crate::fleet_file::Settings;
 use crate::world::keys::{KeyManager, dynamodb_key_check};
-use crate::world::tables::{
-    SWITCH_QUOTA_MESSAGE, Sse, Table, describe, duration_from_secs, ensure_not_updating,
-};
+use crate::world::tables::{Sse, Table, describe, ensure_not_updating};
 use crate::world::{AccountData, Caller, World, lock};
 
-fn string<'a>(input: &'a Value, field: &str) -> Option<&'a str> {
+pub(super) fn string<'a>(input: &'a Value, field: &str) -> Option<&'a str> {
     input.get(field).and_then(Value::as_str)
 }
 
@@ -21,7 +18,7 @@ pub fn table_of(input: &Value) -> Option<String> {
     Some(name.rsplit('/').next().unwrap_or(name).to_owned())
 }
 
-fn table_name(input: &Value, caller: &Caller, region: &str) -> Result<String, AwsError> {
+pub(super) fn table_name(input: &Value, caller: &Caller, region: &str) -> Result<String, AwsError> {
     let name =
         string(input, "TableName").ok_or_else(|| AwsError::validation("TableName is required"))?;
     if let Some(rest) = name.strip_prefix("arn:") {
@@ -69,18 +66,19 @@ fn tags_of(input: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn not_found(name: &str) -> AwsError {
+pub(super) fn not_found(name: &str) -> AwsError {
     AwsError::resource_not_found(format!(
         "Requested resource not found: Table: {name} not found"
     ))
 }
 
 /// The encryption an `SSESpecification` asks for, validated as DynamoDB does, in `region`.
-fn target_sse(
+pub(super) fn target_sse(
     account: &mut AccountData,
     region: &str,
     spec: &Value,
     now: chrono::DateTime<chrono::Utc>,
+    settings: &Settings,
 ) -> Result<Sse, AwsError> {
     let enabled = spec
         .get("Enabled")
@@ -113,8 +111,14 @@ fn target_sse(
                      specified",
                 ));
             }
-            let (key_arn, manager) =
-                dynamodb_key_check(account.region(region), &account_id, region, reference, now)?;
+            let (key_arn, manager) = dynamodb_key_check(
+                account.region(region),
+                &account_id,
+                region,
+                reference,
+                now,
+                settings.behaviour.key_refusal(),
+            )?;
             Ok(Sse::Kms {
                 key_arn,
                 managed: manager == KeyManager::Aws,
@@ -141,11 +145,13 @@ pub fn handle(
     match operation {
         "DescribeTable" => {
             let name = table_name(input, caller, region)?;
+            permissions::require(&account, caller, "dynamodb:DescribeTable", &name)?;
             let table = describe(&account, region, &name, now, &settings)
                 .ok_or_else(|| not_found(&name))?;
             Ok(json!({"Table": table}))
         }
         "ListTables" => {
+            permissions::require(&account, caller, "dynamodb:ListTables", "*")?;
             let limit = input.get("Limit").and_then(Value::as_u64).unwrap_or(100);
             if !(1..=100).contains(&limit) {
                 return Err(AwsError::validation(format!(
@@ -193,7 +199,9 @@ pub fn handle(
             description["TableStatus"] = json!("DELETING");
             Ok(json!({"TableDescription": description}))
         }
-        "UpdateTable" => update_table(&mut account, caller, region, input, now, &settings),
+        "UpdateTable" => {
+            super::update_table::update_table(&mut account, caller, region, input, now, &settings)
+        }
         "ListTagsOfResource" | "TagResource" => {
             let arn = string(input, "ResourceArn")
                 .ok_or_else(|| AwsError::validation("ResourceArn is required"))?;
@@ -237,7 +245,7 @@ fn create_table(
         )));
     }
     let sse = match input.get("SSESpecification") {
-        Some(spec) => target_sse(account, region, spec, now)?,
+        Some(spec) => target_sse(account, region, spec, now, settings)?,
         None => Sse::Owned,
     };
     let mut table = Table::new(&name, &caller.account_id, region, now, sse);
@@ -259,217 +267,8 @@ fn create_table(
     Ok(json!({"TableDescription": description}))
 }
 
-/// One table (or replica) whose encryption an UpdateTable changes.
-struct Change {
-    region: String,
-    target: Sse,
-}
-
-fn update_table(
-    account: &mut AccountData,
-    caller: &Caller,
-    region: &str,
-    input: &Value,
-    now: chrono::DateTime<chrono::Utc>,
-    settings: &Settings,
-) -> Result<Value, AwsError> {
-    let name = table_name(input, caller, region)?;
-    let table = account
-        .region(region)
-        .tables
-        .get(&name)
-        .ok_or_else(|| not_found(&name))?;
-    if let Some(pending) = table.pending.clone() {
-        // Observed: the same change again is accepted and changes nothing; any other is refused.
-        let same = input.get("ReplicaUpdates").is_none()
-            && input
-                .get("SSESpecification")
-                .and_then(|spec| target_sse(account, region, spec, now).ok())
-                .is_some_and(|target| target == pending.target);
-        if same && settings.behaviour.identical_update_during_change() == IdenticalUpdate::Accepted
-        {
-            let description =
-                describe(account, region, &name, now, settings).ok_or_else(|| not_found(&name))?;
-            return Ok(json!({"TableDescription": description}));
-        }
-        return Err(AwsError::resource_in_use(
-            "Server-Side Encryption is still being updated. Please try again after the update is complete."
-                .to_owned(),
-        ));
-    }
-    let replicas = table.replicas.clone();
-
-    let mut changes: Vec<Change> = Vec::new();
-    let mut replica_creates: Vec<(String, Sse)> = Vec::new();
-    let mut replica_deletes: Vec<String> = Vec::new();
-    if let Some(spec) = input.get("SSESpecification") {
-        let target = target_sse(account, region, spec, now)?;
-        changes.push(Change {
-            region: region.to_owned(),
-            target,
-        });
-    }
-    for update in input
-        .get("ReplicaUpdates")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(create) = update.get("Create") {
-            let replica_region = string(create, "RegionName")
-                .ok_or_else(|| AwsError::validation("RegionName is required"))?;
-            if replica_region == region || replicas.iter().any(|r| r == replica_region) {
-                return Err(AwsError::validation(format!(
-                    "Replica already exists in region {replica_region}"
-                )));
-            }
-            let spec = match string(create, "KMSMasterKeyId") {
-                Some(key) => json!({"Enabled": true, "SSEType": "KMS", "KMSMasterKeyId": key}),
-                None => sse_spec_of(&account.region(region).tables[&name].sse),
-            };
-            let target = target_sse(account, replica_region, &spec, now)?;
-            replica_creates.push((replica_region.to_owned(), target));
-        } else if let Some(update) = update.get("Update") {
-            let replica_region = string(update, "RegionName")
-                .ok_or_else(|| AwsError::validation("RegionName is required"))?;
-            if !replicas.iter().any(|r| r == replica_region) {
-                return Err(AwsError::validation(format!(
-                    "Table {name} has no replica in region {replica_region}"
-                )));
-            }
-            if let Some(key) = string(update, "KMSMasterKeyId") {
-                let spec = json!({"Enabled": true, "SSEType": "KMS", "KMSMasterKeyId": key});
-                let target = target_sse(account, replica_region, &spec, now)?;
-                changes.push(Change {
-                    region: replica_region.to_owned(),
-                    target,
-                });
-            }
-        } else if let Some(delete) = update.get("Delete") {
-            let replica_region = string(delete, "RegionName")
-                .ok_or_else(|| AwsError::validation("RegionName is required"))?;
-            if !replicas.iter().any(|r| r == replica_region) {
-                return Err(AwsError::validation(format!(
-                    "Table {name} has no replica in region {replica_region}"
-                )));
-            }
-            replica_deletes.push(replica_region.to_owned());
-        }
-    }
-
-    // Every change must be a change, allowed by the quota and the in-flight limit.
-    for change in &changes {
-        let table = account
-            .region(&change.region)
-            .tables
-            .get(&name)
-            .ok_or_else(|| not_found(&name))?;
-        ensure_not_updating(table)?;
-        if table.sse == change.target {
-            return Err(AwsError::validation(match &change.target {
-                Sse::Kms { managed: false, .. } => {
-                    "Table is already encrypted with given KMSMasterKeyId".to_owned()
-                }
-                Sse::Kms { managed: true, .. } => {
-                    "Table is already encrypted with the AWS managed key".to_owned()
-                }
-                Sse::Owned => "Table is already encrypted with the AWS owned key".to_owned(),
-            }));
-        }
-        if !table.switch_allowed(&change.target, now) {
-            return Err(AwsError::limit_exceeded(SWITCH_QUOTA_MESSAGE));
-        }
-        let in_flight = account.region(&change.region).in_flight();
-        if in_flight >= settings.max_updating_tables_per_region {
-            return Err(AwsError::limit_exceeded(format!(
-                "Subscriber limit exceeded: Only {} tables can be created, updated, or deleted simultaneously",
-                settings.max_updating_tables_per_region
-            )));
-        }
-    }
-
-    // Global tables can't mix AWS managed and customer managed keys across replicas.
-    if !replicas.is_empty() || !replica_creates.is_empty() {
-        let mut kinds = Vec::new();
-        let mut group: Vec<String> = vec![region.to_owned()];
-        group.extend(
-            replicas
-                .iter()
-                .filter(|r| !replica_deletes.contains(r))
-                .cloned(),
-        );
-        for r in &group {
-            let current = account
-                .region(r)
-                .tables
-                .get(&name)
-                .map(|t| t.sse.clone())
-                .unwrap_or(Sse::Owned);
-            let target = changes
-                .iter()
-                .find(|c| &c.region == r)
-                .map(|c| c.target.clone())
-                .unwrap_or(current);
-            kinds.push(target);
-        }
-        kinds.extend(replica_creates.iter().map(|(_, sse)| sse.clone()));
-        let managed = kinds
-            .iter()
-            .any(|k| matches!(k, Sse::Kms { managed: true, .. }));
-        let customer = kinds
-            .iter()
-            .any(|k| matches!(k, Sse::Kms { managed: false, .. }));
-        if managed && customer {
-            return Err(AwsError::validation(
-                "One or more parameter values were invalid: replicas of a global table cannot mix AWS managed and \
-                 customer managed KMS keys",
-            ));
-        }
-    }
-
-    if changes.is_empty() && replica_creates.is_empty() && replica_deletes.is_empty() {
-        // Other settings (throughput, streams, ...) are accepted and ignored.
-        let description =
-            describe(account, region, &name, now, settings).ok_or_else(|| not_found(&name))?;
-        return Ok(json!({"TableDescription": description}));
-    }
-
-    let duration = duration_from_secs(settings.update_seconds);
-    for change in changes {
-        account
-            .region(&change.region)
-            .begin_update(&name, change.target, now, duration);
-    }
-    for (replica_region, sse) in replica_creates {
-        let mut replica = Table::new(&name, &caller.account_id, &replica_region, now, sse);
-        let mut group: Vec<String> = vec![region.to_owned()];
-        group.extend(replicas.iter().cloned());
-        replica.replicas = group.clone();
-        account
-            .region(&replica_region)
-            .tables
-            .insert(name.clone(), replica);
-        for r in group {
-            if let Some(t) = account.region(&r).tables.get_mut(&name) {
-                t.replicas.push(replica_region.clone());
-            }
-        }
-    }
-    for replica_region in replica_deletes {
-        account.region(&replica_region).tables.remove(&name);
-        for data in account.regions.values_mut() {
-            if let Some(t) = data.tables.get_mut(&name) {
-                t.replicas.retain(|r| *r != replica_region);
-            }
-        }
-    }
-    let description =
-        describe(account, region, &name, now, settings).ok_or_else(|| not_found(&name))?;
-    Ok(json!({"TableDescription": description}))
-}
-
 /// The SSESpecification that reproduces `sse` (a replica created without a key copies the table's mode).
-fn sse_spec_of(sse: &Sse) -> Value {
+pub(super) fn sse_spec_of(sse: &Sse) -> Value {
     match sse {
         Sse::Owned => json!({"Enabled": false}),
         Sse::Kms { managed: true, .. } => json!({"Enabled": true}),

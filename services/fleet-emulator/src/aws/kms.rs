@@ -92,6 +92,10 @@ pub fn handle(
     let account = world.account(&caller.account_id);
     let mut account = lock(&account);
     let account_id = caller.account_id.clone();
+    if operation == "DescribeKey" {
+        let resource = string(input, "KeyId").unwrap_or_default();
+        super::permissions::require(&account, caller, "kms:DescribeKey", resource)?;
+    }
     let region_data = account.region(region);
     match operation {
         "CreateKey" => {

@@ -3,8 +3,10 @@
 pub mod dynamodb;
 pub mod error;
 pub mod kms;
+pub mod permissions;
 pub mod protocol;
 pub mod sigv4;
 pub mod sts;
+mod update_table;
 
 pub use error::AwsError;

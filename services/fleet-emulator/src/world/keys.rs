@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::{RegionData, partition_of};
 use crate::aws::AwsError;
+use crate::behaviour::KeyRefusal;
 
 /// The alias of the AWS managed key for DynamoDB.
 pub const DYNAMODB_MANAGED_ALIAS: &str = "alias/aws/dynamodb";
@@ -254,15 +255,27 @@ pub fn dynamodb_key_check(
     region: &str,
     reference: &str,
     now: DateTime<Utc>,
+    refusal: KeyRefusal,
 ) -> Result<(String, KeyManager), AwsError> {
     if let Some(rest) = reference.strip_prefix("arn:") {
         let parts: Vec<&str> = rest.splitn(5, ':').collect();
         if let [_partition, "kms", arn_region, arn_account, _resource] = parts.as_slice() {
             if *arn_account != account_id {
-                return Err(AwsError::validation(format!(
-                    "KMSMasterKeyId {reference} belongs to account {arn_account}; keys of another account are not \
-                     supported for table {account_id} encryption"
-                )));
+                return Err(match refusal {
+                    KeyRefusal::Validation => AwsError::validation(format!(
+                        "KMSMasterKeyId {reference} belongs to account {arn_account}; keys of another account are \
+                         not supported for table {account_id} encryption"
+                    )),
+                    KeyRefusal::AsObserved => AwsError::new(
+                        400,
+                        "AccessDeniedException",
+                        format!(
+                            "User: arn:aws:sts::{account_id}:assumed-role is not authorized to perform: \
+                             kms:CreateGrant on resource: {reference} because no resource-based policy allows the \
+                             kms:CreateGrant action"
+                        ),
+                    ),
+                });
             }
             if *arn_region != region {
                 return Err(AwsError::validation(format!(
@@ -282,6 +295,10 @@ pub fn dynamodb_key_check(
         )));
     };
     if key.spec != SYMMETRIC_SPEC || key.usage != "ENCRYPT_DECRYPT" {
+        if refusal == KeyRefusal::AsObserved {
+            // Observed: DynamoDB's grant on the key fails inside AWS, and the caller sees a 500.
+            return Err(AwsError::internal("Internal server error"));
+        }
         return Err(AwsError::validation(format!(
             "KMS key {} is asymmetric ({}); DynamoDB tables need a symmetric encryption key (SYMMETRIC_DEFAULT)",
             key.arn, key.spec

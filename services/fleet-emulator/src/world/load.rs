@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::keys::{Key, KeyManager, KeyState, dynamodb_key_check};
 use super::tables::{Sse, Table};
 use super::{AccountData, RegionData};
+use crate::behaviour::KeyRefusal;
 use crate::fleet_file::{AccountSpec, EncryptionSpec, FleetSpec};
 
 pub fn build_accounts(spec: &FleetSpec, now: DateTime<Utc>) -> anyhow::Result<Vec<AccountData>> {
@@ -164,8 +165,15 @@ fn resolve(
                 .find_key(&account_id, region, reference, now)
                 .with_context(|| format!("key {reference:?} not found"))?;
             if key.state == KeyState::Enabled {
-                dynamodb_key_check(region_data, &account_id, region, reference, now)
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                dynamodb_key_check(
+                    region_data,
+                    &account_id,
+                    region,
+                    reference,
+                    now,
+                    KeyRefusal::Validation,
+                )
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
             let key = region_data
                 .find_key(&account_id, region, reference, now)

@@ -44,6 +44,8 @@ pub struct Table {
     pub tags: BTreeMap<String, String>,
     /// Other regions holding replicas of this (global) table.
     pub replicas: Vec<String>,
+    /// `ARCHIVING` or `ARCHIVED` (set through the admin API): shown as the TableStatus, and no update is accepted.
+    pub archival: Option<String>,
 }
 
 /// AWS's switch quota (DynamoDB service quotas, "encryption at rest"): up to 4 changes in any rolling 24 hours,
@@ -73,6 +75,7 @@ impl Table {
             switches: Vec::new(),
             tags: BTreeMap::new(),
             replicas: Vec::new(),
+            archival: None,
         }
     }
 
@@ -88,6 +91,22 @@ impl Table {
             .iter()
             .all(|t| *t <= now - Duration::hours(QUIET_PERIOD_HOURS));
         recent < SWITCHES_PER_DAY || quiet
+    }
+
+    /// When a change to a KMS key is next allowed, if not now: the earlier of the oldest recent switch leaving
+    /// the 24 h window and 6 h after the latest.
+    pub fn next_switch_allowed(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let any_kms = Sse::Kms {
+            key_arn: String::new(),
+            managed: false,
+        };
+        if self.switch_allowed(&any_kms, now) {
+            return None;
+        }
+        let day_ago = now - Duration::hours(24);
+        let oldest = self.switches.iter().filter(|t| **t > day_ago).min()?;
+        let latest = self.switches.iter().max()?;
+        Some((*oldest + Duration::hours(24)).min(*latest + Duration::hours(QUIET_PERIOD_HOURS)))
     }
 }
 
@@ -243,6 +262,14 @@ pub fn describe(
     });
     if let Some(sse) = sse {
         out["SSEDescription"] = sse;
+    }
+    if let Some(state) = &table.archival {
+        out["TableStatus"] = json!(state);
+        out["ArchivalSummary"] = json!({
+            "ArchivalDateTime": epoch(now),
+            "ArchivalReason": "INACCESSIBLE_ENCRYPTION_CREDENTIALS",
+            "ArchivalBackupArn": format!("{}/backup/01700000000000-archival", table.arn),
+        });
     }
     if !table.replicas.is_empty() {
         out["GlobalTableVersion"] = json!("2019.11.21");
