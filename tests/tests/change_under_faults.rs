@@ -410,3 +410,46 @@ async fn items_handed_back_at_shutdown_are_not_counted_as_reclaims() {
         .expect("the reclaim metric");
     assert_eq!(reclaims.trim(), "0", "hand-backs counted as reclaims");
 }
+
+/// Every UpdateTable answered with HTTP 500: each item is sent a bounded number of times (3), then fails with
+/// AWS's message, instead of retrying forever (an asymmetric key answers 500 on every try).
+#[tokio::test]
+async fn server_errors_are_retried_a_bounded_number_of_times_then_fail_the_item() {
+    let s = setup("").await;
+    let (status, body) = s
+        .emulator
+        .admin(
+            "POST",
+            "/faults",
+            r#"{"type": "server_error", "rate": 1.0, "operation": "UpdateTable"}"#,
+        )
+        .await
+        .expect("fault");
+    assert_eq!(status, 200, "{body}");
+    let id = migrate_bulk(&s.app).await;
+    let done = wait_terminal(&s.app, &id).await;
+    assert_eq!(done.state(), pb::ChangeRequestState::Failed, "{done:#?}");
+    for item in items(&s.app, &id).await {
+        assert_eq!(item.state(), pb::ChangeItemState::Failed, "{item:?}");
+        assert!(
+            item.message.contains("server error 3 times") && item.message.contains("InternalServerError"),
+            "{item:?}"
+        );
+    }
+    let mut sends: BTreeMap<String, usize> = BTreeMap::new();
+    for update in update_log(&s.emulator).await {
+        *sends.entry(update.table).or_default() += 1;
+    }
+    assert_eq!(sends.len(), BULK, "{sends:?}");
+    assert!(sends.values().all(|n| *n == 3), "{sends:?}");
+}
+
+/// A fleet-wide rate far above what a database round trip allows (100,000/s: a slot every 10 us) still sends:
+/// the item is marked before its slot, not after it. Marking after the slot made every send miss its window,
+/// and a migration sent nothing at all.
+#[tokio::test]
+async fn a_fleet_rate_above_a_database_round_trip_still_sends() {
+    let s = setup("global_update_rate = 100000.0\nupdate_rate = 1000.0").await;
+    let id = migrate_bulk(&s.app).await;
+    assert_each_table_switched_and_recorded_once(&s, &id).await;
+}

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use tablecrypt_core::InventoryFilter;
-use tablecrypt_core::change::plan::{check_key, check_key_location};
+use tablecrypt_core::change::plan::{check_current_key, check_key, check_key_location};
 use tablecrypt_core::change::{
-    AwsCall, PlannedItem, Resolution, TableRef, failure_reason, plan_table,
+    AwsCall, KeyInfo, PlannedItem, Resolution, TableRef, failure_reason, plan_table,
 };
 use tablecrypt_core::{
     Account, AccountId, EncryptionMode, ItemReason, KeyReference, PlanAction, Region,
@@ -111,7 +111,10 @@ impl Planner {
         target: &Target,
         canary: usize,
     ) -> Result<Vec<PlannedItem>, PlanError> {
-        let tables = self.tables(targets).await?;
+        let tables = match targets {
+            Targets::Rollback(_) => self.tables(targets).await?,
+            _ => one_per_global_table(self.tables(targets).await?),
+        };
         if tables.is_empty() {
             return Err(PlanError::NoTables);
         }
@@ -189,6 +192,34 @@ impl Planner {
             .collect()
             .await;
 
+        // Each distinct current customer managed key, once: DynamoDB cannot re-encrypt away from one that is
+        // disabled or pending deletion.
+        let current_keys: BTreeMap<(String, String, String), (AccountAccess, Region)> = tables
+            .iter()
+            .filter_map(|observed| match observed {
+                Observed::Found(table) if table.mode == EncryptionMode::CustomerManaged => {
+                    let arn = table.key_arn.clone()?;
+                    Some((
+                        (table.account_id.to_string(), table.region.to_string(), arn),
+                        (accounts[table.account_id.as_str()].clone(), table.region),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        let current_key_info: HashMap<(String, String, String), KeyInfo> =
+            futures::stream::iter(current_keys.into_iter().map(|(k, (access, region))| {
+                let fleet = self.fleet.clone();
+                async move {
+                    let info = fleet.describe_key(&access, region, &k.2).await.ok();
+                    (k, info)
+                }
+            }))
+            .buffer_unordered(PLAN_CONCURRENCY)
+            .filter_map(|(k, info)| async move { info.map(|info| (k, info)) })
+            .collect()
+            .await;
+
         let keys: Vec<_> = tables
             .iter()
             .map(|t| {
@@ -223,7 +254,17 @@ impl Planner {
                         table.table_name.to_string(),
                     );
                     let past = switches.of(&history_key);
-                    plan_table(&table, mode, resolution, past, switches.now)
+                    let current_key = table.key_arn.as_ref().and_then(|arn| {
+                        current_key_info.get(&(
+                            table.account_id.to_string(),
+                            table.region.to_string(),
+                            arn.clone(),
+                        ))
+                    });
+                    check_current_key(
+                        plan_table(&table, mode, resolution, past, switches.now),
+                        current_key,
+                    )
                 }
                 Observed::Missing {
                     account_id,
@@ -366,6 +407,34 @@ impl Planner {
             .map(|(id, account)| (id, AccountAccess::of(&account)))
             .collect())
     }
+}
+
+/// A global table is listed in every region it has a replica in; it is one item, changed as a whole from the first
+/// of its regions the list names (two items would change it twice, racing each other).
+fn one_per_global_table(tables: Vec<Observed>) -> Vec<Observed> {
+    let mut covered: std::collections::HashSet<(String, String, String)> =
+        std::collections::HashSet::new();
+    tables
+        .into_iter()
+        .filter(|observed| {
+            let Observed::Found(table) = observed else {
+                return true;
+            };
+            let id = |region: &str| {
+                (
+                    table.account_id.to_string(),
+                    table.table_name.to_string(),
+                    region.to_owned(),
+                )
+            };
+            if covered.contains(&id(table.region.as_str())) {
+                return false;
+            }
+            covered.insert(id(table.region.as_str()));
+            covered.extend(table.replicas.iter().map(|r| id(&r.region)));
+            true
+        })
+        .collect()
 }
 
 /// A table as planning sees it: observed, or not describable.

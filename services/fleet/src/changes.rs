@@ -4,6 +4,7 @@ use aws_sdk_dynamodb::types::{
     ReplicationGroupUpdate, SseSpecification, SseType, UpdateReplicationGroupMemberAction,
 };
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use tablecrypt_core::change::apply::Call;
 use tablecrypt_core::change::{ApplyTarget, KeyInfo};
 use tablecrypt_core::{EncryptionMode, FailureKind, Region, TableName};
 
@@ -78,17 +79,18 @@ impl Fleet {
         })
     }
 
-    /// UpdateTable with the target SSE (and, for a global table, every replica's key). Returns at once; the
-    /// table is UPDATING until DescribeTable shows the change complete.
-    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, table = %table))]
+    /// One UpdateTable of one concern towards `target` (`call`): the table's SSE in its region, its replicas'
+    /// customer managed keys (`ReplicaUpdates` alone), or the SSE of one replica in that replica's region. Only
+    /// resolved key ARNs are sent. Returns at once; DescribeTable shows when the change is complete.
+    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, table = %table, call = ?call.kind()))]
     pub async fn update_table_encryption(
         &self,
         access: &AccountAccess,
         region: Region,
         table: &TableName,
         target: &ApplyTarget,
+        call: &Call,
     ) -> Result<UpdateOutcome, FleetError> {
-        let clients = self.clients(access, region).await;
         let sse = match target.mode {
             EncryptionMode::AwsOwned => SseSpecification::builder().enabled(false).build(),
             EncryptionMode::AwsManaged => SseSpecification::builder().enabled(true).build(),
@@ -98,27 +100,39 @@ impl Fleet {
                 .set_kms_master_key_id(target.key_arn.clone())
                 .build(),
         };
-        let replica_updates: Vec<ReplicationGroupUpdate> = target
-            .replica_keys
-            .iter()
-            .map(|(region, key)| {
-                ReplicationGroupUpdate::builder()
-                    .update(
-                        UpdateReplicationGroupMemberAction::builder()
-                            .region_name(region)
-                            .kms_master_key_id(key)
+        let (region, sse, replica_updates) = match call {
+            Call::Sse => (region, Some(sse), None),
+            Call::ReplicaSse(replica) => {
+                let replica = Region::parse(replica).map_err(|e| {
+                    FleetError::new(FailureKind::Unknown, format!("replica region: {}", e.0))
+                })?;
+                (replica, Some(sse), None)
+            }
+            Call::ReplicaKeys(keys) => {
+                let updates: Vec<ReplicationGroupUpdate> = keys
+                    .iter()
+                    .map(|(region, key)| {
+                        ReplicationGroupUpdate::builder()
+                            .update(
+                                UpdateReplicationGroupMemberAction::builder()
+                                    .region_name(region)
+                                    .kms_master_key_id(key)
+                                    .build()
+                                    .expect("region_name is set"),
+                            )
                             .build()
-                            .expect("region_name is set"),
-                    )
-                    .build()
-            })
-            .collect();
+                    })
+                    .collect();
+                (region, None, Some(updates))
+            }
+        };
+        let clients = self.clients(access, region).await;
         let result = clients
             .dynamodb
             .update_table()
             .table_name(table.as_str())
-            .sse_specification(sse)
-            .set_replica_updates((!replica_updates.is_empty()).then_some(replica_updates))
+            .set_sse_specification(sse)
+            .set_replica_updates(replica_updates)
             // Every UpdateTable is one rate slot of ours: the SDK must not re-send it behind our limit.
             .customize()
             .config_override(without_sdk_retries())
@@ -128,8 +142,9 @@ impl Fleet {
             Ok(_) => Ok(UpdateOutcome::Started),
             Err(e) => {
                 let error = self.expired_or(access, region, classify(&e));
+                // "...already encrypted with given KMSMasterKeyId", "...already encrypted by default".
                 if error.code.as_deref() == Some("ValidationException")
-                    && error.message.contains("already encrypted with")
+                    && error.message.contains("already encrypted")
                 {
                     Ok(UpdateOutcome::AlreadyEncrypted)
                 } else {

@@ -19,6 +19,15 @@ pub struct FleetError {
 }
 
 impl FleetError {
+    /// AWS answered with an internal error (HTTP 5xx): it may succeed if retried, but not forever (an asymmetric
+    /// key answers UpdateTable with a 500 every time).
+    pub fn is_server_error(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some("InternalServerError" | "InternalFailure" | "ServiceUnavailable")
+        )
+    }
+
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,

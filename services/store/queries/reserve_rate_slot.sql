@@ -7,6 +7,8 @@
 -- dead worker sit on slots nobody uses, and let slots pile up into a burst after a stall. No row returned:
 -- nothing within reach, ask again later. Returns how many seconds the caller waits before acting; a slot not
 -- used at its time is simply lost, never saved up. The scopes' rows must exist (ensure_rate_slots.sql).
+-- The slot is at least $4 seconds from now: the caller's time to check its lease before the slot, so that it
+-- sends at the slot instead of late (an idle scope gives away those seconds, a busy one nothing).
 WITH wanted AS (
     SELECT * FROM unnest($1::text[], $2::float8[]) AS w(scope, spacing)
 ),
@@ -17,7 +19,7 @@ locked AS (
     FOR UPDATE OF s
 ),
 slot AS (
-    SELECT GREATEST(max(next_free_time), clock_timestamp()) AS at FROM locked
+    SELECT GREATEST(max(next_free_time), clock_timestamp() + make_interval(secs => $4)) AS at FROM locked
 )
 UPDATE rate_slots s
 SET next_free_time = slot.at + make_interval(secs => l.spacing)

@@ -8,7 +8,7 @@ use crate::error::StoreError;
 
 /// The fastest rate a slot is handed out at; a limit above it is this (a thousand calls a second is beyond any
 /// AWS control-plane budget tablecrypt stays within).
-const MAX_PER_SECOND: f64 = 1000.0;
+pub const MAX_PER_SECOND: f64 = 1000.0;
 
 #[derive(Debug, Clone)]
 pub struct RateSlotRepository {
@@ -20,14 +20,15 @@ impl RateSlotRepository {
         Self { pool }
     }
 
-    /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, if it is at most
-    /// `lookahead` away, and returns how long to wait for it; `None` when it would be further away (ask again
-    /// later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds more than
-    /// its rate.
+    /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, at least `lead`
+    /// and at most `lookahead` away, and returns how long to wait for it; `None` when it would be further away
+    /// (ask again later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds
+    /// more than its rate.
     #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn reserve(
         &self,
         scopes: &[(String, f64)],
+        lead: Duration,
         lookahead: Duration,
     ) -> Result<Option<Duration>, StoreError> {
         let names: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
@@ -42,7 +43,8 @@ impl RateSlotRepository {
             "queries/reserve_rate_slot.sql",
             &names,
             &spacings,
-            lookahead.as_secs_f64()
+            lookahead.as_secs_f64(),
+            lead.as_secs_f64()
         )
         .fetch_all(&self.pool)
         .await?;

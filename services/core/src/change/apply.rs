@@ -1,5 +1,10 @@
 //! What a worker does next for an item, decided from what DescribeTable shows. The worker performs the step and
 //! asks again; nothing here does I/O.
+//!
+//! A change is one or more UpdateTable calls, each with one concern, as AWS requires ("... must be the only
+//! operation in the request"): the table's own encryption first; then, for a global table whose replicas did not
+//! follow, the replicas' customer managed keys (`ReplicaUpdates` alone) or, for AWS managed / AWS owned targets,
+//! one call in each lagging replica's own region.
 
 use chrono::{DateTime, Utc};
 
@@ -12,38 +17,140 @@ pub const TABLE_ACTIVE: &str = "ACTIVE";
 pub const TABLE_UPDATING: &str = "UPDATING";
 /// SSEDescription.Status once a key is in use.
 pub const SSE_ENABLED: &str = "ENABLED";
+/// TableStatus of a table DynamoDB is archiving or has archived (inaccessible for 7 days): only a restore helps.
+pub const TABLE_ARCHIVED_STATES: [&str; 2] = ["ARCHIVING", "ARCHIVED"];
+/// ReplicaStatus values of a replica that is busy.
+const REPLICA_BUSY: [&str; 3] = ["CREATING", "UPDATING", "DELETING"];
 
-/// What an UpdateTable must set: the mode, the key ARN in the table's region, and a global table's replica keys.
+/// What an item must reach: the mode, the key ARN in the table's region, and a global table's replica keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyTarget {
     pub mode: EncryptionMode,
     /// The key ARN in the table's region (CUSTOMER_MANAGED only).
     pub key_arn: Option<String>,
-    /// For a global table: (replica region, key ARN in that region).
-    pub replica_keys: Vec<(String, String)>,
+    /// For a global table: each replica region and the key it must show (its customer managed key, or its
+    /// region's AWS managed key); `None` for the AWS owned key.
+    pub replica_keys: Vec<(String, Option<String>)>,
 }
 
 impl ApplyTarget {
     /// DescribeTable shows the target: ACTIVE, the mode, the key (and every replica's key), and the key in use.
     pub fn reached_by(&self, current: &TableEncryption) -> bool {
+        self.home_reached_by(current) && self.lagging_replicas(current).is_empty()
+    }
+
+    /// The table's own region shows the target, ACTIVE and in use; replicas aside.
+    fn home_reached_by(&self, current: &TableEncryption) -> bool {
         current.table_status == TABLE_ACTIVE
-            && self.shown_by(current)
+            && self.home_shown_by(current)
             && (self.mode == EncryptionMode::AwsOwned || current.sse_status == SSE_ENABLED)
     }
 
-    /// The table's reported encryption is the target's, though it may still be UPDATING.
-    pub fn shown_by(&self, current: &TableEncryption) -> bool {
+    /// The table's own region reports the target's encryption, though it may still be UPDATING.
+    fn home_shown_by(&self, current: &TableEncryption) -> bool {
         let key_ok = match self.mode {
             EncryptionMode::CustomerManaged => current.key_arn == self.key_arn,
             _ => true,
         };
-        let replicas_ok = self.replica_keys.iter().all(|(region, key)| {
-            current
-                .replicas
-                .iter()
-                .any(|r| &r.region == region && r.key_arn.as_deref() == Some(key.as_str()))
-        });
-        current.mode == self.mode && key_ok && replicas_ok
+        current.mode == self.mode && key_ok
+    }
+
+    /// The table's reported encryption is the target's, every replica's included, though it may still be UPDATING.
+    pub fn shown_by(&self, current: &TableEncryption) -> bool {
+        self.home_shown_by(current) && self.lagging_replicas(current).is_empty()
+    }
+
+    /// Replicas that do not show their target key yet, or are still changing.
+    fn lagging_replicas(&self, current: &TableEncryption) -> Vec<(String, Option<String>)> {
+        self.replica_keys
+            .iter()
+            .filter(|(region, key)| {
+                !current.replicas.iter().any(|r| {
+                    &r.region == region
+                        && r.key_arn == *key
+                        && !REPLICA_BUSY.contains(&r.status.as_str())
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The call that moves the table towards the target from what DescribeTable shows; `None` once it shows it.
+    pub fn needed_call(&self, current: &TableEncryption) -> Option<Call> {
+        if !self.home_reached_by(current) {
+            // Shown but not yet ACTIVE and in use: under way, nothing to send.
+            return (!self.home_shown_by(current)).then_some(Call::Sse);
+        }
+        let lagging = self.lagging_replicas(current);
+        if lagging.is_empty() {
+            return None;
+        }
+        if self.mode == EncryptionMode::CustomerManaged {
+            Some(Call::ReplicaKeys(
+                lagging
+                    .into_iter()
+                    .filter_map(|(region, key)| Some((region, key?)))
+                    .collect(),
+            ))
+        } else {
+            lagging
+                .into_iter()
+                .next()
+                .map(|(region, _)| Call::ReplicaSse(region))
+        }
+    }
+}
+
+/// One UpdateTable with one concern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `SSESpecification` alone, in the table's region. On AWS, AWS managed and AWS owned set this way apply to
+    /// every replica of a global table.
+    Sse,
+    /// `ReplicaUpdates` alone, from the table's region: each (replica region, its customer managed key).
+    ReplicaKeys(Vec<(String, String)>),
+    /// `SSESpecification` alone, in this replica's own region: an AWS managed / AWS owned target the replica did
+    /// not follow.
+    ReplicaSse(String),
+}
+
+impl Call {
+    pub fn kind(&self) -> CallKind {
+        match self {
+            Self::Sse => CallKind::Sse,
+            Self::ReplicaKeys(_) => CallKind::ReplicaKeys,
+            Self::ReplicaSse(_) => CallKind::ReplicaSse,
+        }
+    }
+}
+
+/// Which concern an UpdateTable carried, as stored with the time it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Sse,
+    ReplicaKeys,
+    ReplicaSse,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sse => "SSE",
+            Self::ReplicaKeys => "REPLICA_KEYS",
+            Self::ReplicaSse => "REPLICA_SSE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Sse, Self::ReplicaKeys, Self::ReplicaSse]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
+    /// Whether a send of `self` may still be taking effect as `next`: the same call, or an AWS managed / AWS
+    /// owned SSE change that AWS applies to the replicas too.
+    fn may_bring(self, next: Self) -> bool {
+        self == next || (self == Self::Sse && next == Self::ReplicaSse)
     }
 }
 
@@ -54,8 +161,8 @@ pub enum Step {
     Done { changed: bool },
     /// The change is under way: poll until it ends.
     Wait,
-    /// Send UpdateTable (after taking a rate slot).
-    Send,
+    /// Send this UpdateTable (after taking a rate slot).
+    Send(Call),
     /// Not now, for a passing reason: try again after a back-off.
     Retry { reason: ItemReason, message: String },
     /// The switch quota is used up: try again at `until`.
@@ -74,6 +181,8 @@ pub enum Step {
 pub struct SendClock {
     /// When an UpdateTable of this item was last sent, if one may have been (by the database's clock).
     pub sent_at: Option<DateTime<Utc>>,
+    /// Which call that was (`None` from before calls were recorded: taken as the table's own SSE call).
+    pub last_call: Option<CallKind>,
     /// Now, by the same clock.
     pub now: DateTime<Utc>,
     /// How long a sent change may take to show before it is taken as not having happened.
@@ -84,6 +193,15 @@ impl SendClock {
     /// A send may still be taking effect.
     pub fn settling(&self) -> bool {
         self.sent_at.is_some_and(|at| self.now - at < self.settle)
+    }
+
+    /// The last send may still bring about `call`.
+    fn settling_towards(&self, call: &Call) -> bool {
+        self.settling()
+            && self
+                .last_call
+                .unwrap_or(CallKind::Sse)
+                .may_bring(call.kind())
     }
 }
 
@@ -102,11 +220,32 @@ pub fn next_step(
             changed: clock.sent_at.is_some(),
         };
     }
-    if current.table_status == TABLE_UPDATING && target.shown_by(current) {
+    if TABLE_ARCHIVED_STATES.contains(&current.table_status.as_str()) {
+        return Step::Fail {
+            reason: ItemReason::TableArchived,
+            message: format!(
+                "table is {}: DynamoDB archived it after its key was inaccessible for 7 days; restore it from the \
+                 archival backup (with the old key enabled) first",
+                current.table_status
+            ),
+        };
+    }
+    if current.table_status == TABLE_UPDATING && target.home_shown_by(current) {
         return Step::Wait;
     }
+    if current
+        .replicas
+        .iter()
+        .any(|r| REPLICA_BUSY.contains(&r.status.as_str()))
+    {
+        return Step::Wait;
+    }
+    // Shown but not yet in use (SSE status UPDATING): under way.
+    let Some(call) = target.needed_call(current) else {
+        return Step::Wait;
+    };
     // Our send may not show yet: the old key, ACTIVE, is how a change starts. Never send twice within `settle`.
-    if clock.settling() && current.inaccessible_since.is_none() {
+    if clock.settling_towards(&call) && current.inaccessible_since.is_none() {
         return Step::Wait;
     }
     if current.table_status != TABLE_ACTIVE {
@@ -127,30 +266,41 @@ pub fn next_step(
             message: format!("switch quota used up until {until}"),
         };
     }
-    Step::Send
+    Step::Send(call)
 }
 
 /// What a poll of a table that is changing towards the target shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollStep {
     /// The target is reached.
     Done,
     /// Still changing, or not yet started: poll again.
     KeepWaiting,
+    /// The last call took effect and another is needed (a global table's replicas): look and send it.
+    NextCall,
     /// The table is ACTIVE on something else: someone changed it meanwhile.
     SettledElsewhere,
 }
 
-/// The step after polling a table we sent an UpdateTable for: done, keep waiting, or (only once `settle` has
-/// passed since the send with no sign of the change) settled on something else.
+/// The step after polling a table we sent an UpdateTable for: done, keep waiting, the next call, or (only once
+/// `settle` has passed since the send with no sign of the change) settled on something else.
 pub fn after_poll(current: &TableEncryption, target: &ApplyTarget, clock: SendClock) -> PollStep {
     if target.reached_by(current) {
-        PollStep::Done
-    } else if current.table_status == TABLE_ACTIVE && !target.shown_by(current) && !clock.settling()
-    {
-        PollStep::SettledElsewhere
-    } else {
-        PollStep::KeepWaiting
+        return PollStep::Done;
+    }
+    let busy = current.table_status != TABLE_ACTIVE
+        || current
+            .replicas
+            .iter()
+            .any(|r| REPLICA_BUSY.contains(&r.status.as_str()));
+    let last = clock.last_call.unwrap_or(CallKind::Sse);
+    match target.needed_call(current) {
+        None => PollStep::KeepWaiting,
+        Some(_) if busy => PollStep::KeepWaiting,
+        Some(call) if clock.settling_towards(&call) => PollStep::KeepWaiting,
+        // The last call shows (or had its time to bring the replicas along); the next one is of another kind.
+        Some(call) if call.kind() != last => PollStep::NextCall,
+        Some(_) => PollStep::SettledElsewhere,
     }
 }
 
@@ -198,6 +348,7 @@ mod tests {
     fn unsent() -> SendClock {
         SendClock {
             sent_at: None,
+            last_call: None,
             now: at(0),
             settle: chrono::Duration::minutes(5),
         }
@@ -207,6 +358,7 @@ mod tests {
     fn sent(ago: i64) -> SendClock {
         SendClock {
             sent_at: Some(at(0)),
+            last_call: Some(CallKind::Sse),
             now: at(ago),
             settle: chrono::Duration::minutes(5),
         }
@@ -256,7 +408,7 @@ mod tests {
         let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
         assert_eq!(
             next_step(&on_a, &to(CustomerManaged, Some(B)), unsent(), None),
-            Step::Send
+            Step::Send(Call::Sse)
         );
     }
 
@@ -302,11 +454,13 @@ mod tests {
         let target = ApplyTarget {
             mode: CustomerManaged,
             key_arn: Some(B.into()),
-            replica_keys: vec![("us-east-1".into(), B_US.into())],
+            replica_keys: vec![("us-east-1".into(), Some(B_US.into()))],
         };
+        // The table's own key shows; the replica's needs its own call, never sent with the SSE change.
+        assert_eq!(after_poll(&global, &target, sent(5)), PollStep::NextCall);
         assert_eq!(
-            after_poll(&global, &target, sent(600)),
-            PollStep::SettledElsewhere
+            next_step(&global, &target, sent(5), None),
+            Step::Send(Call::ReplicaKeys(vec![("us-east-1".into(), B_US.into())]))
         );
         global.replicas[0].key_arn = Some(B_US.into());
         assert_eq!(after_poll(&global, &target, sent(600)), PollStep::Done);
@@ -339,7 +493,10 @@ mod tests {
                 "{ago} s"
             );
         }
-        assert_eq!(next_step(&on_a, &target, sent(300), None), Step::Send);
+        assert_eq!(
+            next_step(&on_a, &target, sent(300), None),
+            Step::Send(Call::Sse)
+        );
         assert_eq!(
             after_poll(&on_a, &target, sent(300)),
             PollStep::SettledElsewhere
@@ -365,5 +522,129 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn global(home: (EncryptionMode, Option<&str>), replica_key: Option<&str>) -> TableEncryption {
+        let mut t = table(
+            "ACTIVE",
+            home.0,
+            home.1,
+            if home.1.is_some() { "ENABLED" } else { "" },
+        );
+        t.replicas = vec![ReplicaEncryption {
+            region: "us-east-1".into(),
+            status: "ACTIVE".into(),
+            key_arn: replica_key.map(str::to_owned),
+        }];
+        t
+    }
+
+    /// A global table to a customer managed key: the table's own SSE call, then the replicas' keys in a call of
+    /// their own (AWS refuses SSE and ReplicaUpdates together), each waited for under the settle rule.
+    #[test]
+    fn a_global_table_moves_in_calls_of_one_concern() {
+        let target = ApplyTarget {
+            mode: CustomerManaged,
+            key_arn: Some(B.into()),
+            replica_keys: vec![("us-east-1".into(), Some(B_US.into()))],
+        };
+        let start = global(
+            (CustomerManaged, Some(A)),
+            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
+        );
+        assert_eq!(
+            next_step(&start, &target, unsent(), None),
+            Step::Send(Call::Sse)
+        );
+        let home_done = global(
+            (CustomerManaged, Some(B)),
+            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
+        );
+        let replicas_sent = SendClock {
+            last_call: Some(CallKind::ReplicaKeys),
+            ..sent(3)
+        };
+        // The replica keys were sent: the old replica key showing is how that change starts.
+        assert_eq!(
+            next_step(&home_done, &target, replicas_sent, None),
+            Step::Wait
+        );
+        assert_eq!(
+            after_poll(&home_done, &target, replicas_sent),
+            PollStep::KeepWaiting
+        );
+        let mut replica_busy = global((CustomerManaged, Some(B)), Some(B_US));
+        replica_busy.replicas[0].status = "UPDATING".into();
+        assert_eq!(
+            next_step(&replica_busy, &target, replicas_sent, None),
+            Step::Wait
+        );
+        let done = global((CustomerManaged, Some(B)), Some(B_US));
+        assert_eq!(
+            next_step(&done, &target, replicas_sent, None),
+            Step::Done { changed: true }
+        );
+    }
+
+    /// AWS managed on a global table: one SSE call, which AWS applies to every replica; a replica that did not
+    /// follow within the settle timeout gets its own call in its own region.
+    #[test]
+    fn an_aws_managed_global_table_is_one_call_unless_a_replica_lags() {
+        const M_EU: &str = "arn:aws:kms:eu-west-1:111111111111:key/managed-eu";
+        const M_US: &str = "arn:aws:kms:us-east-1:111111111111:key/managed-us";
+        let target = ApplyTarget {
+            mode: AwsManaged,
+            key_arn: None,
+            replica_keys: vec![("us-east-1".into(), Some(M_US.into()))],
+        };
+        let start = global(
+            (CustomerManaged, Some(A)),
+            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
+        );
+        assert_eq!(
+            next_step(&start, &target, unsent(), None),
+            Step::Send(Call::Sse)
+        );
+        let lagging = global(
+            (AwsManaged, Some(M_EU)),
+            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
+        );
+        assert_eq!(next_step(&lagging, &target, sent(20), None), Step::Wait);
+        assert_eq!(
+            after_poll(&lagging, &target, sent(20)),
+            PollStep::KeepWaiting
+        );
+        assert_eq!(after_poll(&lagging, &target, sent(300)), PollStep::NextCall);
+        assert_eq!(
+            next_step(&lagging, &target, sent(300), None),
+            Step::Send(Call::ReplicaSse("us-east-1".into()))
+        );
+        let followed = global((AwsManaged, Some(M_EU)), Some(M_US));
+        assert_eq!(
+            next_step(&followed, &target, sent(20), None),
+            Step::Done { changed: true }
+        );
+    }
+
+    #[test]
+    fn an_archived_table_fails_with_its_own_reason() {
+        for status in ["ARCHIVING", "ARCHIVED"] {
+            let archived = table(status, CustomerManaged, Some(A), "ENABLED");
+            assert!(matches!(
+                next_step(&archived, &to(CustomerManaged, Some(B)), sent(400), None),
+                Step::Fail {
+                    reason: ItemReason::TableArchived,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn call_kinds_round_trip_their_stored_names() {
+        for kind in [CallKind::Sse, CallKind::ReplicaKeys, CallKind::ReplicaSse] {
+            assert_eq!(CallKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(CallKind::parse("SSE_AND_REPLICAS"), None);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::change::apply::CallKind;
 use crate::change::plan::{PlannedItem, ReplicaPlan};
 use crate::change::{ItemReason, ItemState, PlanAction, RequestState};
 use crate::table::EncryptionMode;
@@ -108,6 +109,10 @@ pub struct ChangeItem {
     pub next_attempt_time: Option<DateTime<Utc>>,
     /// Set once UpdateTable may have been sent.
     pub apply_time: Option<DateTime<Utc>>,
+    /// Which call was sent at `apply_time` (a global table's change takes calls of one concern each).
+    pub apply_call: Option<CallKind>,
+    /// HTTP 5xx answers to its UpdateTable in a row: retried up to a bound, then the item fails.
+    pub server_errors: i32,
     pub finish_time: Option<DateTime<Utc>>,
     pub update_time: Option<DateTime<Utc>>,
 }
@@ -156,6 +161,8 @@ impl From<&PlannedItem> for ChangeItem {
             attempts: 0,
             next_attempt_time: item.frees_at,
             apply_time: None,
+            apply_call: None,
+            server_errors: 0,
             finish_time: None,
             update_time: None,
         }

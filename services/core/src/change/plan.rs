@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::change::apply::TABLE_ACTIVE;
+use crate::change::apply::{TABLE_ACTIVE, TABLE_ARCHIVED_STATES};
 use crate::change::{ItemReason, PlanAction, PlanSummary};
 use crate::switch_quota::next_switch_allowed;
 use crate::table::{EncryptionMode, KeyReference, TableEncryption};
@@ -189,42 +189,45 @@ pub fn plan_table(
         }
         Resolution::Unusable(reason, message) => return block(item, reason, message),
     }
-    // Global tables: every replica needs a key of the target kind in its own region.
-    if !table.replicas.is_empty() {
-        if mode != EncryptionMode::CustomerManaged {
-            return block(
-                item,
-                ItemReason::GlobalTableNotCovered,
-                "a global table's replicas are changed only to customer managed keys, one per replica region"
-                    .into(),
-            );
-        }
-        for replica in &table.replicas {
-            match resolution(&replica.region) {
-                Resolution::Usable(Some(arn)) => item.replicas.push(ReplicaPlan {
-                    region: replica.region.clone(),
-                    from_key_arn: replica.key_arn.clone(),
-                    to_key_arn: Some(arn),
-                }),
-                Resolution::Usable(None) => {
-                    return block(
-                        item,
-                        ItemReason::GlobalTableNotCovered,
-                        "no key resolved".into(),
-                    );
-                }
-                Resolution::Unusable(reason, message) => {
-                    return block(
-                        item,
-                        ItemReason::GlobalTableNotCovered,
-                        format!(
-                            "replica in {}: {reason}: {message} (give an alias that exists in every replica region)",
-                            replica.region
-                        ),
-                    );
-                }
+    // Global tables: every replica needs the target in its own region: its customer managed key, its region's
+    // AWS managed key, or the AWS owned key (the last two follow a change of the table's own region on AWS).
+    for replica in &table.replicas {
+        let to_key_arn = match (mode, resolution(&replica.region)) {
+            (EncryptionMode::AwsOwned, _) => None,
+            (_, Resolution::Usable(Some(arn))) => Some(arn),
+            (EncryptionMode::AwsManaged, Resolution::Usable(None)) => {
+                return block(
+                    item,
+                    ItemReason::GlobalTableNotCovered,
+                    format!(
+                        "replica in {}: the AWS managed key of the region could not be resolved",
+                        replica.region
+                    ),
+                );
             }
-        }
+            (_, Resolution::Usable(None)) => {
+                return block(
+                    item,
+                    ItemReason::GlobalTableNotCovered,
+                    "no key resolved".into(),
+                );
+            }
+            (_, Resolution::Unusable(reason, message)) => {
+                return block(
+                    item,
+                    ItemReason::GlobalTableNotCovered,
+                    format!(
+                        "replica in {}: {reason}: {message} (give an alias that exists in every replica region)",
+                        replica.region
+                    ),
+                );
+            }
+        };
+        item.replicas.push(ReplicaPlan {
+            region: replica.region.clone(),
+            from_key_arn: replica.key_arn.clone(),
+            to_key_arn,
+        });
     }
     let compliant = table.mode == mode
         && (mode != EncryptionMode::CustomerManaged || table.key_arn == item.to_key_arn)
@@ -240,6 +243,17 @@ pub fn plan_table(
             item,
             ItemReason::TableInaccessible,
             format!("table's key has been inaccessible since {since}"),
+        );
+    }
+    if TABLE_ARCHIVED_STATES.contains(&table.table_status.as_str()) {
+        return block(
+            item,
+            ItemReason::TableArchived,
+            format!(
+                "table is {}: DynamoDB archived it after its key was inaccessible for 7 days; restore it from the \
+                 archival backup first",
+                table.table_status
+            ),
         );
     }
     if table.table_status != TABLE_ACTIVE {
@@ -258,6 +272,30 @@ pub fn plan_table(
         );
     }
     item
+}
+
+/// Blocks a planned change of a table whose current customer managed key (`current`, as KMS describes it) DynamoDB
+/// can no longer use: AWS refuses to re-encrypt away from a disabled or pending-deletion key, and only enabling it
+/// again rescues the table. Without a description (it could not be read) the plan stands: the send finds out.
+pub fn check_current_key(mut item: PlannedItem, current: Option<&KeyInfo>) -> PlannedItem {
+    let Some(info) = current else {
+        return item;
+    };
+    if item.action != PlanAction::Change || info.enabled() {
+        return item;
+    }
+    item.action = PlanAction::Blocked;
+    item.reason = Some(ItemReason::CurrentKeyUnusable);
+    item.message = Some(current_key_message(&info.arn, &info.state));
+    item
+}
+
+/// Why a table on an unusable current key cannot be changed, naming the key.
+pub fn current_key_message(key_arn: &str, state: &str) -> String {
+    format!(
+        "the table's current key {key_arn} is {state}: DynamoDB cannot re-encrypt the table away from it; enable \
+         that key again first (KMS EnableKey, or CancelKeyDeletion then EnableKey), then retry"
+    )
 }
 
 /// Counts by action and blocked reason.
@@ -454,6 +492,65 @@ mod tests {
             now(),
         );
         assert_eq!(item.reason, Some(ItemReason::GlobalTableNotCovered));
+        // AWS managed and AWS owned targets apply to every replica: each replica's expected key is its region's
+        // AWS managed key, or none.
+        let managed = |region: &str| {
+            Resolution::Usable(Some(format!(
+                "arn:aws:kms:{region}:111111111111:key/managed"
+            )))
+        };
+        let item = plan_table(&global, AwsManaged, managed, &[], now());
+        assert_eq!(item.action, PlanAction::Change);
+        assert_eq!(
+            item.replicas[0].to_key_arn.as_deref(),
+            Some("arn:aws:kms:us-east-1:111111111111:key/managed")
+        );
+        let item = plan_table(&global, AwsOwned, |_| Resolution::Usable(None), &[], now());
+        assert_eq!(item.action, PlanAction::Change);
+        assert_eq!(item.replicas[0].to_key_arn, None);
+    }
+
+    #[test]
+    fn an_archived_table_is_blocked_with_its_own_reason() {
+        for status in ["ARCHIVING", "ARCHIVED"] {
+            let mut archived = on(CustomerManaged, Some(A));
+            archived.table_status = status.into();
+            let item = plan_table(&archived, CustomerManaged, usable(B), &[], now());
+            assert_eq!(item.reason, Some(ItemReason::TableArchived), "{status}");
+            assert!(item.message.as_deref().unwrap_or_default().contains(status));
+        }
+    }
+
+    #[test]
+    fn a_table_on_a_disabled_or_deleted_key_is_blocked_naming_the_key() {
+        let planned = plan_table(
+            &on(CustomerManaged, Some(A)),
+            CustomerManaged,
+            usable(B),
+            &[],
+            now(),
+        );
+        for state in ["Disabled", "PendingDeletion"] {
+            let info = KeyInfo {
+                arn: A.into(),
+                state: state.into(),
+                symmetric: true,
+                aws_managed: false,
+            };
+            let item = check_current_key(planned.clone(), Some(&info));
+            assert_eq!(item.action, PlanAction::Blocked);
+            assert_eq!(item.reason, Some(ItemReason::CurrentKeyUnusable));
+            let message = item.message.unwrap_or_default();
+            assert!(message.contains(A) && message.contains(state), "{message}");
+        }
+        let enabled = KeyInfo {
+            arn: A.into(),
+            state: "Enabled".into(),
+            symmetric: true,
+            aws_managed: false,
+        };
+        assert_eq!(check_current_key(planned.clone(), Some(&enabled)), planned);
+        assert_eq!(check_current_key(planned.clone(), None), planned);
     }
 
     #[test]

@@ -148,10 +148,15 @@ pub enum ItemReason {
     Throttled,
     /// Any other error, with AWS's message.
     AwsError,
+    /// DynamoDB archived the table (ARCHIVING / ARCHIVED, after 7 days inaccessible): restore it first.
+    TableArchived,
+    /// The table's current customer managed key is disabled or pending deletion: DynamoDB cannot re-encrypt away
+    /// from it until it is enabled again.
+    CurrentKeyUnusable,
 }
 
 impl ItemReason {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::KeyMissing,
         Self::KeyDisabled,
         Self::KeyPendingDeletion,
@@ -167,6 +172,8 @@ impl ItemReason {
         Self::AccessDenied,
         Self::Throttled,
         Self::AwsError,
+        Self::TableArchived,
+        Self::CurrentKeyUnusable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,6 +193,8 @@ impl ItemReason {
             Self::AccessDenied => "ACCESS_DENIED",
             Self::Throttled => "THROTTLED",
             Self::AwsError => "AWS_ERROR",
+            Self::TableArchived => "TABLE_ARCHIVED",
+            Self::CurrentKeyUnusable => "CURRENT_KEY_UNUSABLE",
         }
     }
 

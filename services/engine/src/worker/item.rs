@@ -5,16 +5,21 @@ use std::time::Duration;
 use chrono::Utc;
 use rand::Rng as _;
 use tablecrypt_core::change::apply::{SendClock, Step, next_step};
+use tablecrypt_core::change::plan::current_key_message;
 use tablecrypt_core::change::reason::is_passing;
 use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::switch_quota::next_switch_allowed;
 use tablecrypt_core::{EncryptionMode, FailureKind, ItemReason, ItemState};
 use tablecrypt_fleet::{ApplyTarget, FleetError, UpdateOutcome, is_switch_quota};
-use tablecrypt_store::{ClaimedItem, Deferral, ItemEnd, StoreError};
+use tablecrypt_store::{ClaimedItem, Deferment, Deferral, ItemEnd, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use super::pace::{DbClock, Poll};
+use super::pace::{DbClock, Poll, Polled};
 use super::{Inner, STORE_FAILURE_BACKOFF, STORE_RETRY_INITIAL, STORE_RETRY_MAX, Stop};
+
+/// HTTP 5xx answers to an item's UpdateTable in a row before it fails with AWS's message: a passing fault
+/// clears within a few retries, and an asymmetric key (a 500 every time, observed) must not retry forever.
+const MAX_SERVER_ERRORS: i32 = 3;
 
 impl Inner {
     #[tracing::instrument(skip_all, fields(
@@ -55,18 +60,20 @@ impl Inner {
                 reason,
                 message,
                 rejected,
+                server_error,
             } => {
-                let until = until_quota.map_or(Deferral::After(*after), Deferral::Until);
+                let deferment = Deferment {
+                    until: until_quota.map_or(Deferral::After(*after), Deferral::Until),
+                    reason: *reason,
+                    message,
+                    clear_apply: *rejected,
+                    server_error: *server_error,
+                };
                 self.persist(
                     || {
-                        self.store.change_items.defer(
-                            item_id,
-                            claimed.lease_token,
-                            until,
-                            *reason,
-                            message,
-                            *rejected,
-                        )
+                        self.store
+                            .change_items
+                            .defer(item_id, claimed.lease_token, &deferment)
                     },
                     &lease,
                 )
@@ -139,7 +146,8 @@ impl Inner {
         }
     }
 
-    /// One pass over an item: look, apply if needed, wait for the target.
+    /// One pass over an item: look, send the call the table needs, wait for it to show; again for the next call
+    /// of a change made of several (a global table's replicas), until the target shows or the item stops.
     pub(super) async fn work(&self, claimed: &ClaimedItem) -> Stop {
         let item = &claimed.item;
         let access = match self.access(&item.table.account_id).await {
@@ -149,131 +157,164 @@ impl Inner {
         let region = item.table.region;
         let table = item.table.table_name.clone();
         let target = apply_target(claimed);
-        let sent_before = item.apply_time.is_some();
         let poll_rate = claimed.account_poll_rate.unwrap_or(self.settings.poll_rate);
         let db_clock = DbClock::from_claim(claimed);
-
-        // Look first: the change may be done or under way (a reclaimed item), or no longer needed.
-        let current = match self.describe(&access, region, &table, poll_rate).await {
-            Ok(current) => current,
-            Err(stop) => return stop,
-        };
-        self.record(&current).await;
         let key = (
             item.table.account_id.to_string(),
             item.table.region.to_string(),
             item.table.table_name.to_string(),
         );
-        let clock = |sent_at| SendClock {
-            sent_at,
-            now: db_clock.now(),
-            settle: self.settle_timeout(),
-        };
-        // The switch quota (from our history) matters only when something would be sent: look it up then.
-        let step = match next_step(&current, &target, clock(item.apply_time), None) {
-            Step::Send => next_step(
-                &current,
-                &target,
-                clock(item.apply_time),
-                self.quota_frees_at(&key, target.mode).await,
-            ),
-            step => step,
-        };
+        // The last UpdateTable of this item, by this pass or an earlier one (a reclaimed item).
         let mut sent_at = item.apply_time;
-        match step {
-            Step::Done { changed: true } => {
-                return Stop::Done(ItemEnd::Succeeded { changed: true });
-            }
-            Step::Done { changed: false } => {
-                return Stop::Done(ItemEnd::Skipped {
-                    message: "already had the target encryption when applied".into(),
-                });
-            }
-            Step::Retry { reason, message } => return self.retry(item.attempts, reason, message),
-            Step::Fail { reason, message } => return Stop::Done(failed(reason, message)),
-            Step::DeferUntil { until, message } => {
-                return Stop::Defer {
-                    after: Duration::ZERO,
-                    until_quota: Some(until),
-                    reason: Some(ItemReason::SwitchQuotaExhausted),
-                    message,
-                    rejected: false,
-                };
-            }
-            Step::Wait => {}
-            Step::Send => {
-                if let Err(stop) = self.clear_to_send(claimed).await {
-                    return stop;
+        let mut last_call = item.apply_call;
+        loop {
+            // Look first: the change may be done or under way (a reclaimed item), or no longer needed.
+            let current = match self.describe(&access, region, &table, poll_rate).await {
+                Ok(current) => current,
+                Err(stop) => return stop,
+            };
+            self.record(&current).await;
+            let clock = SendClock {
+                sent_at,
+                last_call,
+                now: db_clock.now(),
+                settle: self.settle_timeout(),
+            };
+            // The switch quota (from our history) matters only when something would be sent: look it up then.
+            let step = match next_step(&current, &target, clock, None) {
+                Step::Send(_) => next_step(
+                    &current,
+                    &target,
+                    clock,
+                    self.quota_frees_at(&key, target.mode).await,
+                ),
+                step => step,
+            };
+            match step {
+                Step::Done { changed: true } => {
+                    return Stop::Done(ItemEnd::Succeeded { changed: true });
                 }
-                // The account as it is now: waiting for a slot can be long, and an UpdateAccount (a new role, a
-                // rotated external id) must reach the send.
-                let access = match self.access(&item.table.account_id).await {
-                    Ok(access) => access,
-                    Err(stop) => return stop.not_sent(sent_before),
-                };
-                sent_at = Some(db_clock.now());
-                let sent = self
-                    .fleet
-                    .update_table_encryption(&access, region, &table, &target)
-                    .await;
-                let outcome = match &sent {
-                    Ok(UpdateOutcome::Started) => "STARTED",
-                    Ok(UpdateOutcome::AlreadyEncrypted) => "ALREADY_ENCRYPTED",
-                    Err(error) => error.kind.as_str(),
-                };
-                self.metrics
-                    .updates
-                    .with_label_values(&[
-                        item.table.account_id.as_str(),
-                        item.table.region.as_str(),
-                        outcome,
-                    ])
-                    .inc();
-                match sent {
-                    Ok(UpdateOutcome::Started) => {
-                        if let Err(e) = self
-                            .store
-                            .change_items
-                            .mark_waiting(item.item_id, claimed.lease_token)
-                            .await
-                        {
-                            return lost_or_retry(e);
-                        }
+                Step::Done { changed: false } => {
+                    return Stop::Done(ItemEnd::Skipped {
+                        message: "already had the target encryption when applied".into(),
+                    });
+                }
+                Step::Retry { reason, message } => {
+                    return self.retry(item.attempts, reason, message);
+                }
+                Step::Fail { reason, message } => return Stop::Done(failed(reason, message)),
+                Step::DeferUntil { until, message } => {
+                    return Stop::Defer {
+                        after: Duration::ZERO,
+                        until_quota: Some(until),
+                        reason: Some(ItemReason::SwitchQuotaExhausted),
+                        message,
+                        rejected: false,
+                        server_error: false,
+                    };
+                }
+                Step::Wait => {}
+                Step::Send(call) => {
+                    let sent_earlier = sent_at.is_some();
+                    if let Err(stop) = self.clear_to_send(claimed, call.kind(), sent_earlier).await
+                    {
+                        return stop;
                     }
-                    Ok(UpdateOutcome::AlreadyEncrypted) => {}
-                    // An earlier send of ours may be what keeps the table busy: our change is under way, so
-                    // wait for it, never count this as a rejection.
-                    Err(error) if error.kind == FailureKind::InUse && sent_before => {
-                        tracing::info!("table busy after an earlier send of ours; waiting for it");
-                    }
-                    Err(error) => {
-                        // Only AWS's definite refusals show the call did nothing: a timeout, a lost answer
-                        // or a 5xx may have changed the table, so the item keeps its apply_time and the next
-                        // pass records a switch it finds done.
-                        let refused =
-                            !matches!(error.kind, FailureKind::Transient | FailureKind::Unknown);
-                        let mut stop = self
-                            .classify_apply_error(item.attempts, error, &target, &key)
-                            .await;
-                        if let Stop::Defer { rejected, .. } = &mut stop {
-                            *rejected = refused && !sent_before;
-                        }
+                    // The account as it is now: waiting for a slot can be long, and an UpdateAccount (a new
+                    // role, a rotated external id) must reach the send.
+                    let access = match self.access(&item.table.account_id).await {
+                        Ok(access) => access,
+                        Err(stop) => return stop.not_sent(sent_earlier),
+                    };
+                    sent_at = Some(db_clock.now());
+                    last_call = Some(call.kind());
+                    let sent = self
+                        .fleet
+                        .update_table_encryption(&access, region, &table, &target, &call)
+                        .await;
+                    if let Err(stop) = self
+                        .after_send(claimed, sent, &target, &key, sent_earlier)
+                        .await
+                    {
                         return stop;
                     }
                 }
             }
+            let poll = Poll {
+                access: &access,
+                region,
+                table: &table,
+                target: &target,
+                attempts: item.attempts,
+                poll_rate,
+                sent_at,
+                last_call,
+                db_clock,
+            };
+            match self.poll_until_done(poll).await {
+                Polled::Stop(stop) => return stop,
+                Polled::NextCall => {}
+            }
         }
-        let poll = Poll {
-            access: &access,
-            region,
-            table: &table,
-            target: &target,
-            attempts: item.attempts,
-            poll_rate,
-            sent_at,
-            db_clock,
+    }
+
+    /// Counts an UpdateTable's outcome and records an accepted one; a refusal ends the pass with how the item
+    /// goes on (`sent_earlier`: an earlier send of this item may still be taking effect).
+    async fn after_send(
+        &self,
+        claimed: &ClaimedItem,
+        sent: Result<UpdateOutcome, FleetError>,
+        target: &ApplyTarget,
+        key: &(String, String, String),
+        sent_earlier: bool,
+    ) -> Result<(), Stop> {
+        let item = &claimed.item;
+        let outcome = match &sent {
+            Ok(UpdateOutcome::Started) => "STARTED",
+            Ok(UpdateOutcome::AlreadyEncrypted) => "ALREADY_ENCRYPTED",
+            Err(error) => error.kind.as_str(),
         };
-        self.poll_until_done(poll).await
+        self.metrics
+            .updates
+            .with_label_values(&[
+                item.table.account_id.as_str(),
+                item.table.region.as_str(),
+                outcome,
+            ])
+            .inc();
+        match sent {
+            Ok(UpdateOutcome::Started) => self
+                .store
+                .change_items
+                .mark_waiting(item.item_id, claimed.lease_token)
+                .await
+                .map_err(lost_or_retry),
+            Ok(UpdateOutcome::AlreadyEncrypted) => Ok(()),
+            // An earlier send of ours may be what keeps the table busy: our change is under way, so wait for
+            // it, never count this as a rejection.
+            Err(error) if error.kind == FailureKind::InUse && sent_earlier => {
+                tracing::info!("table busy after an earlier send of ours; waiting for it");
+                Ok(())
+            }
+            Err(error) => {
+                // Only AWS's definite refusals show the call did nothing: a timeout, a lost answer or a 5xx may
+                // have changed the table, so the item keeps its apply_time and the next pass records a switch
+                // it finds done.
+                let refused = !matches!(error.kind, FailureKind::Transient | FailureKind::Unknown);
+                let server_error = error.is_server_error();
+                let mut stop = self.classify_apply_error(claimed, error, target, key).await;
+                if let Stop::Defer {
+                    rejected,
+                    server_error: counted,
+                    ..
+                } = &mut stop
+                {
+                    *rejected = refused && !sent_earlier;
+                    *counted = server_error;
+                }
+                Err(stop)
+            }
+        }
     }
 
     /// How long a sent change may take to show before it is taken as not having happened.
@@ -299,11 +340,26 @@ impl Inner {
 
     pub(super) async fn classify_apply_error(
         &self,
-        attempts: i32,
+        claimed: &ClaimedItem,
         error: FleetError,
         target: &ApplyTarget,
         key: &(String, String, String),
     ) -> Stop {
+        let item = &claimed.item;
+        let attempts = item.attempts;
+        if error.is_server_error() && item.server_errors + 1 >= MAX_SERVER_ERRORS {
+            return Stop::Done(failed(
+                ItemReason::AwsError,
+                format!(
+                    "UpdateTable answered with a server error {} times in a row; last: {}",
+                    item.server_errors + 1,
+                    error.message
+                ),
+            ));
+        }
+        if let Some(stop) = self.unusable_current_key(claimed, &error).await {
+            return stop;
+        }
         match error.kind {
             FailureKind::QuotaExceeded if is_switch_quota(&error) => {
                 // AWS counts switches we did not make: without a time from our history, wait out the quiet
@@ -328,6 +384,7 @@ impl Inner {
                     reason: Some(ItemReason::SwitchQuotaExhausted),
                     message: error.message,
                     rejected: false,
+                    server_error: false,
                 }
             }
             kind => match failure_reason(
@@ -353,7 +410,45 @@ impl Inner {
             reason: Some(reason),
             message,
             rejected: false,
+            server_error: false,
         }
+    }
+
+    /// After AWS refused an UpdateTable: if the table's current customer managed key is disabled or pending
+    /// deletion, that is the cause whatever AWS's wording, and no retry can help until the key is enabled again.
+    async fn unusable_current_key(
+        &self,
+        claimed: &ClaimedItem,
+        error: &FleetError,
+    ) -> Option<Stop> {
+        let item = &claimed.item;
+        if matches!(
+            error.kind,
+            FailureKind::Transient
+                | FailureKind::Throttled
+                | FailureKind::InUse
+                | FailureKind::QuotaExceeded
+        ) || item.from_mode != EncryptionMode::CustomerManaged
+        {
+            return None;
+        }
+        let old_key = item.from_key_arn.as_deref()?;
+        let access = self.access(&item.table.account_id).await.ok()?;
+        let info = self
+            .fleet
+            .describe_key(&access, item.table.region, old_key)
+            .await
+            .ok()?;
+        (!info.enabled()).then(|| {
+            Stop::Done(failed(
+                ItemReason::CurrentKeyUnusable,
+                format!(
+                    "{} (AWS said: {})",
+                    current_key_message(&info.arn, &info.state),
+                    error.message
+                ),
+            ))
+        })
     }
 }
 
@@ -368,6 +463,7 @@ pub(super) fn lost_or_retry(error: StoreError) -> Stop {
         reason: Some(ItemReason::AwsError),
         message: format!("store: {error}"),
         rejected: false,
+        server_error: false,
     }
 }
 
@@ -379,7 +475,7 @@ pub(super) fn apply_target(claimed: &ClaimedItem) -> ApplyTarget {
         replica_keys: item
             .replicas
             .iter()
-            .filter_map(|r| Some((r.region.clone(), r.to_key_arn.clone()?)))
+            .map(|r| (r.region.clone(), r.to_key_arn.clone()))
             .collect(),
     }
 }

@@ -48,6 +48,11 @@ const SLOT_WINDOW: Duration = Duration::from_millis(100);
 /// the database handed the slots out) would send together. Well above the round trip of a busy database, so a
 /// loaded one still hands out slots.
 const SLOW_ANSWER: Duration = Duration::from_secs(1);
+/// How far ahead of now a slot is first reserved: the time to mark the item applying (a database write) before
+/// the slot, so the send goes at the slot. Doubled after each slot a slow database made the send miss, up to
+/// half of [`SLOT_LOOKAHEAD`], so a loaded database still sends (a slot due the moment it was reserved was missed
+/// by every send once the fleet rate's spacing fell below a database round trip).
+const SLOT_LEAD: Duration = Duration::from_millis(50);
 /// The shortest wait before asking again for a slot when none is within reach (with jitter), so waiting
 /// workers do not hammer the scope's row.
 const SLOT_RETRY_MIN: Duration = Duration::from_millis(50);
@@ -121,6 +126,8 @@ enum Stop {
         /// AWS rejected this attempt's UpdateTable, so the table is not changing because of us: clear
         /// `apply_time`. Otherwise (a poll was throttled, the table is busy) an earlier send may still land.
         rejected: bool,
+        /// AWS answered this attempt's UpdateTable with a 5xx: counted, so such retries stay bounded.
+        server_error: bool,
     },
 }
 
@@ -135,9 +142,15 @@ impl Stop {
     }
 }
 
-/// The time between two slots of a scope at `rate` per second.
+/// The time between two slots of a scope at `rate` per second (as the store hands them out: at most
+/// `MAX_PER_SECOND`).
 fn spacing(rate: f64) -> Duration {
-    Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE))
+    Duration::from_secs_f64(
+        1.0 / rate.clamp(
+            f64::MIN_POSITIVE,
+            tablecrypt_store::rate_slots::MAX_PER_SECOND,
+        ),
+    )
 }
 
 impl Workers {

@@ -2,7 +2,7 @@
 //! target shows, and recording what was seen.
 
 use std::time::{Duration, Instant};
-use tablecrypt_core::change::apply::{PollStep, SendClock, after_poll};
+use tablecrypt_core::change::apply::{CallKind, PollStep, SendClock, after_poll};
 use tablecrypt_core::change::{AwsCall, failure_reason};
 use tablecrypt_core::{ItemReason, Region, TableEncryption, TableName};
 use tablecrypt_fleet::{AccountAccess, ApplyTarget};
@@ -11,7 +11,9 @@ use rand::Rng as _;
 use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
-use super::{Inner, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, spacing};
+use super::{
+    Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, spacing,
+};
 
 impl Inner {
     /// The scopes whose limits an UpdateTable of this item counts against, each with its rate: the request's
@@ -37,12 +39,17 @@ impl Inner {
 
     /// Clears one UpdateTable to be sent now: one slot in every scope that limits it (reserved together), the
     /// item marked applying (fenced: only while this claim holds its lease with a margin, and only for a live
-    /// request), and the send still within [`SLOT_WINDOW`] of its slot. When a stall (the mark is a database
-    /// write) pushes the send past the window, a fresh slot is taken and the lease and request checked again,
-    /// instead of sending late: a stall never turns into a burst.
-    pub(super) async fn clear_to_send(&self, claimed: &ClaimedItem) -> Result<(), Stop> {
+    /// request), and the send at its slot. The mark (a database write) is made before the slot, no further ahead
+    /// than half the lease margin it guarantees, so the send goes at the slot and a database round trip never
+    /// makes it late. When a stall pushes the mark past the slot by more than the window, a fresh slot is taken
+    /// and the lease and request checked again, instead of sending late: a stall never turns into a burst.
+    pub(super) async fn clear_to_send(
+        &self,
+        claimed: &ClaimedItem,
+        call: CallKind,
+        sent_before: bool,
+    ) -> Result<(), Stop> {
         let item = &claimed.item;
-        let sent_before = item.apply_time.is_some();
         let scopes = self.update_scopes(claimed);
         let changes = &self.store.change_items;
         let margin = self.settings.lease / 3;
@@ -55,12 +62,17 @@ impl Inner {
             .unwrap_or(SLOT_WINDOW)
             .min(SLOT_WINDOW);
         let mut marked = false;
+        let mut lead = SLOT_LEAD;
         loop {
             let slot = self
-                .reserve_slot(&scopes)
+                .reserve_slot(&scopes, lead)
                 .await
                 .map_err(|stop| stop.not_sent(sent_before))?;
-            tokio::time::sleep_until(slot.into()).await;
+            // The check guarantees `margin` of lease after it: made at most margin/2 before the slot, the send at
+            // the slot is still covered (with margin/2 to spare for clocks and the call).
+            if let Some(check_at) = slot.checked_sub(margin / 2) {
+                tokio::time::sleep_until(check_at.into()).await;
+            }
             let check = if marked {
                 changes
                     .check_send(item.item_id, claimed.lease_token, margin)
@@ -70,6 +82,7 @@ impl Inner {
                     .mark_applying(
                         item.item_id,
                         claimed.lease_token,
+                        call,
                         self.settings.lease,
                         margin,
                     )
@@ -84,6 +97,7 @@ impl Inner {
                     message: "the request was paused or cancelled before UpdateTable was sent"
                         .into(),
                     rejected: true,
+                    server_error: false,
                 }),
                 Ok(SendCheck::LeaseLost) => Some(lost_or_retry(StoreError::LeaseLost {
                     item_id: item.item_id,
@@ -95,23 +109,37 @@ impl Inner {
             }
             marked = true;
             if Instant::now() <= slot + window {
+                tokio::time::sleep_until(slot.into()).await;
                 return Ok(());
             }
-            tracing::debug!("the send missed its rate slot during a stall; taking a fresh one");
+            tracing::debug!(
+                ?lead,
+                "the send missed its rate slot during a stall; taking a fresh one"
+            );
+            lead = (lead * 2).min(SLOT_LOOKAHEAD / 2);
         }
     }
 
-    /// The local instant of the next slot in all of `scopes` at once, waiting (with jitter) while none is
-    /// within [`SLOT_LOOKAHEAD`]. Counted from when the answer arrived, so never earlier than the database's
+    /// The local instant of the next slot in all of `scopes` at once, at least `lead` from now, waiting (with
+    /// jitter) while none is within [`SLOT_LOOKAHEAD`]. Counted from when the answer arrived, so never earlier than the database's
     /// slot; an answer slower than [`SLOW_ANSWER`] is not used (its slot may fall together with others that
     /// were also answered late, a burst), and another slot is taken. Within this process the tasks wanting the
     /// same scopes take turns asking, so a thousand waiting items are one poller per scope, not a thousand.
-    pub(super) async fn reserve_slot(&self, scopes: &[(String, f64)]) -> Result<Instant, Stop> {
+    pub(super) async fn reserve_slot(
+        &self,
+        scopes: &[(String, f64)],
+        lead: Duration,
+    ) -> Result<Instant, Stop> {
         let queue = self.slot_queue(scopes);
         let _turn = queue.lock().await;
         loop {
             let asked = Instant::now();
-            match self.store.rate_slots.reserve(scopes, SLOT_LOOKAHEAD).await {
+            match self
+                .store
+                .rate_slots
+                .reserve(scopes, lead, SLOT_LOOKAHEAD)
+                .await
+            {
                 Ok(Some(wait)) if asked.elapsed() <= SLOW_ANSWER => {
                     return Ok(Instant::now() + wait);
                 }
@@ -191,7 +219,10 @@ impl Inner {
         poll_rate: f64,
     ) -> Result<TableEncryption, Stop> {
         let scope = format!("describe:{}:{}", access.account_id, region);
-        let at = self.reserve_slot(&[(scope, poll_rate)]).await?;
+        // A poll is a read with nothing to check before it: its slot may be due at once.
+        let at = self
+            .reserve_slot(&[(scope, poll_rate)], Duration::ZERO)
+            .await?;
         tokio::time::sleep_until(at.into()).await;
         let described = self.fleet.describe_table_once(access, region, table).await;
         let outcome = match &described {
@@ -221,7 +252,7 @@ impl Inner {
         }
     }
 
-    pub(super) async fn poll_until_done(&self, poll: Poll<'_>) -> Stop {
+    pub(super) async fn poll_until_done(&self, poll: Poll<'_>) -> Polled {
         let mut wait = self.settings.poll_initial;
         loop {
             tokio::time::sleep(wait).await;
@@ -232,10 +263,11 @@ impl Inner {
             {
                 Ok(current) => current,
                 Err(Stop::Defer { .. }) => continue, // throttled or transient: keep polling, slower
-                Err(stop) => return stop,
+                Err(stop) => return Polled::Stop(stop),
             };
             let clock = SendClock {
                 sent_at: poll.sent_at,
+                last_call: poll.last_call,
                 now: poll.db_clock.now(),
                 settle: self.settle_timeout(),
             };
@@ -243,16 +275,17 @@ impl Inner {
                 PollStep::Done => {
                     // Polls are not written to the inventory (they would double the database load); the end is.
                     self.record(&current).await;
-                    return Stop::Done(ItemEnd::Succeeded { changed: true });
+                    return Polled::Stop(Stop::Done(ItemEnd::Succeeded { changed: true }));
                 }
+                PollStep::NextCall => return Polled::NextCall,
                 PollStep::SettledElsewhere => {
                     // No sign of our change within the settle timeout (or someone else's change won): try again
                     // later, which sends again and spends a switch of the table's quota.
-                    return self.retry(
+                    return Polled::Stop(self.retry(
                         poll.attempts,
                         ItemReason::AwsError,
                         "the table settled on another key; retrying".into(),
-                    );
+                    ));
                 }
                 PollStep::KeepWaiting => {}
             }
@@ -281,6 +314,12 @@ impl DbClock {
     }
 }
 
+/// How polling ended: with the item's outcome, or with the next call of a change in several calls to send.
+pub(super) enum Polled {
+    Stop(Stop),
+    NextCall,
+}
+
 /// What polling one item needs.
 pub(super) struct Poll<'a> {
     pub access: &'a AccountAccess,
@@ -289,7 +328,8 @@ pub(super) struct Poll<'a> {
     pub target: &'a ApplyTarget,
     pub attempts: i32,
     pub poll_rate: f64,
-    /// When the item's UpdateTable was last sent, by the database's clock.
+    /// When the item's UpdateTable was last sent, by the database's clock, and which call it was.
     pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_call: Option<CallKind>,
     pub db_clock: DbClock,
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tablecrypt_core::ItemState;
+use tablecrypt_core::change::apply::CallKind;
 use uuid::Uuid;
 
 use super::{CLAIM_LOCK, ChangeItemRepository, ClaimedItem, ItemRow, into_domain};
@@ -184,6 +185,7 @@ impl ChangeItemRepository {
         &self,
         item_id: i64,
         token: i64,
+        call: CallKind,
         lease: Duration,
         margin: Duration,
     ) -> Result<SendCheck, StoreError> {
@@ -191,8 +193,9 @@ impl ChangeItemRepository {
         // implicit commit, and a database restart in between would lose the mark of a table we then changed.
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query_scalar!(
-            r#"UPDATE change_items SET state = 'APPLYING', apply_time = now(), attempts = attempts + 1,
-                   lease_expire_time = now() + make_interval(secs => $3), update_time = now()
+            r#"UPDATE change_items SET state = 'APPLYING', apply_time = now(), apply_call = $5,
+                   attempts = attempts + 1, lease_expire_time = now() + make_interval(secs => $3),
+                   update_time = now()
                WHERE item_id = $1 AND lease_token = $2
                  AND lease_expire_time > now() + make_interval(secs => $4)
                  AND state IN ('APPLYING', 'WAITING')
@@ -202,7 +205,8 @@ impl ChangeItemRepository {
             item_id,
             token,
             lease.as_secs_f64(),
-            margin.as_secs_f64()
+            margin.as_secs_f64(),
+            call.as_str()
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -246,11 +250,11 @@ impl ChangeItemRepository {
         })
     }
 
-    /// UpdateTable was accepted: the table is UPDATING.
+    /// UpdateTable was accepted: the table is UPDATING (and the run of 5xx answers is over).
     #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn mark_waiting(&self, item_id: i64, token: i64) -> Result<(), StoreError> {
         let done = sqlx::query!(
-            "UPDATE change_items SET state = 'WAITING', update_time = now()
+            "UPDATE change_items SET state = 'WAITING', server_errors = 0, update_time = now()
              WHERE item_id = $1 AND lease_token = $2 AND state IN ('APPLYING', 'WAITING')",
             item_id,
             token

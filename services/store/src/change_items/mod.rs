@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tablecrypt_core::change::apply::CallKind;
 use tablecrypt_core::change::{ChangeItem, ReplicaPlan, TableRef};
 use tablecrypt_core::{AccountId, EncryptionMode, ItemReason, ItemState, Region, TableName};
 use uuid::Uuid;
@@ -37,6 +38,8 @@ struct ItemRow {
     attempts: i32,
     next_attempt_time: DateTime<Utc>,
     apply_time: Option<DateTime<Utc>>,
+    apply_call: Option<String>,
+    server_errors: i32,
     finish_time: Option<DateTime<Utc>>,
     update_time: DateTime<Utc>,
 }
@@ -80,6 +83,13 @@ impl ItemRow {
             attempts: self.attempts,
             next_attempt_time: Some(self.next_attempt_time),
             apply_time: self.apply_time,
+            apply_call: match self.apply_call.as_deref() {
+                None => None,
+                Some(text) => Some(
+                    CallKind::parse(text).ok_or_else(|| corrupt(format!("unknown call {text}")))?,
+                ),
+            },
+            server_errors: self.server_errors,
             finish_time: self.finish_time,
             update_time: Some(self.update_time),
         })
@@ -165,7 +175,7 @@ macro_rules! select_items {
             ItemRow,
             "SELECT item_id, request_id, ordinal, account_id, region, table_name, state, canary, from_mode,
                     from_key_arn, to_mode, to_key_arn, replicas, reason, message, attempts, next_attempt_time,
-                    apply_time, finish_time, update_time
+                    apply_time, apply_call, server_errors, finish_time, update_time
              FROM change_items " + $where,
             $($arg),*
         )
@@ -272,4 +282,4 @@ mod lease;
 mod settle;
 
 pub use lease::SendCheck;
-pub use settle::Deferral;
+pub use settle::{Deferment, Deferral};

@@ -35,18 +35,35 @@ impl Deferral {
     }
 }
 
+/// Why and until when an item is given back, and what the attempt showed.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferment<'a> {
+    pub until: Deferral,
+    pub reason: Option<ItemReason>,
+    pub message: &'a str,
+    /// AWS rejected the UpdateTable: the table is not changing because of us.
+    pub clear_apply: bool,
+    /// AWS answered the UpdateTable with a 5xx.
+    pub server_error: bool,
+}
+
 impl ChangeItemRepository {
-    /// Gives the item back until `until` (by the database's clock), with the reason. `clear_apply` when AWS rejected the UpdateTable, so
-    /// the table is not changing because of us.
+    /// Gives the item back until `until` (by the database's clock), with the reason. `clear_apply` when AWS
+    /// rejected the UpdateTable, so the table is not changing because of us; `server_error` when AWS answered it
+    /// with a 5xx (counted, so the retries stay bounded).
     pub async fn defer(
         &self,
         item_id: i64,
         token: i64,
-        until: Deferral,
-        reason: Option<ItemReason>,
-        message: &str,
-        clear_apply: bool,
+        deferment: &Deferment<'_>,
     ) -> Result<(), StoreError> {
+        let Deferment {
+            until,
+            reason,
+            message,
+            clear_apply,
+            server_error,
+        } = *deferment;
         let mut tx = self.pool.begin().await?;
         lock_request_of(&mut tx, item_id).await?;
         let done = sqlx::query!(
@@ -55,7 +72,9 @@ impl ChangeItemRepository {
                               ELSE 'DEFERRED' END,
                  finish_time = CASE WHEN r.state = 'CANCELLING' AND ($6 OR apply_time IS NULL) THEN now() END,
                  next_attempt_time = coalesce($3, now() + make_interval(secs => $7)), reason = $4, message = $5,
-                 apply_time = CASE WHEN $6 THEN NULL ELSE apply_time END, lease_owner = NULL,
+                 apply_time = CASE WHEN $6 THEN NULL ELSE apply_time END,
+                 apply_call = CASE WHEN $6 THEN NULL ELSE apply_call END,
+                 server_errors = CASE WHEN $8 THEN server_errors + 1 ELSE server_errors END, lease_owner = NULL,
                  lease_expire_time = NULL, update_time = now()
              FROM change_requests r
              WHERE item_id = $1 AND lease_token = $2 AND change_items.state IN ('APPLYING', 'WAITING')
@@ -67,7 +86,8 @@ impl ChangeItemRepository {
             reason.map(ItemReason::as_str),
             message,
             clear_apply,
-            until.after_seconds()
+            until.after_seconds(),
+            server_error
         )
         .fetch_optional(&mut *tx)
         .await?;
