@@ -36,12 +36,15 @@ pub const BULK: usize = 12;
 
 /// payments: orders and bulk-* on key A, sessions (AWS managed), plain (AWS owned), a global table on
 /// alias/multi (one key per region), locked (on a disabled key, so inaccessible). search: orders on its own
-/// alias/a. sandbox: refuses AssumeRole.
+/// alias/a. sandbox: refuses AssumeRole. The emulator's behaviour profile is `TC_EMULATOR_PROFILE` (tests/run.sh
+/// runs the change tests under each), `optimistic` by default.
 pub fn fleet() -> String {
+    let profile = std::env::var("TC_EMULATOR_PROFILE").unwrap_or_else(|_| "optimistic".to_owned());
     format!(
         r#"
 hub: {{account_id: "000000000000", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}}
 settings: {{update_seconds: 0.3, inaccessible_after_seconds: 0}}
+behaviour: {{profile: {profile}}}
 accounts:
   - account_id: "{PAYMENTS}"
     roles: [{{name: {ROLE}}}]
