@@ -12,6 +12,6 @@ ALTER TABLE change_items ADD CONSTRAINT change_items_reason_check
 ALTER TABLE change_items ADD COLUMN apply_call text NULL
     CHECK (apply_call IN ('SSE', 'REPLICA_KEYS', 'REPLICA_SSE'));
 
--- Consecutive HTTP 5xx answers to this item's UpdateTable: retried a bounded number of times, then failed with
--- AWS's message (an asymmetric key answers 500 on every try).
+-- HTTP 5xx answers to this item's UpdateTable since one was last accepted: sent a bounded number of times, then
+-- failed with AWS's message (an asymmetric key answers 500 on every try).
 ALTER TABLE change_items ADD COLUMN server_errors integer NOT NULL DEFAULT 0 CHECK (server_errors >= 0);

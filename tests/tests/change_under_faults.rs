@@ -432,7 +432,8 @@ async fn server_errors_are_retried_a_bounded_number_of_times_then_fail_the_item(
     for item in items(&s.app, &id).await {
         assert_eq!(item.state(), pb::ChangeItemState::Failed, "{item:?}");
         assert!(
-            item.message.contains("server error 3 times") && item.message.contains("InternalServerError"),
+            item.message.contains("server error 3 times")
+                && item.message.contains("InternalServerError"),
             "{item:?}"
         );
     }

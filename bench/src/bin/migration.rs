@@ -148,8 +148,10 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
     );
     // Without kills the workers run in this process; with kills, in two processes of their own.
     let role = if args.kills > 0 { "role = 'api'" } else { "" };
+    // Postgres allows 100 connections: 90 for one process, or 30 for each of three.
+    let connections = if args.kills > 0 { 30 } else { 90 };
     let server = BenchServer::start(&format!(
-        "{common}\n{role}\ndatabase_max_connections = 90\nmetrics_addr = 'off'"
+        "{common}\n{role}\ndatabase_max_connections = {connections}\nmetrics_addr = 'off'"
     ))
     .await?;
     let mut workers = Vec::new();
@@ -157,7 +159,7 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
         for i in 0..2 {
             workers.push(WorkerProcess::start(
                 &format!("worker-{i}"),
-                &format!("{common}\ndatabase_max_connections = 45"),
+                &format!("{common}\ndatabase_max_connections = 30"),
             )?);
         }
     }

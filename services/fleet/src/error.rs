@@ -22,10 +22,8 @@ impl FleetError {
     /// AWS answered with an internal error (HTTP 5xx): it may succeed if retried, but not forever (an asymmetric
     /// key answers UpdateTable with a 500 every time).
     pub fn is_server_error(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some("InternalServerError" | "InternalFailure" | "ServiceUnavailable")
-        )
+        // A service's answer (it has a code) classified transient: a 5xx, or a code AWS retries like one.
+        self.kind == FailureKind::Transient && self.code.is_some()
     }
 
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {

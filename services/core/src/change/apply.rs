@@ -40,7 +40,7 @@ impl ApplyTarget {
     }
 
     /// The table's own region shows the target, ACTIVE and in use; replicas aside.
-    fn home_reached_by(&self, current: &TableEncryption) -> bool {
+    pub fn home_reached_by(&self, current: &TableEncryption) -> bool {
         current.table_status == TABLE_ACTIVE
             && self.home_shown_by(current)
             && (self.mode == EncryptionMode::AwsOwned || current.sse_status == SSE_ENABLED)
@@ -101,6 +101,27 @@ impl ApplyTarget {
     }
 }
 
+/// Why an archived table cannot be changed (planning blocks it, a worker fails it).
+pub fn archived_message(table_status: &str) -> String {
+    format!(
+        "table is {table_status}: DynamoDB archived it after its key was inaccessible for 7 days; restore it from \
+         the archival backup (with the old key enabled) first"
+    )
+}
+
+/// DynamoDB archived the table, or is archiving it.
+pub fn archived(current: &TableEncryption) -> bool {
+    TABLE_ARCHIVED_STATES.contains(&current.table_status.as_str())
+}
+
+/// A replica of the table is being created, changed or deleted.
+fn replicas_busy(current: &TableEncryption) -> bool {
+    current
+        .replicas
+        .iter()
+        .any(|r| REPLICA_BUSY.contains(&r.status.as_str()))
+}
+
 /// One UpdateTable with one concern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -127,8 +148,11 @@ impl Call {
 /// Which concern an UpdateTable carried, as stored with the time it was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
+    /// [`Call::Sse`].
     Sse,
+    /// [`Call::ReplicaKeys`].
     ReplicaKeys,
+    /// [`Call::ReplicaSse`].
     ReplicaSse,
 }
 
@@ -148,9 +172,13 @@ impl CallKind {
     }
 
     /// Whether a send of `self` may still be taking effect as `next`: the same call, or an AWS managed / AWS
-    /// owned SSE change that AWS applies to the replicas too.
-    fn may_bring(self, next: Self) -> bool {
-        self == next || (self == Self::Sse && next == Self::ReplicaSse)
+    /// owned SSE change that AWS applies to the replicas too. `None` (a send recorded before calls were): the
+    /// engine then sent SSE and replica keys in one call, so it may bring any.
+    fn may_bring(last: Option<Self>, next: Self) -> bool {
+        match last {
+            None => true,
+            Some(last) => last == next || (last == Self::Sse && next == Self::ReplicaSse),
+        }
     }
 }
 
@@ -197,11 +225,7 @@ impl SendClock {
 
     /// The last send may still bring about `call`.
     fn settling_towards(&self, call: &Call) -> bool {
-        self.settling()
-            && self
-                .last_call
-                .unwrap_or(CallKind::Sse)
-                .may_bring(call.kind())
+        self.settling() && CallKind::may_bring(self.last_call, call.kind())
     }
 }
 
@@ -220,24 +244,23 @@ pub fn next_step(
             changed: clock.sent_at.is_some(),
         };
     }
-    if TABLE_ARCHIVED_STATES.contains(&current.table_status.as_str()) {
+    if archived(current) {
         return Step::Fail {
             reason: ItemReason::TableArchived,
-            message: format!(
-                "table is {}: DynamoDB archived it after its key was inaccessible for 7 days; restore it from the \
-                 archival backup (with the old key enabled) first",
-                current.table_status
-            ),
+            message: archived_message(&current.table_status),
+        };
+    }
+    // Inaccessible (its key unusable): no call can help and no waiting either, whatever was sent.
+    if let Some(since) = current.inaccessible_since {
+        return Step::Fail {
+            reason: ItemReason::TableInaccessible,
+            message: format!("table inaccessible since {since}"),
         };
     }
     if current.table_status == TABLE_UPDATING && target.home_shown_by(current) {
         return Step::Wait;
     }
-    if current
-        .replicas
-        .iter()
-        .any(|r| REPLICA_BUSY.contains(&r.status.as_str()))
-    {
+    if replicas_busy(current) {
         return Step::Wait;
     }
     // Shown but not yet in use (SSE status UPDATING): under way.
@@ -245,19 +268,13 @@ pub fn next_step(
         return Step::Wait;
     };
     // Our send may not show yet: the old key, ACTIVE, is how a change starts. Never send twice within `settle`.
-    if clock.settling_towards(&call) && current.inaccessible_since.is_none() {
+    if clock.settling_towards(&call) {
         return Step::Wait;
     }
     if current.table_status != TABLE_ACTIVE {
         return Step::Retry {
             reason: ItemReason::TableNotActive,
             message: format!("table is {}", current.table_status),
-        };
-    }
-    if let Some(since) = current.inaccessible_since {
-        return Step::Fail {
-            reason: ItemReason::TableInaccessible,
-            message: format!("table inaccessible since {since}"),
         };
     }
     if let Some(until) = quota_frees_at {
@@ -276,8 +293,9 @@ pub enum PollStep {
     Done,
     /// Still changing, or not yet started: poll again.
     KeepWaiting,
-    /// The last call took effect and another is needed (a global table's replicas): look and send it.
-    NextCall,
+    /// Look again and act on it: the last call took effect and another is needed (a global table's replicas), or
+    /// the table became inaccessible or archived (a verdict, not a wait).
+    Look,
     /// The table is ACTIVE on something else: someone changed it meanwhile.
     SettledElsewhere,
 }
@@ -288,363 +306,23 @@ pub fn after_poll(current: &TableEncryption, target: &ApplyTarget, clock: SendCl
     if target.reached_by(current) {
         return PollStep::Done;
     }
-    let busy = current.table_status != TABLE_ACTIVE
-        || current
-            .replicas
-            .iter()
-            .any(|r| REPLICA_BUSY.contains(&r.status.as_str()));
-    let last = clock.last_call.unwrap_or(CallKind::Sse);
+    if archived(current) || current.inaccessible_since.is_some() {
+        return PollStep::Look;
+    }
+    if current.table_status != TABLE_ACTIVE || replicas_busy(current) {
+        return PollStep::KeepWaiting;
+    }
     match target.needed_call(current) {
         None => PollStep::KeepWaiting,
-        Some(_) if busy => PollStep::KeepWaiting,
         Some(call) if clock.settling_towards(&call) => PollStep::KeepWaiting,
+        // The table's own encryption is not (or no longer) the target: someone else's change won, or ours left
+        // no sign within the settle timeout. Sending it again spends a switch: a retry, counted and backed off.
+        Some(Call::Sse) => PollStep::SettledElsewhere,
         // The last call shows (or had its time to bring the replicas along); the next one is of another kind.
-        Some(call) if call.kind() != last => PollStep::NextCall,
+        Some(call) if Some(call.kind()) != clock.last_call => PollStep::Look,
         Some(_) => PollStep::SettledElsewhere,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::table::ReplicaEncryption;
-    use crate::{AccountId, Region, TableName};
-
-    const A: &str = "arn:aws:kms:eu-west-1:111111111111:key/aaaaaaaa-1111-4111-8111-111111111111";
-    const B: &str = "arn:aws:kms:eu-west-1:111111111111:key/bbbbbbbb-1111-4111-8111-111111111111";
-    const B_US: &str =
-        "arn:aws:kms:us-east-1:111111111111:key/bbbbbbbb-2222-4222-8222-222222222222";
-
-    fn table(status: &str, mode: EncryptionMode, key: Option<&str>, sse: &str) -> TableEncryption {
-        TableEncryption {
-            account_id: AccountId::parse("111111111111").expect("id"),
-            region: Region::parse("eu-west-1").expect("region"),
-            table_name: TableName::parse("orders").expect("name"),
-            mode,
-            key_arn: key.map(str::to_owned),
-            sse_status: sse.to_owned(),
-            table_status: status.to_owned(),
-            inaccessible_since: None,
-            replicas: Vec::new(),
-            observed_at: DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time"),
-        }
-    }
-
-    fn to(mode: EncryptionMode, key: Option<&str>) -> ApplyTarget {
-        ApplyTarget {
-            mode,
-            key_arn: key.map(str::to_owned),
-            replica_keys: Vec::new(),
-        }
-    }
-
-    use EncryptionMode::{AwsManaged, AwsOwned, CustomerManaged};
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::<Utc>::from_timestamp(1_800_000_000 + seconds, 0).expect("time")
-    }
-
-    /// Nothing sent yet.
-    fn unsent() -> SendClock {
-        SendClock {
-            sent_at: None,
-            last_call: None,
-            now: at(0),
-            settle: chrono::Duration::minutes(5),
-        }
-    }
-
-    /// Sent `ago` seconds ago, with a five-minute settle timeout.
-    fn sent(ago: i64) -> SendClock {
-        SendClock {
-            sent_at: Some(at(0)),
-            last_call: Some(CallKind::Sse),
-            now: at(ago),
-            settle: chrono::Duration::minutes(5),
-        }
-    }
-
-    #[test]
-    fn done_when_the_table_shows_the_target() {
-        let on_b = table("ACTIVE", CustomerManaged, Some(B), "ENABLED");
-        let target = to(CustomerManaged, Some(B));
-        assert_eq!(
-            next_step(&on_b, &target, sent(10), None),
-            Step::Done { changed: true }
-        );
-        assert_eq!(
-            next_step(&on_b, &target, unsent(), None),
-            Step::Done { changed: false }
-        );
-        let owned = table("ACTIVE", AwsOwned, None, "");
-        assert_eq!(
-            next_step(&owned, &to(AwsOwned, None), unsent(), None),
-            Step::Done { changed: false }
-        );
-        let managed = table("ACTIVE", AwsManaged, Some(A), "ENABLED");
-        assert_eq!(
-            next_step(&managed, &to(AwsManaged, None), sent(10), None),
-            Step::Done { changed: true }
-        );
-    }
-
-    #[test]
-    fn a_change_under_way_is_waited_for() {
-        let updating = table("UPDATING", CustomerManaged, Some(B), "UPDATING");
-        assert_eq!(
-            next_step(&updating, &to(CustomerManaged, Some(B)), sent(10), None),
-            Step::Wait
-        );
-        // The key shown but not yet in use is not the end either.
-        let enabling = table("ACTIVE", CustomerManaged, Some(B), "UPDATING");
-        assert_eq!(
-            after_poll(&enabling, &to(CustomerManaged, Some(B)), sent(10)),
-            PollStep::KeepWaiting
-        );
-    }
-
-    #[test]
-    fn an_active_table_on_the_old_key_is_sent_the_change() {
-        let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
-        assert_eq!(
-            next_step(&on_a, &to(CustomerManaged, Some(B)), unsent(), None),
-            Step::Send(Call::Sse)
-        );
-    }
-
-    #[test]
-    fn a_busy_table_is_retried_and_an_inaccessible_one_fails() {
-        let busy = table("UPDATING", CustomerManaged, Some(A), "ENABLED");
-        assert!(matches!(
-            next_step(&busy, &to(CustomerManaged, Some(B)), unsent(), None),
-            Step::Retry {
-                reason: ItemReason::TableNotActive,
-                ..
-            }
-        ));
-        let mut locked = table("ACTIVE", CustomerManaged, Some(A), "INACCESSIBLE");
-        locked.inaccessible_since = Some(locked.observed_at);
-        assert!(matches!(
-            next_step(&locked, &to(CustomerManaged, Some(B)), unsent(), None),
-            Step::Fail {
-                reason: ItemReason::TableInaccessible,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn the_switch_quota_defers_until_it_frees() {
-        let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
-        let until = on_a.observed_at + chrono::Duration::hours(6);
-        assert!(matches!(
-            next_step(&on_a, &to(CustomerManaged, Some(B)), unsent(), Some(until)),
-            Step::DeferUntil { until: u, .. } if u == until
-        ));
-    }
-
-    #[test]
-    fn a_global_table_is_done_only_when_every_replica_shows_its_key() {
-        let mut global = table("ACTIVE", CustomerManaged, Some(B), "ENABLED");
-        global.replicas = vec![ReplicaEncryption {
-            region: "us-east-1".into(),
-            status: "ACTIVE".into(),
-            key_arn: Some(A.into()),
-        }];
-        let target = ApplyTarget {
-            mode: CustomerManaged,
-            key_arn: Some(B.into()),
-            replica_keys: vec![("us-east-1".into(), Some(B_US.into()))],
-        };
-        // The table's own key shows; the replica's needs its own call, never sent with the SSE change.
-        assert_eq!(after_poll(&global, &target, sent(5)), PollStep::NextCall);
-        assert_eq!(
-            next_step(&global, &target, sent(5), None),
-            Step::Send(Call::ReplicaKeys(vec![("us-east-1".into(), B_US.into())]))
-        );
-        global.replicas[0].key_arn = Some(B_US.into());
-        assert_eq!(after_poll(&global, &target, sent(600)), PollStep::Done);
-    }
-
-    #[test]
-    fn a_table_settled_on_another_key_is_noticed() {
-        let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
-        assert_eq!(
-            after_poll(&on_a, &to(CustomerManaged, Some(B)), sent(600)),
-            PollStep::SettledElsewhere
-        );
-    }
-
-    /// AWS shows the old key, ACTIVE, for the first seconds of an SSE change: after our send that is a change
-    /// starting, never a reason to send again, until the settle timeout passes with no sign of it.
-    #[test]
-    fn the_old_key_after_our_send_is_waited_for_until_the_settle_timeout() {
-        let on_a = table("ACTIVE", CustomerManaged, Some(A), "ENABLED");
-        let target = to(CustomerManaged, Some(B));
-        for ago in [0, 8, 25, 299] {
-            assert_eq!(
-                next_step(&on_a, &target, sent(ago), None),
-                Step::Wait,
-                "{ago} s"
-            );
-            assert_eq!(
-                after_poll(&on_a, &target, sent(ago)),
-                PollStep::KeepWaiting,
-                "{ago} s"
-            );
-        }
-        assert_eq!(
-            next_step(&on_a, &target, sent(300), None),
-            Step::Send(Call::Sse)
-        );
-        assert_eq!(
-            after_poll(&on_a, &target, sent(300)),
-            PollStep::SettledElsewhere
-        );
-        // AWS's other status names during the change are waited for too.
-        let updating = table("ACTIVE", CustomerManaged, None, "UPDATING");
-        assert_eq!(
-            after_poll(&updating, &target, sent(12)),
-            PollStep::KeepWaiting
-        );
-        assert_eq!(next_step(&updating, &target, sent(12), None), Step::Wait);
-    }
-
-    /// A table that became inaccessible fails even while our send settles: waiting would not help.
-    #[test]
-    fn an_inaccessible_table_fails_while_a_send_settles() {
-        let mut locked = table("ACTIVE", CustomerManaged, Some(A), "INACCESSIBLE");
-        locked.inaccessible_since = Some(locked.observed_at);
-        assert!(matches!(
-            next_step(&locked, &to(CustomerManaged, Some(B)), sent(5), None),
-            Step::Fail {
-                reason: ItemReason::TableInaccessible,
-                ..
-            }
-        ));
-    }
-
-    fn global(home: (EncryptionMode, Option<&str>), replica_key: Option<&str>) -> TableEncryption {
-        let mut t = table(
-            "ACTIVE",
-            home.0,
-            home.1,
-            if home.1.is_some() { "ENABLED" } else { "" },
-        );
-        t.replicas = vec![ReplicaEncryption {
-            region: "us-east-1".into(),
-            status: "ACTIVE".into(),
-            key_arn: replica_key.map(str::to_owned),
-        }];
-        t
-    }
-
-    /// A global table to a customer managed key: the table's own SSE call, then the replicas' keys in a call of
-    /// their own (AWS refuses SSE and ReplicaUpdates together), each waited for under the settle rule.
-    #[test]
-    fn a_global_table_moves_in_calls_of_one_concern() {
-        let target = ApplyTarget {
-            mode: CustomerManaged,
-            key_arn: Some(B.into()),
-            replica_keys: vec![("us-east-1".into(), Some(B_US.into()))],
-        };
-        let start = global(
-            (CustomerManaged, Some(A)),
-            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
-        );
-        assert_eq!(
-            next_step(&start, &target, unsent(), None),
-            Step::Send(Call::Sse)
-        );
-        let home_done = global(
-            (CustomerManaged, Some(B)),
-            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
-        );
-        let replicas_sent = SendClock {
-            last_call: Some(CallKind::ReplicaKeys),
-            ..sent(3)
-        };
-        // The replica keys were sent: the old replica key showing is how that change starts.
-        assert_eq!(
-            next_step(&home_done, &target, replicas_sent, None),
-            Step::Wait
-        );
-        assert_eq!(
-            after_poll(&home_done, &target, replicas_sent),
-            PollStep::KeepWaiting
-        );
-        let mut replica_busy = global((CustomerManaged, Some(B)), Some(B_US));
-        replica_busy.replicas[0].status = "UPDATING".into();
-        assert_eq!(
-            next_step(&replica_busy, &target, replicas_sent, None),
-            Step::Wait
-        );
-        let done = global((CustomerManaged, Some(B)), Some(B_US));
-        assert_eq!(
-            next_step(&done, &target, replicas_sent, None),
-            Step::Done { changed: true }
-        );
-    }
-
-    /// AWS managed on a global table: one SSE call, which AWS applies to every replica; a replica that did not
-    /// follow within the settle timeout gets its own call in its own region.
-    #[test]
-    fn an_aws_managed_global_table_is_one_call_unless_a_replica_lags() {
-        const M_EU: &str = "arn:aws:kms:eu-west-1:111111111111:key/managed-eu";
-        const M_US: &str = "arn:aws:kms:us-east-1:111111111111:key/managed-us";
-        let target = ApplyTarget {
-            mode: AwsManaged,
-            key_arn: None,
-            replica_keys: vec![("us-east-1".into(), Some(M_US.into()))],
-        };
-        let start = global(
-            (CustomerManaged, Some(A)),
-            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
-        );
-        assert_eq!(
-            next_step(&start, &target, unsent(), None),
-            Step::Send(Call::Sse)
-        );
-        let lagging = global(
-            (AwsManaged, Some(M_EU)),
-            Some("arn:aws:kms:us-east-1:111111111111:key/a"),
-        );
-        assert_eq!(next_step(&lagging, &target, sent(20), None), Step::Wait);
-        assert_eq!(
-            after_poll(&lagging, &target, sent(20)),
-            PollStep::KeepWaiting
-        );
-        assert_eq!(after_poll(&lagging, &target, sent(300)), PollStep::NextCall);
-        assert_eq!(
-            next_step(&lagging, &target, sent(300), None),
-            Step::Send(Call::ReplicaSse("us-east-1".into()))
-        );
-        let followed = global((AwsManaged, Some(M_EU)), Some(M_US));
-        assert_eq!(
-            next_step(&followed, &target, sent(20), None),
-            Step::Done { changed: true }
-        );
-    }
-
-    #[test]
-    fn an_archived_table_fails_with_its_own_reason() {
-        for status in ["ARCHIVING", "ARCHIVED"] {
-            let archived = table(status, CustomerManaged, Some(A), "ENABLED");
-            assert!(matches!(
-                next_step(&archived, &to(CustomerManaged, Some(B)), sent(400), None),
-                Step::Fail {
-                    reason: ItemReason::TableArchived,
-                    ..
-                }
-            ));
-        }
-    }
-
-    #[test]
-    fn call_kinds_round_trip_their_stored_names() {
-        for kind in [CallKind::Sse, CallKind::ReplicaKeys, CallKind::ReplicaSse] {
-            assert_eq!(CallKind::parse(kind.as_str()), Some(kind));
-        }
-        assert_eq!(CallKind::parse("SSE_AND_REPLICAS"), None);
-    }
-}
+mod tests;

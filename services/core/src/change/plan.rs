@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::change::apply::{TABLE_ACTIVE, TABLE_ARCHIVED_STATES};
+use crate::change::apply::{TABLE_ACTIVE, archived, archived_message};
 use crate::change::{ItemReason, PlanAction, PlanSummary};
 use crate::switch_quota::next_switch_allowed;
 use crate::table::{EncryptionMode, KeyReference, TableEncryption};
@@ -245,16 +245,9 @@ pub fn plan_table(
             format!("table's key has been inaccessible since {since}"),
         );
     }
-    if TABLE_ARCHIVED_STATES.contains(&table.table_status.as_str()) {
-        return block(
-            item,
-            ItemReason::TableArchived,
-            format!(
-                "table is {}: DynamoDB archived it after its key was inaccessible for 7 days; restore it from the \
-                 archival backup first",
-                table.table_status
-            ),
-        );
+    if archived(table) {
+        let message = archived_message(&table.table_status);
+        return block(item, ItemReason::TableArchived, message);
     }
     if table.table_status != TABLE_ACTIVE {
         return block(

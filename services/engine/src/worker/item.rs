@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng as _;
-use tablecrypt_core::change::apply::{SendClock, Step, next_step};
+use tablecrypt_core::change::apply::{Call, SendClock, Step, next_step};
 use tablecrypt_core::change::plan::current_key_message;
 use tablecrypt_core::change::reason::is_passing;
 use tablecrypt_core::change::{AwsCall, failure_reason};
@@ -146,9 +146,26 @@ impl Inner {
         }
     }
 
-    /// One pass over an item: look, send the call the table needs, wait for it to show; again for the next call
-    /// of a change made of several (a global table's replicas), until the target shows or the item stops.
+    /// One pass over an item (see [`Self::apply`]). A change of several calls that fails after its first call
+    /// switched the table's own key still records that switch (a history row; the quota counts it).
     pub(super) async fn work(&self, claimed: &ClaimedItem) -> Stop {
+        let mut switched = false;
+        match self.apply(claimed, &mut switched).await {
+            Stop::Done(ItemEnd::Failed {
+                reason, message, ..
+            }) if switched => Stop::Done(ItemEnd::Failed {
+                reason,
+                message,
+                switched: true,
+            }),
+            stop => stop,
+        }
+    }
+
+    /// Look, send the call the table needs, wait for it to show; again for the next call of a change made of
+    /// several (a global table's replicas), until the target shows or the item stops. `switched`: a send of this
+    /// item switched the table's own key.
+    async fn apply(&self, claimed: &ClaimedItem, switched: &mut bool) -> Stop {
         let item = &claimed.item;
         let access = match self.access(&item.table.account_id).await {
             Ok(access) => access,
@@ -167,6 +184,8 @@ impl Inner {
         // The last UpdateTable of this item, by this pass or an earlier one (a reclaimed item).
         let mut sent_at = item.apply_time;
         let mut last_call = item.apply_call;
+        // 5xx answers in a row, as stored at the claim and since.
+        let mut server_errors = item.server_errors;
         loop {
             // Look first: the change may be done or under way (a reclaimed item), or no longer needed.
             let current = match self.describe(&access, region, &table, poll_rate).await {
@@ -174,6 +193,7 @@ impl Inner {
                 Err(stop) => return stop,
             };
             self.record(&current).await;
+            *switched |= sent_at.is_some() && target.home_reached_by(&current);
             let clock = SendClock {
                 sent_at,
                 last_call,
@@ -216,15 +236,12 @@ impl Inner {
                 Step::Wait => {}
                 Step::Send(call) => {
                     let sent_earlier = sent_at.is_some();
-                    if let Err(stop) = self.clear_to_send(claimed, call.kind(), sent_earlier).await
+                    // The account as it is at the send (read before the slot): waiting for a slot can be long,
+                    // and an UpdateAccount (a new role, a rotated external id) must reach the send.
+                    let access = match self.clear_to_send(claimed, call.kind(), sent_earlier).await
                     {
-                        return stop;
-                    }
-                    // The account as it is now: waiting for a slot can be long, and an UpdateAccount (a new
-                    // role, a rotated external id) must reach the send.
-                    let access = match self.access(&item.table.account_id).await {
                         Ok(access) => access,
-                        Err(stop) => return stop.not_sent(sent_earlier),
+                        Err(stop) => return stop,
                     };
                     sent_at = Some(db_clock.now());
                     last_call = Some(call.kind());
@@ -232,11 +249,16 @@ impl Inner {
                         .fleet
                         .update_table_encryption(&access, region, &table, &target, &call)
                         .await;
-                    if let Err(stop) = self
-                        .after_send(claimed, sent, &target, &key, sent_earlier)
-                        .await
-                    {
-                        return stop;
+                    let send = Send {
+                        call: &call,
+                        target: &target,
+                        key: &key,
+                        sent_earlier,
+                        server_errors,
+                    };
+                    match self.after_send(claimed, sent, send).await {
+                        Ok(()) => server_errors = 0,
+                        Err(stop) => return stop,
                     }
                 }
             }
@@ -253,7 +275,7 @@ impl Inner {
             };
             match self.poll_until_done(poll).await {
                 Polled::Stop(stop) => return stop,
-                Polled::NextCall => {}
+                Polled::Look => {}
             }
         }
     }
@@ -264,10 +286,9 @@ impl Inner {
         &self,
         claimed: &ClaimedItem,
         sent: Result<UpdateOutcome, FleetError>,
-        target: &ApplyTarget,
-        key: &(String, String, String),
-        sent_earlier: bool,
+        send: Send<'_>,
     ) -> Result<(), Stop> {
+        let Send { sent_earlier, .. } = send;
         let item = &claimed.item;
         let outcome = match &sent {
             Ok(UpdateOutcome::Started) => "STARTED",
@@ -302,7 +323,7 @@ impl Inner {
                 // it finds done.
                 let refused = !matches!(error.kind, FailureKind::Transient | FailureKind::Unknown);
                 let server_error = error.is_server_error();
-                let mut stop = self.classify_apply_error(claimed, error, target, key).await;
+                let mut stop = self.classify_apply_error(claimed, error, &send).await;
                 if let Stop::Defer {
                     rejected,
                     server_error: counted,
@@ -342,22 +363,25 @@ impl Inner {
         &self,
         claimed: &ClaimedItem,
         error: FleetError,
-        target: &ApplyTarget,
-        key: &(String, String, String),
+        send: &Send<'_>,
     ) -> Stop {
         let item = &claimed.item;
+        let (target, key) = (send.target, send.key);
         let attempts = item.attempts;
-        if error.is_server_error() && item.server_errors + 1 >= MAX_SERVER_ERRORS {
+        if error.is_server_error() && send.server_errors + 1 >= MAX_SERVER_ERRORS {
             return Stop::Done(failed(
                 ItemReason::AwsError,
                 format!(
                     "UpdateTable answered with a server error {} times in a row; last: {}",
-                    item.server_errors + 1,
+                    send.server_errors + 1,
                     error.message
                 ),
             ));
         }
-        if let Some(stop) = self.unusable_current_key(claimed, &error).await {
+        // Only the table's own SSE call switches away from `from_key_arn`; a replica's refusal is its own.
+        if matches!(send.call, Call::Sse)
+            && let Some(stop) = self.unusable_current_key(claimed, &error).await
+        {
             return stop;
         }
         match error.kind {
@@ -453,7 +477,23 @@ impl Inner {
 }
 
 pub(super) fn failed(reason: ItemReason, message: String) -> ItemEnd {
-    ItemEnd::Failed { reason, message }
+    ItemEnd::Failed {
+        reason,
+        message,
+        switched: false,
+    }
+}
+
+/// One UpdateTable just sent, and what deciding on its answer needs.
+pub(super) struct Send<'a> {
+    pub call: &'a Call,
+    pub target: &'a ApplyTarget,
+    /// (account, region, table), for the switch quota.
+    pub key: &'a (String, String, String),
+    /// An earlier send of this item may still be taking effect.
+    pub sent_earlier: bool,
+    /// 5xx answers in a row before this one.
+    pub server_errors: i32,
 }
 
 pub(super) fn lost_or_retry(error: StoreError) -> Stop {

@@ -48,7 +48,7 @@ impl Inner {
         claimed: &ClaimedItem,
         call: CallKind,
         sent_before: bool,
-    ) -> Result<(), Stop> {
+    ) -> Result<AccountAccess, Stop> {
         let item = &claimed.item;
         let scopes = self.update_scopes(claimed);
         let changes = &self.store.change_items;
@@ -73,6 +73,11 @@ impl Inner {
             if let Some(check_at) = slot.checked_sub(margin / 2) {
                 tokio::time::sleep_until(check_at.into()).await;
             }
+            // The account as it is now, before the slot: nothing between the slot and the send may wait.
+            let access = self
+                .access(&item.table.account_id)
+                .await
+                .map_err(|stop| stop.not_sent(sent_before))?;
             let check = if marked {
                 changes
                     .check_send(item.item_id, claimed.lease_token, margin)
@@ -110,7 +115,7 @@ impl Inner {
             marked = true;
             if Instant::now() <= slot + window {
                 tokio::time::sleep_until(slot.into()).await;
-                return Ok(());
+                return Ok(access);
             }
             tracing::debug!(
                 ?lead,
@@ -277,7 +282,7 @@ impl Inner {
                     self.record(&current).await;
                     return Polled::Stop(Stop::Done(ItemEnd::Succeeded { changed: true }));
                 }
-                PollStep::NextCall => return Polled::NextCall,
+                PollStep::Look => return Polled::Look,
                 PollStep::SettledElsewhere => {
                     // No sign of our change within the settle timeout (or someone else's change won): try again
                     // later, which sends again and spends a switch of the table's quota.
@@ -314,10 +319,11 @@ impl DbClock {
     }
 }
 
-/// How polling ended: with the item's outcome, or with the next call of a change in several calls to send.
+/// How polling ended: with the item's outcome, or with a look to take (the next call of a change in several, or
+/// a verdict on a table that became inaccessible or archived).
 pub(super) enum Polled {
     Stop(Stop),
-    NextCall,
+    Look,
 }
 
 /// What polling one item needs.

@@ -294,7 +294,10 @@ pub fn update_table(
             .and_then(|r| r.tables.get(&name))
             .ok_or_else(|| not_found(&name))?;
         ensure_not_updating(table)?;
+        // A replica following the table's AWS managed / owned change is left alone if it is there already.
+        let follower = change.region != region && change.named.is_none();
         if table.sse == change.target
+            && !follower
             && let Some(refusal) = already_encrypted(change, settings)
         {
             return Err(refusal);
@@ -370,6 +373,14 @@ pub fn update_table(
 
     let duration = duration_from_secs(settings.update_seconds);
     for change in changes {
+        let unchanged = account
+            .regions
+            .get(&change.region)
+            .and_then(|r| r.tables.get(&name))
+            .is_some_and(|t| t.sse == change.target);
+        if unchanged && change.region != region && change.named.is_none() {
+            continue;
+        }
         account
             .region(&change.region)
             .begin_update(&name, change.target, now, duration);

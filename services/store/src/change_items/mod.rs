@@ -162,6 +162,8 @@ pub enum ItemEnd {
     Failed {
         reason: ItemReason,
         message: String,
+        /// A call of this change already switched the table's key (a later call failed): recorded in the history.
+        switched: bool,
     },
 }
 

@@ -106,7 +106,9 @@ impl ChangeItemRepository {
         let (state, reason, message) = match end {
             ItemEnd::Succeeded { .. } => (ItemState::Succeeded, None, None),
             ItemEnd::Skipped { message } => (ItemState::Skipped, None, Some(message.clone())),
-            ItemEnd::Failed { reason, message } => (
+            ItemEnd::Failed {
+                reason, message, ..
+            } => (
                 ItemState::Failed,
                 Some(reason.as_str()),
                 Some(message.clone()),
@@ -133,7 +135,11 @@ impl ChangeItemRepository {
                 item_id: item.item_id,
             });
         };
-        if let ItemEnd::Succeeded { changed: true } = end {
+        // A switch is recorded whenever the table's key changed, also when a later call of the change failed.
+        if matches!(
+            end,
+            ItemEnd::Succeeded { changed: true } | ItemEnd::Failed { switched: true, .. }
+        ) {
             sqlx::query!(
                 "INSERT INTO key_rotation_history (account_id, region, table_name, from_mode, from_key_arn,
                      to_mode, to_key_arn, request_id, item_id, requested_by, approved_by, start_time, finish_time)
