@@ -434,6 +434,15 @@ pub async fn migrate_bulk(app: &TestApp) -> String {
     .change_request_id
 }
 
+/// Adds a fault rule to the emulator (its admin API's JSON, e.g. `{"type": "throttle", "rate": 0.5}`).
+pub async fn add_fault(emulator: &RunningEmulator, rule: &str) {
+    let (status, body) = emulator
+        .admin("POST", "/faults", rule)
+        .await
+        .expect("the emulator's admin API");
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Changes the emulator's settings (timings and behaviour) through its admin API.
 pub async fn change_emulator_settings(
     emulator: &RunningEmulator,

@@ -12,7 +12,7 @@ use fleet_emulator::{Emulator, FleetSpec};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_tests::changes::{assert_rate_held, stall_change_items};
+use tablecrypt_tests::changes::{add_fault, assert_rate_held, stall_change_items};
 use tablecrypt_tests::postgres::PrivatePostgres;
 use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr, register_and_scan};
 
@@ -144,15 +144,11 @@ async fn three_replicas_under_kills_restarts_a_stall_and_throttling_switch_each_
     let mut client = servers[0].client().await;
     register_and_scan(&mut client, &ACCOUNTS).await;
     // From now on a tenth of DynamoDB calls are throttled.
-    let (status, body) = emulator
-        .admin(
-            "POST",
-            "/faults",
-            r#"{"type": "throttle", "rate": 0.1, "service": "dynamodb"}"#,
-        )
-        .await
-        .expect("fault");
-    assert_eq!(status, 200, "{body}");
+    add_fault(
+        &emulator,
+        r#"{"type": "throttle", "rate": 0.1, "service": "dynamodb"}"#,
+    )
+    .await;
     let created = client
         .create_change_request(pb::CreateChangeRequestRequest {
             selector: Some(pb::TableSelector {

@@ -8,12 +8,7 @@ use tablecrypt_tests::TestApp;
 use tablecrypt_tests::changes::*;
 
 async fn fault(s: &Setup, rule: &str) {
-    let (status, body) = s
-        .emulator
-        .admin("POST", "/faults", rule)
-        .await
-        .expect("admin API");
-    assert_eq!(status, 200, "{body}");
+    add_fault(&s.emulator, rule).await;
 }
 
 /// The generated bulk table names, as the inventory knows them.

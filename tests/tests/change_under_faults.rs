@@ -131,16 +131,11 @@ async fn a_database_stall_during_sends_resumes_at_the_rate_not_in_a_burst() {
 async fn throttled_updates_are_retried_within_the_rate_not_by_the_sdk() {
     let rate = 2.0;
     let s = setup(&format!("update_rate = {rate}")).await;
-    let (status, body) = s
-        .emulator
-        .admin(
-            "POST",
-            "/faults",
-            r#"{"type": "throttle", "rate": 0.5, "service": "dynamodb", "operation": "UpdateTable"}"#,
-        )
-        .await
-        .expect("fault");
-    assert_eq!(status, 200, "{body}");
+    add_fault(
+        &s.emulator,
+        r#"{"type": "throttle", "rate": 0.5, "service": "dynamodb", "operation": "UpdateTable"}"#,
+    )
+    .await;
     let id = migrate_bulk(&s.app).await;
     assert_each_table_switched_and_recorded_once(&s, &id).await;
     let log = update_log(&s.emulator).await;
@@ -158,16 +153,11 @@ async fn throttled_updates_are_retried_within_the_rate_not_by_the_sdk() {
 async fn a_replica_starting_during_a_scan_fails_nothing() {
     let s = setup("").await;
     // Every DescribeTable a second late, so the scan is still running when the replica starts.
-    let (status, body) = s
-        .emulator
-        .admin(
-            "POST",
-            "/faults",
-            r#"{"type": "latency", "millis": 1000, "operation": "DescribeTable"}"#,
-        )
-        .await
-        .expect("fault");
-    assert_eq!(status, 200, "{body}");
+    add_fault(
+        &s.emulator,
+        r#"{"type": "latency", "millis": 1000, "operation": "DescribeTable"}"#,
+    )
+    .await;
     let mut client = s.app.client.clone();
     let scan_id = client
         .refresh_inventory(pb::RefreshInventoryRequest::default())
@@ -416,16 +406,11 @@ async fn items_handed_back_at_shutdown_are_not_counted_as_reclaims() {
 #[tokio::test]
 async fn server_errors_are_retried_a_bounded_number_of_times_then_fail_the_item() {
     let s = setup("").await;
-    let (status, body) = s
-        .emulator
-        .admin(
-            "POST",
-            "/faults",
-            r#"{"type": "server_error", "rate": 1.0, "operation": "UpdateTable"}"#,
-        )
-        .await
-        .expect("fault");
-    assert_eq!(status, 200, "{body}");
+    add_fault(
+        &s.emulator,
+        r#"{"type": "server_error", "rate": 1.0, "operation": "UpdateTable"}"#,
+    )
+    .await;
     let id = migrate_bulk(&s.app).await;
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Failed, "{done:#?}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use fleet_emulator::{Emulator, FleetSpec};
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_tests::TestDatabase;
+use tablecrypt_tests::changes::add_fault;
 use tablecrypt_tests::process::{ServerProcess, emulator_env, free_addr};
 
 const ACCOUNTS: [&str; 4] = [
@@ -47,15 +48,11 @@ async fn a_killed_replicas_share_of_a_scan_is_finished_by_another() {
         .expect("emulator");
     // Every DescribeTable 200 ms late and one at a time: an account-region takes ~4 s, so the replica is killed
     // in the middle of one.
-    let (status, body) = emulator
-        .admin(
-            "POST",
-            "/faults",
-            r#"{"type": "latency", "millis": 200, "operation": "DescribeTable"}"#,
-        )
-        .await
-        .expect("fault");
-    assert_eq!(status, 200, "{body}");
+    add_fault(
+        &emulator,
+        r#"{"type": "latency", "millis": 200, "operation": "DescribeTable"}"#,
+    )
+    .await;
     let mut env = emulator_env(&db.url, emulator.endpoint());
     env.extend([
         ("TABLECRYPT_SCAN_LEASE", "2s".to_owned()),
