@@ -212,6 +212,9 @@ async fn aws_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The log's time is when the call arrived, as AWS counts calls against a rate: not when this busy process got
+    // round to answering it (a starved emulator would otherwise log calls sent apart as one burst).
+    let received = shared.world.clock.now();
     let call = match parse_call(&headers, &body) {
         Ok(call) => call,
         Err((service, operation, error)) => return error_for(service, &operation, error),
@@ -250,7 +253,7 @@ async fn aws_request(
     let record = |account_id: &str, outcome: &str| {
         shared.log.record(
             Record {
-                time: world.clock.now(),
+                time: received,
                 account_id,
                 region: &signed.region,
                 service: service.as_str(),

@@ -115,11 +115,15 @@ impl Inner {
             marked = true;
             if Instant::now() <= slot + window {
                 tokio::time::sleep_until(slot.into()).await;
-                return Ok(access);
+                // The wake itself can be late (a busy runtime, a starved machine): a send woken after its window
+                // would fall together with the next slot's send, so it takes a fresh slot like a missed one.
+                if Instant::now() <= slot + window {
+                    return Ok(access);
+                }
             }
             tracing::debug!(
                 ?lead,
-                "the send missed its rate slot during a stall; taking a fresh one"
+                "the send missed its rate slot (a stall or a late wake); taking a fresh one"
             );
             lead = (lead * 2).min(SLOT_LOOKAHEAD / 2);
         }
