@@ -37,6 +37,14 @@ fn run_as_postgres(program: PathBuf, args: &[&str]) {
     );
 }
 
+/// The TLS files of a TLS-only cluster, as PEM.
+pub struct ServerTls<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+    /// The CA client certificates must chain to.
+    pub client_ca_pem: &'a str,
+}
+
 pub struct PrivatePostgres {
     dir: PathBuf,
     pub port: u16,
@@ -45,6 +53,17 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// initdb (trust auth) and start on a free port.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// As [`Self::start`], but TLS only, as managed PostgreSQL runs (RDS sets `rds.force_ssl=1`): `ssl = on` with
+    /// this certificate and key (PEM), plaintext connections rejected, and client certificates signed by
+    /// `client_ca` accepted for the role `certuser` (`cert` authentication).
+    pub fn start_tls(tls: &ServerTls<'_>) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls<'_>>) -> Self {
         let dir =
             std::env::temp_dir().join(format!("tablecrypt-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -68,6 +87,39 @@ impl PrivatePostgres {
                 "UTF8",
             ],
         );
+        if let Some(tls) = tls {
+            for (name, pem) in [
+                ("server.crt", tls.cert_pem),
+                ("server.key", tls.key_pem),
+                ("client-ca.crt", tls.client_ca_pem),
+            ] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).expect("write a TLS file");
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod 600");
+                let _ = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&path)
+                    .status();
+            }
+            let conf = data.join("postgresql.conf");
+            let mut settings = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            settings.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+                 ssl_ca_file = 'client-ca.crt'\n",
+            );
+            std::fs::write(&conf, settings).expect("write postgresql.conf");
+            // First match wins: plaintext refused, certuser by certificate only, everyone else trusted over TLS.
+            let hba = data.join("pg_hba.conf");
+            let rules = "hostnossl all all all reject\n\
+                         hostssl all certuser 127.0.0.1/32 cert\n\
+                         hostssl all all 127.0.0.1/32 trust\n\
+                         local all all trust\n";
+            std::fs::write(&hba, rules).expect("write pg_hba.conf");
+        }
         let cluster = Self { dir, port };
         cluster.start_server();
         cluster

@@ -48,8 +48,25 @@ fn report(error: &anyhow::Error) {
     if asked("RUST_BACKTRACE") || asked("RUST_LIB_BACKTRACE") {
         eprintln!("tablecrypt-server: {error:?}");
     } else {
-        eprintln!("tablecrypt-server: {error:#}");
+        eprintln!("tablecrypt-server: {}", one_line(error));
     }
+}
+
+/// Every cause once: many errors (sqlx's among them) repeat their source's text in their own, which `{:#}`
+/// would print again for each layer.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 #[tokio::main]

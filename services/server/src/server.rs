@@ -89,14 +89,42 @@ pub async fn open_store(config: &Config) -> anyhow::Result<sqlx::PgPool> {
         max_connections: config.database_max_connections.get(),
         acquire_timeout: config.database_acquire_timeout,
     };
-    let pool = tablecrypt_store::connect_lazy(config.database_url.connect_options(), &settings);
-    tablecrypt_store::migrate(&pool).await.with_context(|| {
-        format!(
-            "failed to apply database migrations to {:?}",
+    let database = config.database()?;
+    for warning in &database.warnings {
+        tracing::warn!("{warning}");
+    }
+    let pool = tablecrypt_store::connect_lazy(database.options, &settings);
+    if let Err(error) = tablecrypt_store::migrate(&pool).await {
+        let error = anyhow::Error::from(error);
+        let hint = tls_hint(&format!("{error:#}"), database.sslmode);
+        return Err(error.context(format!(
+            "failed to apply database migrations to {:?}{hint}",
             config.database_url
-        )
-    })?;
+        )));
+    }
     Ok(pool)
+}
+
+/// What a TLS failure reaching the database means, in the settings' words (rustls names only the check).
+fn tls_hint(error: &str, sslmode: crate::config::DatabaseSslMode) -> String {
+    let hint = if error.contains("UnknownIssuer")
+        || error.contains("BadSignature")
+        || error.contains("unknown issuer")
+    {
+        "the database's certificate is not signed by a CA in database_sslrootcert (or the public web roots)"
+    } else if error.contains("NotValidForName") || error.contains("not valid for name") {
+        "the database's certificate does not name the host in DATABASE_URL (sslmode verify-full checks it; \
+         connect by the name on the certificate)"
+    } else if error.contains("Expired") || error.contains("NotValidYet") {
+        "the database's certificate is outside its validity period"
+    } else if error.contains("server does not support TLS")
+        || error.contains("TLS upgrade required")
+    {
+        "the database does not accept TLS; turn it on (ssl = on) rather than lowering database_sslmode"
+    } else {
+        return String::new();
+    };
+    format!(" (sslmode {}: {hint})", sslmode.as_str())
 }
 
 /// Runs the server until `shutdown` is cancelled: health turns NOT_SERVING, the listener closes, in-flight calls

@@ -3,15 +3,11 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
-use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgConnectOptions;
 use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwtSettings, StaticToken};
 use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
 use tablecrypt_core::{LabelSelector, Role as CoreRole};
@@ -64,6 +60,18 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// Postgres connection URL (`DATABASE_URL`); its password never appears in logs.
     pub database_url: DatabaseUrl,
+    /// How the connection to Postgres is encrypted (`TABLECRYPT_DATABASE_SSLMODE`): disable, allow, prefer, require,
+    /// verify-ca or verify-full, as libpq; wins over the URL's `sslmode`, which wins over `PGSSLMODE`. Unstated, a
+    /// database on another machine gets `require`, one on this machine `prefer`; below `require` for another
+    /// machine the server refuses to start (unless insecure).
+    pub database_sslmode: Option<DatabaseSslMode>,
+    /// A PEM bundle of the CAs the database's certificate must chain to for verify-ca and verify-full
+    /// (`TABLECRYPT_DATABASE_SSLROOTCERT`; for RDS the global bundle); without it, the public web roots.
+    pub database_sslrootcert: Option<PathBuf>,
+    /// A client certificate (PEM) for databases that authenticate clients by certificate
+    /// (`TABLECRYPT_DATABASE_SSLCERT`), with its key (`TABLECRYPT_DATABASE_SSLKEY`).
+    pub database_sslcert: Option<PathBuf>,
+    pub database_sslkey: Option<PathBuf>,
     /// Most Postgres connections this process opens (`TABLECRYPT_DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: NonZeroU32,
     /// How long a query waits for a connection before failing with UNAVAILABLE
@@ -229,6 +237,11 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/tablecrypt"
                 .parse()
                 .expect("the default database URL parses"),
+            // Unstated: decided by where the database is (see `database::connection`).
+            database_sslmode: None,
+            database_sslrootcert: None,
+            database_sslcert: None,
+            database_sslkey: None,
             database_max_connections: NonZeroU32::new(10).expect("non-zero"),
             database_acquire_timeout: seconds(5),
             log_format: LogFormat::Json,
@@ -363,6 +376,7 @@ impl Config {
             !self.request_timeout.is_zero(),
             "invalid configuration: request_timeout must be above zero"
         );
+        self.database()?;
         let auth = self.auth_settings()?;
         if !self.insecure {
             anyhow::ensure!(
@@ -377,6 +391,20 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// How to reach the database: the URL with the TLS settings, checked (see [`database::connection`]).
+    pub fn database(&self) -> anyhow::Result<DatabaseConnection> {
+        database::connection(
+            &self.database_url,
+            &database::DatabaseTls {
+                sslmode: self.database_sslmode,
+                sslrootcert: self.database_sslrootcert.as_deref(),
+                sslcert: self.database_sslcert.as_deref(),
+                sslkey: self.database_sslkey.as_deref(),
+            },
+            self.insecure,
+        )
     }
 
     /// The authentication and grant settings, validated: token hashes, roles and scopes.
@@ -461,62 +489,8 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// A Postgres URL, parsed at load so a typo fails at start with a clear message; `Debug` hides the password.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    url: SecretString,
-    options: PgConnectOptions,
-}
-
-impl DatabaseUrl {
-    pub fn connect_options(&self) -> PgConnectOptions {
-        self.options.clone()
-    }
-
-    /// The URL with its password, for handing to a child process; never log it.
-    pub fn expose(&self) -> &str {
-        self.url.expose_secret()
-    }
-}
-
-impl FromStr for DatabaseUrl {
-    type Err = anyhow::Error;
-
-    fn from_str(url: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            url.starts_with("postgres://") || url.starts_with("postgresql://"),
-            "DATABASE_URL must be a postgres:// URL"
-        );
-        let options =
-            PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
-        Ok(Self {
-            url: SecretString::from(url.to_owned()),
-            options,
-        })
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let opts = &self.options;
-        write!(
-            f,
-            "postgres://{}:[redacted]@{}:{}/{}",
-            opts.get_username(),
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or("")
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for DatabaseUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
-    }
-}
-
+mod database;
 #[cfg(test)]
 mod tests;
+
+pub use database::{DatabaseConnection, DatabaseSslMode, DatabaseUrl};

@@ -116,3 +116,122 @@ fn password_is_redacted() {
     let config = load("database_url = 'postgres://u:hunter2@db:5432/x'").expect("valid");
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+fn reach(
+    url: &str,
+    tls: &database::DatabaseTls<'_>,
+    insecure: bool,
+) -> anyhow::Result<DatabaseConnection> {
+    database::connection(&url.parse().expect("a URL"), tls, insecure)
+}
+
+#[test]
+fn a_database_on_another_machine_is_reached_over_tls() {
+    let none = database::DatabaseTls::default();
+    // Unstated: require there (never libpq's silent plaintext fallback), with a word about the unchecked
+    // certificate.
+    let reached = reach("postgres://u@db.internal:5432/x", &none, false).expect("unstated");
+    assert_eq!(reached.sslmode, DatabaseSslMode::Require);
+    assert!(
+        reached.warnings[0].contains("not checked"),
+        "{:?}",
+        reached.warnings
+    );
+    // Stated below require: refused, naming the setting and the way out.
+    for mode in ["disable", "allow", "prefer"] {
+        let err = reach(
+            &format!("postgres://u@10.0.0.7/x?sslmode={mode}"),
+            &none,
+            false,
+        )
+        .expect_err("plaintext to another machine")
+        .to_string();
+        assert!(
+            err.contains("database_sslmode") && err.contains(mode) && err.contains("verify-full"),
+            "{err}"
+        );
+        // Development only: allowed, said out loud.
+        let reached = reach(
+            &format!("postgres://u@10.0.0.7/x?sslmode={mode}"),
+            &none,
+            true,
+        )
+        .expect("insecure");
+        assert!(
+            reached.warnings[0].contains("plaintext"),
+            "{:?}",
+            reached.warnings
+        );
+    }
+    // verify-full: nothing to warn about.
+    let full = database::DatabaseTls {
+        sslmode: Some(DatabaseSslMode::VerifyFull),
+        ..Default::default()
+    };
+    let reached = reach("postgres://u@db.internal/x?sslmode=disable", &full, false)
+        .expect("the setting wins over the URL");
+    assert_eq!(reached.sslmode, DatabaseSslMode::VerifyFull);
+    assert!(reached.warnings.is_empty(), "{:?}", reached.warnings);
+}
+
+#[test]
+fn a_database_on_this_machine_keeps_libpqs_default() {
+    let none = database::DatabaseTls::default();
+    for url in [
+        "postgres://u@127.0.0.1:5432/x",
+        "postgres://u@localhost/x",
+        "postgres://u@[::1]/x",
+        "postgres://u@%2Fvar%2Frun%2Fpostgresql/x",
+    ] {
+        let reached = reach(url, &none, false).expect(url);
+        assert_eq!(reached.sslmode, DatabaseSslMode::Prefer, "{url}");
+        assert!(reached.warnings.is_empty(), "{url}: {:?}", reached.warnings);
+    }
+    reach("postgres://u@127.0.0.1/x?sslmode=disable", &none, false)
+        .expect("stated plaintext, locally");
+}
+
+#[test]
+fn database_tls_files_are_checked_at_start() {
+    let err = "postgres://u@db/x?sslmode=verify-everything"
+        .parse::<DatabaseUrl>()
+        .expect_err("bad sslmode")
+        .to_string();
+    assert!(
+        err.contains("sslmode") && err.contains("verify-full"),
+        "{err}"
+    );
+    let missing = Path::new("/nonexistent/rds-global-bundle.pem");
+    let err = reach(
+        "postgres://u@db/x",
+        &database::DatabaseTls {
+            sslmode: Some(DatabaseSslMode::VerifyFull),
+            sslrootcert: Some(missing),
+            ..Default::default()
+        },
+        false,
+    )
+    .expect_err("no such CA bundle");
+    assert!(
+        format!("{err:#}").contains("database_sslrootcert /nonexistent/rds-global-bundle.pem"),
+        "{err:#}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("client.pem");
+    std::fs::write(&cert, "x").expect("write");
+    let err = reach(
+        "postgres://u@db/x",
+        &database::DatabaseTls {
+            sslcert: Some(&cert),
+            ..Default::default()
+        },
+        false,
+    )
+    .expect_err("a certificate without its key")
+    .to_string();
+    assert!(err.contains("database_sslkey"), "{err}");
+    let err = load("database_sslmode = 'sometimes'")
+        .expect_err("bad setting")
+        .to_string();
+    assert!(err.contains("database_sslmode"), "{err}");
+}
