@@ -4,9 +4,10 @@
 -- by several scopes never spends a slot in one while it waits for another. The rows are locked (in scope
 -- order, so concurrent reservations cannot deadlock) and read after any concurrent reservation committed.
 -- A slot is handed out only if it is at most $3 seconds ahead: reserving further ahead would let a stalled or
--- dead worker sit on slots nobody uses, and let slots pile up into a burst after a stall. No row returned:
+-- dead worker sit on slots nobody uses, and let slots pile up into a burst after a stall. No wait returned:
 -- nothing within reach, ask again later. Returns how many seconds the caller waits before acting; a slot not
--- used at its time is simply lost, never saved up. The scopes' rows must exist (ensure_rate_slots.sql).
+-- used at its time is simply lost, never saved up. The scopes' rows must exist (ensure_rate_slots.sql); how many
+-- were found is returned.
 -- The slot is at least $4 seconds from now: the caller's time to check its lease before the slot, so that it
 -- sends at the slot instead of late (an idle scope gives away those seconds, a busy one nothing).
 WITH wanted AS (
@@ -20,9 +21,14 @@ locked AS (
 ),
 slot AS (
     SELECT GREATEST(max(next_free_time), clock_timestamp() + make_interval(secs => $4)) AS at FROM locked
+),
+updated AS (
+    UPDATE rate_slots s
+    SET next_free_time = slot.at + make_interval(secs => l.spacing)
+    FROM locked l, slot
+    WHERE s.scope = l.scope AND slot.at <= clock_timestamp() + make_interval(secs => $3)
+    RETURNING GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp())))::float8 AS wait_seconds
 )
-UPDATE rate_slots s
-SET next_free_time = slot.at + make_interval(secs => l.spacing)
-FROM locked l, slot
-WHERE s.scope = l.scope AND slot.at <= clock_timestamp() + make_interval(secs => $3)
-RETURNING GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp())))::float8 AS "wait_seconds!"
+-- found: how many of the scopes' rows exist (fewer than asked: create them, ensure_rate_slots.sql); wait_seconds:
+-- NULL when no slot was within reach.
+SELECT (SELECT count(*) FROM locked) AS "found!", (SELECT wait_seconds FROM updated LIMIT 1) AS wait_seconds

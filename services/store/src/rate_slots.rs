@@ -1,5 +1,7 @@
 //! Rate limits shared by every replica: each limited scope has one row holding its next free instant.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -13,11 +15,17 @@ pub const MAX_PER_SECOND: f64 = 1000.0;
 #[derive(Debug, Clone)]
 pub struct RateSlotRepository {
     pool: PgPool,
+    /// Scopes whose rows this process has made sure exist, so a reservation is one statement, not two. Forgotten
+    /// when a reservation finds nothing: the rows may be gone (the table is unlogged, so emptied by a crash).
+    ensured: Arc<Mutex<HashSet<String>>>,
 }
 
 impl RateSlotRepository {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            ensured: Arc::default(),
+        }
     }
 
     /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, at least `lead`
@@ -36,21 +44,52 @@ impl RateSlotRepository {
             .iter()
             .map(|(_, rate)| 1.0 / rate.clamp(f64::MIN_POSITIVE, MAX_PER_SECOND))
             .collect();
-        sqlx::query_file!("queries/ensure_rate_slots.sql", &names)
-            .execute(&self.pool)
+        for _ in 0..2 {
+            let missing = {
+                let ensured = self
+                    .ensured
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                names.iter().any(|name| !ensured.contains(name))
+            };
+            if missing {
+                sqlx::query_file!("queries/ensure_rate_slots.sql", &names)
+                    .execute(&self.pool)
+                    .await?;
+                self.remember(&names, true);
+            }
+            let reserved = sqlx::query_file!(
+                "queries/reserve_rate_slot.sql",
+                &names,
+                &spacings,
+                lookahead.as_secs_f64(),
+                lead.as_secs_f64()
+            )
+            .fetch_one(&self.pool)
             .await?;
-        let waits = sqlx::query_file_scalar!(
-            "queries/reserve_rate_slot.sql",
-            &names,
-            &spacings,
-            lookahead.as_secs_f64(),
-            lead.as_secs_f64()
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(waits
-            .into_iter()
-            .next()
-            .map(|w| Duration::from_secs_f64(w.max(0.0))))
+            if usize::try_from(reserved.found).unwrap_or(0) < names.len() {
+                // A row is gone (the table is unlogged: a crash empties it): create it and ask again.
+                self.remember(&names, false);
+                continue;
+            }
+            return Ok(reserved
+                .wait_seconds
+                .map(|w| Duration::from_secs_f64(w.max(0.0))));
+        }
+        Ok(None)
+    }
+
+    fn remember(&self, names: &[String], ensured: bool) {
+        let mut set = self
+            .ensured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in names {
+            if ensured {
+                set.insert(name.clone());
+            } else {
+                set.remove(name);
+            }
+        }
     }
 }

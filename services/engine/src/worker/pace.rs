@@ -12,7 +12,8 @@ use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
 use super::{
-    Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, spacing,
+    Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, WAKE_SLACK,
+    spacing,
 };
 
 impl Inner {
@@ -54,10 +55,12 @@ impl Inner {
         let changes = &self.store.change_items;
         let margin = self.settings.lease / 3;
         // A send later than its slot by more than a slot's spacing could fall together with the next slot's:
-        // at high rates the window is the spacing, so no second holds more than the rate (plus the edge).
+        // the window is the spacing, so no second holds more than the rate (plus the edge); but never below a
+        // timer's wake on a busy machine (above 100/s that allows 1% over in a second), or no send of a fast
+        // scope would ever go.
         let window = scopes
             .iter()
-            .map(|(_, rate)| spacing(*rate))
+            .map(|(_, rate)| spacing(*rate).max(WAKE_SLACK))
             .min()
             .unwrap_or(SLOT_WINDOW)
             .min(SLOT_WINDOW);
@@ -278,7 +281,7 @@ impl Inner {
                 sent_at: poll.sent_at,
                 last_call: poll.last_call,
                 now: poll.db_clock.now(),
-                settle: self.settle_timeout(),
+                settle: poll.settle,
             };
             match after_poll(&current, poll.target, clock) {
                 PollStep::Done => {
@@ -342,4 +345,6 @@ pub(super) struct Poll<'a> {
     pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
     pub last_call: Option<CallKind>,
     pub db_clock: DbClock,
+    /// How long the sent change may take to show (the account's own settle timeout, or the service's).
+    pub settle: chrono::Duration,
 }
