@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::protocol::{Service, error_for, json_result, query_result};
-use crate::aws::{AwsError, dynamodb, kms, sigv4, sts};
+use crate::aws::{AwsError, dynamodb, kms, sigv4, sts, tagging};
 use crate::faults::Faults;
 use crate::fleet_file::FleetSpec;
 use crate::request_log::{Record, RequestLog};
@@ -161,6 +161,8 @@ fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, Strin
             (Service::DynamoDb, op)
         } else if let Some(op) = target.strip_prefix("TrentService.") {
             (Service::Kms, op)
+        } else if let Some(op) = target.strip_prefix("ResourceGroupsTaggingAPI_20170126.") {
+            (Service::Tagging, op)
         } else {
             return Err((
                 Service::DynamoDb,
@@ -296,6 +298,18 @@ async fn aws_request(
                 result.as_ref().map_or_else(|e| e.code, |_| "ok"),
             );
             json_result(Service::DynamoDb, result)
+        }
+        Call::Json {
+            service: Service::Tagging,
+            input,
+            ..
+        } => {
+            let result = tagging::handle(world, &caller, &signed.region, &operation, &input);
+            record(
+                &caller.account_id,
+                result.as_ref().map_or_else(|e| e.code, |_| "ok"),
+            );
+            json_result(Service::Tagging, result)
         }
         Call::Json { input, .. } => {
             let result = kms::handle(world, &caller, &signed.region, &operation, &input);

@@ -7,6 +7,7 @@ pub mod permissions;
 pub mod protocol;
 pub mod sigv4;
 pub mod sts;
+pub mod tagging;
 mod update_table;
 
 pub use error::AwsError;

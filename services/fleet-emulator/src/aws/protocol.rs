@@ -15,6 +15,8 @@ pub enum Service {
     Kms,
     /// awsJson1_0, `X-Amz-Target: DynamoDB_20120810.<Op>`.
     DynamoDb,
+    /// awsJson1_1, `X-Amz-Target: ResourceGroupsTaggingAPI_20170126.<Op>`.
+    Tagging,
 }
 
 impl Service {
@@ -23,6 +25,7 @@ impl Service {
             Self::Sts => "sts",
             Self::Kms => "kms",
             Self::DynamoDb => "dynamodb",
+            Self::Tagging => "tagging",
         }
     }
 }
@@ -143,6 +146,6 @@ pub fn error_for(service: Service, action: &str, error: AwsError) -> Response {
             };
             json_result(service, Err(error))
         }
-        Service::DynamoDb => json_result(service, Err(error)),
+        Service::DynamoDb | Service::Tagging => json_result(service, Err(error)),
     }
 }
