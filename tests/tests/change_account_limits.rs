@@ -76,6 +76,10 @@ async fn an_account_overrides_the_update_rate_and_tables_in_flight() {
             update_rate_per_second: -1.0,
             poll_rate_per_second: f64::INFINITY,
             max_tables_in_flight: 501,
+            settle_timeout: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 500_000_000,
+            }),
         },
     )
     .await
@@ -87,6 +91,7 @@ async fn an_account_overrides_the_update_rate_and_tables_in_flight() {
             "account.limits.update_rate_per_second",
             "account.limits.poll_rate_per_second",
             "account.limits.max_tables_in_flight",
+            "account.limits.settle_timeout",
         ]
     );
     let after = s

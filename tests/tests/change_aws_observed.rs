@@ -47,11 +47,14 @@ async fn under_aws_observed_behaviour_each_change_is_sent_once() {
     }
 }
 
-/// The settle timeout is what holds the re-send back: with none, the same migration sends changes twice (the
-/// engine's behaviour before the settle rule), so the test above can fail.
+/// The settle timeout is what holds the re-send back: shorter than the old key stays visible, the same migration
+/// sends changes twice (the engine's behaviour before the settle rule), so the test above can fail. Each of those
+/// sends AWS accepted spends one of the table's 4 daily switches (an identical UpdateTable during a change is
+/// accepted and counted): the quota's record holds every one, while the history keeps one row per change. (With
+/// no settle timeout at all, the re-sends use up the quota and the items wait for it to free, a day later.)
 #[tokio::test]
-async fn without_a_settle_timeout_the_old_key_makes_the_engine_send_twice() {
-    let s = setup("worker_settle_timeout = '0s'").await;
+async fn a_settle_timeout_below_the_old_keys_visibility_makes_the_engine_send_twice() {
+    let s = setup("worker_settle_timeout = '1s'").await;
     observe_like_aws(&s, 3.0, 2.0).await;
     let id = migrate_bulk(&s.app).await;
     wait_terminal(&s.app, &id).await;
@@ -59,6 +62,101 @@ async fn without_a_settle_timeout_the_old_key_makes_the_engine_send_twice() {
     assert!(
         log.len() > BULK,
         "{} UpdateTable calls for {BULK} tables",
+        log.len()
+    );
+    let accepted = updates_sent(&s.emulator).await;
+    let pool = sqlx::PgPool::connect(&s.db.url).await.expect("db");
+    let recorded: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT account_id || '/' || table_name, count(*) FROM table_switch_sends GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("switch sends");
+    let recorded: std::collections::BTreeMap<String, usize> = recorded
+        .into_iter()
+        .map(|(table, n)| (table, n as usize))
+        .collect();
+    assert_eq!(
+        recorded, accepted,
+        "sends recorded vs accepted by the emulator"
+    );
+    assert!(
+        accepted.values().any(|n| *n > 1),
+        "no table was sent twice: {accepted:?}"
+    );
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM key_rotation_history")
+        .fetch_one(&pool)
+        .await
+        .expect("history");
+    assert_eq!(history as usize, BULK, "one history row per change");
+}
+
+/// An account's own settle timeout wins over the service's: the service waits 10 s for a change to show, far
+/// longer than the old key stays visible, but the payments account says 1 s, so its changes are sent again
+/// while AWS still shows the old key.
+#[tokio::test]
+async fn an_accounts_own_settle_timeout_is_the_one_used() {
+    let s = setup("").await;
+    observe_like_aws(&s, 3.0, 2.0).await;
+    let mut client = s.app.client.clone();
+    let account = client
+        .update_account(pb::UpdateAccountRequest {
+            account: Some(pb::Account {
+                account_id: PAYMENTS.into(),
+                limits: Some(pb::AccountLimits {
+                    settle_timeout: Some(prost_types::Duration {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["limits".into()],
+            }),
+        })
+        .await
+        .expect("set the account's settle timeout")
+        .into_inner();
+    assert_eq!(
+        account
+            .limits
+            .and_then(|l| l.settle_timeout)
+            .map(|d| d.seconds),
+        Some(1)
+    );
+    // Out of range: refused, naming the field.
+    let refused = client
+        .update_account(pb::UpdateAccountRequest {
+            account: Some(pb::Account {
+                account_id: PAYMENTS.into(),
+                limits: Some(pb::AccountLimits {
+                    settle_timeout: Some(prost_types::Duration {
+                        seconds: 86_401,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["limits".into()],
+            }),
+        })
+        .await
+        .expect_err("a settle timeout above a day");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        field_violations(&refused),
+        ["account.limits.settle_timeout"]
+    );
+    let id = migrate_bulk(&s.app).await;
+    wait_terminal(&s.app, &id).await;
+    let log = update_log(&s.emulator).await;
+    assert!(
+        log.len() > BULK,
+        "{} UpdateTable calls for {BULK} tables: the account's 1 s settle timeout was not used",
         log.len()
     );
 }

@@ -37,6 +37,7 @@ pub fn validate_everything(data: &[u8]) {
             number(a),
             number(c),
             i64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8])),
+            number(&d[d.len() - 8..]),
         );
     }
     let text = String::from_utf8_lossy(data);

@@ -86,7 +86,7 @@ pub struct RawAccount<'a> {
     pub external_id: &'a str,
     pub regions: &'a [String],
     pub labels: &'a HashMap<String, String>,
-    pub limits: Option<(f64, f64, i64)>,
+    pub limits: Option<(f64, f64, i64, f64)>,
 }
 
 impl RawAccount<'_> {
@@ -152,17 +152,19 @@ pub fn parse_labels(
         .ok()
 }
 
-/// Raw (update rate, poll rate, tables in flight) limits, None for the service defaults; violations under
-/// `limits`.
+/// Raw (update rate, poll rate, tables in flight, settle timeout in seconds) limits, None for the service
+/// defaults; violations under `limits`.
 pub fn parse_limits(
     errors: &mut ValidationErrors,
-    limits: Option<(f64, f64, i64)>,
+    limits: Option<(f64, f64, i64, f64)>,
 ) -> Option<AccountLimits> {
     match limits {
         None => Some(AccountLimits::default()),
-        Some((update, poll, in_flight)) => AccountLimits::from_raw(update, poll, in_flight)
-            .map_err(|e| errors.extend_prefixed("limits", e))
-            .ok(),
+        Some((update, poll, in_flight, settle)) => {
+            AccountLimits::from_raw(update, poll, in_flight, settle)
+                .map_err(|e| errors.extend_prefixed("limits", e))
+                .ok()
+        }
     }
 }
 

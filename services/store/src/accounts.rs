@@ -39,6 +39,7 @@ struct AccountRow {
     update_rate: Option<f64>,
     poll_rate: Option<f64>,
     max_tables_in_flight: Option<i32>,
+    settle_timeout_seconds: Option<f64>,
     version: i64,
     create_time: DateTime<Utc>,
     update_time: DateTime<Utc>,
@@ -71,6 +72,7 @@ impl AccountRow {
                 self.update_rate.unwrap_or(0.0),
                 self.poll_rate.unwrap_or(0.0),
                 self.max_tables_in_flight.map_or(0, i64::from),
+                self.settle_timeout_seconds.unwrap_or(0.0),
             )
             .map_err(|e| corrupt(format!("limits {e}")))?,
         )
@@ -86,11 +88,12 @@ impl AccountRow {
 }
 
 /// The override columns: NULL where the account keeps the service default.
-fn limit_columns(limits: &AccountLimits) -> (Option<f64>, Option<f64>, Option<i32>) {
+fn limit_columns(limits: &AccountLimits) -> (Option<f64>, Option<f64>, Option<i32>, Option<f64>) {
     (
         limits.update_rate.map(PerSecond::get),
         limits.poll_rate.map(PerSecond::get),
         limits.max_tables_in_flight.map(|n| n as i32),
+        limits.settle_timeout.map(|d| d.as_secs_f64()),
     )
 }
 
@@ -115,7 +118,8 @@ impl AccountRepository {
         account_id: &AccountId,
         spec: &AccountSpec,
     ) -> Result<Account, StoreError> {
-        let (update_rate, poll_rate, max_tables_in_flight) = limit_columns(&spec.limits);
+        let (update_rate, poll_rate, max_tables_in_flight, settle_timeout) =
+            limit_columns(&spec.limits);
         let row = sqlx::query_file_as!(
             AccountRow,
             "queries/insert_account.sql",
@@ -128,6 +132,7 @@ impl AccountRepository {
             update_rate,
             poll_rate,
             max_tables_in_flight,
+            settle_timeout,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -199,7 +204,8 @@ impl AccountRepository {
         expected_version: i64,
         spec: &AccountSpec,
     ) -> Result<Account, StoreError> {
-        let (update_rate, poll_rate, max_tables_in_flight) = limit_columns(&spec.limits);
+        let (update_rate, poll_rate, max_tables_in_flight, settle_timeout) =
+            limit_columns(&spec.limits);
         let row = sqlx::query_file_as!(
             AccountRow,
             "queries/update_account.sql",
@@ -213,6 +219,7 @@ impl AccountRepository {
             update_rate,
             poll_rate,
             max_tables_in_flight,
+            settle_timeout,
         )
         .fetch_optional(&self.pool)
         .await?;

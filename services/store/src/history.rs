@@ -128,20 +128,30 @@ impl HistoryRepository {
         .collect()
     }
 
-    /// When each of `tables` switched encryption in the last 24 hours (the switch quota's window), by the time
-    /// UpdateTable was sent, and the database's clock now: the quota is computed from the history's timestamps,
+    /// When each of `tables` spent a switch in the last 24 hours (the switch quota's window): each accepted
+    /// UpdateTable, by the time it was sent, and the database's clock now: the quota is computed from the history's timestamps,
     /// so it is compared with the clock that wrote them.
     #[tracing::instrument(skip_all, fields(tables = tables.len()), err(level = "debug"))]
     pub async fn recent_switches(&self, tables: &[TableKey]) -> Result<RecentSwitches, StoreError> {
         let accounts: Vec<String> = tables.iter().map(|t| t.0.clone()).collect();
         let regions: Vec<String> = tables.iter().map(|t| t.1.clone()).collect();
         let names: Vec<String> = tables.iter().map(|t| t.2.clone()).collect();
+        // Every accepted send (a re-send during a change spends a switch too), and every recorded change of an
+        // item with no recorded send (its send's answer was lost to a crash, and the change found done).
         let rows = sqlx::query!(
-            "SELECT h.account_id, h.region, h.table_name, h.start_time
+            r#"SELECT s.account_id AS "account_id!", s.region AS "region!", s.table_name AS "table_name!",
+                      s.sent_time AS "start_time!"
+             FROM table_switch_sends s
+             JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(account_id, region, table_name)
+               ON (s.account_id, s.region, s.table_name) = (t.account_id, t.region, t.table_name)
+             WHERE s.sent_time > now() - interval '24 hours'
+             UNION ALL
+             SELECT h.account_id, h.region, h.table_name, h.start_time
              FROM key_rotation_history h
              JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(account_id, region, table_name)
                ON (h.account_id, h.region, h.table_name) = (t.account_id, t.region, t.table_name)
-             WHERE h.start_time > now() - interval '24 hours'",
+             WHERE h.start_time > now() - interval '24 hours'
+               AND NOT EXISTS (SELECT 1 FROM table_switch_sends s WHERE s.item_id = h.item_id)"#,
             &accounts,
             &regions,
             &names

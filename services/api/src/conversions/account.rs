@@ -36,16 +36,23 @@ fn limits_to_proto(limits: &AccountLimits) -> pb::AccountLimits {
         update_rate_per_second: limits.update_rate.map_or(0.0, PerSecond::get),
         poll_rate_per_second: limits.poll_rate.map_or(0.0, PerSecond::get),
         max_tables_in_flight: limits.max_tables_in_flight.map_or(0, |n| n as i32),
+        settle_timeout: limits.settle_timeout.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
     }
 }
 
-/// `AccountLimits` as the raw triple the domain parses; absent means the service defaults.
-fn raw_limits(limits: Option<&pb::AccountLimits>) -> Option<(f64, f64, i64)> {
+/// `AccountLimits` as the raw values the domain parses; absent means the service defaults (an unset settle
+/// timeout is 0 s, a negative one stays negative and is refused).
+fn raw_limits(limits: Option<&pb::AccountLimits>) -> Option<(f64, f64, i64, f64)> {
     limits.map(|l| {
         (
             l.update_rate_per_second,
             l.poll_rate_per_second,
             i64::from(l.max_tables_in_flight),
+            l.settle_timeout
+                .map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9),
         )
     })
 }

@@ -40,6 +40,9 @@ pub struct Limits {
     pub poll_rate_per_second: f64,
     #[serde(default)]
     pub max_tables_in_flight: i32,
+    /// e.g. "2m"; absent: the service's worker_settle_timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub settle_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +107,7 @@ impl Entry {
                     l.update_rate_per_second,
                     l.poll_rate_per_second,
                     i64::from(l.max_tables_in_flight),
+                    l.settle_timeout.map_or(0.0, |d| d.as_secs_f64()),
                 )
             }),
         }
@@ -127,6 +131,10 @@ impl Entry {
             update_rate_per_second: l.update_rate_per_second,
             poll_rate_per_second: l.poll_rate_per_second,
             max_tables_in_flight: l.max_tables_in_flight,
+            settle_timeout: l.settle_timeout.map(|d| prost_types::Duration {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            }),
         })
     }
 
@@ -302,12 +310,15 @@ accounts:
   - account_id: "222222222222"
     role_arn: arn:aws:iam::222222222222:role/tablecrypt-member
     regions: [eu-west-1]
-    limits: {update_rate_per_second: 2}
+    limits: {update_rate_per_second: 2, settle_timeout: 90s}
 "#;
 
     #[test]
     fn a_good_file_parses_as_a_list_or_a_mapping() {
-        assert_eq!(parse(GOOD).expect("valid").len(), 2);
+        let entries = parse(GOOD).expect("valid");
+        assert_eq!(entries.len(), 2);
+        let limits = entries[1].limits_proto().expect("limits");
+        assert_eq!(limits.settle_timeout.map(|d| d.seconds), Some(90));
         let list = "- {account_id: '111111111111', role_arn: 'arn:aws:iam::111111111111:role/r', regions: [eu-west-1]}";
         assert_eq!(parse(list).expect("valid").len(), 1);
     }

@@ -136,6 +136,16 @@ pub enum Call {
 }
 
 impl Call {
+    /// The regions whose copy of the table this call changes, each spending one of that copy's switches when
+    /// AWS accepts it: the table's own region (`region`), a replica's, or the replicas a key update names.
+    pub fn regions_changed(&self, region: &str) -> Vec<String> {
+        match self {
+            Self::Sse => vec![region.to_owned()],
+            Self::ReplicaKeys(keys) => keys.iter().map(|(region, _)| region.clone()).collect(),
+            Self::ReplicaSse(replica) => vec![replica.clone()],
+        }
+    }
+
     pub fn kind(&self) -> CallKind {
         match self {
             Self::Sse => CallKind::Sse,

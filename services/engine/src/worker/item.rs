@@ -198,7 +198,7 @@ impl Inner {
                 sent_at,
                 last_call,
                 now: db_clock.now(),
-                settle: self.settle_timeout(),
+                settle: self.settle_timeout(claimed),
             };
             // The switch quota (from our history) matters only when something would be sent: look it up then.
             let step = match next_step(&current, &target, clock, None) {
@@ -263,6 +263,7 @@ impl Inner {
                 }
             }
             let poll = Poll {
+                settle: self.settle_timeout(claimed),
                 access: &access,
                 region,
                 table: &table,
@@ -307,7 +308,11 @@ impl Inner {
             Ok(UpdateOutcome::Started) => self
                 .store
                 .change_items
-                .mark_waiting(item.item_id, claimed.lease_token)
+                .mark_waiting(
+                    item.item_id,
+                    claimed.lease_token,
+                    &send.call.regions_changed(item.table.region.as_str()),
+                )
                 .await
                 .map_err(lost_or_retry),
             Ok(UpdateOutcome::AlreadyEncrypted) => Ok(()),
@@ -338,9 +343,13 @@ impl Inner {
         }
     }
 
-    /// How long a sent change may take to show before it is taken as not having happened.
-    pub(super) fn settle_timeout(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.settings.settle_timeout).unwrap_or(chrono::Duration::MAX)
+    /// How long a sent change may take to show before it is taken as not having happened: the account's own,
+    /// else the service's.
+    pub(super) fn settle_timeout(&self, claimed: &ClaimedItem) -> chrono::Duration {
+        let settle = claimed
+            .account_settle_timeout
+            .unwrap_or(self.settings.settle_timeout);
+        chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX)
     }
 
     /// When the table's switch quota allows the next switch to `mode`, if not now. A database error only costs

@@ -98,7 +98,8 @@ impl ChangeItemRepository {
         .await?;
         let account_ids: Vec<String> = items.iter().map(|i| i.account_id.clone()).collect();
         let accounts = sqlx::query!(
-            "SELECT account_id, update_rate, poll_rate FROM accounts WHERE account_id = ANY($1)",
+            "SELECT account_id, update_rate, poll_rate, settle_timeout_seconds FROM accounts
+             WHERE account_id = ANY($1)",
             &account_ids
         )
         .fetch_all(&mut *tx)
@@ -126,6 +127,9 @@ impl ChangeItemRepository {
                     max_updates_per_second: request.max_updates_per_second,
                     account_update_rate: account.and_then(|a| a.update_rate),
                     account_poll_rate: account.and_then(|a| a.poll_rate),
+                    account_settle_timeout: account
+                        .and_then(|a| a.settle_timeout_seconds)
+                        .map(std::time::Duration::from_secs_f64),
                     created_by: request.created_by.clone(),
                     approved_by: request.approved_by.clone(),
                 })
@@ -250,18 +254,20 @@ impl ChangeItemRepository {
         })
     }
 
-    /// UpdateTable was accepted: the table is UPDATING (and the run of 5xx answers is over).
+    /// UpdateTable was accepted: the table is UPDATING (and the run of 5xx answers is over), and the send counts
+    /// against the switch quota of the table in each of `regions` (the item's own, or the replica regions a
+    /// replica call changes).
     #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
-    pub async fn mark_waiting(&self, item_id: i64, token: i64) -> Result<(), StoreError> {
-        let done = sqlx::query!(
-            "UPDATE change_items SET state = 'WAITING', server_errors = 0, update_time = now()
-             WHERE item_id = $1 AND lease_token = $2 AND state IN ('APPLYING', 'WAITING')",
-            item_id,
-            token
-        )
-        .execute(&self.pool)
-        .await?;
-        fenced(done.rows_affected(), item_id)
+    pub async fn mark_waiting(
+        &self,
+        item_id: i64,
+        token: i64,
+        regions: &[String],
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query_file_scalar!("queries/mark_waiting.sql", item_id, token, regions)
+            .fetch_one(&self.pool)
+            .await?;
+        fenced(u64::try_from(updated).unwrap_or(0), item_id)
     }
 }
 

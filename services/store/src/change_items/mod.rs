@@ -145,6 +145,8 @@ pub struct ClaimedItem {
     /// The account's own UpdateTable and DescribeTable rates, where it overrides the service's.
     pub account_update_rate: Option<f64>,
     pub account_poll_rate: Option<f64>,
+    /// The account's own settle timeout, if it has one.
+    pub account_settle_timeout: Option<std::time::Duration>,
     pub created_by: String,
     pub approved_by: Option<String>,
 }

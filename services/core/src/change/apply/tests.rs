@@ -408,3 +408,26 @@ fn a_home_changed_behind_our_back_is_settled_elsewhere() {
         PollStep::SettledElsewhere
     );
 }
+
+#[test]
+fn each_call_spends_a_switch_of_the_copies_it_changes() {
+    assert_eq!(Call::Sse.regions_changed("eu-west-1"), ["eu-west-1"]);
+    assert_eq!(
+        Call::ReplicaSse("us-east-1".into()).regions_changed("eu-west-1"),
+        ["us-east-1"]
+    );
+    let keys = vec![
+        (
+            "us-east-1".to_owned(),
+            "arn:aws:kms:us-east-1:1:key/b".to_owned(),
+        ),
+        (
+            "ap-south-1".to_owned(),
+            "arn:aws:kms:ap-south-1:1:key/b".to_owned(),
+        ),
+    ];
+    assert_eq!(
+        Call::ReplicaKeys(keys).regions_changed("eu-west-1"),
+        ["us-east-1", "ap-south-1"]
+    );
+}
