@@ -48,4 +48,4 @@ log "cargo nextest: the change tests again under the emulator's aws-observed beh
 # The same engine tests on an emulator reshaped to AWS as observed (the old key shown, ACTIVE, at the start of a
 # change; one concern per UpdateTable; ...): tablecrypt must be right under every plausible behaviour.
 TC_EMULATOR_PROFILE=aws-observed cargo nextest run --no-fail-fast -p tablecrypt-tests \
-    -E 'binary(change_requests) | binary(change_faults) | binary(change_account_limits) | binary(change_under_faults) | binary(cli)'
+    -E 'binary(change_requests) | binary(change_faults) | binary(change_account_limits) | binary(change_under_faults) | binary(change_crash) | binary(change_postgres_restart) | binary(cli)'

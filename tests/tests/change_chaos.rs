@@ -1,5 +1,6 @@
 //! Chaos, bounded and on loopback: three server processes share one database and a 1,000-table request while
-//! AWS throttles a tenth of DynamoDB calls, and, at moments drawn from a seed, server processes are killed with
+//! AWS, as observed (the emulator's aws-observed profile: a changing table stays ACTIVE showing its old key for
+//! 8 s, one concern per UpdateTable), throttles a tenth of DynamoDB calls, and, at moments drawn from a seed, server processes are killed with
 //! SIGKILL and restarted, PostgreSQL is restarted and the change_items table is locked for 15 s (a database
 //! stall longer than the lease). Judged from outside tablecrypt: the emulator's request log must show exactly one
 //! accepted UpdateTable per table and no second above the per-account-region or fleet-wide rate, and the history
@@ -33,7 +34,8 @@ const HARD_CAP: Duration = Duration::from_secs(150);
 fn fleet() -> String {
     let mut yaml = String::from(
         "hub: {account_id: \"000000000000\", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}\n\
-         settings: {update_seconds: 1.0, request_log_capacity: 500000}\naccounts:\n",
+         settings: {update_seconds: 1.0, request_log_capacity: 500000}\n\
+         behaviour: {profile: aws-observed}\naccounts:\n",
     );
     for account in ACCOUNTS {
         yaml.push_str(&format!(

@@ -20,10 +20,13 @@ const ACCOUNTS: [&str; 4] = [
 const PER_ACCOUNT: usize = 500;
 const KILLS: usize = 5;
 
+/// The emulator's behaviour profile is `TC_EMULATOR_PROFILE` (tests/run.sh runs this test under both).
 fn fleet() -> String {
-    let mut yaml = String::from(
-        "hub: {account_id: \"000000000000\", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}\n\
-         settings: {update_seconds: 0.5, request_log_capacity: 500000}\naccounts:\n",
+    let profile = std::env::var("TC_EMULATOR_PROFILE").unwrap_or_else(|_| "optimistic".to_owned());
+    let mut yaml = format!(
+        "hub: {{account_id: \"000000000000\", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}}\n\
+         settings: {{update_seconds: 0.5, request_log_capacity: 500000}}\nbehaviour: {{profile: {profile}}}\n\
+         accounts:\n",
     );
     for account in ACCOUNTS {
         yaml.push_str(&format!(
