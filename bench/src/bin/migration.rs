@@ -139,11 +139,15 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
             "worker_poll_initial = '2s'\nworker_poll_max = '2s'\npoll_rate = 50.0",
         )
     };
+    // The settle timeout: how long a table whose send a kill left unknown may show no sign of it before it is sent
+    // again. Production's 5 minutes allows for AWS; the emulator shows a change at once (optimistic) or after 8 s
+    // (aws-observed), so 20 s is the same margin here, and a kill does not idle its unsent tables for minutes.
     let common = format!(
         "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = 'warn'\naws_endpoint_url = '{}'\n\
          scan_describe_rate = 500\nscan_concurrent_targets = {}\n\
          update_rate = {rate}\nglobal_update_rate = 100000.0\nmax_tables_in_flight = 500\n\
-         worker_concurrency = 2000\nworker_claim_interval = '100ms'\nworker_lease = '{}'\n{poll}",
+         worker_concurrency = 2000\nworker_claim_interval = '100ms'\nworker_lease = '{}'\n\
+         worker_settle_timeout = '20s'\n{poll}",
         db.url, args.emulator, args.accounts, args.worker_lease
     );
     // Without kills the workers run in this process; with kills, in two processes of their own.
