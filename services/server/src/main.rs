@@ -58,7 +58,8 @@ fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.contains(&text) {
+        // A layer that ends with its source's text already said it.
+        if line.ends_with(&text) {
             continue;
         }
         if !line.is_empty() {

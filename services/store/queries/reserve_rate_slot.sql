@@ -27,6 +27,8 @@ updated AS (
     SET next_free_time = slot.at + make_interval(secs => l.spacing)
     FROM locked l, slot
     WHERE s.scope = l.scope AND slot.at <= clock_timestamp() + make_interval(secs => $3)
+      -- All or nothing: with a scope's row missing, no other scope spends a slot.
+      AND (SELECT count(*) FROM locked) = cardinality($1::text[])
     RETURNING GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp())))::float8 AS wait_seconds
 )
 -- found: how many of the scopes' rows exist (fewer than asked: create them, ensure_rate_slots.sql); wait_seconds:

@@ -136,8 +136,9 @@ impl HistoryRepository {
         let accounts: Vec<String> = tables.iter().map(|t| t.0.clone()).collect();
         let regions: Vec<String> = tables.iter().map(|t| t.1.clone()).collect();
         let names: Vec<String> = tables.iter().map(|t| t.2.clone()).collect();
-        // Every accepted send (a re-send during a change spends a switch too), and every recorded change of an
-        // item with no recorded send (its send's answer was lost to a crash, and the change found done).
+        // Every accepted send (a re-send during a change spends a switch too), and every recorded change whose
+        // last send (the history's start time) went unrecorded: its answer was lost (a crash, a timeout, a lease
+        // lost while the call was in flight) and the change was found done.
         let rows = sqlx::query!(
             r#"SELECT s.account_id AS "account_id!", s.region AS "region!", s.table_name AS "table_name!",
                       s.sent_time AS "start_time!"
@@ -151,7 +152,9 @@ impl HistoryRepository {
              JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(account_id, region, table_name)
                ON (h.account_id, h.region, h.table_name) = (t.account_id, t.region, t.table_name)
              WHERE h.start_time > now() - interval '24 hours'
-               AND NOT EXISTS (SELECT 1 FROM table_switch_sends s WHERE s.item_id = h.item_id)"#,
+               AND NOT EXISTS (SELECT 1 FROM table_switch_sends s
+                               WHERE s.item_id = h.item_id AND s.region = h.region
+                                 AND s.sent_time >= h.start_time)"#,
             &accounts,
             &regions,
             &names

@@ -53,9 +53,13 @@ impl RateSlotRepository {
                 names.iter().any(|name| !ensured.contains(name))
             };
             if missing {
-                sqlx::query_file!("queries/ensure_rate_slots.sql", &names)
-                    .execute(&self.pool)
-                    .await?;
+                sqlx::query_file!(
+                    "queries/ensure_rate_slots.sql",
+                    &names,
+                    lookahead.as_secs_f64()
+                )
+                .execute(&self.pool)
+                .await?;
                 self.remember(&names, true);
             }
             let reserved = sqlx::query_file!(

@@ -116,11 +116,11 @@ impl Inner {
                 return Err(stop.not_sent(sent_before));
             }
             marked = true;
-            if Instant::now() <= slot + window {
+            if Instant::now() < slot + window {
                 tokio::time::sleep_until(slot.into()).await;
                 // The wake itself can be late (a busy runtime, a starved machine): a send woken after its window
                 // would fall together with the next slot's send, so it takes a fresh slot like a missed one.
-                if Instant::now() <= slot + window {
+                if Instant::now() < slot + window {
                     return Ok(access);
                 }
             }

@@ -2,15 +2,19 @@
 //! ResourceGroupsTaggingAPI_20170126.<Op>`): `GetResources`, `TagResources`, `UntagResources`, so the tools that
 //! inventory by tags (c7n-org, cloud-custodian, scripts on `tag:GetResources`) can read the emulator's fleet.
 //!
-//! As AWS: only resources that carry tags are listed; tag filters are ANDed, and a filter's values ORed (no values:
-//! any value); pages of `ResourcesPerPage` (1-100, default 50) with an opaque `PaginationToken` that is "" on the
-//! last page. The emulator holds only DynamoDB tables, so a `ResourceTypeFilters` without `dynamodb` or
-//! `dynamodb:table` finds nothing.
+//! As AWS: tag filters are ANDed, and a filter's values ORed (no values: any value); pages of `ResourcesPerPage`
+//! (1-100, default 50) with an opaque `PaginationToken` that is "" on the last page; at most 50 tags per table.
+//! The emulator holds only DynamoDB tables, so a `ResourceTypeFilters` without `dynamodb` or `dynamodb:table`
+//! finds nothing. Unlike AWS: only tables that carry tags now are listed (AWS also lists, with no tags, those that
+//! once had some), and a malformed `PaginationToken` starts over instead of being refused.
 
 use serde_json::{Value, json};
 
 use super::{AwsError, permissions};
 use crate::world::{AccountData, Caller, World, lock};
+
+/// DynamoDB's limit of tags per table.
+const MAX_TAGS: usize = 50;
 
 fn table_arn(region: &str, account_id: &str, name: &str) -> String {
     format!("arn:aws:dynamodb:{region}:{account_id}:table/{name}")
@@ -176,6 +180,21 @@ fn change_tags(
             continue;
         };
         if operation == "TagResources" {
+            let new_keys = tags
+                .iter()
+                .filter(|(k, _)| !table.tags.contains_key(k))
+                .count();
+            if table.tags.len() + new_keys > MAX_TAGS {
+                failed.insert(
+                    arn.clone(),
+                    json!({
+                        "StatusCode": 400,
+                        "ErrorCode": "InvalidParameterException",
+                        "ErrorMessage": format!("a table may hold at most {MAX_TAGS} tags"),
+                    }),
+                );
+                continue;
+            }
             table.tags.extend(tags.iter().cloned());
         } else {
             for key in &keys {

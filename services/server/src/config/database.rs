@@ -106,10 +106,18 @@ pub fn connection(
         Some(mode) => Some((mode, "database_sslmode")),
         None => match url.sslmode {
             Some(mode) => Some((mode, "the sslmode of DATABASE_URL")),
-            None => std::env::var("PGSSLMODE")
-                .ok()
-                .and_then(|text| DatabaseSslMode::parse(&text))
-                .map(|mode| (mode, "PGSSLMODE")),
+            None => match std::env::var("PGSSLMODE") {
+                Ok(text) => Some((
+                    DatabaseSslMode::parse(&text).with_context(|| {
+                        format!(
+                            "invalid configuration: PGSSLMODE {text:?} is not one of disable, allow, prefer, \
+                             require, verify-ca, verify-full"
+                        )
+                    })?,
+                    "PGSSLMODE",
+                )),
+                Err(_) => None,
+            },
         },
     };
     let mut warnings = Vec::new();
