@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line; tests call [`server::run`] with listeners bound to port 0.
 
 pub mod config;
+mod connections;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

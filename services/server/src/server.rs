@@ -11,7 +11,6 @@ use tablecrypt_fleet::{Fleet, FleetSettings};
 use tablecrypt_proto::v1::table_encryption_server::TableEncryptionServer;
 use tablecrypt_store::{PoolSettings, Store};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
@@ -83,6 +82,12 @@ fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConf
     Ok(config)
 }
 
+/// Connections the plaintext health listener keeps open: probes open one or two at a time.
+const HEALTH_MAX_CONNECTIONS: usize = 64;
+/// After a connection's maximum age, how long its calls in flight (a watch, an export) may take to finish before
+/// it is closed anyway; watches reconnect.
+const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(600);
+
 /// Opens the pool and applies migrations. Used by `serve` and by the `migrate` subcommand.
 pub async fn open_store(config: &Config) -> anyhow::Result<sqlx::PgPool> {
     let settings = PoolSettings {
@@ -115,7 +120,11 @@ fn tls_hint(error: &str, sslmode: crate::config::DatabaseSslMode) -> String {
     } else if error.contains("NotValidForName") || error.contains("not valid for name") {
         "the database's certificate does not name the host in DATABASE_URL (sslmode verify-full checks it; \
          connect by the name on the certificate)"
-    } else if error.contains("Expired") || error.contains("NotValidYet") {
+    } else if error.contains("certificate expired")
+        || error.contains("not valid yet")
+        || error.contains("Expired")
+        || error.contains("NotValidYet")
+    {
         "the database's certificate is outside its validity period"
     } else if error.contains("server does not support TLS")
         || error.contains("TLS upgrade required")
@@ -232,11 +241,12 @@ pub async fn run(
         tracing::info!(%addr, "serving plaintext gRPC health checks (grpc.health.v1 only)");
         let token = shutdown.clone();
         let service = health_service.clone();
+        let handshake = config.connection_handshake_timeout;
         tasks.spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    crate::connections::bounded(listener, HEALTH_MAX_CONNECTIONS, handshake),
                     token.cancelled_owned(),
                 )
                 .await;
@@ -270,10 +280,20 @@ pub async fn run(
              configured authentication every caller is an admin named by x-tablecrypt-caller)"
         );
     }
-    let mut builder = tonic::transport::Server::builder().timeout(config.request_timeout);
+    // Connections are bounded in number and in how long they may take to start (connections.rs); live ones are
+    // pinged (a peer that stopped answering is dropped) and re-established after a maximum age.
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    if let Some(age) = config.max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
+    }
     if let Some(tls) = &config.tls {
         builder = builder
-            .tls_config(server_tls(tls)?)
+            .tls_config(server_tls(tls)?.timeout(config.connection_handshake_timeout))
             .context("failed to configure TLS")?;
     }
     // Metrics outermost, so refused calls are counted too; then authentication and the audit log.
@@ -284,7 +304,14 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_optional_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop_accepting);
+        .serve_with_incoming_shutdown(
+            crate::connections::bounded(
+                listeners.grpc,
+                config.max_connections.get() as usize,
+                config.connection_handshake_timeout,
+            ),
+            stop_accepting,
+        );
 
     let grace = config.shutdown_grace_period;
     let deadline = async {

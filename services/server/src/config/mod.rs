@@ -170,6 +170,22 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
     pub caller_rate_limit: u32,
+    /// Connections the gRPC listener keeps open at once; one more is closed at once (`TABLECRYPT_MAX_CONNECTIONS`).
+    pub max_connections: NonZeroU32,
+    /// How long a new connection may take to finish its TLS handshake (or, in plaintext, to send its first
+    /// bytes) before it is closed (`TABLECRYPT_CONNECTION_HANDSHAKE_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub connection_handshake_timeout: Duration,
+    /// How often an idle HTTP/2 connection is pinged, and how long the ping's answer may take before the
+    /// connection is dropped (`TABLECRYPT_HTTP2_KEEPALIVE_INTERVAL`, `TABLECRYPT_HTTP2_KEEPALIVE_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// After this long a connection is asked to reconnect (GOAWAY; calls in flight get 10 minutes), so no
+    /// connection is held for ever; "off" keeps connections (`TABLECRYPT_MAX_CONNECTION_AGE`).
+    #[serde(deserialize_with = "optional_duration")]
+    pub max_connection_age: Option<Duration>,
 }
 
 /// The server's certificate and key (PEM), and optionally the CA that client certificates must chain to.
@@ -287,6 +303,15 @@ impl Default for Config {
             max_request_bytes: NonZeroU32::new(1024 * 1024).expect("non-zero"),
             request_timeout: seconds(30),
             caller_rate_limit: 50,
+            // Far above the clients of one platform team's fleet; well under the process's usual 65,536 file
+            // descriptors, so a flood of silent sockets reaches this first.
+            max_connections: NonZeroU32::new(1024).expect("non-zero"),
+            // A TLS handshake takes milliseconds even across regions; seconds more for a slow client.
+            connection_handshake_timeout: seconds(10),
+            // gRPC's usual values: a dead peer is noticed within 40 s without pinging busy connections.
+            http2_keepalive_interval: seconds(30),
+            http2_keepalive_timeout: seconds(10),
+            max_connection_age: Some(seconds(3600)),
         }
     }
 }
@@ -376,6 +401,19 @@ impl Config {
             !self.request_timeout.is_zero(),
             "invalid configuration: request_timeout must be above zero"
         );
+        for (key, value) in [
+            (
+                "connection_handshake_timeout",
+                self.connection_handshake_timeout,
+            ),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+        ] {
+            anyhow::ensure!(
+                !value.is_zero(),
+                "invalid configuration: {key} must be above zero"
+            );
+        }
         self.database()?;
         let auth = self.auth_settings()?;
         if !self.insecure {
