@@ -137,8 +137,9 @@ impl HistoryRepository {
         let regions: Vec<String> = tables.iter().map(|t| t.1.clone()).collect();
         let names: Vec<String> = tables.iter().map(|t| t.2.clone()).collect();
         // Every accepted send (a re-send during a change spends a switch too), and every recorded change whose
-        // last send (the history's start time) went unrecorded: its answer was lost (a crash, a timeout, a lease
-        // lost while the call was in flight) and the change was found done.
+        // last send (the history's start time, of whichever call: a global table's last call is to its replicas)
+        // went unrecorded: its answer was lost (a crash, a timeout, a lease lost while the call was in flight) and
+        // the change was found done.
         let rows = sqlx::query!(
             r#"SELECT s.account_id AS "account_id!", s.region AS "region!", s.table_name AS "table_name!",
                       s.sent_time AS "start_time!"
@@ -153,8 +154,7 @@ impl HistoryRepository {
                ON (h.account_id, h.region, h.table_name) = (t.account_id, t.region, t.table_name)
              WHERE h.start_time > now() - interval '24 hours'
                AND NOT EXISTS (SELECT 1 FROM table_switch_sends s
-                               WHERE s.item_id = h.item_id AND s.region = h.region
-                                 AND s.sent_time >= h.start_time)"#,
+                               WHERE s.item_id = h.item_id AND s.sent_time >= h.start_time)"#,
             &accounts,
             &regions,
             &names
