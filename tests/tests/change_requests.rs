@@ -1328,3 +1328,45 @@ async fn api_and_worker_roles_split_the_work() {
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
     worker.stop().await.expect("worker stops");
 }
+
+/// One caller holds at most 16 watches at once (each open watch polls the database); one more is
+/// RESOURCE_EXHAUSTED, another caller is not affected, and a watch the client closes gives its slot back.
+#[tokio::test]
+async fn a_caller_holds_a_bounded_number_of_watches() {
+    let s = setup("").await;
+    let id = migrate_bulk(&s.app).await;
+    let watch = |caller: &'static str| {
+        let mut client = s.app.client.clone();
+        let request = pb::WatchChangeRequestRequest {
+            change_request_id: id.clone(),
+        };
+        async move {
+            client
+                .watch_change_request(as_caller(caller, request))
+                .await
+        }
+    };
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(watch("alice").await.expect("within the cap").into_inner());
+    }
+    let refused = watch("alice").await.expect_err("one watch too many");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let _bob = watch("bob")
+        .await
+        .expect("another caller has slots of its own");
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(watch) = watch("alice").await {
+            again = Some(watch);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a closed watch never gave its slot back");
+}

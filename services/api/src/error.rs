@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The caller may not do this (e.g. approve their own change request).
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller holds as much of a limited resource as it may (e.g. open watches): close some, retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// AWS refused or failed, classified.
     #[error("AWS: {0}")]
     Aws(#[from] tablecrypt_fleet::FleetError),
@@ -98,6 +101,7 @@ impl From<ApiError> for Status {
             ApiError::Aborted(message) => Status::aborted(message),
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
+            ApiError::ResourceExhausted(message) => Status::resource_exhausted(message),
             ApiError::Unauthenticated(message) => Status::unauthenticated(message),
             ApiError::Aws(error) => {
                 use tablecrypt_core::FailureKind;

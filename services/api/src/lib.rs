@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod inventory;
 mod page_token;
 mod service;
+mod watch_slots;
 
 pub use auth::CALLER_HEADER;
 pub use change_requests::{ChangeRequests, ChangeSettings};

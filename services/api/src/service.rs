@@ -11,6 +11,7 @@ use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_proto::v1::table_encryption_server::TableEncryption;
 use tablecrypt_store::Store;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -28,6 +29,7 @@ pub struct TableEncryptionService {
     fleet: Arc<Fleet>,
     scanner: InventoryScanner,
     changes: ChangeRequests,
+    watches: crate::watch_slots::WatchSlots,
 }
 
 impl TableEncryptionService {
@@ -37,6 +39,7 @@ impl TableEncryptionService {
             fleet: scanner.fleet().clone(),
             scanner,
             changes,
+            watches: crate::watch_slots::WatchSlots::default(),
         }
     }
 
@@ -471,9 +474,13 @@ impl TableEncryption for TableEncryptionService {
         let id = request.get_ref().change_request_id.clone();
         self.check_request(&caller, Permission::Read, "WatchChangeRequest", &id)
             .await?;
-        Ok(Response::new(
-            self.changes.watch(request.into_inner()).await?,
-        ))
+        let slot = self.watches.take(&caller.identity)?;
+        let updates = self.changes.watch(request.into_inner()).await?;
+        // The slot lives as long as the stream: given back when the client goes away or the stream ends.
+        Ok(Response::new(Box::pin(updates.map(move |update| {
+            let _held = &slot;
+            update
+        }))))
     }
 
     async fn update_table_encryption(
