@@ -202,11 +202,11 @@ impl Inner {
             };
             // The switch quota (from our history) matters only when something would be sent: look it up then.
             let step = match next_step(&current, &target, clock, None) {
-                Step::Send(_) => next_step(
+                Step::Send(call) => next_step(
                     &current,
                     &target,
                     clock,
-                    self.quota_frees_at(&key, target.mode).await,
+                    self.call_quota_frees_at(&key, &call, target.mode).await,
                 ),
                 step => step,
             };
@@ -352,20 +352,24 @@ impl Inner {
         chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX)
     }
 
-    /// When the table's switch quota allows the next switch to `mode`, if not now. A database error only costs
-    /// the early look: AWS refuses a switch past the quota anyway, and that refusal defers the item too.
-    pub(super) async fn quota_frees_at(
+    /// When every copy of the table that `call` changes (its own region's, or the replicas') may switch again, if
+    /// not now: a global table's replica call spends the replicas' switches, not the home region's, so the home
+    /// region's first call of the same change does not hold its replica call back.
+    async fn call_quota_frees_at(
         &self,
         key: &(String, String, String),
+        call: &Call,
         mode: EncryptionMode,
     ) -> Option<chrono::DateTime<Utc>> {
-        let switches = self
-            .store
-            .history
-            .recent_switches(std::slice::from_ref(key))
-            .await
-            .ok()?;
-        next_switch_allowed(mode, switches.of(key), switches.now)
+        let keys: Vec<(String, String, String)> = call
+            .regions_changed(&key.1)
+            .into_iter()
+            .map(|region| (key.0.clone(), region, key.2.clone()))
+            .collect();
+        let switches = self.store.history.recent_switches(&keys).await.ok()?;
+        keys.iter()
+            .filter_map(|k| next_switch_allowed(mode, switches.of(k), switches.now))
+            .max()
     }
 
     pub(super) async fn classify_apply_error(
