@@ -5,6 +5,7 @@
 //! engine looked right; reshaped to AWS's observed behaviour it sent every change twice.
 
 use tablecrypt_proto::v1 as pb;
+use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
 use tablecrypt_tests::changes::*;
 
 async fn observe_like_aws(s: &Setup, update_seconds: f64, old_key_visible_seconds: f64) {
@@ -91,23 +92,17 @@ async fn a_settle_timeout_below_the_old_keys_visibility_makes_the_engine_send_tw
     assert_eq!(history as usize, BULK, "one history row per change");
 }
 
-/// An account's own settle timeout wins over the service's: the service waits 10 s for a change to show, far
-/// longer than the old key stays visible, but the payments account says 1 s, so its changes are sent again
-/// while AWS still shows the old key.
-#[tokio::test]
-async fn an_accounts_own_settle_timeout_is_the_one_used() {
-    let s = setup("").await;
-    observe_like_aws(&s, 3.0, 2.0).await;
-    let mut client = s.app.client.clone();
-    let account = client
+/// Sets the payments account's own settle timeout, in seconds.
+async fn set_settle_timeout(
+    client: &mut TableEncryptionClient<tonic::transport::Channel>,
+    seconds: i64,
+) -> Result<tonic::Response<pb::Account>, tonic::Status> {
+    client
         .update_account(pb::UpdateAccountRequest {
             account: Some(pb::Account {
                 account_id: PAYMENTS.into(),
                 limits: Some(pb::AccountLimits {
-                    settle_timeout: Some(prost_types::Duration {
-                        seconds: 1,
-                        nanos: 0,
-                    }),
+                    settle_timeout: Some(prost_types::Duration { seconds, nanos: 0 }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -116,6 +111,18 @@ async fn an_accounts_own_settle_timeout_is_the_one_used() {
                 paths: vec!["limits".into()],
             }),
         })
+        .await
+}
+
+/// An account's own settle timeout wins over the service's: the service waits 10 s for a change to show, far
+/// longer than the old key stays visible, but the payments account says 1 s, so its changes are sent again
+/// while AWS still shows the old key.
+#[tokio::test]
+async fn an_accounts_own_settle_timeout_is_the_one_used() {
+    let s = setup("").await;
+    observe_like_aws(&s, 3.0, 2.0).await;
+    let mut client = s.app.client.clone();
+    let account = set_settle_timeout(&mut client, 1)
         .await
         .expect("set the account's settle timeout")
         .into_inner();
@@ -127,23 +134,7 @@ async fn an_accounts_own_settle_timeout_is_the_one_used() {
         Some(1)
     );
     // Out of range: refused, naming the field.
-    let refused = client
-        .update_account(pb::UpdateAccountRequest {
-            account: Some(pb::Account {
-                account_id: PAYMENTS.into(),
-                limits: Some(pb::AccountLimits {
-                    settle_timeout: Some(prost_types::Duration {
-                        seconds: 86_401,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["limits".into()],
-            }),
-        })
+    let refused = set_settle_timeout(&mut client, 86_401)
         .await
         .expect_err("a settle timeout above a day");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);

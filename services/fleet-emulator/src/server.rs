@@ -18,7 +18,7 @@ use crate::aws::{AwsError, dynamodb, kms, sigv4, sts, tagging};
 use crate::faults::Faults;
 use crate::fleet_file::FleetSpec;
 use crate::request_log::{Record, RequestLog};
-use crate::world::World;
+use crate::world::{Caller, World};
 
 /// Largest request body accepted (fleet files posted to the admin API can be large).
 const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
@@ -287,37 +287,20 @@ async fn aws_request(
         return error_for(service, &operation, error);
     }
     match call {
-        Call::Json {
-            service: Service::DynamoDb,
-            input,
-            ..
-        } => {
-            let result = dynamodb::handle(world, &caller, &signed.region, &operation, &input);
+        Call::Json { service, input, .. } => {
+            type Handler = fn(&World, &Caller, &str, &str, &Value) -> Result<Value, AwsError>;
+            let handle: Handler = match service {
+                Service::DynamoDb => dynamodb::handle,
+                Service::Tagging => tagging::handle,
+                // STS speaks awsQuery, never JSON: parse_call gives it a Call::Query.
+                Service::Kms | Service::Sts => kms::handle,
+            };
+            let result = handle(world, &caller, &signed.region, &operation, &input);
             record(
                 &caller.account_id,
                 result.as_ref().map_or_else(|e| e.code, |_| "ok"),
             );
-            json_result(Service::DynamoDb, result)
-        }
-        Call::Json {
-            service: Service::Tagging,
-            input,
-            ..
-        } => {
-            let result = tagging::handle(world, &caller, &signed.region, &operation, &input);
-            record(
-                &caller.account_id,
-                result.as_ref().map_or_else(|e| e.code, |_| "ok"),
-            );
-            json_result(Service::Tagging, result)
-        }
-        Call::Json { input, .. } => {
-            let result = kms::handle(world, &caller, &signed.region, &operation, &input);
-            record(
-                &caller.account_id,
-                result.as_ref().map_or_else(|e| e.code, |_| "ok"),
-            );
-            json_result(Service::Kms, result)
+            json_result(service, result)
         }
         Call::Query { action, params } => {
             let result = sts::handle(world, &caller, &action, &params);

@@ -169,14 +169,8 @@ fn change_tags(
             .strip_prefix(&prefix)
             .and_then(|name| account.region(region).tables.get_mut(name));
         let Some(table) = table else {
-            failed.insert(
-                arn.clone(),
-                json!({
-                    "StatusCode": 404,
-                    "ErrorCode": "InvalidParameterException",
-                    "ErrorMessage": format!("Requested resource not found: {arn}"),
-                }),
-            );
+            let message = format!("Requested resource not found: {arn}");
+            failed.insert(arn, failure(404, message));
             continue;
         };
         if operation == "TagResources" {
@@ -186,12 +180,8 @@ fn change_tags(
                 .count();
             if table.tags.len() + new_keys > MAX_TAGS {
                 failed.insert(
-                    arn.clone(),
-                    json!({
-                        "StatusCode": 400,
-                        "ErrorCode": "InvalidParameterException",
-                        "ErrorMessage": format!("a table may hold at most {MAX_TAGS} tags"),
-                    }),
+                    arn,
+                    failure(400, format!("a table may hold at most {MAX_TAGS} tags")),
                 );
                 continue;
             }
@@ -203,4 +193,13 @@ fn change_tags(
         }
     }
     Ok(json!({"FailedResourcesMap": failed}))
+}
+
+/// One resource's entry in `FailedResourcesMap`.
+fn failure(status: u16, message: String) -> Value {
+    json!({
+        "StatusCode": status,
+        "ErrorCode": "InvalidParameterException",
+        "ErrorMessage": message,
+    })
 }
