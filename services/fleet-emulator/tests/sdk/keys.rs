@@ -1,11 +1,9 @@
 //! KMS keys and aliases, and every reason DynamoDB refuses a key, through the real AWS SDK.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_dynamodb::types::TableStatus;
 use aws_sdk_kms::error::ProvideErrorMetadata as _;
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
-use common::*;
 
 const FLEET: &str = r#"
 hub: {account_id: "000000000000", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}

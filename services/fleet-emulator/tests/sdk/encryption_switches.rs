@@ -1,10 +1,8 @@
 //! Switching a table's encryption through the real AWS SDK: owned -> AWS managed -> customer key A -> B, the
 //! asynchronous UPDATING phase, idempotency, the switch quota and the in-flight limit.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_dynamodb::types::{SseStatus, TableStatus};
-use common::*;
 
 const FLEET: &str = r#"
 hub: {account_id: "000000000000", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}

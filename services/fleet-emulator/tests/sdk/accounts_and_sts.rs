@@ -1,8 +1,6 @@
 //! STS across accounts, and account isolation, through the real AWS SDK for Rust.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const FLEET: &str = r#"
 hub: {account_id: "000000000000", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}

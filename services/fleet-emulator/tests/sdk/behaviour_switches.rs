@@ -1,15 +1,13 @@
 //! The `aws-observed` behaviour profile as the AWS SDK sees it: each switch of `crate::behaviour` (and the
 //! member-role permissions and archival states both profiles share), answered as AWS is observed to answer.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_dynamodb::types::{
     ProvisionedThroughput, ReplicationGroupUpdate, UpdateReplicationGroupMemberAction,
 };
-use common::*;
 
 /// The observed profile, except that a change shows at once and as UPDATING, so that it can be waited for; those
-/// two switches have tests of their own (`tests/tests/change_aws_observed.rs`).
+/// two switches have tests of their own (`tests/tests/e2e/change_aws_observed.rs`).
 const FLEET: &str = r#"
 hub: {account_id: "000000000000", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}
 settings: {update_seconds: 0.2}

@@ -1,9 +1,7 @@
 //! Global tables' per-replica keys, and injected faults as the SDK sees them.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_dynamodb::types::{ReplicationGroupUpdate, UpdateReplicationGroupMemberAction};
-use common::*;
 use serde_json::Value;
 
 const FLEET: &str = r#"
