@@ -7,7 +7,7 @@ use tablecrypt_store::Store;
 
 use crate::conversions::account as convert;
 use crate::error::ApiError;
-use crate::page_token;
+use crate::page_token::{self, CallPages};
 
 fn parse_account_id(field: &str, value: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(value).map_err(|e| ValidationErrors::single(field, e.0).into())
@@ -36,6 +36,7 @@ pub async fn get(store: &Store, request: pb::GetAccountRequest) -> Result<pb::Ac
 pub async fn list(
     store: &Store,
     visible: &Visible,
+    pages: &CallPages,
     request: pb::ListAccountsRequest,
 ) -> Result<pb::ListAccountsResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -49,10 +50,7 @@ pub async fn list(
         .map(LabelSelector::canonical)
         .unwrap_or_default();
     let after = errors
-        .check(
-            "page_token",
-            page_token::decode(&request.page_token, &filter),
-        )
+        .check("page_token", pages.decode(&request.page_token, &filter))
         .flatten()
         .map(|after| AccountId::parse(&after))
         .transpose()
@@ -90,7 +88,7 @@ pub async fn list(
         }
     };
     let next_page_token = match (more, accounts.last()) {
-        (true, Some(last)) => page_token::encode(last.account_id.as_str(), &filter),
+        (true, Some(last)) => pages.encode(last.account_id.as_str(), &filter),
         _ => String::new(),
     };
     Ok(pb::ListAccountsResponse {

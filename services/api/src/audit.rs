@@ -6,7 +6,7 @@ use tablecrypt_store::{AuditFilter, Store};
 
 use crate::conversions::timestamp;
 use crate::error::ApiError;
-use crate::page_token;
+use crate::page_token::{self, CallPages};
 
 fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
@@ -14,6 +14,7 @@ fn optional(value: &str) -> Option<String> {
 
 pub async fn list(
     store: &Store,
+    pages: &CallPages,
     request: pb::ListAuditEventsRequest,
 ) -> Result<pb::ListAuditEventsResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -39,15 +40,11 @@ pub async fn list(
             "must be a gRPC status code name such as OK or PERMISSION_DENIED",
         );
     }
-    let filter_key = format!(
-        "audit|{}|{}|{}",
-        request.caller, request.method, request.outcome
-    );
+    // Unambiguous: no two filters give the same key, whatever characters they hold.
+    let filter_key = serde_json::to_string(&(&request.caller, &request.method, &request.outcome))
+        .unwrap_or_default();
     let before = errors
-        .check(
-            "page_token",
-            page_token::decode(&request.page_token, &filter_key),
-        )
+        .check("page_token", pages.decode(&request.page_token, &filter_key))
         .flatten();
     let before_id = match before.as_deref().map(str::parse::<i64>) {
         None => None,
@@ -69,7 +66,7 @@ pub async fn list(
         .audit
         .list(&filter, before_id, i64::from(page_size) + 1)
         .await?;
-    let next_page_token = page_token::finish_page(&mut rows, page_size, &filter_key, |r| {
+    let next_page_token = pages.finish_page(&mut rows, page_size, &filter_key, |r| {
         r.event_id.to_string()
     });
     Ok(pb::ListAuditEventsResponse {

@@ -17,6 +17,8 @@ use crate::conversions::change::{created_to_proto, shown, watch_update_to_proto}
 use crate::conversions::change_input::{self as parse, RequestLimits};
 use crate::conversions::change_lists::{self as lists, RequestPosition};
 use crate::error::ApiError;
+use crate::page_token::CallPages;
+use tablecrypt_engine::access::Visible;
 
 /// The service-wide limits and policy change requests are checked against; from the server's configuration.
 #[derive(Debug, Clone)]
@@ -106,22 +108,25 @@ impl ChangeRequests {
 
     pub async fn list(
         &self,
+        visible: &Visible,
+        pages: &CallPages,
         request: pb::ListChangeRequestsRequest,
     ) -> Result<pb::ListChangeRequestsResponse, ApiError> {
-        let (states, paging) = lists::request_list(&request)?;
+        let (states, paging) = lists::request_list(&request, pages)?;
         let after = paging.after.as_ref().map(RequestPosition::cursor);
         let page = self
             .requests
-            .list(&states, after.as_ref(), paging.size)
+            .list(&states, visible, after.as_ref(), paging.size)
             .await?;
         Ok(lists::request_page_to_proto(page, &paging))
     }
 
     pub async fn list_items(
         &self,
+        pages: &CallPages,
         request: pb::ListChangeItemsRequest,
     ) -> Result<pb::ListChangeItemsResponse, ApiError> {
-        let (id, states, paging) = lists::item_list(&request)?;
+        let (id, states, paging) = lists::item_list(&request, pages)?;
         let page = self
             .requests
             .list_items(id, &states, paging.after, paging.size)
@@ -167,12 +172,14 @@ impl ChangeRequests {
 
     pub async fn history(
         &self,
+        visible: &Visible,
+        pages: &CallPages,
         request: pb::ListKeyRotationHistoryRequest,
     ) -> Result<pb::ListKeyRotationHistoryResponse, ApiError> {
-        let (query, paging) = lists::history_list(&request)?;
+        let (query, paging) = lists::history_list(&request, pages)?;
         let (rows, more) = self
             .requests
-            .history(query, paging.after, paging.size)
+            .history(query, visible, paging.after, paging.size)
             .await?;
         Ok(lists::history_page_to_proto(&rows, more, &paging))
     }

@@ -15,7 +15,7 @@ use tablecrypt_store::{InventoryCursor, Store};
 
 use crate::conversions::inventory as convert;
 use crate::error::ApiError;
-use crate::page_token;
+use crate::page_token::{self, CallPages};
 
 /// A region the account is registered in, or NOT_FOUND naming both.
 fn registered_region(account: &Account, region: Region) -> Result<Region, ApiError> {
@@ -133,6 +133,7 @@ pub async fn list_table_encryptions(
     store: &Store,
     fleet: &Fleet,
     visible: &Visible,
+    pages: &CallPages,
     request: pb::ListTableEncryptionsRequest,
 ) -> Result<pb::ListTableEncryptionsResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -189,7 +190,7 @@ pub async fn list_table_encryptions(
     let after = match errors
         .check(
             "page_token",
-            page_token::decode(&request.page_token, &fingerprint),
+            pages.decode(&request.page_token, &fingerprint),
         )
         .flatten()
     {
@@ -258,7 +259,7 @@ pub async fn list_table_encryptions(
                 r: last.table.region.to_string(),
                 t: last.table.table_name.to_string(),
             };
-            page_token::encode(
+            pages.encode(
                 &serde_json::to_string(&cursor).unwrap_or_default(),
                 &fingerprint,
             )

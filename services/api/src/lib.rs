@@ -13,7 +13,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;
-mod page_token;
+pub mod page_token;
 mod service;
 mod watch_slots;
 

@@ -19,6 +19,7 @@ use crate::auth::note_target;
 use crate::authorization::{Visible, caller};
 use crate::change_requests::{ChangeRequests, WatchStream};
 use crate::error::ApiError;
+use crate::page_token::PageTokenKeys;
 use crate::{accounts, audit, inventory};
 use tablecrypt_engine::access;
 
@@ -30,11 +31,19 @@ pub struct TableEncryptionService {
     scanner: InventoryScanner,
     changes: ChangeRequests,
     watches: crate::watch_slots::WatchSlots,
+    /// The keys every list's page tokens are signed with.
+    page_keys: PageTokenKeys,
 }
 
 impl TableEncryptionService {
-    pub fn new(store: Store, scanner: InventoryScanner, changes: ChangeRequests) -> Self {
+    pub fn new(
+        store: Store,
+        scanner: InventoryScanner,
+        changes: ChangeRequests,
+        page_keys: PageTokenKeys,
+    ) -> Self {
         Self {
+            page_keys,
             store,
             fleet: scanner.fleet().clone(),
             scanner,
@@ -156,7 +165,13 @@ impl TableEncryption for TableEncryptionService {
             .visible(&caller, Permission::Read, "ListAccounts")
             .await?;
         Ok(Response::new(
-            accounts::list(&self.store, &visible, request.into_inner()).await?,
+            accounts::list(
+                &self.store,
+                &visible,
+                &self.page_keys.for_call("ListAccounts", &caller.identity),
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -257,6 +272,9 @@ impl TableEncryption for TableEncryptionService {
                 &self.store,
                 &self.fleet,
                 &visible,
+                &self
+                    .page_keys
+                    .for_call("ListTableEncryptions", &caller.identity),
                 request.into_inner(),
             )
             .await?,
@@ -363,28 +381,16 @@ impl TableEncryption for TableEncryptionService {
         let visible = self
             .visible(&caller, Permission::Read, "ListChangeRequests")
             .await?;
-        let mut response = self.changes.list(request.into_inner()).await?;
-        if let Visible::Only(ids) = &visible {
-            let request_ids: Vec<Uuid> = response
-                .change_requests
-                .iter()
-                .filter_map(|r| Uuid::parse_str(&r.change_request_id).ok())
-                .collect();
-            let accounts = self
-                .store
-                .change_items
-                .accounts_of(&request_ids)
-                .await
-                .map_err(ApiError::from)?;
-            // A request is shown only if every account it touches is visible.
-            response.change_requests.retain(|r| {
-                Uuid::parse_str(&r.change_request_id)
-                    .ok()
-                    .and_then(|id| accounts.get(&id))
-                    .is_none_or(|of| of.iter().all(|a| ids.contains(a)))
-            });
-        }
-        Ok(Response::new(response))
+        // A request is listed only if every account it touches is visible; the query applies that before the
+        // page is cut, so the page token never names a request the caller may not see.
+        let pages = self
+            .page_keys
+            .for_call("ListChangeRequests", &caller.identity);
+        Ok(Response::new(
+            self.changes
+                .list(&visible, &pages, request.into_inner())
+                .await?,
+        ))
     }
 
     async fn list_change_items(
@@ -396,7 +402,12 @@ impl TableEncryption for TableEncryptionService {
         self.check_request(&caller, Permission::Read, "ListChangeItems", &id)
             .await?;
         Ok(Response::new(
-            self.changes.list_items(request.into_inner()).await?,
+            self.changes
+                .list_items(
+                    &self.page_keys.for_call("ListChangeItems", &caller.identity),
+                    request.into_inner(),
+                )
+                .await?,
         ))
     }
 
@@ -530,11 +541,14 @@ impl TableEncryption for TableEncryptionService {
         let visible = self
             .visible(&caller, Permission::Read, "ListKeyRotationHistory")
             .await?;
-        let mut response = self.changes.history(request.into_inner()).await?;
-        response
-            .rotations
-            .retain(|r| visible.contains(&r.account_id));
-        Ok(Response::new(response))
+        let pages = self
+            .page_keys
+            .for_call("ListKeyRotationHistory", &caller.identity);
+        Ok(Response::new(
+            self.changes
+                .history(&visible, &pages, request.into_inner())
+                .await?,
+        ))
     }
 
     async fn list_audit_events(
@@ -558,7 +572,12 @@ impl TableEncryption for TableEncryptionService {
             }
         }
         Ok(Response::new(
-            audit::list(&self.store, request.into_inner()).await?,
+            audit::list(
+                &self.store,
+                &self.page_keys.for_call("ListAuditEvents", &caller.identity),
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 }

@@ -70,6 +70,14 @@ impl Visible {
             Self::Only(ids) => ids.contains(account_id),
         }
     }
+
+    /// The accounts as a query's scope: `None` for every account.
+    pub fn accounts(&self) -> Option<Vec<String>> {
+        match self {
+            Self::All => None,
+            Self::Only(ids) => Some(ids.iter().cloned().collect()),
+        }
+    }
 }
 
 /// The accounts the caller may exercise `permission` on.

@@ -194,9 +194,24 @@ pub async fn run(
         store.audit.clone(),
         std::num::NonZeroU32::new(config.caller_rate_limit),
     );
+    let page_keys = config.page_token_keys()?.unwrap_or_else(|| {
+        if config.role.serves_api() {
+            tracing::warn!(
+                "no page_token_keys configured: page tokens are signed with a key made at start, so a \
+                 token works only on this replica and until it restarts; set page_token_keys_file (the same \
+                 keys on every replica)"
+            );
+        }
+        tablecrypt_api::page_token::PageTokenKeys::random()
+    });
     let api = config.role.serves_api().then(|| {
-        TableEncryptionServer::new(TableEncryptionService::new(store, scanner.clone(), changes))
-            .max_decoding_message_size(max_request_bytes)
+        TableEncryptionServer::new(TableEncryptionService::new(
+            store,
+            scanner.clone(),
+            changes,
+            page_keys,
+        ))
+        .max_decoding_message_size(max_request_bytes)
     });
     // Every replica, whatever its role, scans its share of every running scan.
     tasks.spawn(scanner.clone().run());

@@ -105,6 +105,7 @@ impl HistoryRepository {
     pub async fn list(
         &self,
         filter: &HistoryFilter,
+        scope: Option<&[String]>,
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<KeyRotation>, StoreError> {
@@ -119,7 +120,8 @@ impl HistoryRepository {
             filter.request_id,
             filter.finished_from,
             filter.finished_before,
-            limit
+            limit,
+            scope
         )
         .fetch_all(&self.pool)
         .await?

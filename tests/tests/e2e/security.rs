@@ -904,3 +904,200 @@ fn base64_url_decode(token: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Page tokens are signed with keys shared by every replica: the first signs, the others are still accepted.
+const PAGE_KEY_1: &str = "page-token-key-one-0123456789abcdef";
+const PAGE_KEY_2: &str = "page-token-key-two-0123456789abcdef";
+
+/// Every page of a scoped caller's change requests and history holds only rows it may see, the scope applied
+/// before the page is cut (it was applied after: a search viewer got empty pages whose tokens came from payments'
+/// rows). Tokens are signed and bound to the caller, the RPC and the filter: another caller's, another RPC's, a
+/// changed or a made-up token is INVALID_ARGUMENT naming page_token. A replica with the same keys continues a
+/// page another made, also during a key rotation; one without the signing key refuses it.
+#[tokio::test]
+async fn scoped_pages_hold_only_the_callers_rows_and_tokens_are_signed_and_bound() {
+    let s = changes::setup(&format!("page_token_keys = '{PAGE_KEY_1}'")).await;
+    let mut admin = s.app.client.clone();
+    // Newest first the list is payments, search, payments, search: a search viewer's page of one, cut before
+    // the scope, would start with a payments request.
+    let mut search_ids = Vec::new();
+    for (account, table_name, target) in [
+        (
+            SEARCH,
+            "orders",
+            pb::TargetEncryption {
+                mode: pb::EncryptionMode::AwsManaged as i32,
+                kms_key: String::new(),
+            },
+        ),
+        (PAYMENTS, "orders", to_key("alias/b").expect("target")),
+        (SEARCH, "orders", to_key("alias/a").expect("target")),
+        (PAYMENTS, "orders", to_key("alias/a").expect("target")),
+    ] {
+        let id = admin
+            .create_change_request(pb::CreateChangeRequestRequest {
+                tables: tables(vec![table(account, EU, table_name)]),
+                target: Some(target),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .change_request
+            .expect("request")
+            .change_request_id;
+        let done = wait_terminal(&s.app, &id).await;
+        assert_eq!(done.state(), pb::ChangeRequestState::Succeeded, "{done:?}");
+        if account == SEARCH {
+            search_ids.insert(0, id);
+        }
+    }
+    let grants = tokens_and_grants(&[
+        ("search-viewer", "viewer", "team=search"),
+        ("search-op", "operator", "team=search"),
+    ]);
+    let secured = |keys: &str| {
+        format!(
+            "insecure = true\naws_endpoint_url = '{}'\n{FAST}\npage_token_keys = '{keys}'\n{grants}",
+            s.emulator.endpoint()
+        )
+    };
+    let replica = TestApp::spawn_with(&s.db, &secured(PAGE_KEY_1))
+        .await
+        .expect("replica");
+    let list_requests = |app: &TestApp, identity: &str, token: &str| {
+        let mut client = app.client.clone();
+        let request = as_token(
+            identity,
+            pb::ListChangeRequestsRequest {
+                page_size: 1,
+                page_token: token.to_owned(),
+                ..Default::default()
+            },
+        );
+        async move { client.list_change_requests(request).await }
+    };
+
+    // Full pages of the team's own requests, then the end.
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    let mut first_token = String::new();
+    for page_number in 0..10 {
+        let page = list_requests(&replica, "search-viewer", &token)
+            .await
+            .expect("page")
+            .into_inner();
+        assert_eq!(
+            page.change_requests.len(),
+            1,
+            "page {page_number}: {page:?}"
+        );
+        seen.push(page.change_requests[0].change_request_id.clone());
+        token = page.next_page_token;
+        if page_number == 0 {
+            first_token = token.clone();
+        }
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, search_ids);
+
+    // The history likewise: the search table's two rows, a page each.
+    let mut token = String::new();
+    let mut rows = Vec::new();
+    loop {
+        let page = replica
+            .client
+            .clone()
+            .list_key_rotation_history(as_token(
+                "search-viewer",
+                pb::ListKeyRotationHistoryRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("history page")
+            .into_inner();
+        assert_eq!(page.rotations.len(), 1, "{page:?}");
+        rows.extend(page.rotations.into_iter().map(|r| r.account_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(rows, [SEARCH, SEARCH]);
+
+    let refused =
+        |result: Result<tonic::Response<pb::ListChangeRequestsResponse>, tonic::Status>,
+         why: &str| {
+            let status = result.expect_err(why);
+            assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
+            assert!(status.message().contains("page_token"), "{why}: {status:?}");
+        };
+    // Another caller with the same scope, a changed token, a made-up one.
+    refused(
+        list_requests(&replica, "search-op", &first_token).await,
+        "another caller's token",
+    );
+    let mut changed = first_token.clone().into_bytes();
+    let last = changed.len() - 1;
+    changed[last] = if changed[last] == b'A' { b'B' } else { b'A' };
+    refused(
+        list_requests(
+            &replica,
+            "search-viewer",
+            &String::from_utf8(changed).expect("ascii"),
+        )
+        .await,
+        "a changed token",
+    );
+    refused(
+        list_requests(&replica, "search-viewer", "eyJhZnRlciI6IjEifQ").await,
+        "an unsigned token of the old format",
+    );
+    let other_rpc = replica
+        .client
+        .clone()
+        .list_key_rotation_history(as_token(
+            "search-viewer",
+            pb::ListKeyRotationHistoryRequest {
+                page_token: first_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("another RPC's token");
+    assert_eq!(other_rpc.code(), Code::InvalidArgument, "{other_rpc:?}");
+
+    // Another replica with the same keys, then mid-rotation (the new key signs, the old one still accepted),
+    // continues the page; one that dropped the old key refuses it.
+    for keys in [PAGE_KEY_1.to_owned(), format!("{PAGE_KEY_2},{PAGE_KEY_1}")] {
+        let other = TestApp::spawn_with(&s.db, &secured(&keys))
+            .await
+            .expect("replica");
+        let page = list_requests(&other, "search-viewer", &first_token)
+            .await
+            .unwrap_or_else(|e| panic!("keys {keys}: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            page.change_requests
+                .iter()
+                .map(|r| r.change_request_id.clone())
+                .collect::<Vec<_>>(),
+            search_ids[1..]
+        );
+        other.stop().await.expect("stop");
+    }
+    let rotated = TestApp::spawn_with(&s.db, &secured(PAGE_KEY_2))
+        .await
+        .expect("replica");
+    refused(
+        list_requests(&rotated, "search-viewer", &first_token).await,
+        "a token signed with a dropped key",
+    );
+    rotated.stop().await.expect("stop");
+    replica.stop().await.expect("stop");
+}

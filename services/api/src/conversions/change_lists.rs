@@ -1,5 +1,5 @@
 //! The change-request lists (requests, a request's items, the key-rotation history): their filters and paging
-//! in, their pages out. Each page token is bound to its call's filter by the one `Paging` helper.
+//! in, their pages out. Each page token is bound to its call (RPC, caller) and filter by the one `Paging` helper.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::change::{item_to_proto, rotation_to_proto, shown};
 use super::change_input as parse;
-use crate::page_token::{Paging, paging};
+use crate::page_token::{CallPages, Paging};
 
 /// Where a page of requests ends, newest first: (create time, id).
 #[derive(Serialize, Deserialize)]
@@ -33,11 +33,12 @@ impl RequestPosition {
 /// ListChangeRequests' state filter and paging.
 pub fn request_list(
     request: &pb::ListChangeRequestsRequest,
+    pages: &CallPages,
 ) -> Result<(Vec<RequestState>, Paging<RequestPosition>), ValidationErrors> {
     let mut errors = ValidationErrors::new();
     let states = parse::request_states(&request.states, &mut errors);
     let filter = format!("states={:?}", request.states);
-    let paging = paging(request.page_size, &request.page_token, filter, &mut errors);
+    let paging = pages.paging(request.page_size, &request.page_token, filter, &mut errors);
     match paging {
         Some(paging) if errors.is_empty() => Ok((states, paging)),
         _ => Err(errors),
@@ -62,11 +63,12 @@ pub fn request_page_to_proto(
 /// ListChangeItems' request, state filter and paging (after an ordinal).
 pub fn item_list(
     request: &pb::ListChangeItemsRequest,
+    pages: &CallPages,
 ) -> Result<(Uuid, Vec<ItemState>, Paging<i32>), ValidationErrors> {
     let mut errors = ValidationErrors::new();
     let (id, states) = parse::item_filter(request, &mut errors);
-    let filter = format!("{}/states={:?}", request.change_request_id, request.states);
-    let paging = paging(request.page_size, &request.page_token, filter, &mut errors);
+    let filter = format!("{:?}", (&request.change_request_id, &request.states));
+    let paging = pages.paging(request.page_size, &request.page_token, filter, &mut errors);
     match (id, paging) {
         (Some(id), Some(paging)) if errors.is_empty() => Ok((id, states, paging)),
         _ => Err(errors),
@@ -83,20 +85,24 @@ pub fn item_page_to_proto(page: &ItemPage, paging: &Paging<i32>) -> pb::ListChan
 /// ListKeyRotationHistory's filter and paging (before a row id).
 pub fn history_list(
     request: &pb::ListKeyRotationHistoryRequest,
+    pages: &CallPages,
 ) -> Result<(HistoryQuery, Paging<i64>), ValidationErrors> {
     let mut errors = ValidationErrors::new();
     let query = parse::history_query(request, &mut errors);
+    // Debug quotes and escapes each string, so no two filters give the same key.
     let filter = format!(
-        "{}/{}/{}/{}/{}/{:?}/{:?}",
-        request.account_id,
-        request.region,
-        request.table_name,
-        request.kms_key_arn,
-        request.change_request_id,
-        request.start_time,
-        request.end_time
+        "{:?}",
+        (
+            &request.account_id,
+            &request.region,
+            &request.table_name,
+            &request.kms_key_arn,
+            &request.change_request_id,
+            &request.start_time,
+            &request.end_time,
+        )
     );
-    let paging = paging(request.page_size, &request.page_token, filter, &mut errors);
+    let paging = pages.paging(request.page_size, &request.page_token, filter, &mut errors);
     match paging {
         Some(paging) if errors.is_empty() => Ok((query, paging)),
         _ => Err(errors),

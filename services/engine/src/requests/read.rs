@@ -8,6 +8,7 @@ use tablecrypt_store::{HistoryFilter, RequestCursor};
 use uuid::Uuid;
 
 use super::ChangeRequests;
+use crate::access::Visible;
 use crate::error::EngineError;
 use crate::keys::resolve_key;
 
@@ -53,17 +54,20 @@ impl ChangeRequests {
         Ok((request, counts))
     }
 
-    /// Requests newest first after `after`, optionally only in `states`.
+    /// Requests newest first after `after`, optionally only in `states`; only those whose every account is
+    /// `visible`.
     pub async fn list(
         &self,
         states: &[RequestState],
+        visible: &Visible,
         after: Option<&RequestCursor>,
         limit: u32,
     ) -> Result<RequestPage, EngineError> {
+        let scope = visible.accounts();
         let rows = self
             .store
             .change_requests
-            .list(states, after, i64::from(limit) + 1)
+            .list(states, scope.as_deref(), after, i64::from(limit) + 1)
             .await?;
         let (rows, more) = page(rows, limit);
         let mut requests = Vec::with_capacity(rows.len());
@@ -97,10 +101,12 @@ impl ChangeRequests {
         Ok(ItemPage { items, more })
     }
 
-    /// Key-rotation history newest first, before row `before_id`; an alias ARN filter is resolved first.
+    /// Key-rotation history newest first, before row `before_id`, of `visible` accounts only; an alias ARN
+    /// filter is resolved first.
     pub async fn history(
         &self,
         query: HistoryQuery,
+        visible: &Visible,
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<(Vec<KeyRotation>, bool), EngineError> {
@@ -122,7 +128,12 @@ impl ChangeRequests {
         let rows = self
             .store
             .history
-            .list(&filter, before_id, i64::from(limit) + 1)
+            .list(
+                &filter,
+                visible.accounts().as_deref(),
+                before_id,
+                i64::from(limit) + 1,
+            )
             .await?;
         Ok(page(rows, limit))
     }

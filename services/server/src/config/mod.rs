@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwtSettings, StaticToken};
 use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
@@ -168,6 +169,12 @@ pub struct Config {
     /// (`TABLECRYPT_REQUEST_TIMEOUT`). Watch streams are not cut by it once they have started.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The keys page tokens are signed with, one per line or comma-separated: the first signs, the others are
+    /// still accepted (a rotation). Every API replica needs the same keys. Inline (`TABLECRYPT_PAGE_TOKEN_KEYS`)
+    /// or from a file (`TABLECRYPT_PAGE_TOKEN_KEYS_FILE`), not both; neither: a key made at start, so page
+    /// tokens work only on the replica that made them and until it restarts (a warning at start).
+    pub page_token_keys: Option<SecretString>,
+    pub page_token_keys_file: Option<PathBuf>,
     /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
     pub caller_rate_limit: u32,
     /// Connections the gRPC listener keeps open at once; one more is closed at once (`TABLECRYPT_MAX_CONNECTIONS`).
@@ -303,6 +310,8 @@ impl Default for Config {
             max_request_bytes: NonZeroU32::new(1024 * 1024).expect("non-zero"),
             request_timeout: seconds(30),
             caller_rate_limit: 50,
+            page_token_keys: None,
+            page_token_keys_file: None,
             // Far above the clients of one platform team's fleet; well under the process's usual 65,536 file
             // descriptors, so a flood of silent sockets reaches this first.
             max_connections: NonZeroU32::new(1024).expect("non-zero"),
@@ -363,8 +372,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The keys page tokens are signed with, if configured (read from the file each time it is asked).
+    pub fn page_token_keys(
+        &self,
+    ) -> anyhow::Result<Option<tablecrypt_api::page_token::PageTokenKeys>> {
+        page_tokens::load(
+            self.page_token_keys.as_ref(),
+            self.page_token_keys_file.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
     /// Rules across or beyond single fields.
     fn check(&self) -> anyhow::Result<()> {
+        self.page_token_keys()?;
         for (key, rate) in [
             ("update_rate", self.update_rate),
             ("global_update_rate", self.global_update_rate),
@@ -528,6 +549,7 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(
 }
 
 mod database;
+pub mod page_tokens;
 #[cfg(test)]
 mod tests;
 
