@@ -55,15 +55,26 @@ struct Args {
     /// The workers' lease: how long a killed worker's items wait before another takes them over.
     #[arg(long, default_value = "5s")]
     worker_lease: String,
+    /// Keep the emulator's request log (its last 200,000 calls, GET /_emulator/requests) to read the sends'
+    /// timing after a run; off by default, since the log costs the emulator memory and time.
+    #[arg(long)]
+    request_log: bool,
     /// Postgres server to create the benchmark database on.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
 }
 
-fn fleet_yaml(accounts: usize, tables: usize, update_seconds: f64, profile: &str) -> String {
+fn fleet_yaml(
+    accounts: usize,
+    tables: usize,
+    update_seconds: f64,
+    profile: &str,
+    request_log: bool,
+) -> String {
+    let capacity = if request_log { 200_000 } else { 0 };
     let mut yaml = format!(
         "hub: {{account_id: \"000000000000\", access_key_id: AKIAHUBTEST000000000, secret_access_key: hub-secret}}\n\
-         settings: {{request_log_capacity: 0, update_seconds: {update_seconds}}}\nbehaviour: {{profile: {profile}}}\n\
+         settings: {{request_log_capacity: {capacity}, update_seconds: {update_seconds}}}\nbehaviour: {{profile: {profile}}}\n\
          accounts:\n"
     );
     for i in 1..=accounts {
@@ -110,7 +121,13 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
         &args.emulator,
         "PUT",
         "/_emulator/fleet",
-        &fleet_yaml(args.accounts, args.tables, update_seconds, profile),
+        &fleet_yaml(
+            args.accounts,
+            args.tables,
+            update_seconds,
+            profile,
+            args.request_log,
+        ),
     )
     .await?;
     http(&args.emulator, "DELETE", "/_emulator/faults", "").await?;

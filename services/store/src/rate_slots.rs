@@ -12,6 +12,17 @@ use crate::error::StoreError;
 /// AWS control-plane budget tablecrypt stays within).
 pub const MAX_PER_SECOND: f64 = 1000.0;
 
+/// A reserved slot: how long until it, and the smallest spacing of the scopes it was taken in (a send later than
+/// that could fall together with the next slot's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    pub wait: Duration,
+    pub spacing: Duration,
+}
+
+/// A spacing read back is never taken as longer than a day (rates are at least one a day).
+const SLOWEST_SPACING_SECONDS: f64 = 86_400.0;
+
 #[derive(Debug, Clone)]
 pub struct RateSlotRepository {
     pool: PgPool,
@@ -31,14 +42,16 @@ impl RateSlotRepository {
     /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, at least `lead`
     /// and at most `lookahead` away, and returns how long to wait for it; `None` when it would be further away
     /// (ask again later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds
-    /// more than its rate.
+    /// more than its rate. `fleet` names the fleet-wide scope and the service's account-region rate: that scope
+    /// is left out while it cannot bind (its rate at least the sum of every account-region's rate).
     #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn reserve(
         &self,
         scopes: &[(String, f64)],
         lead: Duration,
         lookahead: Duration,
-    ) -> Result<Option<Duration>, StoreError> {
+        fleet: Option<(&str, f64)>,
+    ) -> Result<Option<Slot>, StoreError> {
         let names: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
         let spacings: Vec<f64> = scopes
             .iter()
@@ -67,18 +80,26 @@ impl RateSlotRepository {
                 &names,
                 &spacings,
                 lookahead.as_secs_f64(),
-                lead.as_secs_f64()
+                lead.as_secs_f64(),
+                fleet.map(|(scope, _)| scope),
+                fleet.map_or(0.0, |(_, regional)| regional)
             )
             .fetch_one(&self.pool)
             .await?;
-            if usize::try_from(reserved.found).unwrap_or(0) < names.len() {
+            if reserved.missing > 0 {
                 // A row is gone (the table is unlogged: a crash empties it): create it and ask again.
                 self.remember(&names, false);
                 continue;
             }
-            return Ok(reserved
-                .wait_seconds
-                .map(|w| Duration::from_secs_f64(w.max(0.0))));
+            return Ok(reserved.wait_seconds.map(|wait| Slot {
+                wait: Duration::from_secs_f64(wait.max(0.0)),
+                spacing: Duration::from_secs_f64(
+                    reserved
+                        .spacing_seconds
+                        .unwrap_or(0.0)
+                        .clamp(0.0, SLOWEST_SPACING_SECONDS),
+                ),
+            }));
         }
         Ok(None)
     }

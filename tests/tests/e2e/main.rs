@@ -19,6 +19,7 @@ mod connections;
 mod database_tls;
 mod inventory;
 mod moto;
+mod rate_slots;
 mod scan_replicas;
 mod security;
 mod server;

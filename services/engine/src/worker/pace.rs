@@ -11,6 +11,10 @@ use rand::Rng as _;
 use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
+
+/// The fleet-wide UpdateTable scope: every account-region's sends count against it, so its row is left out of a
+/// reservation while the fleet rate cannot bind (see `reserve_rate_slot.sql`).
+const FLEET_SCOPE: &str = "update:*";
 use super::{
     Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, WAKE_SLACK,
     spacing,
@@ -34,7 +38,7 @@ impl Inner {
             format!("update:{}:{}", item.table.account_id, item.table.region),
             regional,
         ));
-        scopes.push(("update:*".to_owned(), self.settings.global_update_rate));
+        scopes.push((FLEET_SCOPE.to_owned(), self.settings.global_update_rate));
         scopes
     }
 
@@ -54,20 +58,10 @@ impl Inner {
         let scopes = self.update_scopes(claimed);
         let changes = &self.store.change_items;
         let margin = self.settings.lease / 3;
-        // A send later than its slot by more than a slot's spacing could fall together with the next slot's:
-        // the window is the spacing, so no second holds more than the rate (plus the edge); but never below a
-        // timer's wake on a busy machine (above 100/s that allows 1% over in a second), or no send of a fast
-        // scope would ever go.
-        let window = scopes
-            .iter()
-            .map(|(_, rate)| spacing(*rate).max(WAKE_SLACK))
-            .min()
-            .unwrap_or(SLOT_WINDOW)
-            .min(SLOT_WINDOW);
         let mut marked = false;
         let mut lead = SLOT_LEAD;
         loop {
-            let slot = self
+            let (slot, window) = self
                 .reserve_slot(&scopes, lead)
                 .await
                 .map_err(|stop| stop.not_sent(sent_before))?;
@@ -137,11 +131,17 @@ impl Inner {
     /// slot; an answer slower than [`SLOW_ANSWER`] is not used (its slot may fall together with others that
     /// were also answered late, a burst), and another slot is taken. Within this process the tasks wanting the
     /// same scopes take turns asking, so a thousand waiting items are one poller per scope, not a thousand.
+    ///
+    /// Returns the slot and how late after it the send may still go: a send later than its slot by more than
+    /// the spacing of the scopes it was taken in could fall together with the next slot's, so the window is that
+    /// spacing (no second holds more than the rate, plus the edge); but never below a timer's wake on a busy
+    /// machine (above 100/s that allows 1% over in a second), or no send of a fast scope would ever go. A scope
+    /// the reservation left out (the fleet's, while it cannot bind) does not narrow it.
     pub(super) async fn reserve_slot(
         &self,
         scopes: &[(String, f64)],
         lead: Duration,
-    ) -> Result<Instant, Stop> {
+    ) -> Result<(Instant, Duration), Stop> {
         let queue = self.slot_queue(scopes);
         let _turn = queue.lock().await;
         loop {
@@ -149,11 +149,17 @@ impl Inner {
             match self
                 .store
                 .rate_slots
-                .reserve(scopes, lead, SLOT_LOOKAHEAD)
+                .reserve(
+                    scopes,
+                    lead,
+                    SLOT_LOOKAHEAD,
+                    Some((FLEET_SCOPE, self.settings.update_rate)),
+                )
                 .await
             {
-                Ok(Some(wait)) if asked.elapsed() <= SLOW_ANSWER => {
-                    return Ok(Instant::now() + wait);
+                Ok(Some(slot)) if asked.elapsed() <= SLOW_ANSWER => {
+                    let window = slot.spacing.max(WAKE_SLACK).min(SLOT_WINDOW);
+                    return Ok((Instant::now() + slot.wait, window));
                 }
                 Ok(Some(_)) => tracing::debug!("a rate slot was answered too late to use"),
                 Ok(None) => {
@@ -232,7 +238,7 @@ impl Inner {
     ) -> Result<TableEncryption, Stop> {
         let scope = format!("describe:{}:{}", access.account_id, region);
         // A poll is a read with nothing to check before it: its slot may be due at once.
-        let at = self
+        let (at, _) = self
             .reserve_slot(&[(scope, poll_rate)], Duration::ZERO)
             .await?;
         tokio::time::sleep_until(at.into()).await;

@@ -1,0 +1,115 @@
+//! Rate slots against a real Postgres: the fleet-wide scope couples account-regions only while it can bind.
+//! Reserved together with an account-region's scope, its row took that account-region's future slot as its next
+//! free time, so every other account-region waited for it (a 200/s migration sent about 70/s).
+
+use std::time::Duration;
+
+use tablecrypt_store::Store;
+use tablecrypt_store::rate_slots::Slot;
+use tablecrypt_tests::TestDatabase;
+
+const FLEET: &str = "update:*";
+const LOOKAHEAD: Duration = Duration::from_secs(1);
+
+async fn store() -> (TestDatabase, sqlx::PgPool, Store) {
+    let db = TestDatabase::create().await.expect("db");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    tablecrypt_store::migrate(&pool).await.expect("migrate");
+    (db, pool.clone(), Store::new(pool))
+}
+
+/// One slot in `region`'s scope and the fleet's (service account-region rate 2/s), if one is within reach.
+async fn try_reserve(
+    store: &Store,
+    region: &str,
+    region_rate: f64,
+    fleet_rate: f64,
+) -> Option<Slot> {
+    store
+        .rate_slots
+        .reserve(
+            &[
+                (format!("update:{region}"), region_rate),
+                (FLEET.to_owned(), fleet_rate),
+            ],
+            Duration::ZERO,
+            LOOKAHEAD,
+            Some((FLEET, 2.0)),
+        )
+        .await
+        .expect("reserve")
+}
+
+async fn reserve(store: &Store, region: &str, region_rate: f64, fleet_rate: f64) -> Slot {
+    try_reserve(store, region, region_rate, fleet_rate)
+        .await
+        .expect("a slot within reach")
+}
+
+/// Creates the scopes' rows (new rows start a lookahead ahead, in case a crash emptied a busy table) and waits
+/// until every slot is free again.
+async fn warm_up(store: &Store, regions: &[&str], fleet_rate: f64) {
+    for region in regions {
+        for _ in 0..40 {
+            if try_reserve(store, region, 1000.0, fleet_rate)
+                .await
+                .is_some()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(LOOKAHEAD + Duration::from_millis(200)).await;
+}
+
+async fn register(pool: &sqlx::PgPool, accounts: usize) {
+    for i in 0..accounts {
+        sqlx::query(
+            "INSERT INTO accounts (account_id, role_arn, regions) VALUES ($1, $2, ARRAY['eu-west-1', 'us-east-1'])",
+        )
+        .bind(format!("{:012}", i + 1))
+        .bind(format!("arn:aws:iam::{:012}:role/r", i + 1))
+        .execute(pool)
+        .await
+        .expect("account");
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_rate_that_cannot_bind_does_not_hold_one_account_region_behind_another() {
+    let (_db, pool, store) = store().await;
+    // Two account-regions at 2/s each (one account, two regions): 4/s at most, under the fleet's 10/s.
+    register(&pool, 1).await;
+    warm_up(&store, &["a", "b"], 10.0).await;
+    let first = reserve(&store, "a", 2.0, 10.0).await;
+    let second = reserve(&store, "a", 2.0, 10.0).await;
+    assert!(second.wait >= Duration::from_millis(400), "{second:?}");
+    // Account-region b's first slot is now, not after a's second one.
+    let other = reserve(&store, "b", 2.0, 10.0).await;
+    assert!(
+        other.wait < Duration::from_millis(250),
+        "b waited for a's slot: {other:?} (a: {first:?}, {second:?})"
+    );
+    // The fleet's scope was left out, so it does not narrow how late a send may go.
+    assert_eq!(other.spacing, Duration::from_millis(500), "{other:?}");
+}
+
+#[tokio::test]
+async fn a_fleet_rate_that_can_bind_paces_every_account_region_together() {
+    let (_db, pool, store) = store().await;
+    // Three accounts of two regions at 2/s: 12/s, above the fleet's 4/s. The fleet's scope holds them to it.
+    register(&pool, 3).await;
+    warm_up(&store, &["a", "b", "c", "d"], 1000.0).await;
+    let mut waits = Vec::new();
+    for region in ["a", "b", "c", "d"] {
+        waits.push(reserve(&store, region, 2.0, 4.0).await);
+    }
+    for (i, slot) in waits.iter().enumerate().skip(1) {
+        assert!(
+            slot.wait >= Duration::from_millis(250 * i as u64 - 50),
+            "slot {i} of four account-regions at a fleet rate of 4/s: {waits:?}"
+        );
+        assert_eq!(slot.spacing, Duration::from_millis(250), "{slot:?}");
+    }
+}
