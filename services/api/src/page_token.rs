@@ -19,8 +19,12 @@ use tablecrypt_core::{InvalidValue, ValidationErrors};
 
 /// The least key length: HMAC-SHA256's own block of strength (RFC 2104 recommends at least the hash's length).
 pub const MIN_KEY_BYTES: usize = 32;
-/// Most keys held at once: the signing key and the ones still accepted during a rotation.
+/// Most keys held at once: a rotation needs two (the signing key and the one before it); four leave room for a
+/// rotation begun before the last one finished, while bounding the HMACs a refused token costs.
 pub const MAX_KEYS: usize = 4;
+/// Longest token decoded: ours are under 600 characters (a 255-character table name and a region in JSON); a
+/// longer one is refused before any HMAC is computed over it.
+const MAX_TOKEN_CHARS: usize = 2048;
 /// The token's format, its first byte, so a later format can be told apart.
 const VERSION: u8 = 1;
 /// Bytes of the HMAC kept in a token: 128 bits are beyond guessing and keep tokens short.
@@ -136,6 +140,9 @@ impl CallPages {
                  filter or start over",
             )
         };
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(invalid());
+        }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let Some((&VERSION, rest)) = bytes.split_first() else {
             return Err(invalid());
@@ -260,6 +267,10 @@ mod tests {
         );
         assert!(pages.decode(&token, "team=b").is_err(), "another filter");
         assert!(pages.decode("not-a-token!", "").is_err());
+        assert!(
+            pages.decode(&"A".repeat(1 << 20), "").is_err(),
+            "a 1 MiB token"
+        );
         assert_eq!(pages.decode("", "x"), Ok(None));
     }
 

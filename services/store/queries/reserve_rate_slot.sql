@@ -10,14 +10,18 @@
 -- were found is returned.
 -- The slot is at least $4 seconds from now: the caller's time to check its lease before the slot, so that it
 -- sends at the slot instead of late (an idle scope gives away those seconds, a busy one nothing).
--- $5 names a scope that is left out when it cannot bind: its rate at least the sum of every registered
--- account-region's UpdateTable rate (the account's own, else $6). Each account-region holds its own rate, so the
--- fleet then never exceeds that sum, and the scope's row, which every account-region's reservation would share,
--- would only couple them: a slot one account-region reserved ahead pushed that row's next free time ahead for all
--- (measured: the fleet-wide row sat about 1 s ahead of now and a 200/s migration sent 70/s). Decided here, in the
--- reservation's own statement, so an account registered a moment ago counts at once.
+-- $5 names a scope that is left out when it cannot bind: its rate at least the sum, over every registered
+-- account-region, of its UpdateTable rate (the account's own, else $6) plus one, since a scope's second may hold
+-- one send more than its rate (a send up to a window late, first slots of idle scopes together). Each
+-- account-region holds its own rate, so the fleet then stays under that sum, and the scope's row, which every
+-- account-region's reservation would share, would only couple them: a slot one account-region reserved ahead
+-- pushed that row's next free time ahead for all (measured: the fleet-wide row sat about 1 s ahead of now and a
+-- 200/s migration sent 70/s). Decided here, in the reservation's own statement, so an account registered a moment
+-- ago counts at once. Not covered (the sum is of the registry as it is now): items still sending for a region
+-- removed from their account, or at a rate read before an account's was lowered, or from a replica whose $6
+-- differs during a rolling change of update_rate.
 WITH bound AS (
-    SELECT coalesce(sum(cardinality(a.regions) * coalesce(a.update_rate, $6::float8)), 0) AS fleet_rate
+    SELECT coalesce(sum(cardinality(a.regions) * (coalesce(a.update_rate, $6::float8) + 1)), 0) AS fleet_rate
     FROM accounts a
 ),
 wanted AS (

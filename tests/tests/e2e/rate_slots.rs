@@ -2,7 +2,7 @@
 //! Reserved together with an account-region's scope, its row took that account-region's future slot as its next
 //! free time, so every other account-region waited for it (a 200/s migration sent about 70/s).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tablecrypt_store::Store;
 use tablecrypt_store::rate_slots::Slot;
@@ -40,10 +40,17 @@ async fn try_reserve(
         .expect("reserve")
 }
 
-async fn reserve(store: &Store, region: &str, region_rate: f64, fleet_rate: f64) -> Slot {
-    try_reserve(store, region, region_rate, fleet_rate)
+/// A slot as an instant, so slots reserved by successive calls compare whatever time passed between the calls.
+async fn reserve(
+    store: &Store,
+    region: &str,
+    region_rate: f64,
+    fleet_rate: f64,
+) -> (Instant, Slot) {
+    let slot = try_reserve(store, region, region_rate, fleet_rate)
         .await
-        .expect("a slot within reach")
+        .expect("a slot within reach");
+    (Instant::now() + slot.wait, slot)
 }
 
 /// Creates the scopes' rows (new rows start a lookahead ahead, in case a crash emptied a busy table) and waits
@@ -79,37 +86,42 @@ async fn register(pool: &sqlx::PgPool, accounts: usize) {
 #[tokio::test]
 async fn a_fleet_rate_that_cannot_bind_does_not_hold_one_account_region_behind_another() {
     let (_db, pool, store) = store().await;
-    // Two account-regions at 2/s each (one account, two regions): 4/s at most, under the fleet's 10/s.
+    // Two account-regions at 2/s each (one account, two regions): 6/s at most with a second's edge, under the
+    // fleet's 10/s.
     register(&pool, 1).await;
     warm_up(&store, &["a", "b"], 10.0).await;
     let first = reserve(&store, "a", 2.0, 10.0).await;
     let second = reserve(&store, "a", 2.0, 10.0).await;
-    assert!(second.wait >= Duration::from_millis(400), "{second:?}");
-    // Account-region b's first slot is now, not after a's second one.
+    assert!(
+        second.0 >= first.0 + Duration::from_millis(400),
+        "{first:?} {second:?}"
+    );
+    // Account-region b's first slot comes before a's second one, not after it.
     let other = reserve(&store, "b", 2.0, 10.0).await;
     assert!(
-        other.wait < Duration::from_millis(250),
+        other.0 + Duration::from_millis(250) < second.0,
         "b waited for a's slot: {other:?} (a: {first:?}, {second:?})"
     );
     // The fleet's scope was left out, so it does not narrow how late a send may go.
-    assert_eq!(other.spacing, Duration::from_millis(500), "{other:?}");
+    assert_eq!(other.1.spacing, Duration::from_millis(500), "{other:?}");
 }
 
 #[tokio::test]
 async fn a_fleet_rate_that_can_bind_paces_every_account_region_together() {
     let (_db, pool, store) = store().await;
-    // Three accounts of two regions at 2/s: 12/s, above the fleet's 4/s. The fleet's scope holds them to it.
+    // Three accounts of two regions at 2/s (3/s with the edge each): 18/s, above the fleet's 4/s. The fleet's
+    // scope holds them to it: a slot every 250 ms across account-regions.
     register(&pool, 3).await;
     warm_up(&store, &["a", "b", "c", "d"], 1000.0).await;
-    let mut waits = Vec::new();
+    let mut slots = Vec::new();
     for region in ["a", "b", "c", "d"] {
-        waits.push(reserve(&store, region, 2.0, 4.0).await);
+        slots.push(reserve(&store, region, 2.0, 4.0).await);
     }
-    for (i, slot) in waits.iter().enumerate().skip(1) {
+    for pair in slots.windows(2) {
         assert!(
-            slot.wait >= Duration::from_millis(250 * i as u64 - 50),
-            "slot {i} of four account-regions at a fleet rate of 4/s: {waits:?}"
+            pair[1].0 >= pair[0].0 + Duration::from_millis(150),
+            "four account-regions at a fleet rate of 4/s: {slots:?}"
         );
-        assert_eq!(slot.spacing, Duration::from_millis(250), "{slot:?}");
+        assert_eq!(pair[1].1.spacing, Duration::from_millis(250), "{pair:?}");
     }
 }

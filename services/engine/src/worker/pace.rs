@@ -12,13 +12,14 @@ use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
 
-/// The fleet-wide UpdateTable scope: every account-region's sends count against it, so its row is left out of a
-/// reservation while the fleet rate cannot bind (see `reserve_rate_slot.sql`).
-const FLEET_SCOPE: &str = "update:*";
 use super::{
     Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, WAKE_SLACK,
     spacing,
 };
+
+/// The fleet-wide UpdateTable scope: every account-region's sends count against it, so its row is left out of a
+/// reservation while the fleet rate cannot bind (see `reserve_rate_slot.sql`).
+const FLEET_SCOPE: &str = "update:*";
 
 impl Inner {
     /// The scopes whose limits an UpdateTable of this item counts against, each with its rate: the request's

@@ -174,6 +174,7 @@ pub struct Config {
     /// or from a file (`TABLECRYPT_PAGE_TOKEN_KEYS_FILE`), not both; neither: a key made at start, so page
     /// tokens work only on the replica that made them and until it restarts (a warning at start).
     pub page_token_keys: Option<SecretString>,
+    /// A file holding the page-token keys as above (a mounted secret); read at start.
     pub page_token_keys_file: Option<PathBuf>,
     /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
     pub caller_rate_limit: u32,
