@@ -66,6 +66,7 @@ impl From<EngineError> for ApiError {
         match error {
             EngineError::Invalid(errors) => Self::InvalidArgument(errors),
             EngineError::NotFound { resource, id } => Self::NotFound { resource, id },
+            EngineError::AlreadyExists { resource, id } => Self::AlreadyExists { resource, id },
             EngineError::FailedPrecondition(message) => Self::FailedPrecondition(message),
             EngineError::PermissionDenied(message) => Self::PermissionDenied(message),
             EngineError::Aws(error) => Self::Aws(error),

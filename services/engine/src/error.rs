@@ -11,6 +11,8 @@ pub enum EngineError {
     Invalid(#[from] ValidationErrors),
     #[error("{resource} {id} not found")]
     NotFound { resource: &'static str, id: String },
+    #[error("{resource} {id} already exists")]
+    AlreadyExists { resource: &'static str, id: String },
     /// The resource's state does not allow this, or there is nothing to do.
     #[error("{0}")]
     FailedPrecondition(String),

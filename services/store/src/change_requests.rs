@@ -119,8 +119,8 @@ impl ChangeRequestRepository {
     }
 
     /// Stores a request (in its given state: QUEUED or PENDING_APPROVAL) and its planned items in one
-    /// transaction. With an idempotency key already used, stores nothing and returns the existing request
-    /// (`false`).
+    /// transaction. With an idempotency key its creator already used, stores nothing and returns the existing
+    /// request (`false`); keys belong to their creator, so another caller's same key is a request of its own.
     #[tracing::instrument(skip_all, fields(items = items.len()), err(level = "debug"))]
     pub async fn create(
         &self,
@@ -135,7 +135,7 @@ impl ChangeRequestRepository {
                  target_key, max_updates_per_second, max_in_flight, failure_threshold, canary_count, rollback_of,
                  created_by, canary_passed)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             ON CONFLICT (idempotency_key) DO NOTHING
+             ON CONFLICT (created_by, idempotency_key) DO NOTHING
              RETURNING request_id",
             request_id,
             request.idempotency_key,
@@ -158,10 +158,14 @@ impl ChangeRequestRepository {
         let Some(request_id) = inserted else {
             tx.rollback().await?;
             let key = request.idempotency_key.clone().unwrap_or_default();
-            let existing = select_request!("WHERE idempotency_key = $1", key)
-                .fetch_one(&self.pool)
-                .await?
-                .into_domain()?;
+            let existing = select_request!(
+                "WHERE created_by = $1 AND idempotency_key = $2",
+                request.created_by,
+                key
+            )
+            .fetch_one(&self.pool)
+            .await?
+            .into_domain()?;
             return Ok((existing, false));
         };
         let text = |f: fn(&ChangeItem) -> String| items.iter().map(f).collect::<Vec<_>>();
@@ -218,13 +222,18 @@ impl ChangeRequestRepository {
     #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn find_by_idempotency_key(
         &self,
+        created_by: &str,
         key: &str,
     ) -> Result<Option<ChangeRequest>, StoreError> {
-        select_request!("WHERE idempotency_key = $1", key)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(RequestRow::into_domain)
-            .transpose()
+        select_request!(
+            "WHERE created_by = $1 AND idempotency_key = $2",
+            created_by,
+            key
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(RequestRow::into_domain)
+        .transpose()
     }
 
     /// Item counts by state.

@@ -743,25 +743,67 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .change_request
         .expect("request");
     assert_eq!(created.created_by, "pay-lead");
-    // Another team replaying the request id (with a selector of its own) does not get payments' request.
-    let replay = client
-        .clone()
-        .create_change_request(as_token(
+    // Request ids belong to their caller: another team using the same id gets a request of its own, neither
+    // payments' request nor an error naming payments' accounts (it used to be PERMISSION_DENIED naming them).
+    let search_create = || {
+        as_token(
             "search-op",
             pb::CreateChangeRequestRequest {
                 selector: Some(pb::TableSelector {
                     account_ids: vec![SEARCH.into()],
                     ..Default::default()
                 }),
+                target: Some(pb::TargetEncryption {
+                    mode: pb::EncryptionMode::AwsManaged as i32,
+                    kms_key: String::new(),
+                }),
+                request_id: "payments-q4-rotation".into(),
+                ..Default::default()
+            },
+        )
+    };
+    let theirs = client
+        .clone()
+        .create_change_request(search_create())
+        .await
+        .expect("the same request id, another caller")
+        .into_inner()
+        .change_request
+        .expect("request");
+    assert_ne!(theirs.change_request_id, created.change_request_id);
+    assert_eq!(theirs.created_by, "search-op");
+    // Replayed exactly, each caller's id returns that caller's request.
+    let again = client
+        .clone()
+        .create_change_request(search_create())
+        .await
+        .expect("replay")
+        .into_inner()
+        .change_request
+        .expect("request");
+    assert_eq!(again.change_request_id, theirs.change_request_id);
+    // Replayed for a different change (AIP-155): ALREADY_EXISTS naming the request id, nothing stored.
+    let before = stored_requests(&s.app).await;
+    let changed = client
+        .clone()
+        .create_change_request(as_token(
+            "pay-lead",
+            pb::CreateChangeRequestRequest {
+                selector: bulk_selector(),
                 target: to_key("alias/a"),
                 request_id: "payments-q4-rotation".into(),
                 ..Default::default()
             },
         ))
         .await
-        .expect_err("another team's request id");
-    assert_eq!(replay.code(), Code::PermissionDenied, "{replay:?}");
-    assert!(replay.message().contains(PAYMENTS), "{replay:?}");
+        .expect_err("the same request id for another change");
+    assert_eq!(changed.code(), Code::AlreadyExists, "{changed:?}");
+    assert!(
+        changed.message().contains("request_id")
+            && changed.message().contains(&created.change_request_id),
+        "{changed:?}"
+    );
+    assert_eq!(stored_requests(&s.app).await, before);
     assert_eq!(created.state(), pb::ChangeRequestState::PendingApproval);
     let id = created.change_request_id.clone();
     let approve = |who: &'static str| {
@@ -797,7 +839,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .await
         .expect_err("another team's request");
     assert_eq!(err.code(), Code::PermissionDenied);
-    let theirs = client
+    let listed = client
         .clone()
         .list_change_requests(as_token(
             "search-viewer",
@@ -807,7 +849,10 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .expect("list")
         .into_inner()
         .change_requests;
-    assert!(theirs.is_empty(), "{theirs:?}");
+    assert!(
+        listed.iter().all(|r| r.created_by == "search-op"),
+        "only search's own request: {listed:?}"
+    );
 
     let done = wait_terminal(&s.app, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);

@@ -81,6 +81,17 @@ pub struct ChangeRequest {
 }
 
 impl ChangeRequest {
+    /// Whether `other` asks for the same change as this request: the same targets, target, description, options
+    /// and rolled-back request. A replay of a request id must ask the same (AIP-155); who, when and in what state
+    /// do not count.
+    pub fn asks_the_same(&self, other: &ChangeRequest) -> bool {
+        self.targets == other.targets
+            && self.target == other.target
+            && self.description == other.description
+            && self.options == other.options
+            && self.rollback_of == other.rollback_of
+    }
+
     /// Nothing more will happen to it.
     pub fn is_terminal(&self) -> bool {
         self.state.is_some_and(RequestState::is_terminal)
@@ -239,6 +250,54 @@ pub struct KeyRotation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(description: &str) -> ChangeRequest {
+        ChangeRequest {
+            request_id: Uuid::nil(),
+            state: None,
+            idempotency_key: Some("q4".into()),
+            description: description.into(),
+            targets: RequestTargets::Tables(Vec::new()),
+            target: Some(TargetSpec {
+                mode: EncryptionMode::AwsManaged,
+                kms_key: None,
+            }),
+            options: ChangeOptions::default(),
+            canary_passed: false,
+            rollback_of: None,
+            pause_reason: None,
+            created_by: "alice".into(),
+            approved_by: None,
+            create_time: None,
+            approve_time: None,
+            start_time: None,
+            finish_time: None,
+            update_time: None,
+        }
+    }
+
+    #[test]
+    fn a_replay_asks_the_same_whatever_its_state_but_not_another_change() {
+        let asked = request("rotate");
+        let mut stored = request("rotate");
+        stored.request_id = Uuid::new_v4();
+        stored.state = Some(RequestState::Running);
+        stored.create_time = Some(Utc::now());
+        assert!(stored.asks_the_same(&asked));
+        let mut other_key = request("rotate");
+        other_key.target = Some(TargetSpec {
+            mode: EncryptionMode::CustomerManaged,
+            kms_key: Some("alias/b".into()),
+        });
+        assert!(!stored.asks_the_same(&other_key));
+        assert!(!stored.asks_the_same(&request("another description")));
+        let mut paced = request("rotate");
+        paced.options.max_in_flight = Some(1);
+        assert!(!stored.asks_the_same(&paced));
+        let mut rollback = request("rotate");
+        rollback.rollback_of = Some(Uuid::new_v4());
+        assert!(!stored.asks_the_same(&rollback));
+    }
 
     fn planned(action: PlanAction, reason: Option<ItemReason>) -> PlannedItem {
         PlannedItem {

@@ -154,7 +154,7 @@ impl ChangeRequests {
     ) -> Result<Created, EngineError> {
         if !validate_only
             && let Some(key) = draft.request.idempotency_key.as_deref()
-            && let Some(existing) = self.replay(caller, key).await?
+            && let Some(existing) = self.replay(caller, key, &draft.request).await?
         {
             return Ok(existing);
         }
@@ -192,7 +192,11 @@ impl ChangeRequests {
         } else {
             RequestState::Queued
         });
-        let (stored, _created) = self.store.change_requests.create(&request, &items).await?;
+        let (stored, created) = self.store.change_requests.create(&request, &items).await?;
+        if !created {
+            // The same caller stored a request under this id since the replay check above.
+            check_same_ask(&stored, &request)?;
+        }
         tracing::info!(
             change_request = %stored.request_id, created_by = %caller.identity, change = summary.change,
             skip = summary.skip, blocked = summary.blocked, "change request created"
@@ -206,17 +210,24 @@ impl ChangeRequests {
         })
     }
 
-    /// The request already stored under this idempotency key, if any. The replaying caller's operator grants must
-    /// cover its accounts too: a request id is not a way to read another team's request.
-    async fn replay(&self, caller: &Caller, key: &str) -> Result<Option<Created>, EngineError> {
+    /// The request this caller already stored under this idempotency key, if any; ALREADY_EXISTS if it asked for
+    /// a different change. Keys belong to their caller, so another team's same key is not found here; the
+    /// caller's operator grants must still cover the request's accounts (they may have shrunk since).
+    async fn replay(
+        &self,
+        caller: &Caller,
+        key: &str,
+        asked: &ChangeRequest,
+    ) -> Result<Option<Created>, EngineError> {
         let Some(request) = self
             .store
             .change_requests
-            .find_by_idempotency_key(key)
+            .find_by_idempotency_key(&caller.identity, key)
             .await?
         else {
             return Ok(None);
         };
+        check_same_ask(&request, asked)?;
         access::check_request(
             &self.store,
             caller,
@@ -238,6 +249,22 @@ impl ChangeRequests {
             items: Vec::new(),
         }))
     }
+}
+
+/// A request id replayed for a different change is refused (AIP-155), naming the request it belongs to.
+fn check_same_ask(stored: &ChangeRequest, asked: &ChangeRequest) -> Result<(), EngineError> {
+    if stored.asks_the_same(asked) {
+        return Ok(());
+    }
+    Err(EngineError::AlreadyExists {
+        resource: "request_id",
+        id: format!(
+            "{:?} (your change request {}, which asked for a different change: repeat it exactly, or use a new \
+             request_id)",
+            asked.idempotency_key.as_deref().unwrap_or_default(),
+            stored.request_id
+        ),
+    })
 }
 
 /// A request not yet stored: no id, no state, no times.
