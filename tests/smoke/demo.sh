@@ -74,7 +74,8 @@ watch_to_end() {
 created="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"request_id\": \"demo-a-to-b\", \"description\": \"retire key A\"}")"
 id="$(echo "$created" | grep -o '"changeRequestId": "[^"]*"' | head -n 1 | cut -d'"' -f4)"
 [ -n "$id" ] || fail "no change request created: $created"
-again="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"request_id\": \"demo-a-to-b\"}")"
+# A retry repeats the request exactly (the same request_id with another request is ALREADY_EXISTS).
+again="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"request_id\": \"demo-a-to-b\", \"description\": \"retire key A\"}")"
 echo "$again" | grep -q "\"changeRequestId\": \"$id\"" || fail "the same request_id made another request"
 final="$(watch_to_end "$id")"
 [ "$final" = '"state": "CHANGE_REQUEST_STATE_SUCCEEDED"' ] || fail "migration ended $final"

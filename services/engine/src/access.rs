@@ -117,7 +117,9 @@ pub async fn check_accounts(
     deny_outside(caller, permission, method, &scope, &labels, account_ids)
 }
 
-/// Like [`check_accounts`] over the accounts of change request `id` (its items').
+/// Like [`check_accounts`] over the accounts of change request `id` (its items'). An account the request touches
+/// that is no longer registered has no labels for a scope to match: only a caller whose grant covers every
+/// account may read or control such a request (it was readable and controllable from every scope).
 pub async fn check_request(
     store: &Store,
     caller: &Caller,
@@ -127,7 +129,19 @@ pub async fn check_request(
 ) -> Result<(), EngineError> {
     let mut accounts = store.change_items.accounts_of(&[id]).await?;
     let accounts = accounts.remove(&id).unwrap_or_default();
-    check_accounts(store, caller, permission, method, accounts).await
+    let scope = require(caller, permission, method)?;
+    if scope == Scope::Everywhere {
+        return Ok(());
+    }
+    let labels = account_labels(store).await?;
+    if accounts.iter().any(|account| !labels.contains_key(account)) {
+        return Err(EngineError::PermissionDenied(format!(
+            "{} may not call {method} on change request {id}: it touches an account that is no longer \
+             registered, which only a grant over every account covers",
+            caller.identity
+        )));
+    }
+    deny_outside(caller, permission, method, &scope, &labels, accounts)
 }
 
 /// Like [`check_accounts`] over every registered account (a call that names none means the whole fleet).

@@ -1146,3 +1146,85 @@ async fn scoped_pages_hold_only_the_callers_rows_and_tokens_are_signed_and_bound
     rotated.stop().await.expect("stop");
     replica.stop().await.expect("stop");
 }
+
+/// A change request of an account that has since been deregistered is left to callers whose grant covers every
+/// account: a team's scope cannot match an account that has no labels any more (such requests were readable and
+/// controllable from every scope: a payments approver approved a search request).
+#[tokio::test]
+async fn a_deregistered_accounts_requests_are_left_to_grants_over_every_account() {
+    let s = changes::setup("").await;
+    let mut admin = s.app.client.clone();
+    let id = admin
+        .create_change_request(pb::CreateChangeRequestRequest {
+            tables: tables(vec![table(SEARCH, EU, "orders")]),
+            target: Some(pb::TargetEncryption {
+                mode: pb::EncryptionMode::AwsManaged as i32,
+                kms_key: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .change_request
+        .expect("request")
+        .change_request_id;
+    wait_terminal(&s.app, &id).await;
+    admin
+        .deregister_account(pb::DeregisterAccountRequest {
+            account_id: SEARCH.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deregister");
+    let toml = format!(
+        "insecure = true\naws_endpoint_url = '{}'\n{FAST}\n{}",
+        s.emulator.endpoint(),
+        tokens_and_grants(&[
+            ("pay-viewer", "viewer", "team=payments"),
+            ("pay-op", "operator", "team=payments"),
+            ("auditor", "admin", ""),
+        ])
+    );
+    let app = TestApp::spawn_with(&s.db, &toml).await.expect("server");
+    let get = |who: &str| {
+        let mut client = app.client.clone();
+        let request = as_token(
+            who,
+            pb::GetChangeRequestRequest {
+                change_request_id: id.clone(),
+            },
+        );
+        async move { client.get_change_request(request).await }
+    };
+    let err = get("pay-viewer").await.expect_err("another team's scope");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = app
+        .client
+        .clone()
+        .rollback_change_request(as_token(
+            "pay-op",
+            pb::RollbackChangeRequestRequest {
+                change_request_id: id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("controlling it");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let items = app
+        .client
+        .clone()
+        .list_change_items(as_token(
+            "pay-viewer",
+            pb::ListChangeItemsRequest {
+                change_request_id: id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("its items");
+    assert_eq!(items.code(), Code::PermissionDenied, "{items:?}");
+    get("auditor").await.expect("a grant over every account");
+    app.stop().await.expect("stop");
+}
