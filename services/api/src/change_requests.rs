@@ -31,6 +31,8 @@ pub struct ChangeSettings {
     pub max_in_flight: u32,
     /// How often a watch looks for changes.
     pub watch_interval: Duration,
+    /// How long one watch stream lasts before it ends.
+    pub watch_max_duration: Duration,
 }
 
 pub type WatchStream =
@@ -53,6 +55,7 @@ impl ChangeRequests {
         let request_settings = RequestSettings {
             approval_required: settings.approval_required,
             watch_interval: settings.watch_interval,
+            watch_max_duration: settings.watch_max_duration,
         };
         Self {
             requests: requests::ChangeRequests::new(store, fleet, request_settings, shutdown),

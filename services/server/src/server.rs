@@ -183,6 +183,7 @@ pub async fn run(
             max_updates_per_second: config.update_rate,
             max_in_flight: config.max_tables_in_flight.get(),
             watch_interval: config.watch_interval,
+            watch_max_duration: config.watch_max_duration,
         },
         shutdown.clone(),
     );

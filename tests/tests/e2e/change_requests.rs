@@ -1370,3 +1370,56 @@ async fn a_caller_holds_a_bounded_number_of_watches() {
     }
     assert!(again.is_some(), "a closed watch never gave its slot back");
 }
+
+/// A watch on a request that waits for approval ends, with OK, after `watch_max_duration`: it polled for ever
+/// (found by a security review: streams on pending requests never ended).
+#[tokio::test]
+async fn a_watch_on_a_pending_request_ends_after_its_longest_duration() {
+    let s = setup("approval_required = true\nwatch_max_duration = '1s'").await;
+    let id = s
+        .app
+        .client
+        .clone()
+        .create_change_request(pb::CreateChangeRequestRequest {
+            selector: bulk_selector(),
+            target: to_key("alias/b"),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .change_request
+        .expect("request")
+        .change_request_id;
+    let mut stream = s
+        .app
+        .client
+        .clone()
+        .watch_change_request(pb::WatchChangeRequestRequest {
+            change_request_id: id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = stream.next().await.expect("a snapshot").expect("ok");
+    assert_eq!(
+        first.change_request.expect("request").state(),
+        pb::ChangeRequestState::PendingApproval
+    );
+    // The stream ends on its own, well before the test's patience runs out; no error.
+    let rest = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut updates = 0;
+        while let Some(update) = stream.next().await {
+            update.expect("no error at the end");
+            updates += 1;
+        }
+        updates
+    })
+    .await
+    .expect("the stream ended");
+    assert_eq!(rest, 0, "nothing changed while pending");
+    assert_eq!(
+        get(&s.app, &id).await.state(),
+        pb::ChangeRequestState::PendingApproval
+    );
+}

@@ -29,6 +29,9 @@ pub struct RequestSettings {
     pub approval_required: bool,
     /// How often a watch looks for changes.
     pub watch_interval: Duration,
+    /// How long one watch stream lasts before it ends (the client watches again): a stream on a request that
+    /// waits for approval, or is paused, would otherwise poll for ever.
+    pub watch_max_duration: Duration,
 }
 
 /// Which tables a new request covers.

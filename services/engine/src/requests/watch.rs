@@ -62,9 +62,12 @@ impl ChangeRequests {
                 return;
             }
             let mut since = snapshot_time - COMMIT_SKEW;
+            // The stream ends (OK) after this, whatever the request's state: the client watches again.
+            let ends_at = tokio::time::Instant::now() + this.settings.watch_max_duration;
             while !done {
                 tokio::select! {
                     () = tokio::time::sleep(this.settings.watch_interval) => {}
+                    () = tokio::time::sleep_until(ends_at) => return,
                     () = this.shutdown.cancelled() => return,
                     () = tx.closed() => return,
                 }

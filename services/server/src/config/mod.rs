@@ -151,6 +151,10 @@ pub struct Config {
     /// How often WatchChangeRequest looks for changes (`TABLECRYPT_WATCH_INTERVAL`).
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// How long one WatchChangeRequest stream lasts before it ends with OK and the client watches again
+    /// (`TABLECRYPT_WATCH_MAX_DURATION`), so a watch on a request waiting for approval never polls for ever.
+    #[serde(with = "humantime_serde")]
+    pub watch_max_duration: Duration,
     /// Development only: serve plaintext gRPC, and if no authentication is configured let every caller act as
     /// an admin named by the `x-tablecrypt-caller` header (`TABLECRYPT_INSECURE`, `--insecure`). Logged as a
     /// warning at start. Without it the server refuses to start unless TLS and authentication are configured.
@@ -302,6 +306,9 @@ impl Default for Config {
             // minutes above that, since a needless re-send spends a switch of the table's daily quota.
             worker_settle_timeout: seconds(300),
             watch_interval: Duration::from_millis(500),
+            // Long enough that a migration's watcher reconnects a handful of times a day; the connection's own
+            // max_connection_age (1 h) ends it no later anyway.
+            watch_max_duration: seconds(3600),
             insecure: false,
             tls: None,
             auth_tokens: Vec::new(),
@@ -404,6 +411,7 @@ impl Config {
         for (key, lease) in [
             ("worker_lease", self.worker_lease),
             ("scan_lease", self.scan_lease),
+            ("watch_max_duration", self.watch_max_duration),
         ] {
             anyhow::ensure!(
                 lease >= Duration::from_secs(1),
