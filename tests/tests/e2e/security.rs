@@ -1228,3 +1228,62 @@ async fn a_deregistered_accounts_requests_are_left_to_grants_over_every_account(
     get("auditor").await.expect("a grant over every account");
     app.stop().await.expect("stop");
 }
+
+/// A scoped operator naming another team's tables is refused before tablecrypt calls AWS in that account: 200
+/// made-up table names made as many DescribeTable calls there (ignoring every rate limit) before the refusal.
+/// Judged from the emulator's request log.
+#[tokio::test]
+async fn tables_of_another_teams_account_are_refused_before_any_aws_call_there() {
+    let s = changes::setup("").await;
+    let toml = format!(
+        "insecure = true\naws_endpoint_url = '{}'\n{FAST}\n{}",
+        s.emulator.endpoint(),
+        tokens_and_grants(&[("pay-op", "operator", "team=payments")])
+    );
+    let app = TestApp::spawn_with(&s.db, &toml).await.expect("server");
+    let calls_in_search = || async {
+        let (status, body) = s
+            .emulator
+            .admin("GET", "/requests", "")
+            .await
+            .expect("request log");
+        assert_eq!(status, 200, "{body}");
+        let log: serde_json::Value = serde_json::from_str(&body).expect("json");
+        log["requests"]
+            .as_array()
+            .expect("requests")
+            .iter()
+            .filter(|entry| entry["account_id"] == SEARCH)
+            .count()
+    };
+    let before = calls_in_search().await;
+    for validate_only in [true, false] {
+        let err = app
+            .client
+            .clone()
+            .create_change_request(as_token(
+                "pay-op",
+                pb::CreateChangeRequestRequest {
+                    tables: tables(
+                        (0..200)
+                            .map(|i| table(SEARCH, EU, &format!("made-up-{i}")))
+                            .collect(),
+                    ),
+                    target: to_key("alias/a"),
+                    validate_only,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect_err("another team's account");
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains(SEARCH), "{err:?}");
+    }
+    assert_eq!(
+        calls_in_search().await,
+        before,
+        "AWS calls made in the other team's account"
+    );
+    assert_eq!(stored_requests(&s.app).await, 0);
+    app.stop().await.expect("stop");
+}

@@ -35,6 +35,22 @@ impl ChangeRequests {
         new: NewRequest,
         validate_only: bool,
     ) -> Result<Created, EngineError> {
+        // The accounts the request names are authorized before anything else: no alias resolution, inventory
+        // lookup or live DescribeTable may run in another team's account on a scoped caller's behalf (2,000
+        // made-up table names made 2,000 DescribeTable calls there before the refusal). The plan's accounts are
+        // checked again below, for selectors that reach further than they name.
+        let named: BTreeSet<String> = match &new.selection {
+            Selection::Tables(tables) => tables.iter().map(|t| t.account_id.to_string()).collect(),
+            Selection::Selector { spec, .. } => spec.account_ids.iter().cloned().collect(),
+        };
+        access::check_accounts(
+            &self.store,
+            caller,
+            Permission::Change,
+            "CreateChangeRequest",
+            named,
+        )
+        .await?;
         let (targets, stored_targets, field) = match new.selection {
             Selection::Tables(tables) => (
                 Targets::Tables(
