@@ -112,7 +112,9 @@ MIGRATE=(migrate --selector team=payments --region eu-west-1 --from-key "$KEY_A"
   --description "retire payments key A")
 plan="$(tc "${MIGRATE[@]}" --dry-run)" || fail "the CLI dry run exited $?"
 echo "$plan"
-grep -q '^Plan: [0-9]* tables to change' <<<"$plan" || fail "the CLI dry run printed no plan"
+grep -q '^Plan: [0-9]* tables to change in [0-9]* UpdateTable calls' <<<"$plan" || fail "the CLI dry run printed no plan"
+grep -Eq 'payments-sessions .* 2 .* ReplicaUpdates .* eu-west-1 .* us-east-1' <<<"$plan" \
+  || fail "the dry run does not show the global table's second call (its replica's key, alone)"
 out="$(tc "${MIGRATE[@]}" --yes -o json)" || fail "tablecrypt migrate --yes exited $?: $out"
 cli_id="$(python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["changeRequest"]["state"]=="CHANGE_REQUEST_STATE_SUCCEEDED", d["changeRequest"]; print(d["changeRequest"]["changeRequestId"])' <<<"$out")" \
   || fail "the CLI migration did not succeed: $(head -c 800 <<<"$out")"

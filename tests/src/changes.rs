@@ -310,6 +310,8 @@ pub fn history_of(id: &str) -> pb::ListKeyRotationHistoryRequest {
 #[derive(Debug, Clone)]
 pub struct LoggedUpdate {
     pub account_id: String,
+    /// The region it was sent in.
+    pub region: String,
     pub table: String,
     /// The emulator accepted it (not throttled or refused).
     pub ok: bool,
@@ -334,6 +336,7 @@ pub async fn update_log(emulator: &RunningEmulator) -> Vec<LoggedUpdate> {
                 .expect("RFC 3339");
             LoggedUpdate {
                 account_id: entry["account_id"].as_str().unwrap_or_default().to_owned(),
+                region: entry["region"].as_str().unwrap_or_default().to_owned(),
                 table: entry["table"].as_str().unwrap_or_default().to_owned(),
                 ok: entry["outcome"] == "ok",
                 time: time.timestamp_micros() as f64 / 1e6,

@@ -44,6 +44,15 @@ pub fn reason(value: i32) -> String {
     }
 }
 
+/// How an UpdateTable's one concern is named in AWS's API: SSESpecification or ReplicaUpdates.
+pub fn update_concern(value: i32) -> String {
+    match pb::UpdateConcern::try_from(value) {
+        Ok(pb::UpdateConcern::Sse | pb::UpdateConcern::ReplicaSse) => "SSESpecification".into(),
+        Ok(pb::UpdateConcern::ReplicaKeys) => "ReplicaUpdates".into(),
+        _ => value.to_string(),
+    }
+}
+
 pub fn failure(failure: Option<&pb::AwsFailure>) -> String {
     failure.map_or_else(String::new, |f| {
         let kind = pb::FailureKind::try_from(f.kind).map_or_else(

@@ -192,21 +192,47 @@ async fn a_200_table_migration_under_aws_observed_behaviour() {
         "a change was taken for lost and sent again"
     );
 
-    // From the emulator's log: one accepted UpdateTable per changed table, two (one per concern) per global table.
-    let mut accepted: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // From the emulator's log: one accepted UpdateTable per changed table, two (one per concern) per global table,
+    // each in the region and order the plan said.
+    assert_eq!(summary.update_calls, 202, "{summary:?}");
+    let mut accepted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for update in update_log(&emulator).await.into_iter().filter(|u| u.ok) {
-        *accepted
+        accepted
             .entry((update.account_id, update.table))
-            .or_default() += 1;
+            .or_default()
+            .push(update.region);
     }
     assert_eq!(accepted.len(), 198, "{accepted:?}");
-    for ((account, table), n) in &accepted {
+    let planned: BTreeMap<(String, String), Vec<String>> = all
+        .iter()
+        .map(|i| {
+            let regions = i.planned_calls.iter().map(|c| c.region.clone()).collect();
+            ((i.account_id.clone(), i.table_name.clone()), regions)
+        })
+        .collect();
+    for ((account, table), regions) in &accepted {
         let expected = if GLOBALS.contains(&table.as_str()) {
             2
         } else {
             1
         };
-        assert_eq!(*n, expected, "{account}/{table}");
+        assert_eq!(regions.len(), expected, "{account}/{table}");
+        assert_eq!(
+            Some(regions),
+            planned.get(&(account.clone(), table.clone())),
+            "{account}/{table}: the calls made are the calls planned"
+        );
+    }
+    for table in GLOBALS {
+        let item = all.iter().find(|i| i.table_name == table).expect("item");
+        let concerns: Vec<pb::UpdateConcern> =
+            item.planned_calls.iter().map(|c| c.concern()).collect();
+        assert_eq!(
+            concerns,
+            vec![pb::UpdateConcern::Sse, pb::UpdateConcern::ReplicaKeys],
+            "{item:?}"
+        );
+        assert_eq!(item.planned_calls[1].regions_changed, vec![US.to_owned()]);
     }
 
     // Each global table on key B in both regions, as DynamoDB reports it from either.

@@ -4,6 +4,7 @@
 //! The proto enums list their values in the same order as the domain's `ALL` arrays (value = index + 1), which
 //! `enum_order_matches_the_proto` checks.
 
+use tablecrypt_core::change::apply::CallKind;
 use tablecrypt_core::change::{ChangeItem, ChangeRequest, ItemCounts, KeyRotation, RequestTargets};
 use tablecrypt_core::{InvalidValue, ItemReason, ItemState, PlanAction, RequestState};
 use tablecrypt_engine::requests::{Created, WatchUpdate};
@@ -182,6 +183,19 @@ pub fn item_to_proto(item: &ChangeItem) -> pb::ChangeItem {
         next_attempt_time: item.next_attempt_time.map(ts),
         update_time: item.update_time.map(ts),
         finish_time: item.finish_time.map(ts),
+        planned_calls: item
+            .planned_calls()
+            .into_iter()
+            .map(|call| pb::PlannedCall {
+                region: call.region,
+                concern: match call.kind {
+                    CallKind::Sse => pb::UpdateConcern::Sse,
+                    CallKind::ReplicaKeys => pb::UpdateConcern::ReplicaKeys,
+                    CallKind::ReplicaSse => pb::UpdateConcern::ReplicaSse,
+                } as i32,
+                regions_changed: call.regions_changed,
+            })
+            .collect(),
     }
 }
 
@@ -195,6 +209,7 @@ pub fn created_to_proto(created: &Created) -> pb::CreateChangeRequestResponse {
             change: n(summary.change),
             skip: n(summary.skip),
             blocked: n(summary.blocked),
+            update_calls: n(summary.update_calls),
             blocked_by_reason: summary
                 .blocked_by_reason
                 .iter()

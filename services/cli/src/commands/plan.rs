@@ -8,12 +8,13 @@ use tablecrypt_proto::v1 as pb;
 use crate::names;
 use crate::output::{print_table, table};
 
-/// How many blocked tables are listed one by one before "and N more".
+/// How many blocked tables (and tables changed in more than one call) are listed one by one before "and N more".
 const BLOCKED_SHOWN: usize = 20;
 
 #[derive(Default)]
 struct Row {
     change: usize,
+    calls: usize,
     skip: usize,
     blocked: usize,
     reasons: BTreeMap<String, usize>,
@@ -34,8 +35,9 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         crate::outln!("Target: {to}");
     }
     crate::outln!(
-        "Plan: {} tables to change, {} already compliant (skip), {} blocked",
+        "Plan: {} tables to change in {} UpdateTable calls, {} already compliant (skip), {} blocked",
         summary.change,
+        summary.update_calls,
         summary.skip,
         summary.blocked
     );
@@ -45,7 +47,10 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
             .entry((item.account_id.clone(), item.region.clone()))
             .or_default();
         match pb::PlanAction::try_from(item.action) {
-            Ok(pb::PlanAction::Change) => row.change += 1,
+            Ok(pb::PlanAction::Change) => {
+                row.change += 1;
+                row.calls += item.planned_calls.len();
+            }
             Ok(pb::PlanAction::Skip) => row.skip += 1,
             _ => {
                 row.blocked += 1;
@@ -57,6 +62,7 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         "account",
         "region",
         "change",
+        "calls",
         "skip",
         "blocked",
         "blocked by",
@@ -71,6 +77,7 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
             account.clone(),
             region.clone(),
             row.change.to_string(),
+            row.calls.to_string(),
             row.skip.to_string(),
             row.blocked.to_string(),
             reasons.join(", "),
@@ -86,11 +93,13 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         "TOTAL".to_owned(),
         String::new(),
         summary.change.to_string(),
+        summary.update_calls.to_string(),
         summary.skip.to_string(),
         summary.blocked.to_string(),
         reasons.join(", "),
     ]);
     print_table(&by_region);
+    print_multi_call(&plan.items);
     let blocked: Vec<&pb::ChangeItem> = plan
         .items
         .iter()
@@ -112,5 +121,34 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         if blocked.len() > BLOCKED_SHOWN {
             crate::outln!("… and {} more (see -o json)", blocked.len() - BLOCKED_SHOWN);
         }
+    }
+}
+
+/// Tables whose change takes more than one UpdateTable (global tables: one concern per call), with the calls.
+fn print_multi_call(items: &[pb::ChangeItem]) {
+    let multi: Vec<&pb::ChangeItem> = items
+        .iter()
+        .filter(|i| i.planned_calls.len() > 1)
+        .collect();
+    if multi.is_empty() {
+        return;
+    }
+    crate::outln!("\nTables changed in more than one UpdateTable (one concern per call, in this order):");
+    let mut rows = table(&["account", "table", "call", "carries", "sent in", "changes"]);
+    for item in multi.iter().take(BLOCKED_SHOWN) {
+        for (n, call) in item.planned_calls.iter().enumerate() {
+            rows.add_row(vec![
+                item.account_id.clone(),
+                item.table_name.clone(),
+                (n + 1).to_string(),
+                names::update_concern(call.concern),
+                call.region.clone(),
+                call.regions_changed.join(" "),
+            ]);
+        }
+    }
+    print_table(&rows);
+    if multi.len() > BLOCKED_SHOWN {
+        crate::outln!("… and {} more (see -o json)", multi.len() - BLOCKED_SHOWN);
     }
 }

@@ -203,6 +203,8 @@ pub struct PlanSummary {
     pub skip: usize,
     pub blocked: usize,
     pub blocked_by_reason: BTreeMap<String, usize>,
+    /// UpdateTable calls the changes will make (a global table's change is more than one).
+    pub update_calls: usize,
 }
 
 impl PlanSummary {
@@ -223,7 +225,10 @@ impl PlanSummary {
                         .or_insert(0) += 1;
                 }
                 ItemState::Skipped if item.planned_skip() => summary.skip += 1,
-                _ => summary.change += 1,
+                _ => {
+                    summary.change += 1;
+                    summary.update_calls += item.planned_calls().len();
+                }
             }
         }
         summary

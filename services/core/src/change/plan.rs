@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::change::apply::{TABLE_ACTIVE, archived, archived_message};
-use crate::change::{ItemReason, PlanAction, PlanSummary};
+use crate::change::{ChangeItem, ItemReason, PlanAction, PlanSummary};
 use crate::switch_quota::next_switch_allowed;
 use crate::table::{EncryptionMode, KeyReference, TableEncryption};
 use crate::{AccountId, Region, TableName};
@@ -296,7 +296,10 @@ pub fn summarize(items: &[PlannedItem]) -> PlanSummary {
     let mut summary = PlanSummary::default();
     for item in items {
         match item.action {
-            PlanAction::Change => summary.change += 1,
+            PlanAction::Change => {
+                summary.change += 1;
+                summary.update_calls += ChangeItem::from(item).planned_calls().len();
+            }
             PlanAction::Skip => summary.skip += 1,
             PlanAction::Blocked => {
                 summary.blocked += 1;

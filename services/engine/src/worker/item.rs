@@ -521,14 +521,5 @@ pub(super) fn lost_or_retry(error: StoreError) -> Stop {
 }
 
 pub(super) fn apply_target(claimed: &ClaimedItem) -> ApplyTarget {
-    let item = &claimed.item;
-    ApplyTarget {
-        mode: item.to_mode,
-        key_arn: item.to_key_arn.clone(),
-        replica_keys: item
-            .replicas
-            .iter()
-            .map(|r| (r.region.clone(), r.to_key_arn.clone()))
-            .collect(),
-    }
+    ApplyTarget::of_item(&claimed.item)
 }
