@@ -52,7 +52,7 @@ identity = "ops-admin"
 sha256 = "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
 
 [[grants]]
-identity = "ops-admin"
+identity = "token:ops-admin"
 role = "admin"
 
 [[grants]]

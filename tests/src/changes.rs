@@ -319,17 +319,31 @@ pub struct LoggedUpdate {
     pub time: f64,
 }
 
-/// Every UpdateTable call the emulator received, in log order.
-pub async fn update_log(emulator: &RunningEmulator) -> Vec<LoggedUpdate> {
+/// The emulator's request log entries matching `query` (e.g. `operation=UpdateTable`), in log order.
+pub async fn request_log(emulator: &RunningEmulator, query: &str) -> Vec<serde_json::Value> {
     let (status, body) = emulator
-        .admin("GET", "/requests?operation=UpdateTable", "")
+        .admin("GET", &format!("/requests?{query}"), "")
         .await
         .expect("request log");
     assert_eq!(status, 200, "{body}");
-    let log: serde_json::Value = serde_json::from_str(&body).expect("json");
-    log["requests"]
-        .as_array()
-        .expect("requests")
+    let mut log: serde_json::Value = serde_json::from_str(&body).expect("json");
+    match log["requests"].take() {
+        serde_json::Value::Array(entries) => entries,
+        other => panic!("no requests in the log: {other}"),
+    }
+}
+
+/// How many calls of any kind the emulator received in `account`.
+pub async fn calls_in(emulator: &RunningEmulator, account: &str) -> usize {
+    request_log(emulator, &format!("account_id={account}"))
+        .await
+        .len()
+}
+
+/// Every UpdateTable call the emulator received, in log order.
+pub async fn update_log(emulator: &RunningEmulator) -> Vec<LoggedUpdate> {
+    request_log(emulator, "operation=UpdateTable")
+        .await
         .iter()
         .map(|entry| {
             let time = chrono::DateTime::parse_from_rfc3339(entry["time"].as_str().expect("time"))

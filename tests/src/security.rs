@@ -148,8 +148,14 @@ impl Default for Pki {
     }
 }
 
-/// `[[auth_tokens]]` and `[[grants]]` for (identity, role, scope) triples; each identity's token is
-/// "token-<identity>".
+/// The identity a test token's caller is recorded as (and granted by): `token:<name>`.
+pub fn token_identity(name: &str) -> String {
+    format!("token:{name}")
+}
+
+/// `[[auth_tokens]]` and `[[grants]]` for (name, role, scope) triples; each name's token is "token-<name>" and
+/// its grant names `token:<name>`, but a name that is already an identity of another kind (`spiffe://...`,
+/// `jwt:...`, `cert-...`) is granted as it is.
 pub fn tokens_and_grants(grants: &[(&str, &str, &str)]) -> String {
     let mut toml = String::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -160,8 +166,16 @@ pub fn tokens_and_grants(grants: &[(&str, &str, &str)]) -> String {
                 token_sha256_hex(&format!("token-{identity}"))
             ));
         }
+        let granted = if ["spiffe://", "jwt:", "cert-uri:", "cert-cn:"]
+            .iter()
+            .any(|kind| identity.starts_with(kind))
+        {
+            (*identity).to_owned()
+        } else {
+            token_identity(identity)
+        };
         toml.push_str(&format!(
-            "[[grants]]\nidentity = '{identity}'\nrole = '{role}'\nscope = '{scope}'\n"
+            "[[grants]]\nidentity = '{granted}'\nrole = '{role}'\nscope = '{scope}'\n"
         ));
     }
     toml

@@ -8,7 +8,7 @@ use tablecrypt_core::{
 };
 use tablecrypt_engine::InventoryScanner;
 use tablecrypt_engine::access::Visible;
-use tablecrypt_engine::keys::resolve_key;
+use tablecrypt_engine::keys::{key_usage, resolve_key};
 use tablecrypt_fleet::{AccountAccess, Fleet};
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::{InventoryCursor, Store};
@@ -215,7 +215,7 @@ pub async fn list_table_encryptions(
     }
     let key_arns = match &key {
         None => Vec::new(),
-        Some(key) => vec![resolve_key(store, fleet, key, None, "kms_key").await?],
+        Some(key) => vec![resolve_key(store, fleet, visible, key, None, "kms_key").await?],
     };
     let account_ids = match visible {
         Visible::All => account_ids,
@@ -309,6 +309,7 @@ const MAX_KEY_USAGE_TABLES: u32 = 10_000;
 pub async fn get_key_usage(
     store: &Store,
     fleet: &Fleet,
+    visible: &Visible,
     request: pb::GetKeyUsageRequest,
 ) -> Result<pb::GetKeyUsageResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -322,38 +323,21 @@ pub async fn get_key_usage(
     let Some(key) = key.filter(|_| errors.is_empty()) else {
         return Err(errors.into());
     };
-    let key_arn = match &key {
-        KeyReference::Arn(_) | KeyReference::AliasArn { .. } => {
-            resolve_key(store, fleet, &key, None, "kms_key").await?
+    if key.location().is_none() {
+        for (field, given) in [("account_id", &request.account_id), ("region", &request.region)] {
+            if given.is_empty() {
+                errors.add(field, "is required to resolve an alias name or key id");
+            }
         }
-        KeyReference::AliasName(_) | KeyReference::KeyId(_) => {
-            let (Some(account_id), Some(region)) = (account_id, region) else {
-                let mut errors = ValidationErrors::new();
-                if request.account_id.is_empty() {
-                    errors.add(
-                        "account_id",
-                        "is required to resolve an alias name or key id",
-                    );
-                }
-                if request.region.is_empty() {
-                    errors.add("region", "is required to resolve an alias name or key id");
-                }
-                return Err(errors.into());
-            };
-            resolve_key(store, fleet, &key, Some((&account_id, region)), "kms_key").await?
+        if !errors.is_empty() {
+            return Err(errors.into());
         }
-    };
-    let filter = InventoryFilter {
-        key_arns: vec![key_arn.clone()],
-        ..Default::default()
-    };
-    let (entries, _) = store
-        .inventory
-        .list(&filter, None, MAX_KEY_USAGE_TABLES)
-        .await?;
+    }
+    let at = account_id.as_ref().zip(region);
+    let usage = key_usage(store, fleet, visible, &key, at, MAX_KEY_USAGE_TABLES).await?;
     Ok(pb::GetKeyUsageResponse {
-        kms_key_arn: key_arn,
-        unused: entries.is_empty(),
-        tables: entries.iter().map(convert::entry_to_proto).collect(),
+        kms_key_arn: usage.key_arn,
+        unused: usage.tables.is_empty(),
+        tables: usage.tables.iter().map(convert::entry_to_proto).collect(),
     })
 }

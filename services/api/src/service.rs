@@ -342,10 +342,10 @@ impl TableEncryption for TableEncryptionService {
         let visible = self
             .visible(&caller, Permission::Read, "GetKeyUsage")
             .await?;
-        let mut response =
-            inventory::get_key_usage(&self.store, &self.fleet, request.into_inner()).await?;
-        response.tables.retain(|t| visible.contains(&t.account_id));
-        Ok(Response::new(response))
+        Ok(Response::new(
+            inventory::get_key_usage(&self.store, &self.fleet, &visible, request.into_inner())
+                .await?,
+        ))
     }
 
     async fn create_change_request(

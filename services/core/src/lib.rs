@@ -11,6 +11,7 @@ pub mod change;
 pub mod display_name;
 pub mod external_id;
 pub mod failure;
+pub mod identity;
 pub mod filter;
 pub mod labels;
 pub mod region;

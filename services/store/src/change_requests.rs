@@ -305,10 +305,12 @@ impl ChangeRequestRepository {
                 "only a PENDING_APPROVAL request can be approved",
             ));
         }
-        if current.created_by == approver {
+        if tablecrypt_core::identity::same_person(&current.created_by, approver) {
             return Err(StoreError::Forbidden {
                 reason: format!(
-                    "{approver} created change request {request_id} and cannot also approve it"
+                    "{approver} is the person who created change request {request_id} (as {}) and cannot also \
+                     approve it",
+                    current.created_by
                 ),
             });
         }

@@ -53,7 +53,7 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
         tokens_and_grants(&[
             ("ops-admin", "admin", ""),
             ("spiffe://tablecrypt/ci", "viewer", ""),
-            ("jwt-user", "operator", ""),
+            (&format!("jwt:{JWT_ISSUER}:jwt-user"), "operator", ""),
         ]),
         pki.tls_and_jwt_toml()
     );
@@ -142,6 +142,22 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("admin"), "{err:?}");
 
+    // A certificate cannot pose as a token: URI SANs "ops-admin" and "token:ops-admin" are cert-uri identities
+    // with no grant, not the admin token's identity.
+    for san in ["ops-admin", "token:ops-admin"] {
+        let impostor = TableEncryptionClient::new(
+            pki.channel(app.addr, Some(pki.client_certificate(san)))
+                .await,
+        );
+        let err = impostor
+            .clone()
+            .list_accounts(pb::ListAccountsRequest::default())
+            .await
+            .expect_err("a certificate named like the admin token");
+        assert_eq!(err.code(), Code::PermissionDenied, "{san}: {err:?}");
+        assert!(err.message().contains(&format!("cert-uri:{san}")), "{err:?}");
+    }
+
     // JWTs: valid, expired, wrong audience.
     anonymous
         .clone()
@@ -170,7 +186,7 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
         .iter()
         .find(|e| e.method == "RegisterAccount" && e.outcome == "OK")
         .expect("allowed registration audited");
-    assert_eq!(registered.caller, "ops-admin");
+    assert_eq!(registered.caller, "token:ops-admin");
     assert_eq!(registered.authenticated_by, "token");
     assert_eq!(registered.target, "account 123456789012");
     let denied = events
@@ -250,7 +266,7 @@ async fn a_nul_byte_neither_escapes_the_audit_log_nor_breaks_a_filter() {
     assert!(
         has_event(
             &events,
-            "prober",
+            "token:prober",
             "CreateChangeRequest",
             "PERMISSION_DENIED"
         ),
@@ -280,7 +296,7 @@ async fn a_jwt_before_its_not_before_time_is_refused() {
     let db = TestDatabase::create().await.expect("db");
     let toml = format!(
         "insecure = false\n{}{}",
-        tokens_and_grants(&[("jwt-user", "operator", "")]),
+        tokens_and_grants(&[(&format!("jwt:{JWT_ISSUER}:jwt-user"), "operator", "")]),
         pki.tls_and_jwt_toml()
     );
     let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
@@ -544,6 +560,8 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
             ("pay-lead", "operator", "team=payments"),
             ("pay-lead", "approver", "team=payments"),
             ("pay-approver", "approver", "team=payments"),
+            // pay-lead again under another token, differently cased: the same person to the two-person rule.
+            ("Pay-Lead", "approver", "team=payments"),
             ("search-viewer", "viewer", "team=search"),
             ("search-op", "operator", "team=search"),
             ("auditor", "admin", ""),
@@ -742,7 +760,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .into_inner()
         .change_request
         .expect("request");
-    assert_eq!(created.created_by, "pay-lead");
+    assert_eq!(created.created_by, "token:pay-lead");
     // Request ids belong to their caller: another team using the same id gets a request of its own, neither
     // payments' request nor an error naming payments' accounts (it used to be PERMISSION_DENIED naming them).
     let search_create = || {
@@ -771,7 +789,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .change_request
         .expect("request");
     assert_ne!(theirs.change_request_id, created.change_request_id);
-    assert_eq!(theirs.created_by, "search-op");
+    assert_eq!(theirs.created_by, "token:search-op");
     // Replayed exactly, each caller's id returns that caller's request.
     let again = client
         .clone()
@@ -821,6 +839,11 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
     };
     let err = approve("pay-lead").await.expect_err("own request");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = approve("Pay-Lead")
+        .await
+        .expect_err("own request, under another token and case");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("token:pay-lead"), "{err:?}");
     let err = approve("pay-op").await.expect_err("not an approver");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     approve("pay-approver")
@@ -850,7 +873,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         .into_inner()
         .change_requests;
     assert!(
-        listed.iter().all(|r| r.created_by == "search-op"),
+        listed.iter().all(|r| r.created_by == "token:search-op"),
         "only search's own request: {listed:?}"
     );
 
@@ -860,7 +883,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
     assert_eq!(rows.len(), BULK);
     assert!(
         rows.iter()
-            .all(|r| r.requested_by == "pay-lead" && r.approved_by == "pay-approver")
+            .all(|r| r.requested_by == "token:pay-lead" && r.approved_by == "token:pay-approver")
     );
     let hidden = client
         .clone()
@@ -877,26 +900,26 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
     let events = audit_events(&client, "token-auditor").await;
     assert!(has_event(
         &events,
-        "pay-op",
+        "token:pay-op",
         "CreateChangeRequest",
         "PERMISSION_DENIED"
     ));
-    assert!(has_event(&events, "pay-lead", "CreateChangeRequest", "OK"));
+    assert!(has_event(&events, "token:pay-lead", "CreateChangeRequest", "OK"));
     assert!(has_event(
         &events,
-        "pay-lead",
+        "token:pay-lead",
         "ApproveChangeRequest",
         "PERMISSION_DENIED"
     ));
     assert!(has_event(
         &events,
-        "pay-approver",
+        "token:pay-approver",
         "ApproveChangeRequest",
         "OK"
     ));
     let approved = events
         .iter()
-        .find(|e| e.caller == "pay-approver" && e.method == "ApproveChangeRequest")
+        .find(|e| e.caller == "token:pay-approver" && e.method == "ApproveChangeRequest")
         .expect("approval event");
     assert_eq!(approved.target, format!("change request {id}"));
     app.stop().await.expect("stop");
@@ -1241,22 +1264,7 @@ async fn tables_of_another_teams_account_are_refused_before_any_aws_call_there()
         tokens_and_grants(&[("pay-op", "operator", "team=payments")])
     );
     let app = TestApp::spawn_with(&s.db, &toml).await.expect("server");
-    let calls_in_search = || async {
-        let (status, body) = s
-            .emulator
-            .admin("GET", "/requests", "")
-            .await
-            .expect("request log");
-        assert_eq!(status, 200, "{body}");
-        let log: serde_json::Value = serde_json::from_str(&body).expect("json");
-        log["requests"]
-            .as_array()
-            .expect("requests")
-            .iter()
-            .filter(|entry| entry["account_id"] == SEARCH)
-            .count()
-    };
-    let before = calls_in_search().await;
+    let before = calls_in(&s.emulator, SEARCH).await;
     for validate_only in [true, false] {
         let err = app
             .client
@@ -1280,10 +1288,125 @@ async fn tables_of_another_teams_account_are_refused_before_any_aws_call_there()
         assert!(err.message().contains(SEARCH), "{err:?}");
     }
     assert_eq!(
-        calls_in_search().await,
+        calls_in(&s.emulator, SEARCH).await,
         before,
         "AWS calls made in the other team's account"
     );
     assert_eq!(stored_requests(&s.app).await, 0);
+    app.stop().await.expect("stop");
+}
+
+/// A viewer of one team can neither resolve a key through another team's account (its role would ask KMS there
+/// and AWS's answer would come back) nor learn whether another team's key is in use: GetKeyUsage and every
+/// kms_key filter are refused before any call there, with the same answer whether the alias (or the account)
+/// exists or not. The team's own keys answer as before.
+#[tokio::test]
+async fn keys_of_another_teams_account_are_neither_resolved_nor_reported() {
+    let s = changes::setup("").await;
+    s.app
+        .refresh_and_wait(pb::RefreshInventoryRequest::default())
+        .await;
+    let toml = format!(
+        "insecure = true\naws_endpoint_url = '{}'\n{FAST}\n{}",
+        s.emulator.endpoint(),
+        tokens_and_grants(&[("pay-viewer", "viewer", "team=payments")])
+    );
+    let app = TestApp::spawn_with(&s.db, &toml).await.expect("server");
+    let client = || app.client.clone();
+    let before = calls_in(&s.emulator, SEARCH).await;
+    let denied = |result: Result<(), tonic::Status>, what: &str| {
+        let err = result.expect_err(what);
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+        err.message().to_owned()
+    };
+    let alias = |account: &str, name: &str| format!("arn:aws:kms:{EU}:{account}:alias/{name}");
+    let mut answers = Vec::new();
+    for key in [
+        key_arn(SEARCH, EU, KEY_SEARCH),
+        alias(SEARCH, "a"),
+        alias(SEARCH, "no-such-alias"),
+        key_arn(SEARCH, EU, "00000000-0000-4000-8000-000000000000"),
+    ] {
+        let usage = client()
+            .get_key_usage(as_token(
+                "pay-viewer",
+                pb::GetKeyUsageRequest {
+                    kms_key: key.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop);
+        answers.push(denied(usage, &format!("GetKeyUsage {key}")));
+        let tables = client()
+            .list_table_encryptions(as_token(
+                "pay-viewer",
+                pb::ListTableEncryptionsRequest {
+                    kms_key: key.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop);
+        answers.push(denied(tables, &format!("ListTableEncryptions {key}")));
+        let history = client()
+            .list_key_rotation_history(as_token(
+                "pay-viewer",
+                pb::ListKeyRotationHistoryRequest {
+                    kms_key_arn: key.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop);
+        answers.push(denied(history, &format!("ListKeyRotationHistory {key}")));
+    }
+    for name in ["alias/a", "alias/no-such-alias"] {
+        let usage = client()
+            .get_key_usage(as_token(
+                "pay-viewer",
+                pb::GetKeyUsageRequest {
+                    kms_key: name.into(),
+                    account_id: SEARCH.into(),
+                    region: EU.into(),
+                },
+            ))
+            .await
+            .map(drop);
+        answers.push(denied(usage, &format!("GetKeyUsage {name} in {SEARCH}")));
+    }
+    let distinct: std::collections::BTreeSet<&String> = answers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        2,
+        "one answer for kms_key and one for kms_key_arn, whatever exists: {distinct:#?}"
+    );
+    assert!(
+        answers.iter().all(|a| a.contains(SEARCH) && !a.contains("User:")),
+        "{answers:#?}"
+    );
+    assert_eq!(
+        calls_in(&s.emulator, SEARCH).await,
+        before,
+        "KMS or DynamoDB was asked in the other team's account"
+    );
+
+    // The team's own key, by alias name in its own account, answers as before.
+    let own = client()
+        .get_key_usage(as_token(
+            "pay-viewer",
+            pb::GetKeyUsageRequest {
+                kms_key: "alias/a".into(),
+                account_id: PAYMENTS.into(),
+                region: EU.into(),
+            },
+        ))
+        .await
+        .expect("own key")
+        .into_inner();
+    assert_eq!(own.kms_key_arn, payments_key(KEY_A));
+    assert!(!own.unused);
+    assert!(own.tables.iter().any(|t| t.table_name == "orders"), "{own:?}");
+    assert!(own.tables.iter().all(|t| t.account_id == PAYMENTS), "{own:?}");
     app.stop().await.expect("stop");
 }

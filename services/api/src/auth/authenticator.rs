@@ -1,6 +1,6 @@
 //! Who is calling: a static bearer token (stored as a SHA-256 hash), a JWT checked against a configured issuer,
-//! audience and key set, or a client certificate (its URI SAN, else its CN). The identity is then given the
-//! grants configured for it.
+//! audience and key set, or a client certificate (its URI SAN, else its CN). The identity is prefixed by the kind
+//! of credential (`tablecrypt_core::identity`) and given the grants configured for that prefixed form.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest as _, Sha256};
-use tablecrypt_core::{Caller, Grant, LabelSelector, Role};
+use tablecrypt_core::{Caller, Grant, LabelSelector, Role, identity};
 
 /// The identity recorded for a development server's callers that do not name themselves.
 pub const ANONYMOUS: &str = "anonymous";
@@ -157,7 +157,12 @@ impl Authenticator {
             tokens: settings
                 .tokens
                 .iter()
-                .map(|t| (t.sha256_hex.to_ascii_lowercase(), t.identity.clone()))
+                .map(|t| {
+                    (
+                        t.sha256_hex.to_ascii_lowercase(),
+                        format!("{}{}", identity::TOKEN, t.identity),
+                    )
+                })
                 .collect(),
             jwt,
             client_certificates: settings.client_certificates,
@@ -255,11 +260,12 @@ impl JwtVerifier {
         if data.claims.sub.is_empty() || data.claims.sub.len() > 256 {
             return Err(AuthError::InvalidJwt("sub must be 1-256 characters".into()));
         }
-        Ok(data.claims.sub)
+        Ok(identity::of_jwt(&self.issuer, &data.claims.sub))
     }
 }
 
-/// The identity a client certificate carries: its first URI SAN (e.g. a SPIFFE id), else its subject CN.
+/// The identity a client certificate carries: its first URI SAN (a SPIFFE id as it is, another as `cert-uri:`),
+/// else its subject CN (`cert-cn:`).
 fn certificate_identity(der: &[u8]) -> Result<String, AuthError> {
     use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
     let (_, cert) =
@@ -267,7 +273,7 @@ fn certificate_identity(der: &[u8]) -> Result<String, AuthError> {
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             if let GeneralName::URI(uri) = name {
-                return Ok((*uri).to_owned());
+                return Ok(identity::of_certificate_uri(uri));
             }
         }
     }
@@ -276,7 +282,7 @@ fn certificate_identity(der: &[u8]) -> Result<String, AuthError> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .filter(|cn| !cn.is_empty())
-        .map(str::to_owned)
+        .map(|cn| format!("{}{cn}", identity::CERT_CN))
         .ok_or(AuthError::CertificateWithoutIdentity)
 }
 
@@ -291,7 +297,7 @@ mod tests {
                 sha256_hex: token_sha256_hex("s3cret-token"),
             }],
             grants: vec![IdentityGrant {
-                identity: "alice".into(),
+                identity: "token:alice".into(),
                 role: Role::Viewer,
                 scope: LabelSelector::default(),
             }],
@@ -314,7 +320,7 @@ mod tests {
         let caller = auth
             .authenticate(&headers(&[("authorization", "Bearer s3cret-token")]), None)
             .expect("known token");
-        assert_eq!(caller.identity, "alice");
+        assert_eq!(caller.identity, "token:alice");
         assert_eq!(caller.grants.len(), 1);
         assert_eq!(
             auth.authenticate(&headers(&[("authorization", "Bearer nope")]), None),

@@ -68,9 +68,18 @@ impl ChangeRequests {
                 current_key,
             } => {
                 if let Some(key) = &current_key {
+                    // Resolved through its account's role: only an account the caller may change.
+                    let visible = access::visible(
+                        &self.store,
+                        caller,
+                        Permission::Change,
+                        "CreateChangeRequest",
+                    )
+                    .await?;
                     let arn = resolve_key(
                         &self.store,
                         &self.fleet,
+                        &visible,
                         key,
                         None,
                         "selector.current_kms_key",

@@ -113,7 +113,10 @@ impl ChangeRequests {
         let key_arn = match &query.key {
             None => None,
             Some(key) => {
-                Some(resolve_key(&self.store, &self.fleet, key, None, "kms_key_arn").await?)
+                Some(
+                    resolve_key(&self.store, &self.fleet, visible, key, None, "kms_key_arn")
+                        .await?,
+                )
             }
         };
         let filter = HistoryFilter {

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwtSettings, StaticToken};
 use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
-use tablecrypt_core::{LabelSelector, Role as CoreRole};
+use tablecrypt_core::{LabelSelector, Role as CoreRole, identity};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -216,7 +216,8 @@ pub struct TlsConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// Recorded as the caller (created by, approved by, audit log) and matched by grants.
+    /// The token's name: the caller is recorded as `token:<identity>` (created by, approved by, audit log), which
+    /// is what grants name.
     pub identity: String,
     /// 64 hex digits.
     pub sha256: String,
@@ -231,7 +232,7 @@ impl std::fmt::Debug for TokenConfig {
     }
 }
 
-/// Where JWTs come from; the identity is the `sub` claim.
+/// Where JWTs come from; the caller is `jwt:<issuer>:<sub>`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
@@ -242,7 +243,8 @@ pub struct JwtConfig {
 }
 
 /// `identity` holds `role` (viewer, operator, approver, admin) over the accounts `scope` (an account label
-/// selector such as "team=payments"; empty for every account) matches.
+/// selector such as "team=payments"; empty for every account) matches. The identity names its credential kind:
+/// `token:NAME`, `jwt:ISSUER:SUBJECT`, `spiffe://...`, `cert-uri:URI` or `cert-cn:NAME`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
@@ -480,8 +482,11 @@ impl Config {
         let mut tokens = Vec::new();
         for (i, token) in self.auth_tokens.iter().enumerate() {
             anyhow::ensure!(
-                !token.identity.is_empty() && token.identity.len() <= 256,
-                "invalid configuration: auth_tokens[{i}].identity must be 1-256 characters"
+                !token.identity.is_empty()
+                    && token.identity.len() <= 256
+                    && !token.identity.starts_with(identity::TOKEN),
+                "invalid configuration: auth_tokens[{i}].identity must be 1-256 characters, the name alone (the \
+                 caller becomes token:<identity>)"
             );
             anyhow::ensure!(
                 token.sha256.len() == 64 && token.sha256.chars().all(|c| c.is_ascii_hexdigit()),
@@ -499,12 +504,10 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].role: {e}"))?;
             let scope = LabelSelector::parse(&grant.scope)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].scope: {e}"))?;
-            anyhow::ensure!(
-                !grant.identity.is_empty(),
-                "invalid configuration: grants[{i}].identity must not be empty"
-            );
+            let granted = identity::parse_granted(&grant.identity)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].identity: {e}"))?;
             grants.push(IdentityGrant {
-                identity: grant.identity.clone(),
+                identity: granted,
                 role,
                 scope,
             });

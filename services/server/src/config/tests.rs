@@ -19,7 +19,7 @@ fn tls_and_authentication_are_required_unless_insecure() {
     let config = Config::from_toml(&format!(
         "[tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'\n\
          [[auth_tokens]]\nidentity = 'ci'\nsha256 = '{sha}'\n\
-         [[grants]]\nidentity = 'ci'\nrole = 'viewer'\nscope = 'team=payments'"
+         [[grants]]\nidentity = 'token:ci'\nrole = 'viewer'\nscope = 'team=payments'"
     ))
     .expect("TLS and a token");
     assert!(
@@ -35,14 +35,22 @@ fn bad_tokens_roles_and_scopes_are_refused() {
         .to_string();
     assert!(err.contains("auth_tokens[0].sha256"), "{err}");
     assert!(!err.contains("plaintext-token"), "{err}");
-    let err = load("[[grants]]\nidentity = 'a'\nrole = 'root'")
+    let err = load("[[grants]]\nidentity = 'token:a'\nrole = 'root'")
         .expect_err("unknown role")
         .to_string();
     assert!(err.contains("grants[0].role"), "{err}");
-    let err = load("[[grants]]\nidentity = 'a'\nrole = 'viewer'\nscope = '=bad'")
+    let err = load("[[grants]]\nidentity = 'token:a'\nrole = 'viewer'\nscope = '=bad'")
         .expect_err("bad selector")
         .to_string();
     assert!(err.contains("grants[0].scope"), "{err}");
+    // A grant names the credential kind: a bare name would match whichever kind carries it.
+    let err = load("[[grants]]\nidentity = 'root-admin'\nrole = 'admin'")
+        .expect_err("no kind")
+        .to_string();
+    assert!(
+        err.contains("grants[0].identity") && err.contains("token:NAME"),
+        "{err}"
+    );
 }
 
 #[test]
