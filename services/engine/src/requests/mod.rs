@@ -87,6 +87,7 @@ pub struct ChangeRequests {
     planner: Planner,
     settings: RequestSettings,
     shutdown: CancellationToken,
+    watch_polls: watch::WatchPolls,
 }
 
 impl std::fmt::Debug for ChangeRequests {
@@ -110,6 +111,7 @@ impl ChangeRequests {
             fleet,
             settings,
             shutdown,
+            watch_polls: watch::WatchPolls::default(),
         }
     }
 }
