@@ -81,6 +81,9 @@ pub async fn list(
                 target: r.target,
                 outcome: r.outcome,
                 message: r.message,
+                call_count: r.call_count,
+                peer: r.peer.unwrap_or_default(),
+                first_time: r.first_time.map(timestamp::to_proto),
             })
             .collect(),
         next_page_token,

@@ -47,3 +47,23 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 
 /// The encoded `FileDescriptorSet` of the API, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tablecrypt_descriptor");
+
+/// The names of `TableEncryption`'s methods ("ListAccounts", ...), from the descriptor set: what a path may name
+/// before it is one of ours (the audit log and metrics never take a caller-chosen path as a name).
+pub fn api_methods() -> &'static std::collections::HashSet<String> {
+    static METHODS: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            let Ok(set) =
+                <prost_types::FileDescriptorSet as prost::Message>::decode(FILE_DESCRIPTOR_SET)
+            else {
+                return std::collections::HashSet::new();
+            };
+            set.file
+                .iter()
+                .flat_map(|file| file.service.iter())
+                .filter(|service| service.name() == "TableEncryption")
+                .flat_map(|service| service.method.iter().map(|m| m.name().to_owned()))
+                .collect()
+        });
+    &METHODS
+}

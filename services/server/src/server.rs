@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tablecrypt_api::auth::{AuthLayer, Authenticator};
+use tablecrypt_api::auth::{AuthLayer, AuthLimits, Authenticator};
 use tablecrypt_api::{ChangeRequests, ChangeSettings, TableEncryptionService};
 use tablecrypt_engine::{EngineMetrics, InventoryScanner, ScanSettings, WorkerSettings, Workers};
 use tablecrypt_fleet::{Fleet, FleetSettings};
@@ -193,7 +193,14 @@ pub async fn run(
         Authenticator::new(&auth_settings)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
         store.audit.clone(),
-        std::num::NonZeroU32::new(config.caller_rate_limit),
+        &AuthLimits {
+            calls_per_second: std::num::NonZeroU32::new(config.caller_rate_limit),
+            unauthenticated_per_second: std::num::NonZeroU32::new(
+                config.unauthenticated_rate_limit,
+            ),
+            audit_repeat_interval: config.audit_repeat_interval,
+        },
+        shutdown.clone(),
     );
     let page_keys = config.page_token_keys()?.unwrap_or_else(|| {
         if config.role.serves_api() {

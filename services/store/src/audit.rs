@@ -16,6 +16,12 @@ pub struct NewAuditEvent {
     /// The gRPC status code name, e.g. "OK" or "PERMISSION_DENIED".
     pub outcome: String,
     pub message: String,
+    /// The client's address, for calls without an authenticated caller.
+    pub peer: Option<String>,
+    /// How many calls the row stands for: 1, or the repeats of a refusal within an interval.
+    pub call_count: i32,
+    /// For repeats, when the first of them was refused (`event_time` is when the last was).
+    pub first_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +34,9 @@ pub struct AuditEventRecord {
     pub target: String,
     pub outcome: String,
     pub message: String,
+    pub peer: Option<String>,
+    pub call_count: i32,
+    pub first_time: Option<DateTime<Utc>>,
 }
 
 /// Which events to list; `None` matches every event.
@@ -58,14 +67,18 @@ impl AuditRepository {
     #[tracing::instrument(skip_all, fields(method = %event.method, outcome = %event.outcome), err(level = "debug"))]
     pub async fn record(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
         sqlx::query!(
-            "INSERT INTO audit_events (caller, authenticated_by, method, target, outcome, message)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO audit_events
+                 (caller, authenticated_by, method, target, outcome, message, peer, call_count, first_time)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             clip(&event.caller, 512),
             clip(&event.authenticated_by, 64),
             clip(&event.method, 128),
             clip(&event.target, 2048),
             clip(&event.outcome, 32),
             clip(&event.message, 2048),
+            event.peer.as_deref().map(|p| clip(p, 128)),
+            event.call_count.max(1),
+            event.first_time,
         )
         .execute(&self.pool)
         .await?;
@@ -82,7 +95,8 @@ impl AuditRepository {
     ) -> Result<Vec<AuditEventRecord>, StoreError> {
         Ok(sqlx::query_as!(
             AuditEventRecord,
-            "SELECT event_id, event_time, caller, authenticated_by, method, target, outcome, message
+            "SELECT event_id, event_time, caller, authenticated_by, method, target, outcome, message, peer,
+                    call_count, first_time
              FROM audit_events
              WHERE ($1::bigint IS NULL OR event_id < $1)
                AND ($2::text IS NULL OR caller = $2)

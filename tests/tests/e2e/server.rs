@@ -352,3 +352,81 @@ async fn the_health_listener_serves_health_and_nothing_else() {
     assert_eq!(api.code(), tonic::Code::Unimplemented, "{api:?}");
     drop(server);
 }
+
+/// A flood of refused calls is audited as a few rows that count every call: 600 unauthenticated calls and 300 to
+/// made-up paths were 900 rows (one per call; ~1,040 rows/s from one client in the security review). The first
+/// refusal of each kind (client address, method, outcome) is written at once and its repeats as one row per
+/// `audit_repeat_interval`; the counts add up to every call. Past `unauthenticated_rate_limit` a client address
+/// gets RESOURCE_EXHAUSTED instead.
+#[tokio::test]
+async fn a_flood_of_refusals_is_a_few_audit_rows_that_count_every_call() {
+    let db = TestDatabase::create().await.expect("db");
+    let toml = format!(
+        "insecure = true\naudit_repeat_interval = '1s'\nunauthenticated_rate_limit = 100\n{}",
+        tablecrypt_tests::security::tokens_and_grants(&[("auditor", "admin", "")])
+    );
+    let app = TestApp::spawn_with(&db, &toml).await.expect("server");
+    let mut codes: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for i in 0..900 {
+        let refused = if i < 600 {
+            app.client
+                .clone()
+                .list_accounts(pb::ListAccountsRequest::default())
+                .await
+                .map(drop)
+        } else {
+            call_path::<_, pb::ListAccountsResponse>(
+                &app,
+                &format!("/made.up{i}.Service/Method{i}"),
+                tonic::Request::new(pb::ListAccountsRequest::default()),
+            )
+            .await
+            .map(drop)
+        }
+        .expect_err("no credentials");
+        *codes.entry(format!("{:?}", refused.code())).or_default() += 1;
+    }
+    assert_eq!(
+        codes.keys().cloned().collect::<Vec<_>>(),
+        vec!["ResourceExhausted".to_owned(), "Unauthenticated".to_owned()],
+        "{codes:?}"
+    );
+    // An interval (and a margin) for the last repeats to be written.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let events = app
+        .client
+        .clone()
+        .list_audit_events(tablecrypt_tests::security::as_token(
+            "auditor",
+            pb::ListAuditEventsRequest {
+                page_size: 1000,
+                caller: "unauthenticated".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("audit log")
+        .into_inner()
+        .events;
+    let calls: i32 = events.iter().map(|e| e.call_count).sum();
+    assert_eq!(calls, 900, "every refused call is counted: {events:#?}");
+    // Four kinds (two methods, two outcomes): each a first row and at most a repeats row per interval.
+    assert!(
+        events.len() <= 16,
+        "{} audit rows for 900 refused calls: {events:#?}",
+        events.len()
+    );
+    assert!(events.iter().all(|e| e.peer == "127.0.0.1"), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.call_count > 1)
+            .all(|e| e.first_time.is_some()),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.method.contains("made.up") && e.call_count > 1),
+        "repeats to made-up paths are one kind, not a row per path: {events:#?}"
+    );
+    app.stop().await.expect("stop");
+}

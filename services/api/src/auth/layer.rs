@@ -7,15 +7,18 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tablecrypt_core::Caller;
 use tablecrypt_proto::code_name;
 use tablecrypt_store::{AuditRepository, NewAuditEvent};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::authenticator::Authenticator;
+use super::repeats::RefusalLog;
 
 /// Health checks stay open (probes carry no credentials).
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -66,22 +69,56 @@ struct Shared {
     audit: AuditRepository,
     /// Calls per second per caller identity; None: unlimited.
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Calls per second per peer address that authenticate as nobody; None: unlimited.
+    peer_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// This interval's refusals: the first of each kind written at once, repeats as one row at its end.
+    refusals: RefusalLog,
+}
+
+/// How the layer limits and audits; from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    /// Calls per second per caller identity, with a burst of the same size.
+    pub calls_per_second: Option<NonZeroU32>,
+    /// Calls per second per peer address that fail to authenticate, with a burst of the same size.
+    pub unauthenticated_per_second: Option<NonZeroU32>,
+    /// How long repeats of a refusal are counted before they are written as one audit row.
+    pub audit_repeat_interval: Duration,
 }
 
 impl AuthLayer {
-    /// `calls_per_second` per caller, with a burst of the same size.
+    /// The layer, and its task writing each interval's repeated refusals until `shutdown` (then once more).
     pub fn new(
         authenticator: Authenticator,
         audit: AuditRepository,
-        calls_per_second: Option<NonZeroU32>,
+        limits: &AuthLimits,
+        shutdown: CancellationToken,
     ) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                authenticator,
-                audit,
-                limiter: calls_per_second.map(|n| RateLimiter::keyed(Quota::per_second(n))),
-            }),
-        }
+        let keyed = |n: Option<NonZeroU32>| n.map(|n| RateLimiter::keyed(Quota::per_second(n)));
+        let shared = Arc::new(Shared {
+            authenticator,
+            audit,
+            limiter: keyed(limits.calls_per_second),
+            peer_limiter: keyed(limits.unauthenticated_per_second),
+            refusals: RefusalLog::default(),
+        });
+        let interval = limits.audit_repeat_interval;
+        let writer = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let stopping = tokio::select! {
+                    () = tokio::time::sleep(interval) => false,
+                    () = shutdown.cancelled() => true,
+                };
+                for event in writer.refusals.drain() {
+                    writer.write(&event).await;
+                }
+                if stopping {
+                    return;
+                }
+            }
+        });
+        Self { shared }
     }
 }
 
@@ -119,6 +156,16 @@ pub struct AuthService<S> {
     shared: Arc<Shared>,
 }
 
+/// The client's IP address (no port: a client opens as many ports as it likes).
+fn peer_address<B>(request: &http::Request<B>) -> Option<String> {
+    let extensions = request.extensions();
+    let tcp = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .map(TlsConnectInfo::get_ref)
+        .or_else(|| extensions.get::<TcpConnectInfo>())?;
+    tcp.remote_addr().map(|addr| addr.ip().to_string())
+}
+
 /// The certificates the client presented and TLS verified (leaf first), when the connection is mutual TLS.
 fn client_certificates<B>(
     request: &http::Request<B>,
@@ -130,20 +177,51 @@ fn client_certificates<B>(
 }
 
 impl Shared {
-    async fn audit(&self, caller: Option<&Caller>, method: &str, target: String, status: &Status) {
+    /// Audits a call: at once, unless it is a repeat of a refusal this interval (then counted, see
+    /// [`RefusalLog`]).
+    async fn audit(&self, call: &Call, caller: Option<&Caller>, target: String, status: &Status) {
         let outcome = code_name(status.code());
         let event = NewAuditEvent {
             caller: caller.map_or_else(|| "unauthenticated".to_owned(), |c| c.identity.clone()),
             authenticated_by: caller.map_or("none", |c| c.authenticated_by).to_owned(),
-            method: method.to_owned(),
+            method: call.method.clone(),
             target,
             outcome: outcome.to_owned(),
             message: status.message().to_owned(),
+            peer: caller.is_none().then(|| call.peer.clone()).flatten(),
+            call_count: 1,
+            first_time: None,
         };
-        if let Err(error) = self.audit.record(&event).await {
-            tracing::error!(%error, method, outcome, "could not write the audit event");
+        let event = if REFUSALS.contains(&outcome) {
+            match self.refusals.note(event, call.known) {
+                Some(first) => first,
+                None => return,
+            }
+        } else {
+            event
+        };
+        self.write(&event).await;
+    }
+
+    async fn write(&self, event: &NewAuditEvent) {
+        if let Err(error) = self.audit.record(event).await {
+            tracing::error!(
+                %error,
+                method = event.method,
+                outcome = event.outcome,
+                calls = event.call_count,
+                "could not write the audit event"
+            );
         }
     }
+}
+
+/// What the audit log records of a call before it is handled.
+struct Call {
+    method: String,
+    /// The method is one of TableEncryption's (not a path the caller made up).
+    known: bool,
+    peer: Option<String>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
@@ -181,7 +259,13 @@ where
             _ => path.clone(),
         };
         let mutating = MUTATING_METHODS.contains(&method.as_str());
+        let call = Call {
+            known: tablecrypt_proto::api_methods().contains(&method),
+            method,
+            peer: peer_address(&request),
+        };
         Box::pin(async move {
+            let method = &call.method;
             let certificates = client_certificates(&request);
             let leaf = certificates
                 .as_deref()
@@ -191,8 +275,14 @@ where
                 Ok(caller) => caller,
                 Err(error) => {
                     tracing::info!(method, %error, "unauthenticated call refused");
-                    let status = Status::unauthenticated(error.to_string());
-                    shared.audit(None, &method, String::new(), &status).await;
+                    let peer = call.peer.as_deref().unwrap_or("unknown");
+                    let status = match &shared.peer_limiter {
+                        Some(limiter) if !admit(limiter, peer) => Status::resource_exhausted(format!(
+                            "too many unauthenticated calls from {peer}: slow down and retry"
+                        )),
+                        _ => Status::unauthenticated(error.to_string()),
+                    };
+                    shared.audit(&call, None, String::new(), &status).await;
                     return Ok(status.into_http());
                 }
             };
@@ -204,7 +294,7 @@ where
                     caller.identity
                 ));
                 shared
-                    .audit(Some(&caller), &method, String::new(), &status)
+                    .audit(&call, Some(&caller), String::new(), &status)
                     .await;
                 return Ok(status.into_http());
             }
@@ -217,7 +307,7 @@ where
                 Status::from_header_map(response.headers()).unwrap_or_else(|| Status::ok(""));
             if mutating || REFUSALS.contains(&code_name(status.code())) {
                 let target = target.0.lock().map(|t| t.clone()).unwrap_or_default();
-                shared.audit(Some(&caller), &method, target, &status).await;
+                shared.audit(&call, Some(&caller), target, &status).await;
             }
             Ok(response)
         })

@@ -182,6 +182,13 @@ pub struct Config {
     pub page_token_keys_file: Option<PathBuf>,
     /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
     pub caller_rate_limit: u32,
+    /// Calls per second (and burst) per client IP address that fail to authenticate; beyond it they get
+    /// RESOURCE_EXHAUSTED. 0 turns the limit off (`TABLECRYPT_UNAUTHENTICATED_RATE_LIMIT`).
+    pub unauthenticated_rate_limit: u32,
+    /// How long repeats of a refusal (same caller or client address, method and outcome) are counted before they
+    /// are written as one audit row; the first of each is written at once (`TABLECRYPT_AUDIT_REPEAT_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub audit_repeat_interval: Duration,
     /// Connections the gRPC listener keeps open at once; one more is closed at once (`TABLECRYPT_MAX_CONNECTIONS`).
     pub max_connections: NonZeroU32,
     /// How long a new connection may take to finish its TLS handshake (or, in plaintext, to send its first
@@ -320,6 +327,12 @@ impl Default for Config {
             max_request_bytes: NonZeroU32::new(1024 * 1024).expect("non-zero"),
             request_timeout: seconds(30),
             caller_rate_limit: 50,
+            // A person or pipeline with a wrong token retries a few times a second at most; a client over this is
+            // a flood or a broken loop, and each refusal costs a JWT check and an audit count.
+            unauthenticated_rate_limit: 10,
+            // A flood of refusals becomes one row per 10 s per kind (a crash loses at most that much counting), and
+            // a person reading the audit log sees the repeats within seconds.
+            audit_repeat_interval: seconds(10),
             page_token_keys: None,
             page_token_keys_file: None,
             // Far above the clients of one platform team's fleet; well under the process's usual 65,536 file
@@ -407,6 +420,11 @@ impl Config {
             );
         }
         anyhow::ensure!(
+            self.audit_repeat_interval <= Duration::from_secs(3600),
+            "invalid configuration: audit_repeat_interval must be at most 1h (a crash loses at most one interval \
+             of repeat counts)"
+        );
+        anyhow::ensure!(
             self.max_tables_in_flight.get() <= AWS_MAX_TABLES_IN_FLIGHT,
             "invalid configuration: max_tables_in_flight must be at most {AWS_MAX_TABLES_IN_FLIGHT} (AWS's limit)"
         );
@@ -414,6 +432,7 @@ impl Config {
             ("worker_lease", self.worker_lease),
             ("scan_lease", self.scan_lease),
             ("watch_max_duration", self.watch_max_duration),
+            ("audit_repeat_interval", self.audit_repeat_interval),
         ] {
             anyhow::ensure!(
                 lease >= Duration::from_secs(1),
