@@ -19,6 +19,19 @@ pub struct Pki {
     dir: tempfile::TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
     jwt_key: KeyPair,
+    jwt_kid: String,
+}
+
+/// Writes `jwks.json` in `dir` holding `key`'s public half under `kid`.
+fn write_jwks(dir: &std::path::Path, key: &KeyPair, kid: &str) {
+    // An uncompressed P-256 point: 0x04, then x and y.
+    let point = key.public_key_raw();
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("write");
 }
 
 impl Pki {
@@ -42,15 +55,21 @@ impl Pki {
         std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("write");
 
         let jwt_key = KeyPair::generate().expect("jwt key");
-        // An uncompressed P-256 point: 0x04, then x and y.
-        let point = jwt_key.public_key_raw();
-        let jwks = serde_json::json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "kid": JWT_KID, "alg": "ES256", "use": "sig",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-        }]});
-        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).expect("write");
-        Self { dir, ca, jwt_key }
+        write_jwks(dir.path(), &jwt_key, JWT_KID);
+        Self {
+            dir,
+            ca,
+            jwt_key,
+            jwt_kid: JWT_KID.to_owned(),
+        }
+    }
+
+    /// The identity provider rotates its key: a new key under `kid` replaces the old one in the key set file, and
+    /// JWTs from now on are signed with it.
+    pub fn rotate_jwt_key(&mut self, kid: &str) {
+        self.jwt_key = KeyPair::generate().expect("jwt key");
+        self.jwt_kid = kid.to_owned();
+        write_jwks(self.dir.path(), &self.jwt_key, kid);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -136,7 +155,7 @@ impl Pki {
             "exp": now + expires_in,
         });
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(JWT_KID.to_owned());
+        header.kid = Some(self.jwt_kid.clone());
         let key = jsonwebtoken::EncodingKey::from_ec_der(&self.jwt_key.serialize_der());
         jsonwebtoken::encode(&header, &claims, &key).expect("sign")
     }

@@ -1411,3 +1411,64 @@ async fn keys_of_another_teams_account_are_neither_resolved_nor_reported() {
     assert!(own.tables.iter().all(|t| t.account_id == PAYMENTS), "{own:?}");
     app.stop().await.expect("stop");
 }
+
+/// The JWKS file is read again without a restart. Periodically: once the old key leaves the file, tokens signed
+/// with it are refused within a reload interval. And at once for a token naming a key id the server does not know
+/// (the identity provider rotated before the next periodic read). Before, the key set was read only at start, so
+/// a rotation locked every JWT caller out until a restart.
+#[tokio::test]
+async fn a_rotated_jwt_key_set_is_picked_up_without_a_restart() {
+    let mut pki = Pki::new();
+    let db = TestDatabase::create().await.expect("db");
+    let spawn = |interval: &str, pki: &Pki| {
+        let toml = format!(
+            "insecure = false\njwks_reload_interval = '{interval}'\n{}{}",
+            tokens_and_grants(&[(&format!("jwt:{JWT_ISSUER}:jwt-user"), "viewer", "")]),
+            pki.tls_and_jwt_toml()
+        );
+        let tls = pki.client_tls(None);
+        let url = db.url.clone();
+        async move { TestApp::spawn_tls(&url, &toml, tls).await.expect("TLS server") }
+    };
+    let list = |app: &TestApp, token: String| {
+        let client = app.client.clone();
+        async move {
+            client
+                .clone()
+                .list_accounts(bearer(&token, pb::ListAccountsRequest::default()))
+                .await
+        }
+    };
+
+    // Periodic: a reload every second.
+    let app = spawn("1s", &pki).await;
+    let old_token = pki.jwt("jwt-user", JWT_AUDIENCE, 600);
+    list(&app, old_token.clone()).await.expect("the first key");
+    pki.rotate_jwt_key("test-key-2");
+    let mut refused = None;
+    for _ in 0..50 {
+        if let Err(err) = list(&app, old_token.clone()).await {
+            refused = Some(err);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = refused.expect("the old key is still accepted 5 s after it left the key set");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("test-key-1"), "{err:?}");
+    list(&app, pki.jwt("jwt-user", JWT_AUDIENCE, 600))
+        .await
+        .expect("a token signed with the new key");
+    app.stop().await.expect("stop");
+
+    // An unknown key id: read at once, long before the hourly reload.
+    let app = spawn("1h", &pki).await;
+    list(&app, pki.jwt("jwt-user", JWT_AUDIENCE, 600))
+        .await
+        .expect("the key at start");
+    pki.rotate_jwt_key("test-key-3");
+    list(&app, pki.jwt("jwt-user", JWT_AUDIENCE, 600))
+        .await
+        .expect("a token signed with a key rotated in after start, at once");
+    app.stop().await.expect("stop");
+}

@@ -3,7 +3,9 @@
 //! of credential (`tablecrypt_core::identity`) and given the grants configured for that prefixed form.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -91,7 +93,24 @@ pub struct Authenticator {
 struct JwtVerifier {
     issuer: String,
     audience: String,
-    keys: JwkSet,
+    /// The key set as last read: replaced by a reload, shared by every clone.
+    keys: Arc<RwLock<JwkSet>>,
+    jwks_file: PathBuf,
+    /// When a token's unknown key id last made us read the file again.
+    last_unknown_kid_reload: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How often a token naming a key we do not know may make us read the JWKS file again (an identity provider
+/// that rotated its keys: the first token signed with the new key arrives before the periodic reload). Bounded,
+/// so made-up key ids cannot make every call read a file.
+const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads and parses a JWKS file. Errors name the file, never a key.
+fn read_jwks(path: &Path) -> Result<JwkSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the JWKS file {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("the JWKS file {} is not a key set: {e}", path.display()))
 }
 
 /// Asymmetric algorithms only: a key set file is public, so an HMAC key in it would let anyone sign.
@@ -125,22 +144,13 @@ impl Authenticator {
     pub fn new(settings: &AuthSettings) -> Result<Self, String> {
         let jwt = match &settings.jwt {
             None => None,
-            Some(jwt) => {
-                let text = std::fs::read_to_string(&jwt.jwks_file).map_err(|e| {
-                    format!("cannot read the JWKS file {}: {e}", jwt.jwks_file.display())
-                })?;
-                let keys: JwkSet = serde_json::from_str(&text).map_err(|e| {
-                    format!(
-                        "the JWKS file {} is not a key set: {e}",
-                        jwt.jwks_file.display()
-                    )
-                })?;
-                Some(JwtVerifier {
-                    issuer: jwt.issuer.clone(),
-                    audience: jwt.audience.clone(),
-                    keys,
-                })
-            }
+            Some(jwt) => Some(JwtVerifier {
+                issuer: jwt.issuer.clone(),
+                audience: jwt.audience.clone(),
+                keys: Arc::new(RwLock::new(read_jwks(&jwt.jwks_file)?)),
+                jwks_file: jwt.jwks_file.clone(),
+                last_unknown_kid_reload: Arc::new(Mutex::new(None)),
+            }),
         };
         let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
         for grant in &settings.grants {
@@ -216,6 +226,15 @@ impl Authenticator {
         })
     }
 
+    /// Reads the JWKS file again (on SIGHUP, periodically, or after a rotation): `Ok(true)` when the keys
+    /// changed. A file that cannot be read or parsed leaves the keys in use as they are.
+    pub fn reload_jwks(&self) -> Result<bool, String> {
+        match &self.jwt {
+            None => Ok(false),
+            Some(jwt) => jwt.reload(),
+        }
+    }
+
     fn bearer(&self, token: &str) -> Result<(String, &'static str), AuthError> {
         if let Some(identity) = self.tokens.get(&token_sha256_hex(token)) {
             return Ok((identity.clone(), "token"));
@@ -231,6 +250,45 @@ impl Authenticator {
 }
 
 impl JwtVerifier {
+    fn reload(&self) -> Result<bool, String> {
+        let fresh = read_jwks(&self.jwks_file)?;
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = *keys != fresh;
+        *keys = fresh;
+        Ok(changed)
+    }
+
+    /// The key `kid` names; an unknown one makes us read the file again, at most every
+    /// [`UNKNOWN_KID_RELOAD_EVERY`].
+    fn key(&self, kid: &str) -> Option<jsonwebtoken::jwk::Jwk> {
+        let known = |keys: &Arc<RwLock<JwkSet>>| {
+            keys.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .find(kid)
+                .cloned()
+        };
+        if let Some(jwk) = known(&self.keys) {
+            return Some(jwk);
+        }
+        {
+            let mut last = self
+                .last_unknown_kid_reload
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        if let Err(error) = self.reload() {
+            tracing::warn!(%error, "could not reload the JWKS file for an unknown key id");
+        }
+        known(&self.keys)
+    }
+
     fn verify(&self, token: &str) -> Result<String, AuthError> {
         let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidJwt(e.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
@@ -245,10 +303,9 @@ impl JwtVerifier {
             .as_deref()
             .ok_or_else(|| AuthError::InvalidJwt("the header names no key (kid)".into()))?;
         let jwk = self
-            .keys
-            .find(kid)
+            .key(kid)
             .ok_or_else(|| AuthError::InvalidJwt(format!("unknown key id {kid:?}")))?;
-        let key = DecodingKey::from_jwk(jwk).map_err(invalid)?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(invalid)?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);

@@ -182,6 +182,11 @@ pub struct Config {
     pub page_token_keys_file: Option<PathBuf>,
     /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
     pub caller_rate_limit: u32,
+    /// How often the JWKS file is read again (also on SIGHUP, and when a token names an unknown key id, at most
+    /// every 10 s): an identity provider's key rotation reaches the server without a restart
+    /// (`TABLECRYPT_JWKS_RELOAD_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub jwks_reload_interval: Duration,
     /// Calls per second (and burst) per client IP address that fail to authenticate; beyond it they get
     /// RESOURCE_EXHAUSTED. 0 turns the limit off (`TABLECRYPT_UNAUTHENTICATED_RATE_LIMIT`).
     pub unauthenticated_rate_limit: u32,
@@ -330,6 +335,9 @@ impl Default for Config {
             // A person or pipeline with a wrong token retries a few times a second at most; a client over this is
             // a flood or a broken loop, and each refusal costs a JWT check and an audit count.
             unauthenticated_rate_limit: 10,
+            // Identity providers publish a new key well before signing with it (hours to days); a minute's lag is
+            // nothing, and reading a small file a minute costs nothing.
+            jwks_reload_interval: seconds(60),
             // A flood of refusals becomes one row per 10 s per kind (a crash loses at most that much counting), and
             // a person reading the audit log sees the repeats within seconds.
             audit_repeat_interval: seconds(10),
@@ -433,6 +441,7 @@ impl Config {
             ("scan_lease", self.scan_lease),
             ("watch_max_duration", self.watch_max_duration),
             ("audit_repeat_interval", self.audit_repeat_interval),
+            ("jwks_reload_interval", self.jwks_reload_interval),
         ] {
             anyhow::ensure!(
                 lease >= Duration::from_secs(1),
