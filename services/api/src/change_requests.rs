@@ -49,6 +49,7 @@ impl ChangeRequests {
     pub fn new(
         store: Store,
         fleet: Arc<Fleet>,
+        describes: tablecrypt_engine::DescribeLimiter,
         settings: ChangeSettings,
         shutdown: CancellationToken,
     ) -> Self {
@@ -58,7 +59,13 @@ impl ChangeRequests {
             watch_max_duration: settings.watch_max_duration,
         };
         Self {
-            requests: requests::ChangeRequests::new(store, fleet, request_settings, shutdown),
+            requests: requests::ChangeRequests::new(
+                store,
+                fleet,
+                describes,
+                request_settings,
+                shutdown,
+            ),
             limits: RequestLimits {
                 max_updates_per_second: settings.max_updates_per_second,
                 max_in_flight: settings.max_in_flight,

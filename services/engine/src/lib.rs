@@ -14,6 +14,6 @@ pub mod worker;
 pub use error::EngineError;
 pub use metrics::EngineMetrics;
 pub use planner::{MAX_ITEMS, PlanError, Planner, RollbackRow, Target, Targets};
-pub use scanner::{InventoryScanner, ScanSettings, ScanTarget};
+pub use scanner::{DescribeLimiter, InventoryScanner, ScanSettings, ScanTarget};
 pub use tablecrypt_core::change::{PlannedItem, ReplicaPlan, summarize};
 pub use worker::{WorkerSettings, Workers};

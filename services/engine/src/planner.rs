@@ -1,6 +1,7 @@
 //! Planning: gives every targeted table an item (change, skip, or blocked with its reason) before anything is
 //! applied. Target keys are checked live per account-region (KMS DescribeKey); tables come from the inventory, or
-//! from a live DescribeTable when listed explicitly and not inventoried; the switch quota comes from our history.
+//! from a live DescribeTable (capped and paced) when listed explicitly or rolled back and not freshly inventoried;
+//! the switch quota comes from our history.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tablecrypt_core::{
 };
 use tablecrypt_fleet::{AccountAccess, Fleet, FleetError};
 use tablecrypt_store::{Store, StoreError};
+
+use crate::scanner::DescribeLimiter;
 
 /// Most tables one request may cover.
 pub const MAX_ITEMS: usize = 10_000;
@@ -83,6 +86,17 @@ pub enum PlanError {
     TooManyTables(usize),
     #[error("the targets match no table (refresh the inventory if it is stale)")]
     NoTables,
+    #[error(
+        "{count} of the tables are not in the inventory or were last seen over {} minutes ago, and at most \
+         {MAX_LIVE_READS} are described during planning: refresh the inventory of {} first (RefreshInventory)",
+        INVENTORY_FRESH_FOR.num_minutes(),
+        .account_regions.join(", ")
+    )]
+    TooManyLiveReads {
+        count: usize,
+        /// A few of the account-regions concerned, to refresh.
+        account_regions: Vec<String>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -92,15 +106,33 @@ type ResolutionKey = (String, String, String);
 /// What resolving one [`ResolutionKey`] needs.
 type Resolvable = (AccountAccess, Region, EncryptionMode, Option<KeyReference>);
 
+/// Most tables one plan describes live (listed tables, or a rollback's, that the inventory lacks or saw too long
+/// ago): at a scan's 50 DescribeTable/s per account-region that is 10 s of a call's 30 s deadline. More is a
+/// RefreshInventory first: a scoped operator's list of made-up names, or a large rollback, must not become
+/// thousands of describes inside one call.
+pub const MAX_LIVE_READS: usize = 500;
+/// An inventory entry younger than this stands for a listed table or a rollback's without a live read: the
+/// workers describe every table again before they send, so the plan needs the inventory's view, not the
+/// latest second's; a quarter of an hour catches most changes made behind the inventory's back.
+const INVENTORY_FRESH_FOR: chrono::Duration = chrono::Duration::minutes(15);
+/// Account-regions a [`PlanError::TooManyLiveReads`] names.
+const NAMED_ACCOUNT_REGIONS: usize = 5;
+
 #[derive(Clone)]
 pub struct Planner {
     store: Store,
     fleet: Arc<Fleet>,
+    /// The scans' DescribeTable rate per account-region, which live reads share.
+    describes: DescribeLimiter,
 }
 
 impl Planner {
-    pub fn new(store: Store, fleet: Arc<Fleet>) -> Self {
-        Self { store, fleet }
+    pub fn new(store: Store, fleet: Arc<Fleet>, describes: DescribeLimiter) -> Self {
+        Self {
+            store,
+            fleet,
+            describes,
+        }
     }
 
     /// Plans `targets` towards `target` (ignored for a rollback), marking the first `canary` changes as canaries.
@@ -283,7 +315,9 @@ impl Planner {
         Ok(items)
     }
 
-    /// The tables to plan, as last observed (explicit tables not in the inventory are described live).
+    /// The tables to plan: a selector's from the inventory; listed ones and a rollback's from the inventory where
+    /// it saw them within [`INVENTORY_FRESH_FOR`], else described live (at most [`MAX_LIVE_READS`], at the scans'
+    /// DescribeTable rate per account-region).
     async fn tables(&self, targets: &Targets) -> Result<Vec<Observed>, PlanError> {
         let ids: Vec<(AccountId, Region, TableName)> = match targets {
             Targets::Selector(filter) => {
@@ -321,18 +355,59 @@ impl Planner {
         let accounts = self
             .accounts_by_id(ids.iter().map(|(a, r, _)| (a.clone(), *r)))
             .await?;
-        let observed =
-            futures::stream::iter(ids.into_iter().map(|(account_id, region, table_name)| {
+        // The inventory's view where it is fresh; a live read for the rest, capped and paced.
+        let now = chrono::Utc::now();
+        let known: Vec<Option<TableEncryption>> = futures::stream::iter(ids.iter().cloned().map(
+            |(account_id, region, table_name)| {
+                let store = self.store.clone();
+                async move {
+                    match store.inventory.get(&account_id, region, &table_name).await {
+                        Ok(entry)
+                            if entry.gone_since.is_none()
+                                && now - entry.table.observed_at < INVENTORY_FRESH_FOR =>
+                        {
+                            Some(entry.table)
+                        }
+                        _ => None,
+                    }
+                }
+            },
+        ))
+        .buffered(PLAN_CONCURRENCY)
+        .collect()
+        .await;
+        let live: Vec<&(AccountId, Region, TableName)> = ids
+            .iter()
+            .zip(&known)
+            .filter(|(_, known)| known.is_none())
+            .map(|(id, _)| id)
+            .collect();
+        if live.len() > MAX_LIVE_READS {
+            let account_regions: std::collections::BTreeSet<String> = live
+                .iter()
+                .map(|(account_id, region, _)| format!("{account_id}/{region}"))
+                .collect();
+            return Err(PlanError::TooManyLiveReads {
+                count: live.len(),
+                account_regions: account_regions
+                    .into_iter()
+                    .take(NAMED_ACCOUNT_REGIONS)
+                    .collect(),
+            });
+        }
+        let observed = futures::stream::iter(ids.into_iter().zip(known).map(
+            |((account_id, region, table_name), known)| {
                 let access = accounts[account_id.as_str()].clone();
                 let store = self.store.clone();
                 let fleet = self.fleet.clone();
+                let describes = self.describes.clone();
                 async move {
-                    if let Ok(entry) = store.inventory.get(&account_id, region, &table_name).await
-                        && entry.gone_since.is_none()
-                        && !matches!(targets, Targets::Rollback(_))
-                    {
-                        return Observed::Found(entry.table);
+                    if let Some(table) = known {
+                        return Observed::Found(table);
                     }
+                    describes
+                        .until_key_ready(&(account_id.to_string(), region.to_string()))
+                        .await;
                     match fleet.describe_table(&access, region, &table_name).await {
                         Ok(table) => {
                             let _ = store
@@ -358,10 +433,11 @@ impl Planner {
                         }
                     }
                 }
-            }))
-            .buffered(PLAN_CONCURRENCY)
-            .collect()
-            .await;
+            },
+        ))
+        .buffered(PLAN_CONCURRENCY)
+        .collect()
+        .await;
         Ok(observed)
     }
 

@@ -73,12 +73,16 @@ pub struct InventoryScanner {
     wake: Arc<Notify>,
     fleet: Arc<Fleet>,
     settings: ScanSettings,
-    /// Shared by every scan: the DescribeTable rate holds per account-region across concurrent scans.
-    limiter: Arc<DefaultKeyedRateLimiter<(String, String)>>,
+    /// Shared by every scan (and planning's live reads): the DescribeTable rate holds per account-region across
+    /// concurrent scans.
+    limiter: DescribeLimiter,
     targets_at_once: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
+
+/// DescribeTable calls per second per (account, region), shared by scans and planning's live reads.
+pub type DescribeLimiter = Arc<DefaultKeyedRateLimiter<(String, String)>>;
 
 impl std::fmt::Debug for InventoryScanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +117,11 @@ impl InventoryScanner {
 
     pub fn fleet(&self) -> &Arc<Fleet> {
         &self.fleet
+    }
+
+    /// The DescribeTable rate per account-region, for planning's live reads to share.
+    pub fn describe_limiter(&self) -> DescribeLimiter {
+        self.limiter.clone()
     }
 
     /// Starts a scan of `account_ids` (every registered account if empty) in `regions` (each account's

@@ -96,7 +96,7 @@ impl Fleet {
 
     /// An expired session token (the cached assumed-role credentials outlived their session, e.g. after clock
     /// skew) is not a denial: forget this account-region's clients so the next call assumes the role afresh, and
-    /// call it transient so callers retry.
+    /// call it transient so callers retry. A real denial names the member role (see [`named_role`]).
     pub(crate) fn expired_or(
         &self,
         access: &AccountAccess,
@@ -108,7 +108,7 @@ impl Fleet {
             Some("ExpiredToken" | "ExpiredTokenException" | "RequestExpired")
         );
         if !expired {
-            return error;
+            return named_role(access, error);
         }
         self.clients
             .lock()
@@ -199,5 +199,40 @@ impl Fleet {
             ),
             managed_key_arn: std::sync::OnceLock::new(),
         }
+    }
+}
+
+/// An access denial names the member role it came through, whatever AWS's text says (an IAM-style message names
+/// the assumed-role session; a KMS key policy's denial may name nothing): the operator must know which role lacks
+/// the permission.
+fn named_role(access: &AccountAccess, mut error: FleetError) -> FleetError {
+    let role = access.role_arn.as_str();
+    if error.kind == tablecrypt_core::FailureKind::AccessDenied && !error.message.contains(role) {
+        error.message = format!("{} (through the member role {role})", error.message);
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tablecrypt_core::FailureKind;
+
+    #[test]
+    fn a_denial_names_the_member_role_once() {
+        let access = AccountAccess {
+            account_id: AccountId::parse("111111111111").expect("id"),
+            role_arn: RoleArn::parse("arn:aws:iam::111111111111:role/tablecrypt-member").expect("arn"),
+            external_id: None,
+        };
+        let denied = named_role(
+            &access,
+            FleetError::new(FailureKind::AccessDenied, "AccessDeniedException: not authorized: kms:CreateGrant"),
+        );
+        assert!(denied.message.ends_with("(through the member role arn:aws:iam::111111111111:role/tablecrypt-member)"));
+        let again = named_role(&access, denied.clone());
+        assert_eq!(again.message, denied.message);
+        let other = named_role(&access, FleetError::new(FailureKind::Throttled, "slow down"));
+        assert_eq!(other.message, "slow down");
     }
 }

@@ -202,6 +202,7 @@ pub async fn run(
     let changes = ChangeRequests::new(
         store.clone(),
         fleet.clone(),
+        scanner.describe_limiter(),
         ChangeSettings {
             approval_required: config.approval_required,
             max_updates_per_second: config.update_rate,

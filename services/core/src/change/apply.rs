@@ -17,6 +17,9 @@ pub const TABLE_ACTIVE: &str = "ACTIVE";
 pub const TABLE_UPDATING: &str = "UPDATING";
 /// SSEDescription.Status once a key is in use.
 pub const SSE_ENABLED: &str = "ENABLED";
+/// SSEDescription.Status values while an encryption change runs (AWS documents UPDATING; ENABLING and DISABLING
+/// are the older names).
+const SSE_CHANGING: [&str; 3] = ["UPDATING", "ENABLING", "DISABLING"];
 /// TableStatus of a table DynamoDB is archiving or has archived (inaccessible for 7 days): only a restore helps.
 pub const TABLE_ARCHIVED_STATES: [&str; 2] = ["ARCHIVING", "ARCHIVED"];
 /// ReplicaStatus values of a replica that is busy.
@@ -39,11 +42,27 @@ impl ApplyTarget {
         self.home_reached_by(current) && self.lagging_replicas(current).is_empty()
     }
 
-    /// The table's own region shows the target, ACTIVE and in use; replicas aside.
+    /// The table's own region shows the target, ACTIVE and in use; replicas aside. The AWS owned key has no
+    /// SSEDescription once in use; while a change to it runs AWS shows `{Status: UPDATING}` with no key, which is
+    /// not there yet.
     pub fn home_reached_by(&self, current: &TableEncryption) -> bool {
         current.table_status == TABLE_ACTIVE
             && self.home_shown_by(current)
-            && (self.mode == EncryptionMode::AwsOwned || current.sse_status == SSE_ENABLED)
+            && match self.mode {
+                EncryptionMode::AwsOwned => !SSE_CHANGING.contains(&current.sse_status.as_str()),
+                _ => current.sse_status == SSE_ENABLED,
+            }
+    }
+
+    /// The regions whose copy of the table `call` changes, each spending one of that copy's switches when AWS
+    /// accepts it: [`Call::regions_changed`], and for an AWS managed / AWS owned change of the table's own
+    /// encryption every replica too (AWS applies those to every replica).
+    pub fn regions_changed(&self, call: &Call, region: &str) -> Vec<String> {
+        let mut regions = call.regions_changed(region);
+        if *call == Call::Sse && self.mode != EncryptionMode::CustomerManaged {
+            regions.extend(self.replica_keys.iter().map(|(r, _)| r.clone()));
+        }
+        regions
     }
 
     /// The table's own region reports the target's encryption, though it may still be UPDATING.
@@ -99,6 +118,17 @@ impl ApplyTarget {
                 .map(|(region, _)| Call::ReplicaSse(region))
         }
     }
+}
+
+/// Why a table whose key became inaccessible cannot be changed (planning blocks it, a worker fails it), naming
+/// the key to enable again.
+pub fn inaccessible_message(key_arn: Option<&str>, since: DateTime<Utc>) -> String {
+    let key = key_arn.map_or_else(|| "its key".to_owned(), |arn| format!("its key {arn}"));
+    format!(
+        "the table cannot use {key} since {since} (disabled, pending deletion or its grant revoked): DynamoDB \
+         cannot re-encrypt it away from a key it cannot use; enable that key again (and restore its grant), wait \
+         for the table to be ACTIVE, then retry"
+    )
 }
 
 /// Why an archived table cannot be changed (planning blocks it, a worker fails it).
@@ -264,7 +294,7 @@ pub fn next_step(
     if let Some(since) = current.inaccessible_since {
         return Step::Fail {
             reason: ItemReason::TableInaccessible,
-            message: format!("table inaccessible since {since}"),
+            message: inaccessible_message(current.key_arn.as_deref(), since),
         };
     }
     if current.table_status == TABLE_UPDATING && target.home_shown_by(current) {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::change::apply::{TABLE_ACTIVE, archived, archived_message};
+use crate::change::apply::{TABLE_ACTIVE, archived, archived_message, inaccessible_message};
 use crate::change::{ChangeItem, ItemReason, PlanAction, PlanSummary};
 use crate::switch_quota::next_switch_allowed;
 use crate::table::{EncryptionMode, KeyReference, TableEncryption};
@@ -239,11 +239,8 @@ pub fn plan_table(
     }
     // Inaccessible first: DynamoDB reports such a table as INACCESSIBLE_ENCRYPTION_CREDENTIALS, not ACTIVE.
     if let Some(since) = table.inaccessible_since {
-        return block(
-            item,
-            ItemReason::TableInaccessible,
-            format!("table's key has been inaccessible since {since}"),
-        );
+        let message = inaccessible_message(table.key_arn.as_deref(), since);
+        return block(item, ItemReason::TableInaccessible, message);
     }
     if archived(table) {
         let message = archived_message(&table.table_status);

@@ -346,7 +346,9 @@ fn plan_error(error: PlanError, field: &str) -> EngineError {
             id: format!("{region} of account {account_id}"),
         },
         e @ PlanError::TooManyTables(_) => EngineError::invalid(field, e.to_string()),
-        e @ PlanError::NoTables => EngineError::FailedPrecondition(e.to_string()),
+        e @ (PlanError::NoTables | PlanError::TooManyLiveReads { .. }) => {
+            EngineError::FailedPrecondition(e.to_string())
+        }
         PlanError::Store(e) => e.into(),
     }
 }

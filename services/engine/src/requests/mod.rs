@@ -99,14 +99,16 @@ impl std::fmt::Debug for ChangeRequests {
 }
 
 impl ChangeRequests {
+    /// `describes`: the DescribeTable rate per account-region planning's live reads share with the scans.
     pub fn new(
         store: Store,
         fleet: Arc<Fleet>,
+        describes: crate::scanner::DescribeLimiter,
         settings: RequestSettings,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            planner: Planner::new(store.clone(), fleet.clone()),
+            planner: Planner::new(store.clone(), fleet.clone(), describes),
             store,
             fleet,
             settings,

@@ -206,7 +206,7 @@ impl Inner {
                     &current,
                     &target,
                     clock,
-                    self.call_quota_frees_at(&key, &call, target.mode).await,
+                    self.call_quota_frees_at(&key, &call, &target).await,
                 ),
                 step => step,
             };
@@ -311,7 +311,7 @@ impl Inner {
                 .mark_waiting(
                     item.item_id,
                     claimed.lease_token,
-                    &send.call.regions_changed(item.table.region.as_str()),
+                    &send.target.regions_changed(send.call, item.table.region.as_str()),
                 )
                 .await
                 .map_err(lost_or_retry),
@@ -359,10 +359,11 @@ impl Inner {
         &self,
         key: &(String, String, String),
         call: &Call,
-        mode: EncryptionMode,
+        target: &ApplyTarget,
     ) -> Option<chrono::DateTime<Utc>> {
-        let keys: Vec<(String, String, String)> = call
-            .regions_changed(&key.1)
+        let mode = target.mode;
+        let keys: Vec<(String, String, String)> = target
+            .regions_changed(call, &key.1)
             .into_iter()
             .map(|region| (key.0.clone(), region, key.2.clone()))
             .collect();

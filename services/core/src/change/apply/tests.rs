@@ -431,3 +431,32 @@ fn each_call_spends_a_switch_of_the_copies_it_changes() {
         ["us-east-1", "ap-south-1"]
     );
 }
+
+/// Going to the AWS owned key, AWS shows `{Status: UPDATING}` with no key while the change runs (the table stays
+/// ACTIVE): that is the change under way, not the owned key in use.
+#[test]
+fn a_change_to_the_owned_key_is_done_only_when_updating_ends() {
+    let target = to(AwsOwned, None);
+    let updating = table("ACTIVE", AwsOwned, None, "UPDATING");
+    assert!(!target.reached_by(&updating));
+    assert_eq!(after_poll(&updating, &target, sent(12)), PollStep::KeepWaiting);
+    assert_eq!(next_step(&updating, &target, sent(12), None), Step::Wait);
+    for done in ["", "DISABLED"] {
+        let owned = table("ACTIVE", AwsOwned, None, done);
+        assert!(target.reached_by(&owned), "{done:?}");
+    }
+}
+
+/// An AWS managed or owned change of a global table's own encryption spends every replica's switch too.
+#[test]
+fn an_aws_key_change_of_a_global_table_spends_every_replicas_switch() {
+    let mut target = to(AwsManaged, None);
+    target.replica_keys = vec![("us-east-1".into(), Some(B_US.into()))];
+    assert_eq!(
+        target.regions_changed(&Call::Sse, "eu-west-1"),
+        ["eu-west-1", "us-east-1"]
+    );
+    let mut customer = to(CustomerManaged, Some(B));
+    customer.replica_keys = vec![("us-east-1".into(), Some(B_US.into()))];
+    assert_eq!(customer.regions_changed(&Call::Sse, "eu-west-1"), ["eu-west-1"]);
+}
