@@ -724,24 +724,28 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains(SEARCH), "{err:?}");
 
-    // A selector reaching beyond the scope is refused, naming the accounts; nothing is stored.
-    let err = client
+    // A selector reaches only the accounts the caller may change: "every table" is every table of its own
+    // accounts, and nothing names the other team's (it was refused naming them, after planning there).
+    let plan = client
         .clone()
         .create_change_request(as_token(
             "pay-op",
             pb::CreateChangeRequestRequest {
                 selector: Some(pb::TableSelector::default()),
                 target: to_key("alias/b"),
+                validate_only: true,
                 ..Default::default()
             },
         ))
         .await
-        .expect_err("whole fleet");
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        .expect("whole fleet, as far as the scope goes")
+        .into_inner();
+    assert!(!plan.items.is_empty());
     assert!(
-        err.message().contains(SEARCH) && !err.message().contains(PAYMENTS),
-        "{err:?}"
+        plan.items.iter().all(|i| i.account_id == PAYMENTS),
+        "{plan:?}"
     );
+    assert!(!format!("{plan:?}").contains(SEARCH), "{plan:?}");
     assert_eq!(stored_requests(&s.app).await, 0);
 
     // Within scope: created, pending approval; the creator may not approve it, a second approver may.
@@ -902,7 +906,7 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
     assert!(has_event(
         &events,
         "token:pay-op",
-        "CreateChangeRequest",
+        "ListTableEncryptions",
         "PERMISSION_DENIED"
     ));
     assert!(has_event(&events, "token:pay-lead", "CreateChangeRequest", "OK"));
@@ -1288,6 +1292,34 @@ async fn tables_of_another_teams_account_are_refused_before_any_aws_call_there()
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
         assert!(err.message().contains(SEARCH), "{err:?}");
     }
+    // A selector that names no account reaches only the operator's own: nothing is asked in the other team's
+    // account (its target alias, its current keys) and the answer does not name it.
+    let created = app
+        .client
+        .clone()
+        .create_change_request(as_token(
+            "pay-op",
+            pb::CreateChangeRequestRequest {
+                selector: Some(pb::TableSelector {
+                    regions: vec![EU.into()],
+                    table_name_prefix: "orders".into(),
+                    ..Default::default()
+                }),
+                target: to_key("alias/a"),
+                validate_only: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a plan over the operator's own accounts")
+        .into_inner();
+    assert!(
+        created
+            .items
+            .iter()
+            .all(|i| i.account_id == PAYMENTS),
+        "{created:?}"
+    );
     assert_eq!(
         calls_in(&s.emulator, SEARCH).await,
         before,

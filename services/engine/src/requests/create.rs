@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use tablecrypt_core::change::{
     ChangeItem, ChangeRequest, ItemState, PlanSummary, RequestTargets, TargetSpec,
 };
-use tablecrypt_core::{Caller, EncryptionMode, Permission, RequestState};
+use tablecrypt_core::{AccountId, Caller, EncryptionMode, Permission, RequestState};
 use uuid::Uuid;
 
 use super::{ChangeRequests, Created, NewRequest, RollbackRequest, Selection};
@@ -67,15 +67,30 @@ impl ChangeRequests {
                 mut filter,
                 current_key,
             } => {
+                // A scoped caller's selector reaches only the accounts it may change: planning (KMS DescribeKey
+                // for the target, the AWS managed key, each current key) must not run in another team's account
+                // and then name it in the refusal (a selector naming no account reached every one).
+                let visible = access::visible(
+                    &self.store,
+                    caller,
+                    Permission::Change,
+                    "CreateChangeRequest",
+                )
+                .await?;
+                if let Some(ids) = visible.accounts() {
+                    let mut scoped: Vec<AccountId> =
+                        ids.iter().filter_map(|id| AccountId::parse(id).ok()).collect();
+                    if !filter.account_ids.is_empty() {
+                        scoped.retain(|id| filter.account_ids.contains(id));
+                    }
+                    scoped.sort();
+                    if scoped.is_empty() {
+                        return Err(plan_error(PlanError::NoTables, "selector"));
+                    }
+                    filter.account_ids = scoped;
+                }
                 if let Some(key) = &current_key {
                     // Resolved through its account's role: only an account the caller may change.
-                    let visible = access::visible(
-                        &self.store,
-                        caller,
-                        Permission::Change,
-                        "CreateChangeRequest",
-                    )
-                    .await?;
                     let arn = resolve_key(
                         &self.store,
                         &self.fleet,
