@@ -59,8 +59,10 @@ pub fn parse_granted(identity: &str) -> Result<String, InvalidValue> {
 
 /// The person behind an identity, for "a second person must approve": the name without its credential kind (for a
 /// JWT, the subject), trimmed and lowercased. Deliberately coarse: `token:alice`, `cert-cn:Alice` and a JWT whose
-/// subject is `ALICE` are one person, so nobody approves their own request with a second credential or a
-/// differently cased name; the cost is that two different people sharing a name cannot approve each other.
+/// subject is `ALICE` are one person, so a second credential or a differently cased name under the same name does
+/// not make a second person. Credentials under different names (`token:alice-ci` and a JWT with an opaque
+/// subject) are different persons to this rule: give one person's credentials one name. The cost of coarseness:
+/// two different people sharing a name cannot approve each other.
 pub fn person(identity: &str) -> String {
     let name = if let Some(rest) = identity.strip_prefix(JWT) {
         // ISS may contain ':' (https://...); SUB is what follows the last one.

@@ -233,6 +233,7 @@ pub async fn run(
             ),
             audit_repeat_interval: config.audit_repeat_interval,
         },
+        &tasks,
         shutdown.clone(),
     );
     let page_keys = config.page_token_keys()?.unwrap_or_else(|| {
@@ -355,7 +356,7 @@ pub async fn run(
     // Metrics outermost, so refused calls are counted too; then authentication and the audit log.
     let server = builder
         .layer(GrpcMetricsLayer::new(grpc_metrics))
-        .layer(auth)
+        .layer(auth.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -380,6 +381,8 @@ pub async fn run(
     }
 
     shutdown.cancel();
+    // The refusals repeated since the last interval, now that no call is left to add to them.
+    auth.flush().await;
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await

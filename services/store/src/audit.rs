@@ -20,7 +20,8 @@ pub struct NewAuditEvent {
     pub peer: Option<String>,
     /// How many calls the row stands for: 1, or the repeats of a refusal within an interval.
     pub call_count: i32,
-    /// For repeats, when the first of them was refused (`event_time` is when the last was).
+    /// For repeats, when the first of them was refused (`event_time` is when the row was written, at the end of the
+    /// interval).
     pub first_time: Option<DateTime<Utc>>,
 }
 

@@ -14,6 +14,7 @@ use tablecrypt_core::Caller;
 use tablecrypt_proto::code_name;
 use tablecrypt_store::{AuditRepository, NewAuditEvent};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
@@ -87,11 +88,13 @@ pub struct AuthLimits {
 }
 
 impl AuthLayer {
-    /// The layer, and its task writing each interval's repeated refusals until `shutdown` (then once more).
+    /// The layer, and its task (on `tasks`) writing each interval's repeated refusals until `shutdown`; the
+    /// server calls [`AuthLayer::flush`] once the last call is done.
     pub fn new(
         authenticator: Authenticator,
         audit: AuditRepository,
         limits: &AuthLimits,
+        tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         let keyed = |n: Option<NonZeroU32>| n.map(|n| RateLimiter::keyed(Quota::per_second(n)));
@@ -104,21 +107,21 @@ impl AuthLayer {
         });
         let interval = limits.audit_repeat_interval;
         let writer = shared.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
-                let stopping = tokio::select! {
-                    () = tokio::time::sleep(interval) => false,
-                    () = shutdown.cancelled() => true,
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = shutdown.cancelled() => return,
                 };
-                for event in writer.refusals.drain() {
-                    writer.write(&event).await;
-                }
-                if stopping {
-                    return;
-                }
+                writer.flush().await;
             }
         });
         Self { shared }
+    }
+
+    /// Writes the repeats counted so far (at shutdown, after the last call, so none is lost).
+    pub async fn flush(&self) {
+        self.shared.flush().await;
     }
 }
 
@@ -156,14 +159,26 @@ pub struct AuthService<S> {
     shared: Arc<Shared>,
 }
 
-/// The client's IP address (no port: a client opens as many ports as it likes).
+/// The client's address as the per-address limit and the audit log count it: an IPv4 address, or an IPv6 /64
+/// (no port: a client opens as many ports as it likes; and one IPv6 host holds a whole /64 to rotate through).
 fn peer_address<B>(request: &http::Request<B>) -> Option<String> {
     let extensions = request.extensions();
     let tcp = extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .map(TlsConnectInfo::get_ref)
         .or_else(|| extensions.get::<TcpConnectInfo>())?;
-    tcp.remote_addr().map(|addr| addr.ip().to_string())
+    tcp.remote_addr().map(|addr| client_network(addr.ip()))
+}
+
+fn client_network(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+    }
 }
 
 /// The certificates the client presented and TLS verified (leaf first), when the connection is mutual TLS.
@@ -201,6 +216,12 @@ impl Shared {
             event
         };
         self.write(&event).await;
+    }
+
+    async fn flush(&self) {
+        for event in self.refusals.drain() {
+            self.write(&event).await;
+        }
     }
 
     async fn write(&self, event: &NewAuditEvent) {
@@ -317,6 +338,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2::7".parse().expect("ip");
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::1".parse().expect("ip");
+        assert_eq!(client_network(a), "2001:db8:1:2::/64");
+        assert_eq!(client_network(a), client_network(b));
+        let v4: std::net::IpAddr = "::ffff:10.0.0.7".parse().expect("ip");
+        assert_eq!(client_network(v4), "10.0.0.7");
+    }
 
     #[test]
     fn the_limiter_forgets_quiet_callers_once_it_remembers_many() {

@@ -1,7 +1,7 @@
 //! Repeated refusals, audited as one row per interval instead of one per call: an unauthenticated client refused
 //! ~1,040 times a second wrote as many rows, on a table nobody can prune.
 //!
-//! The first refusal of a kind (who, method, outcome) in an interval is written at once, so a single refusal shows
+//! The first refusal of a kind (who, method, outcome, target) in an interval is written at once, so a single refusal shows
 //! up immediately; the repeats are counted and written as one row (`call_count`, `first_time`) when the interval
 //! ends. An aggregated row is how those calls are audited: a crash loses at most one interval of repeat counts,
 //! never a first refusal.
@@ -12,9 +12,11 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use tablecrypt_store::NewAuditEvent;
 
-/// Kinds of refusal remembered per interval before new kinds share one overflow row per method and outcome: many
-/// callers at once (JWT subjects, peer addresses) must not grow the map without bound.
-const MAX_KINDS: usize = 10_000;
+/// Kinds of refusal written at once per interval; past it new kinds share one overflow kind per method and
+/// outcome, counted. Each kind is a row written at once, so this bounds the rows many distinct callers (JWT
+/// subjects, client addresses) can make: 1,000 per 10 s interval is 100 rows/s at worst, a tenth of the flood the
+/// security review measured, and more distinct refusals than a fleet's real callers make in an interval.
+const MAX_KINDS: usize = 1_000;
 
 /// Who was refused, what, and how: the repeats of one kind become one row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,6 +27,9 @@ struct Kind {
     /// make a row each).
     method: String,
     outcome: String,
+    /// What the call was about: a refused DeregisterAccount of 25 accounts is 25 kinds, so no account refused
+    /// drops out of the log (empty for refusals before a handler ran).
+    target: String,
 }
 
 #[derive(Debug)]
@@ -63,6 +68,7 @@ impl RefusalLog {
             who,
             method,
             outcome: event.outcome.clone(),
+            target: event.target.clone(),
         };
         let mut kinds = self
             .kinds
@@ -70,6 +76,7 @@ impl RefusalLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !kinds.contains_key(&kind) && kinds.len() >= MAX_KINDS {
             kind.who = MANY_CALLERS.to_owned();
+            kind.target = String::new();
         }
         match kinds.get_mut(&kind) {
             None => {
@@ -113,6 +120,7 @@ impl RefusalLog {
                 if kind.who == MANY_CALLERS {
                     event.caller = MANY_CALLERS.to_owned();
                     event.peer = None;
+                    event.target = String::new();
                 }
                 if kind.method == OTHER_PATHS {
                     event.method = OTHER_PATHS.to_owned();
@@ -171,6 +179,21 @@ mod tests {
             log.note(refusal("unauthenticated", peer, "ListAccounts"), true)
                 .is_some()
         );
+        assert!(log.drain().is_empty());
+    }
+
+    #[test]
+    fn refusals_about_different_targets_are_rows_of_their_own() {
+        let log = RefusalLog::default();
+        let written = (0..25)
+            .filter(|i| {
+                let mut event = refusal("token:pay-op", None, "DeregisterAccount");
+                event.outcome = "PERMISSION_DENIED".into();
+                event.target = format!("account {i:012}");
+                log.note(event, true).is_some()
+            })
+            .count();
+        assert_eq!(written, 25);
         assert!(log.drain().is_empty());
     }
 

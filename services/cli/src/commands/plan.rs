@@ -9,7 +9,7 @@ use crate::names;
 use crate::output::{print_table, table};
 
 /// How many blocked tables (and tables changed in more than one call) are listed one by one before "and N more".
-const BLOCKED_SHOWN: usize = 20;
+const LISTED_ONE_BY_ONE: usize = 20;
 
 #[derive(Default)]
 struct Row {
@@ -108,7 +108,7 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
     if !blocked.is_empty() {
         crate::outln!("\nBlocked tables (nothing will be applied to them):");
         let mut rows = table(&["account", "region", "table", "reason", "why"]);
-        for item in blocked.iter().take(BLOCKED_SHOWN) {
+        for item in blocked.iter().take(LISTED_ONE_BY_ONE) {
             rows.add_row(vec![
                 item.account_id.clone(),
                 item.region.clone(),
@@ -118,8 +118,8 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
             ]);
         }
         print_table(&rows);
-        if blocked.len() > BLOCKED_SHOWN {
-            crate::outln!("… and {} more (see -o json)", blocked.len() - BLOCKED_SHOWN);
+        if blocked.len() > LISTED_ONE_BY_ONE {
+            crate::outln!("… and {} more (see -o json)", blocked.len() - LISTED_ONE_BY_ONE);
         }
     }
 }
@@ -135,7 +135,7 @@ fn print_multi_call(items: &[pb::ChangeItem]) {
     }
     crate::outln!("\nTables changed in more than one UpdateTable (one concern per call, in this order):");
     let mut rows = table(&["account", "table", "call", "carries", "sent in", "changes"]);
-    for item in multi.iter().take(BLOCKED_SHOWN) {
+    for item in multi.iter().take(LISTED_ONE_BY_ONE) {
         for (n, call) in item.planned_calls.iter().enumerate() {
             rows.add_row(vec![
                 item.account_id.clone(),
@@ -148,7 +148,7 @@ fn print_multi_call(items: &[pb::ChangeItem]) {
         }
     }
     print_table(&rows);
-    if multi.len() > BLOCKED_SHOWN {
-        crate::outln!("… and {} more (see -o json)", multi.len() - BLOCKED_SHOWN);
+    if multi.len() > LISTED_ONE_BY_ONE {
+        crate::outln!("… and {} more (see -o json)", multi.len() - LISTED_ONE_BY_ONE);
     }
 }

@@ -84,6 +84,10 @@ impl ChangeItem {
                     regions_changed.push(now.region.clone());
                 }
             }
+            if regions_changed.is_empty() {
+                // A call that changes nothing (a replica with no key to send): the rule would ask for it again.
+                break;
+            }
             calls.push(PlannedCall {
                 region: match &call {
                     Call::ReplicaSse(replica) => replica.clone(),

@@ -36,8 +36,9 @@ pub struct WatchUpdate {
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, EngineError>> + Send>>;
 
-/// Looks the shared poll of a request keeps for watches that have not read them yet; a watch further behind
-/// reads the request itself once and catches up.
+/// Looks the shared poll of a request keeps for watches that have not read them yet: 16 intervals (8 s at the
+/// default 500 ms) of a watcher slower than the poll, which the watch's own 16-update buffer also allows; a watch
+/// further behind reads the request itself once and catches up.
 const LOOKS_BUFFERED: usize = 16;
 
 /// What a watch has already told its watcher.
@@ -106,6 +107,25 @@ pub(super) struct WatchPolls {
     senders: Arc<Mutex<HashMap<Uuid, broadcast::Sender<Shared>>>>,
 }
 
+/// A running poll's place in [`WatchPolls`], given up when the poll ends however it ends.
+struct PollEntry {
+    polls: WatchPolls,
+    id: Uuid,
+    sender: broadcast::Sender<Shared>,
+}
+
+impl Drop for PollEntry {
+    fn drop(&mut self) {
+        let mut polls = self.polls.lock();
+        if polls
+            .get(&self.id)
+            .is_some_and(|sender| sender.same_channel(&self.sender))
+        {
+            polls.remove(&self.id);
+        }
+    }
+}
+
 impl WatchPolls {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, broadcast::Sender<Shared>>> {
         self.senders.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -114,11 +134,13 @@ impl WatchPolls {
 
 impl ChangeRequests {
     pub async fn watch(&self, id: Uuid) -> Result<WatchStream, EngineError> {
-        // Subscribed before the snapshot, so no look after it is missed; looks begun before it are ignored.
-        let snapshot_time = Utc::now();
+        // Subscribed before the snapshot, so no look after it is missed; looks begun before the snapshot was read
+        // may hold older counts than it and are ignored (the first look after covers from before the snapshot:
+        // each look reads from shortly before the previous one began).
         let mut looks = self.subscribe(id);
         let (request, counts) = self.get(id).await?;
         let items = self.store.change_items.all_of(id).await?;
+        let mut fresh_after = Utc::now();
         let mut seen = Seen {
             items: items
                 .iter()
@@ -145,19 +167,23 @@ impl ChangeRequests {
                 let update = tokio::select! {
                     look = looks.recv() => match look {
                         Ok(look) => match &*look {
-                            Some(look) if look.began < snapshot_time => continue,
+                            Some(look) if look.began < fresh_after => continue,
                             Some(look) => Ok(seen.news(&look.items, &look.request, &look.counts)),
                             // The shared look failed: read for ourselves, and report our own error.
-                            None => this.read_all(id, &mut seen).await,
+                            None => this.read_all(id, &mut seen, &mut fresh_after).await,
                         },
-                        // Too far behind the shared poll: read everything once and carry on from there.
-                        Err(RecvError::Lagged(_)) => this.read_all(id, &mut seen).await,
-                        // The shared poll stopped after a failed look (or the server is shutting down, which
-                        // the next turn sees): join a new one, and read once for what fell between.
+                        // Too far behind the shared poll: skip the looks still queued (older than what we read
+                        // next), read everything once and carry on from there.
+                        Err(RecvError::Lagged(_)) => {
+                            looks = looks.resubscribe();
+                            this.read_all(id, &mut seen, &mut fresh_after).await
+                        }
+                        // The shared poll stopped (the request ended after a look we ignored, or the server is
+                        // shutting down, which the next turn sees): join a new one, and read once.
                         Err(RecvError::Closed) if this.shutdown.is_cancelled() => return,
                         Err(RecvError::Closed) => {
                             looks = this.subscribe(id);
-                            this.read_all(id, &mut seen).await
+                            this.read_all(id, &mut seen, &mut fresh_after).await
                         }
                     },
                     () = tokio::time::sleep_until(ends_at) => return,
@@ -197,8 +223,15 @@ impl ChangeRequests {
     }
 
     /// Looks at request `id` every `watch_interval` and broadcasts what changed, until nobody watches it, it ends,
-    /// a look fails, or the server shuts down.
+    /// or the server shuts down. A failed look is broadcast as such (each watch reads for itself and ends with its
+    /// own error) and the next one starts from where the failed one did.
     async fn poll_for_watches(&self, id: Uuid, sender: broadcast::Sender<Shared>) {
+        // Even if this task panics, the request's entry goes, so later watches start a poll of their own.
+        let _entry = PollEntry {
+            polls: self.watch_polls.clone(),
+            id,
+            sender: sender.clone(),
+        };
         let mut since = Utc::now() - COMMIT_SKEW;
         loop {
             tokio::select! {
@@ -215,25 +248,26 @@ impl ChangeRequests {
             }
             let began = Utc::now();
             let look = match self.look(id, since).await {
-                Ok((items, request, counts)) => Some(Look {
-                    began,
-                    items,
-                    request,
-                    counts,
-                }),
+                Ok((items, request, counts)) => {
+                    since = began - COMMIT_SKEW;
+                    Some(Look {
+                        began,
+                        items,
+                        request,
+                        counts,
+                    })
+                }
                 Err(error) => {
                     tracing::debug!(request_id = %id, %error, "a shared watch look failed");
                     None
                 }
             };
-            since = began - COMMIT_SKEW;
-            let last = look.as_ref().is_none_or(|l| l.request.is_terminal());
+            let last = look.as_ref().is_some_and(|l| l.request.is_terminal());
             let _ = sender.send(Arc::new(look));
             if last {
                 break;
             }
         }
-        self.watch_polls.lock().remove(&id);
     }
 
     /// The items changed since `since`, and the request with its counts.
@@ -248,13 +282,16 @@ impl ChangeRequests {
     }
 
     /// One watch's own full read (after falling behind, or when the shared look failed): what it has not sent.
+    /// Looks begun before it ends are older than it (`fresh_after`).
     async fn read_all(
         &self,
         id: Uuid,
         seen: &mut Seen,
+        fresh_after: &mut DateTime<Utc>,
     ) -> Result<Option<WatchUpdate>, EngineError> {
         let items = self.store.change_items.all_of(id).await?;
         let (request, counts) = self.get(id).await?;
+        *fresh_after = Utc::now();
         Ok(seen.news(&items, &request, &counts))
     }
 }

@@ -333,7 +333,8 @@ impl Default for Config {
             request_timeout: seconds(30),
             caller_rate_limit: 50,
             // A person or pipeline with a wrong token retries a few times a second at most; a client over this is
-            // a flood or a broken loop, and each refusal costs a JWT check and an audit count.
+            // a flood or a broken loop, told so (RESOURCE_EXHAUSTED) instead of UNAUTHENTICATED. The credential is
+            // still checked first (the address may be shared with callers whose credentials are good).
             unauthenticated_rate_limit: 10,
             // Identity providers publish a new key well before signing with it (hours to days); a minute's lag is
             // nothing, and reading a small file a minute costs nothing.
@@ -505,6 +506,33 @@ impl Config {
         )
     }
 
+    /// Why no caller can ever be `identity` with this configuration (a grant that would silently match nobody),
+    /// if so: a token name not configured, a JWT of another issuer (or none configured), a certificate identity
+    /// without mutual TLS.
+    fn unmatchable(&self, identity: &str) -> Option<String> {
+        if let Some(name) = identity.strip_prefix(identity::TOKEN) {
+            return (!self.auth_tokens.iter().any(|t| t.identity == name))
+                .then(|| format!("no [[auth_tokens]] entry has identity {name:?}"));
+        }
+        if identity.starts_with(identity::JWT) {
+            return match &self.jwt {
+                None => Some("no [jwt] is configured".into()),
+                Some(jwt) if !identity.starts_with(&identity::of_jwt(&jwt.issuer, "")) => Some(format!(
+                    "JWT identities are jwt:{}:<sub> (the configured issuer)",
+                    jwt.issuer
+                )),
+                Some(_) => None,
+            };
+        }
+        let mutual_tls = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_file.is_some());
+        (!mutual_tls).then(|| {
+            "a client certificate's identity, but no [tls] client_ca_file turns on mutual TLS".into()
+        })
+    }
+
     /// The authentication and grant settings, validated: token hashes, roles and scopes.
     pub fn auth_settings(&self) -> anyhow::Result<AuthSettings> {
         let mut tokens = Vec::new();
@@ -534,6 +562,9 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].scope: {e}"))?;
             let granted = identity::parse_granted(&grant.identity)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: grants[{i}].identity: {e}"))?;
+            if let Some(problem) = self.unmatchable(&granted) {
+                anyhow::bail!("invalid configuration: grants[{i}].identity {granted:?}: {problem}");
+            }
             grants.push(IdentityGrant {
                 identity: granted,
                 role,

@@ -43,6 +43,18 @@ fn bad_tokens_roles_and_scopes_are_refused() {
         .expect_err("bad selector")
         .to_string();
     assert!(err.contains("grants[0].scope"), "{err}");
+    // A grant that could never match: a token name not configured, a JWT without [jwt] or of another issuer, a
+    // certificate identity without mutual TLS.
+    for (grant, why) in [
+        ("token:nobody", "auth_tokens"),
+        ("jwt:https://idp:alice", "[jwt]"),
+        ("cert-cn:ops", "client_ca_file"),
+    ] {
+        let err = load(&format!("[[grants]]\nidentity = '{grant}'\nrole = 'viewer'"))
+            .expect_err(grant)
+            .to_string();
+        assert!(err.contains("grants[0].identity") && err.contains(why), "{err}");
+    }
     // A grant names the credential kind: a bare name would match whichever kind carries it.
     let err = load("[[grants]]\nidentity = 'root-admin'\nrole = 'admin'")
         .expect_err("no kind")
