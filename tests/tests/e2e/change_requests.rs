@@ -1517,3 +1517,58 @@ async fn watches_of_one_request_share_one_poll() {
         assert_eq!(last.state(), pb::ChangeRequestState::Cancelled, "watch {n}");
     }
 }
+
+/// Planning describes live only a bounded number of tables the inventory lacks: a list of 501 names nobody
+/// inventoried is refused before any DescribeTable (each was described live before, 2,000 names in one call in
+/// the security review), with what to do instead; 500 are described, at the scans' DescribeTable rate.
+#[tokio::test]
+async fn planning_describes_a_bounded_number_of_uninventoried_tables() {
+    let s = setup("").await;
+    async fn describes(emulator: &RunningEmulator) -> usize {
+        request_log(emulator, &format!("operation=DescribeTable&account_id={PAYMENTS}"))
+            .await
+            .len()
+    }
+    let before = describes(&s.emulator).await;
+    let made_up = |n: usize| {
+        tables(
+            (0..n)
+                .map(|i| table(PAYMENTS, EU, &format!("never-inventoried-{i}")))
+                .collect(),
+        )
+    };
+    let err = s
+        .app
+        .client
+        .clone()
+        .create_change_request(pb::CreateChangeRequestRequest {
+            tables: made_up(501),
+            target: to_key("alias/b"),
+            validate_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("too many live reads");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("501") && err.message().contains("RefreshInventory"),
+        "{err:?}"
+    );
+    assert_eq!(describes(&s.emulator).await, before, "described before refusing");
+
+    let plan = s
+        .app
+        .client
+        .clone()
+        .create_change_request(pb::CreateChangeRequestRequest {
+            tables: made_up(500),
+            target: to_key("alias/b"),
+            validate_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("500 are described")
+        .into_inner();
+    assert_eq!(plan.items.len(), 500);
+    assert_eq!(describes(&s.emulator).await, before + 500);
+}
