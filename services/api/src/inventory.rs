@@ -324,7 +324,10 @@ pub async fn get_key_usage(
         return Err(errors.into());
     };
     if key.location().is_none() {
-        for (field, given) in [("account_id", &request.account_id), ("region", &request.region)] {
+        for (field, given) in [
+            ("account_id", &request.account_id),
+            ("region", &request.region),
+        ] {
             if given.is_empty() {
                 errors.add(field, "is required to resolve an alias name or key id");
             }

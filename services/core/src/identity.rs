@@ -52,7 +52,9 @@ pub fn parse_granted(identity: &str) -> Result<String, InvalidValue> {
         )));
     };
     if identity.len() == kind.len() {
-        return Err(InvalidValue::new(format!("{identity:?} has nothing after {kind}")));
+        return Err(InvalidValue::new(format!(
+            "{identity:?} has nothing after {kind}"
+        )));
     }
     Ok(identity.to_owned())
 }
@@ -90,12 +92,18 @@ mod tests {
     #[test]
     fn kinds_never_collide() {
         assert_eq!(of_certificate_uri("root-admin"), "cert-uri:root-admin");
-        assert_eq!(of_certificate_uri("token:root-admin"), "cert-uri:token:root-admin");
+        assert_eq!(
+            of_certificate_uri("token:root-admin"),
+            "cert-uri:token:root-admin"
+        );
         assert_eq!(
             of_certificate_uri("spiffe://corp/ns/platform/sa/tablecrypt"),
             "spiffe://corp/ns/platform/sa/tablecrypt"
         );
-        assert_eq!(of_jwt("https://idp.corp", "alice"), "jwt:https://idp.corp:alice");
+        assert_eq!(
+            of_jwt("https://idp.corp", "alice"),
+            "jwt:https://idp.corp:alice"
+        );
     }
 
     #[test]
@@ -121,6 +129,9 @@ mod tests {
         assert!(same_person("jwt:https://idp.corp:ALICE", "token:alice"));
         assert!(same_person("alice", "Alice "));
         assert!(!same_person("token:alice", "token:bob"));
-        assert!(!same_person("jwt:https://idp.corp:alice", "jwt:https://idp.corp:bob"));
+        assert!(!same_person(
+            "jwt:https://idp.corp:alice",
+            "jwt:https://idp.corp:bob"
+        ));
     }
 }

@@ -357,8 +357,8 @@ impl Planner {
             .await?;
         // The inventory's view where it is fresh; a live read for the rest, capped and paced.
         let now = chrono::Utc::now();
-        let known: Vec<Option<TableEncryption>> = futures::stream::iter(ids.iter().cloned().map(
-            |(account_id, region, table_name)| {
+        let known: Vec<Option<TableEncryption>> =
+            futures::stream::iter(ids.iter().cloned().map(|(account_id, region, table_name)| {
                 let store = self.store.clone();
                 async move {
                     match store.inventory.get(&account_id, region, &table_name).await {
@@ -371,11 +371,10 @@ impl Planner {
                         _ => None,
                     }
                 }
-            },
-        ))
-        .buffered(PLAN_CONCURRENCY)
-        .collect()
-        .await;
+            }))
+            .buffered(PLAN_CONCURRENCY)
+            .collect()
+            .await;
         let live: Vec<&(AccountId, Region, TableName)> = ids
             .iter()
             .zip(&known)

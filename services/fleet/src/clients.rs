@@ -222,17 +222,26 @@ mod tests {
     fn a_denial_names_the_member_role_once() {
         let access = AccountAccess {
             account_id: AccountId::parse("111111111111").expect("id"),
-            role_arn: RoleArn::parse("arn:aws:iam::111111111111:role/tablecrypt-member").expect("arn"),
+            role_arn: RoleArn::parse("arn:aws:iam::111111111111:role/tablecrypt-member")
+                .expect("arn"),
             external_id: None,
         };
         let denied = named_role(
             &access,
-            FleetError::new(FailureKind::AccessDenied, "AccessDeniedException: not authorized: kms:CreateGrant"),
+            FleetError::new(
+                FailureKind::AccessDenied,
+                "AccessDeniedException: not authorized: kms:CreateGrant",
+            ),
         );
-        assert!(denied.message.ends_with("(through the member role arn:aws:iam::111111111111:role/tablecrypt-member)"));
+        assert!(denied.message.ends_with(
+            "(through the member role arn:aws:iam::111111111111:role/tablecrypt-member)"
+        ));
         let again = named_role(&access, denied.clone());
         assert_eq!(again.message, denied.message);
-        let other = named_role(&access, FleetError::new(FailureKind::Throttled, "slow down"));
+        let other = named_role(
+            &access,
+            FleetError::new(FailureKind::Throttled, "slow down"),
+        );
         assert_eq!(other.message, "slow down");
     }
 }

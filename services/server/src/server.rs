@@ -84,9 +84,12 @@ fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConf
 
 /// Reads the JWKS file again every `interval` and on SIGHUP, until `shutdown`: an identity provider's key rotation
 /// reaches the server without a restart. A file that cannot be read or parsed keeps the keys in use (a warning).
-async fn reload_jwks(authenticator: Authenticator, interval: Duration, shutdown: CancellationToken) {
-    let mut hangups =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+async fn reload_jwks(
+    authenticator: Authenticator,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let why = tokio::select! {
             () = tokio::time::sleep(interval) => "periodic",
@@ -101,7 +104,9 @@ async fn reload_jwks(authenticator: Authenticator, interval: Duration, shutdown:
         match authenticator.reload_jwks() {
             Ok(true) => tracing::info!(why, "JWKS file reloaded: the keys changed"),
             Ok(false) => tracing::debug!(why, "JWKS file read: no change"),
-            Err(error) => tracing::warn!(why, %error, "JWKS file not reloaded; the keys in use stay"),
+            Err(error) => {
+                tracing::warn!(why, %error, "JWKS file not reloaded; the keys in use stay")
+            }
         }
     }
 }

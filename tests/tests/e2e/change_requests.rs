@@ -1525,9 +1525,12 @@ async fn watches_of_one_request_share_one_poll() {
 async fn planning_describes_a_bounded_number_of_uninventoried_tables() {
     let s = setup("").await;
     async fn describes(emulator: &RunningEmulator) -> usize {
-        request_log(emulator, &format!("operation=DescribeTable&account_id={PAYMENTS}"))
-            .await
-            .len()
+        request_log(
+            emulator,
+            &format!("operation=DescribeTable&account_id={PAYMENTS}"),
+        )
+        .await
+        .len()
     }
     let before = describes(&s.emulator).await;
     let made_up = |n: usize| {
@@ -1554,7 +1557,11 @@ async fn planning_describes_a_bounded_number_of_uninventoried_tables() {
         err.message().contains("501") && err.message().contains("RefreshInventory"),
         "{err:?}"
     );
-    assert_eq!(describes(&s.emulator).await, before, "described before refusing");
+    assert_eq!(
+        describes(&s.emulator).await,
+        before,
+        "described before refusing"
+    );
 
     let plan = s
         .app

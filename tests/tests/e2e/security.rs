@@ -155,7 +155,10 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
             .await
             .expect_err("a certificate named like the admin token");
         assert_eq!(err.code(), Code::PermissionDenied, "{san}: {err:?}");
-        assert!(err.message().contains(&format!("cert-uri:{san}")), "{err:?}");
+        assert!(
+            err.message().contains(&format!("cert-uri:{san}")),
+            "{err:?}"
+        );
     }
 
     // JWTs: valid, expired, wrong audience.
@@ -909,7 +912,12 @@ async fn scopes_limit_a_team_to_its_accounts_and_approval_needs_a_second_person(
         "ListTableEncryptions",
         "PERMISSION_DENIED"
     ));
-    assert!(has_event(&events, "token:pay-lead", "CreateChangeRequest", "OK"));
+    assert!(has_event(
+        &events,
+        "token:pay-lead",
+        "CreateChangeRequest",
+        "OK"
+    ));
     assert!(has_event(
         &events,
         "token:pay-lead",
@@ -1314,10 +1322,7 @@ async fn tables_of_another_teams_account_are_refused_before_any_aws_call_there()
         .expect("a plan over the operator's own accounts")
         .into_inner();
     assert!(
-        created
-            .items
-            .iter()
-            .all(|i| i.account_id == PAYMENTS),
+        created.items.iter().all(|i| i.account_id == PAYMENTS),
         "{created:?}"
     );
     assert_eq!(
@@ -1415,7 +1420,9 @@ async fn keys_of_another_teams_account_are_neither_resolved_nor_reported() {
         "one answer for kms_key and one for kms_key_arn, whatever exists: {distinct:#?}"
     );
     assert!(
-        answers.iter().all(|a| a.contains(SEARCH) && !a.contains("User:")),
+        answers
+            .iter()
+            .all(|a| a.contains(SEARCH) && !a.contains("User:")),
         "{answers:#?}"
     );
     assert_eq!(
@@ -1439,8 +1446,14 @@ async fn keys_of_another_teams_account_are_neither_resolved_nor_reported() {
         .into_inner();
     assert_eq!(own.kms_key_arn, payments_key(KEY_A));
     assert!(!own.unused);
-    assert!(own.tables.iter().any(|t| t.table_name == "orders"), "{own:?}");
-    assert!(own.tables.iter().all(|t| t.account_id == PAYMENTS), "{own:?}");
+    assert!(
+        own.tables.iter().any(|t| t.table_name == "orders"),
+        "{own:?}"
+    );
+    assert!(
+        own.tables.iter().all(|t| t.account_id == PAYMENTS),
+        "{own:?}"
+    );
     app.stop().await.expect("stop");
 }
 
@@ -1460,7 +1473,11 @@ async fn a_rotated_jwt_key_set_is_picked_up_without_a_restart() {
         );
         let tls = pki.client_tls(None);
         let url = db.url.clone();
-        async move { TestApp::spawn_tls(&url, &toml, tls).await.expect("TLS server") }
+        async move {
+            TestApp::spawn_tls(&url, &toml, tls)
+                .await
+                .expect("TLS server")
+        }
     };
     let list = |app: &TestApp, token: String| {
         let client = app.client.clone();

@@ -428,7 +428,9 @@ async fn a_flood_of_refusals_is_a_few_audit_rows_that_count_every_call() {
         "{events:#?}"
     );
     assert!(
-        !events.iter().any(|e| e.method.contains("made.up") && e.call_count > 1),
+        !events
+            .iter()
+            .any(|e| e.method.contains("made.up") && e.call_count > 1),
         "repeats to made-up paths are one kind, not a row per path: {events:#?}"
     );
     app.stop().await.expect("stop");

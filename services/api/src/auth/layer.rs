@@ -298,9 +298,11 @@ where
                     tracing::info!(method, %error, "unauthenticated call refused");
                     let peer = call.peer.as_deref().unwrap_or("unknown");
                     let status = match &shared.peer_limiter {
-                        Some(limiter) if !admit(limiter, peer) => Status::resource_exhausted(format!(
-                            "too many unauthenticated calls from {peer}: slow down and retry"
-                        )),
+                        Some(limiter) if !admit(limiter, peer) => {
+                            Status::resource_exhausted(format!(
+                                "too many unauthenticated calls from {peer}: slow down and retry"
+                            ))
+                        }
                         _ => Status::unauthenticated(error.to_string()),
                     };
                     shared.audit(&call, None, String::new(), &status).await;

@@ -167,8 +167,11 @@ mod tests {
         }
         // Another peer is another kind.
         assert!(
-            log.note(refusal("unauthenticated", Some("10.0.0.8"), "ListAccounts"), true)
-                .is_some()
+            log.note(
+                refusal("unauthenticated", Some("10.0.0.8"), "ListAccounts"),
+                true
+            )
+            .is_some()
         );
         let rows = log.drain();
         assert_eq!(rows.len(), 1);
@@ -217,11 +220,18 @@ mod tests {
 
         let written = (0..MAX_KINDS + 500)
             .filter(|i| {
-                log.note(refusal(&format!("jwt:iss:user-{i}"), None, "ListAccounts"), true)
-                    .is_some()
+                log.note(
+                    refusal(&format!("jwt:iss:user-{i}"), None, "ListAccounts"),
+                    true,
+                )
+                .is_some()
             })
             .count();
-        assert_eq!(written, MAX_KINDS + 1, "the overflow kind's first is written");
+        assert_eq!(
+            written,
+            MAX_KINDS + 1,
+            "the overflow kind's first is written"
+        );
         let rows = log.drain();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].caller, MANY_CALLERS);

@@ -119,21 +119,23 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
         }
         print_table(&rows);
         if blocked.len() > LISTED_ONE_BY_ONE {
-            crate::outln!("… and {} more (see -o json)", blocked.len() - LISTED_ONE_BY_ONE);
+            crate::outln!(
+                "… and {} more (see -o json)",
+                blocked.len() - LISTED_ONE_BY_ONE
+            );
         }
     }
 }
 
 /// Tables whose change takes more than one UpdateTable (global tables: one concern per call), with the calls.
 fn print_multi_call(items: &[pb::ChangeItem]) {
-    let multi: Vec<&pb::ChangeItem> = items
-        .iter()
-        .filter(|i| i.planned_calls.len() > 1)
-        .collect();
+    let multi: Vec<&pb::ChangeItem> = items.iter().filter(|i| i.planned_calls.len() > 1).collect();
     if multi.is_empty() {
         return;
     }
-    crate::outln!("\nTables changed in more than one UpdateTable (one concern per call, in this order):");
+    crate::outln!(
+        "\nTables changed in more than one UpdateTable (one concern per call, in this order):"
+    );
     let mut rows = table(&["account", "table", "call", "carries", "sent in", "changes"]);
     for item in multi.iter().take(LISTED_ONE_BY_ONE) {
         for (n, call) in item.planned_calls.iter().enumerate() {
@@ -149,6 +151,9 @@ fn print_multi_call(items: &[pb::ChangeItem]) {
     }
     print_table(&rows);
     if multi.len() > LISTED_ONE_BY_ONE {
-        crate::outln!("… and {} more (see -o json)", multi.len() - LISTED_ONE_BY_ONE);
+        crate::outln!(
+            "… and {} more (see -o json)",
+            multi.len() - LISTED_ONE_BY_ONE
+        );
     }
 }

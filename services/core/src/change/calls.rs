@@ -154,8 +154,10 @@ mod tests {
 
     const A: &str = "arn:aws:kms:eu-west-1:111111111111:key/aaaaaaaa-1111-4111-8111-111111111111";
     const B: &str = "arn:aws:kms:eu-west-1:111111111111:key/bbbbbbbb-1111-4111-8111-111111111111";
-    const A_US: &str = "arn:aws:kms:us-east-1:111111111111:key/aaaaaaaa-2222-4222-8222-222222222222";
-    const B_US: &str = "arn:aws:kms:us-east-1:111111111111:key/bbbbbbbb-2222-4222-8222-222222222222";
+    const A_US: &str =
+        "arn:aws:kms:us-east-1:111111111111:key/aaaaaaaa-2222-4222-8222-222222222222";
+    const B_US: &str =
+        "arn:aws:kms:us-east-1:111111111111:key/bbbbbbbb-2222-4222-8222-222222222222";
     const MANAGED_US: &str =
         "arn:aws:kms:us-east-1:111111111111:key/cccccccc-2222-4222-8222-222222222222";
 
@@ -214,7 +216,8 @@ mod tests {
 
     #[test]
     fn a_regional_table_is_one_call() {
-        let calls = item((CustomerManaged, Some(A)), (CustomerManaged, Some(B)), &[]).planned_calls();
+        let calls =
+            item((CustomerManaged, Some(A)), (CustomerManaged, Some(B)), &[]).planned_calls();
         assert_eq!(shape(&calls), vec![("eu-west-1", "SSE", vec!["eu-west-1"])]);
         let calls = item((AwsOwned, None), (AwsManaged, None), &[]).planned_calls();
         assert_eq!(shape(&calls), vec![("eu-west-1", "SSE", vec!["eu-west-1"])]);

@@ -78,8 +78,10 @@ impl ChangeRequests {
                 )
                 .await?;
                 if let Some(ids) = visible.accounts() {
-                    let mut scoped: Vec<AccountId> =
-                        ids.iter().filter_map(|id| AccountId::parse(id).ok()).collect();
+                    let mut scoped: Vec<AccountId> = ids
+                        .iter()
+                        .filter_map(|id| AccountId::parse(id).ok())
+                        .collect();
                     if !filter.account_ids.is_empty() {
                         scoped.retain(|id| filter.account_ids.contains(id));
                     }

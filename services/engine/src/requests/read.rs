@@ -112,12 +112,9 @@ impl ChangeRequests {
     ) -> Result<(Vec<KeyRotation>, bool), EngineError> {
         let key_arn = match &query.key {
             None => None,
-            Some(key) => {
-                Some(
-                    resolve_key(&self.store, &self.fleet, visible, key, None, "kms_key_arn")
-                        .await?,
-                )
-            }
+            Some(key) => Some(
+                resolve_key(&self.store, &self.fleet, visible, key, None, "kms_key_arn").await?,
+            ),
         };
         let filter = HistoryFilter {
             account_id: query.account_id.map(|a| a.to_string()),

@@ -128,7 +128,9 @@ impl Drop for PollEntry {
 
 impl WatchPolls {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, broadcast::Sender<Shared>>> {
-        self.senders.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -311,7 +311,9 @@ impl Inner {
                 .mark_waiting(
                     item.item_id,
                     claimed.lease_token,
-                    &send.target.regions_changed(send.call, item.table.region.as_str()),
+                    &send
+                        .target
+                        .regions_changed(send.call, item.table.region.as_str()),
                 )
                 .await
                 .map_err(lost_or_retry),

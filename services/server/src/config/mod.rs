@@ -517,10 +517,12 @@ impl Config {
         if identity.starts_with(identity::JWT) {
             return match &self.jwt {
                 None => Some("no [jwt] is configured".into()),
-                Some(jwt) if !identity.starts_with(&identity::of_jwt(&jwt.issuer, "")) => Some(format!(
-                    "JWT identities are jwt:{}:<sub> (the configured issuer)",
-                    jwt.issuer
-                )),
+                Some(jwt) if !identity.starts_with(&identity::of_jwt(&jwt.issuer, "")) => {
+                    Some(format!(
+                        "JWT identities are jwt:{}:<sub> (the configured issuer)",
+                        jwt.issuer
+                    ))
+                }
                 Some(_) => None,
             };
         }
@@ -529,7 +531,8 @@ impl Config {
             .as_ref()
             .is_some_and(|tls| tls.client_ca_file.is_some());
         (!mutual_tls).then(|| {
-            "a client certificate's identity, but no [tls] client_ca_file turns on mutual TLS".into()
+            "a client certificate's identity, but no [tls] client_ca_file turns on mutual TLS"
+                .into()
         })
     }
 

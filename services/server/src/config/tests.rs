@@ -50,10 +50,15 @@ fn bad_tokens_roles_and_scopes_are_refused() {
         ("jwt:https://idp:alice", "[jwt]"),
         ("cert-cn:ops", "client_ca_file"),
     ] {
-        let err = load(&format!("[[grants]]\nidentity = '{grant}'\nrole = 'viewer'"))
-            .expect_err(grant)
-            .to_string();
-        assert!(err.contains("grants[0].identity") && err.contains(why), "{err}");
+        let err = load(&format!(
+            "[[grants]]\nidentity = '{grant}'\nrole = 'viewer'"
+        ))
+        .expect_err(grant)
+        .to_string();
+        assert!(
+            err.contains("grants[0].identity") && err.contains(why),
+            "{err}"
+        );
     }
     // A grant names the credential kind: a bare name would match whichever kind carries it.
     let err = load("[[grants]]\nidentity = 'root-admin'\nrole = 'admin'")

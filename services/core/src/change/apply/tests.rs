@@ -439,7 +439,10 @@ fn a_change_to_the_owned_key_is_done_only_when_updating_ends() {
     let target = to(AwsOwned, None);
     let updating = table("ACTIVE", AwsOwned, None, "UPDATING");
     assert!(!target.reached_by(&updating));
-    assert_eq!(after_poll(&updating, &target, sent(12)), PollStep::KeepWaiting);
+    assert_eq!(
+        after_poll(&updating, &target, sent(12)),
+        PollStep::KeepWaiting
+    );
     assert_eq!(next_step(&updating, &target, sent(12), None), Step::Wait);
     for done in ["", "DISABLED"] {
         let owned = table("ACTIVE", AwsOwned, None, done);
@@ -458,5 +461,8 @@ fn an_aws_key_change_of_a_global_table_spends_every_replicas_switch() {
     );
     let mut customer = to(CustomerManaged, Some(B));
     customer.replica_keys = vec![("us-east-1".into(), Some(B_US.into()))];
-    assert_eq!(customer.regions_changed(&Call::Sse, "eu-west-1"), ["eu-west-1"]);
+    assert_eq!(
+        customer.regions_changed(&Call::Sse, "eu-west-1"),
+        ["eu-west-1"]
+    );
 }
