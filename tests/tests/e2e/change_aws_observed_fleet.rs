@@ -14,6 +14,8 @@ use tablecrypt_tests::{TestApp, TestDatabase};
 const A: &str = "111111111111";
 const B: &str = "222222222222";
 const C: &str = "333333333333";
+/// An account whose member role may not describe KMS keys: planning's probe of the target key is refused.
+const D: &str = "444444444444";
 const EU: &str = "eu-west-1";
 const US: &str = "us-east-1";
 const ROLE: &str = "tablecrypt-member";
@@ -54,6 +56,11 @@ accounts:
     regions: [{EU}]
     keys: [{{region: {EU}, aliases: [alias/a]}}, {{region: {EU}, aliases: [alias/b]}}]
     tables: [{{name: {DENIED}, region: {EU}, encryption: alias/a}}]
+  - account_id: "{D}"
+    roles: [{{name: {ROLE}, denied_actions: ["kms:DescribeKey"]}}]
+    regions: [{EU}]
+    keys: [{{region: {EU}, aliases: [alias/a]}}, {{region: {EU}, aliases: [alias/b]}}]
+    tables: [{{name: d-orders, region: {EU}, encryption: alias/a}}]
 "#,
         g1 = GLOBALS[0],
         g2 = GLOBALS[1],
@@ -255,4 +262,65 @@ async fn a_200_table_migration_under_aws_observed_behaviour() {
         let (us_key, _) = keys_of(&endpoint, US, table).await;
         assert_eq!(us_key, b_us, "{table} in {US}");
     }
+}
+
+/// Planning reads through the member role (KMS DescribeKey, for the table's key and the target): a role that may
+/// not describe keys BLOCKS its tables with ACCESS_DENIED naming the permission and the role, and nothing is sent
+/// to them.
+#[tokio::test]
+async fn a_role_that_may_not_describe_keys_blocks_its_tables_at_planning() {
+    let db = TestDatabase::create().await.expect("db");
+    let emulator = Emulator::spawn(FleetSpec::from_yaml(&fleet()).expect("fleet"))
+        .await
+        .expect("emulator");
+    let endpoint = emulator.endpoint();
+    let app = TestApp::spawn_on(&db.url, &format!("aws_endpoint_url = '{endpoint}'\n{FAST}"))
+        .await
+        .expect("server");
+    let mut client = app.client.clone();
+    client
+        .register_account(pb::RegisterAccountRequest {
+            account: Some(pb::Account {
+                account_id: D.into(),
+                role_arn: format!("arn:aws:iam::{D}:role/{ROLE}"),
+                regions: vec![EU.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("register");
+    // Listed by name: the role cannot be scanned either (telling AWS managed from customer managed keys needs
+    // kms:DescribeKey), so planning reads the table live through it.
+    let created = client
+        .create_change_request(pb::CreateChangeRequestRequest {
+            tables: Some(pb::TableList {
+                tables: vec![pb::TableRef {
+                    account_id: D.into(),
+                    region: EU.into(),
+                    table_name: "d-orders".into(),
+                }],
+            }),
+            target: Some(pb::TargetEncryption {
+                mode: pb::EncryptionMode::CustomerManaged as i32,
+                kms_key: "alias/b".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let id = created.change_request.expect("request").change_request_id;
+    let all = items(&app, &id).await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let item = &all[0];
+    assert_eq!(item.action(), pb::PlanAction::Blocked, "{item:?}");
+    assert_eq!(item.reason(), pb::ItemReason::AccessDenied, "{item:?}");
+    assert!(
+        item.message.contains("kms:DescribeKey") && item.message.contains(&format!("role/{ROLE}")),
+        "the permission and the role are named: {item:?}"
+    );
+    assert!(
+        update_log(&emulator).await.is_empty(),
+        "nothing is sent to a blocked table"
+    );
 }
