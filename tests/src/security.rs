@@ -106,6 +106,35 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// The server's certificate is renewed by another CA (written to `ca-next.pem`): the files the server reads
+    /// now hold a certificate only clients trusting the new CA accept. Client certificates still chain to the
+    /// first CA.
+    pub fn rotate_server_certificate(&self) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tablecrypt test CA, next");
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+        std::fs::write(self.path("ca-next.pem"), ca.pem()).expect("write CA");
+        let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let key = KeyPair::generate().expect("key");
+        let cert = server.signed_by(&key, &ca).expect("server cert");
+        std::fs::write(self.path("server.key"), key.serialize_pem()).expect("write");
+        std::fs::write(self.path("server.pem"), cert.pem()).expect("write");
+    }
+
+    /// The client TLS configuration trusting the CA in `ca_file` (of this directory).
+    pub fn client_tls_trusting(&self, ca_file: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.read(ca_file)))
+            .domain_name("localhost")
+    }
+
     /// The client TLS configuration: trusts the test CA, presents `client` if given.
     pub fn client_tls(&self, client: Option<(String, String)>) -> ClientTlsConfig {
         let mut tls = ClientTlsConfig::new()

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+mod tls;
 
 pub use config::Config;
 pub use server::{Listeners, run};

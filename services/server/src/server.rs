@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
-use crate::config::{Config, TlsConfig};
+use crate::config::Config;
 use crate::metrics::{self, GrpcMetrics, GrpcMetricsLayer};
 
 /// The sockets to serve on, bound by the caller (the binary from config, tests on port 0).
@@ -58,29 +58,6 @@ impl Listeners {
 
 /// The fully qualified name health checks use for our API.
 pub const SERVICE_NAME: &str = "tablecrypt.v1.TableEncryption";
-
-/// The listener's certificate and key, and the client CA for mutual TLS (optional client certificates: callers
-/// without one may still present a bearer token).
-fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path)
-            .with_context(|| format!("failed to read the TLS {what} {}", path.display()))
-    };
-    let identity = tonic::transport::Identity::from_pem(
-        read(&tls.cert_file, "certificate")?,
-        read(&tls.key_file, "key")?,
-    );
-    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &tls.client_ca_file {
-        config = config
-            .client_ca_root(tonic::transport::Certificate::from_pem(read(
-                ca,
-                "client CA",
-            )?))
-            .client_auth_optional(true);
-    }
-    Ok(config)
-}
 
 /// Reads the JWKS file again every `interval` and on SIGHUP, until `shutdown`: an identity provider's key rotation
 /// reaches the server without a restart. A file that cannot be read or parsed keeps the keys in use (a warning).
@@ -308,7 +285,7 @@ pub async fn run(
             let served = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(
-                    crate::connections::bounded(listener, HEALTH_MAX_CONNECTIONS, handshake),
+                    crate::connections::bounded(listener, HEALTH_MAX_CONNECTIONS, handshake, None),
                     token.cancelled_owned(),
                 )
                 .await;
@@ -353,11 +330,19 @@ pub async fn run(
             .max_connection_age(age)
             .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
     }
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(server_tls(tls)?.timeout(config.connection_handshake_timeout))
-            .context("failed to configure TLS")?;
-    }
+    // TLS is the listener's own (reloadable, tls.rs), not tonic's.
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => {
+            let tls = Arc::new(crate::tls::ServerTls::load(files)?);
+            tasks.spawn(crate::tls::reload_periodically(
+                tls.clone(),
+                config.tls_reload_interval,
+                shutdown.clone(),
+            ));
+            Some(tls)
+        }
+    };
     // Metrics outermost, so refused calls are counted too; then authentication and the audit log.
     let server = builder
         .layer(GrpcMetricsLayer::new(grpc_metrics))
@@ -371,6 +356,7 @@ pub async fn run(
                 listeners.grpc,
                 config.max_connections.get() as usize,
                 config.connection_handshake_timeout,
+                tls,
             ),
             stop_accepting,
         );

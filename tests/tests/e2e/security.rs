@@ -1521,3 +1521,60 @@ async fn a_rotated_jwt_key_set_is_picked_up_without_a_restart() {
         .expect("a token signed with a key rotated in after start, at once");
     app.stop().await.expect("stop");
 }
+
+/// A renewed server certificate is served to new connections without a restart: after the files change (a new
+/// CA here, so the difference shows), a client trusting only the new CA connects within a reload interval, and
+/// client certificates still work. Before, the files were read only at start.
+#[tokio::test]
+async fn a_renewed_server_certificate_is_served_without_a_restart() {
+    let pki = Pki::new();
+    let db = TestDatabase::create().await.expect("db");
+    let toml = format!(
+        "insecure = false\ntls_reload_interval = '1s'\n{}{}",
+        tokens_and_grants(&[
+            ("ops-admin", "admin", ""),
+            ("spiffe://tablecrypt/ci", "viewer", "")
+        ]),
+        pki.tls_and_jwt_toml()
+    );
+    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .expect("TLS server");
+    let connect = |tls: tonic::transport::ClientTlsConfig| {
+        let addr = app.addr;
+        async move {
+            let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+                .expect("uri")
+                .tls_config(tls)
+                .expect("tls")
+                .connect()
+                .await?;
+            Ok::<_, tonic::transport::Error>(TableEncryptionClient::new(channel))
+        }
+    };
+    pki.rotate_server_certificate();
+    let mut renewed = None;
+    for _ in 0..50 {
+        if let Ok(client) = connect(pki.client_tls_trusting("ca-next.pem")).await {
+            renewed = Some(client);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    renewed
+        .expect("the renewed certificate is not served 5 s after the files changed")
+        .list_accounts(as_token("ops-admin", pb::ListAccountsRequest::default()))
+        .await
+        .expect("a call over the renewed certificate");
+    // A client certificate (still from the first CA) over the renewed server certificate.
+    let mut tls = pki.client_tls_trusting("ca-next.pem");
+    let (cert, key) = pki.client_certificate("spiffe://tablecrypt/ci");
+    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    connect(tls)
+        .await
+        .expect("mutual TLS")
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .expect("the client certificate's identity");
+    app.stop().await.expect("stop");
+}

@@ -159,15 +159,27 @@ pub struct AuthService<S> {
     shared: Arc<Shared>,
 }
 
+/// What the listener knows of a connection's client, as it hands it to every call: the address, and over mutual
+/// TLS the certificates the client presented and TLS verified (leaf first).
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    pub remote_addr: Option<std::net::SocketAddr>,
+    pub certificates: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
+}
+
 /// The client's address as the per-address limit and the audit log count it: an IPv4 address, or an IPv6 /64
 /// (no port: a client opens as many ports as it likes; and one IPv6 host holds a whole /64 to rotate through).
 fn peer_address<B>(request: &http::Request<B>) -> Option<String> {
     let extensions = request.extensions();
-    let tcp = extensions
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .map(TlsConnectInfo::get_ref)
-        .or_else(|| extensions.get::<TcpConnectInfo>())?;
-    tcp.remote_addr().map(|addr| client_network(addr.ip()))
+    let addr = match extensions.get::<PeerInfo>() {
+        Some(peer) => peer.remote_addr,
+        None => extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+            .or_else(|| extensions.get::<TcpConnectInfo>())?
+            .remote_addr(),
+    };
+    addr.map(|addr| client_network(addr.ip()))
 }
 
 fn client_network(ip: std::net::IpAddr) -> String {
@@ -185,10 +197,13 @@ fn client_network(ip: std::net::IpAddr) -> String {
 fn client_certificates<B>(
     request: &http::Request<B>,
 ) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
-    request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?
-        .peer_certs()
+    let extensions = request.extensions();
+    match extensions.get::<PeerInfo>() {
+        Some(peer) => peer.certificates.clone(),
+        None => extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()?
+            .peer_certs(),
+    }
 }
 
 impl Shared {

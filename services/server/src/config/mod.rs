@@ -182,6 +182,10 @@ pub struct Config {
     pub page_token_keys_file: Option<PathBuf>,
     /// Calls per second (and burst) per caller identity; 0 turns the limit off (`TABLECRYPT_CALLER_RATE_LIMIT`).
     pub caller_rate_limit: u32,
+    /// How often the TLS certificate, key and client CA are read again (also on SIGHUP): a rotated certificate is
+    /// served to new connections without a restart (`TABLECRYPT_TLS_RELOAD_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
     /// How often the JWKS file is read again (also on SIGHUP, and when a token names an unknown key id, at most
     /// every 10 s): an identity provider's key rotation reaches the server without a restart
     /// (`TABLECRYPT_JWKS_RELOAD_INTERVAL`).
@@ -339,6 +343,8 @@ impl Default for Config {
             // Identity providers publish a new key well before signing with it (hours to days); a minute's lag is
             // nothing, and reading a small file a minute costs nothing.
             jwks_reload_interval: seconds(60),
+            // cert-manager renews certificates days before they expire; a minute's lag costs nothing.
+            tls_reload_interval: seconds(60),
             // A flood of refusals becomes one row per 10 s per kind (a crash loses at most that much counting), and
             // a person reading the audit log sees the repeats within seconds.
             audit_repeat_interval: seconds(10),
@@ -443,6 +449,7 @@ impl Config {
             ("watch_max_duration", self.watch_max_duration),
             ("audit_repeat_interval", self.audit_repeat_interval),
             ("jwks_reload_interval", self.jwks_reload_interval),
+            ("tls_reload_interval", self.tls_reload_interval),
         ] {
             anyhow::ensure!(
                 lease >= Duration::from_secs(1),
