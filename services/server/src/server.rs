@@ -59,6 +59,31 @@ impl Listeners {
 /// The fully qualified name health checks use for our API.
 pub const SERVICE_NAME: &str = "tablecrypt.v1.TableEncryption";
 
+/// How often the audit log's monthly partitions are made ahead: this month's and the next exist hours before
+/// they are needed, whichever replica makes them (idempotent).
+const AUDIT_PARTITIONS_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Makes the audit log's partitions for this month and the next, at start and every [`AUDIT_PARTITIONS_EVERY`],
+/// until `shutdown`.
+async fn ensure_audit_partitions(store: Store, shutdown: CancellationToken) {
+    loop {
+        match store.audit.ensure_partitions().await {
+            Ok(missed) if missed.is_empty() => {}
+            Ok(missed) => tracing::warn!(
+                months = missed.join(", "),
+                "audit log months without a partition of their own: their rows stay in audit_log_default"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "could not make the audit log's monthly partitions; retrying later")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(AUDIT_PARTITIONS_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Reads the JWKS file again every `interval` and on SIGHUP, until `shutdown`: an identity provider's key rotation
 /// reaches the server without a restart. A file that cannot be read or parsed keeps the keys in use (a warning).
 async fn reload_jwks(
@@ -153,6 +178,7 @@ pub async fn run(
     let store = Store::new(pool.clone());
     let tasks = TaskTracker::new();
     let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
+    tasks.spawn(ensure_audit_partitions(store.clone(), shutdown.clone()));
     let scanner = InventoryScanner::new(
         store.clone(),
         fleet.clone(),

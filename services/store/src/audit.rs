@@ -1,5 +1,6 @@
 //! The audit log: who called which mutating RPC about what, and what they got. Append-only (the database
-//! refuses UPDATE, DELETE and TRUNCATE).
+//! refuses UPDATE, DELETE and TRUNCATE). Written to `audit_log`, partitioned by month so old months can be dropped
+//! whole; rows written before that table existed stay in `audit_events` and are read with it.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -68,7 +69,7 @@ impl AuditRepository {
     #[tracing::instrument(skip_all, fields(method = %event.method, outcome = %event.outcome), err(level = "debug"))]
     pub async fn record(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
         sqlx::query!(
-            "INSERT INTO audit_events
+            "INSERT INTO audit_log
                  (caller, authenticated_by, method, target, outcome, message, peer, call_count, first_time)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             clip(&event.caller, 512),
@@ -86,6 +87,24 @@ impl AuditRepository {
         Ok(())
     }
 
+    /// Makes the monthly partitions of the audit log for this month and the next, so rows land in a month's own
+    /// partition (droppable whole) rather than the default one. Returns the months that could not be made (the
+    /// default partition already holds rows of them, which stay there).
+    #[tracing::instrument(skip(self), err(level = "debug"))]
+    pub async fn ensure_partitions(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT to_char(month, 'YYYY-MM') AS "month!", audit_log_ensure_month(month::date) AS "made!"
+               FROM (VALUES (now()), (now() + interval '1 month')) AS months (month)"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| !r.made)
+            .map(|r| r.month)
+            .collect())
+    }
+
     /// Newest first, older than `before_id`, at most `limit`.
     #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn list(
@@ -96,15 +115,22 @@ impl AuditRepository {
     ) -> Result<Vec<AuditEventRecord>, StoreError> {
         Ok(sqlx::query_as!(
             AuditEventRecord,
-            "SELECT event_id, event_time, caller, authenticated_by, method, target, outcome, message, peer,
-                    call_count, first_time
-             FROM audit_events
+            r#"SELECT event_id AS "event_id!", event_time AS "event_time!", caller AS "caller!",
+                    authenticated_by AS "authenticated_by!", method AS "method!", target AS "target!",
+                    outcome AS "outcome!", message AS "message!", peer, call_count AS "call_count!", first_time
+             FROM (SELECT event_id, event_time, caller, authenticated_by, method, target, outcome, message, peer,
+                          call_count, first_time
+                   FROM audit_log
+                   UNION ALL
+                   SELECT event_id, event_time, caller, authenticated_by, method, target, outcome, message, peer,
+                          call_count, first_time
+                   FROM audit_events) AS events
              WHERE ($1::bigint IS NULL OR event_id < $1)
                AND ($2::text IS NULL OR caller = $2)
                AND ($3::text IS NULL OR method = $3)
                AND ($4::text IS NULL OR outcome = $4)
              ORDER BY event_id DESC
-             LIMIT $5",
+             LIMIT $5"#,
             before_id,
             filter.caller,
             filter.method,

@@ -560,7 +560,7 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
         assert_eq!(n, 0, "{table} must stay empty");
     }
     let refused: i64 =
-        sqlx::query("SELECT count(*) FROM audit_events WHERE outcome = 'INVALID_ARGUMENT'")
+        sqlx::query("SELECT count(*) FROM audit_log WHERE outcome = 'INVALID_ARGUMENT'")
             .fetch_one(&pool)
             .await
             .expect("count")

@@ -217,12 +217,16 @@ async fn tls_client_certificates_tokens_and_jwts_authenticate_and_every_refusal_
         .expect_err("viewers do not read the audit log");
     assert_eq!(err.code(), Code::PermissionDenied);
 
-    // Append-only: the database refuses to rewrite history.
+    // Append-only: the database refuses to rewrite history, through the log or this month's partition.
+    let month = format!("audit_log_{}", chrono::Utc::now().format("%Y_%m"));
     tablecrypt_tests::assert_append_only(
         &db.url,
         &[
-            "UPDATE audit_events SET outcome = 'OK'",
-            "DELETE FROM audit_events",
+            "UPDATE audit_log SET outcome = 'OK'",
+            "DELETE FROM audit_log",
+            "TRUNCATE audit_log",
+            &format!("DELETE FROM {month}"),
+            &format!("TRUNCATE {month}"),
             "TRUNCATE audit_events",
         ],
     )
@@ -1576,5 +1580,86 @@ async fn a_renewed_server_certificate_is_served_without_a_restart() {
         .list_accounts(pb::ListAccountsRequest::default())
         .await
         .expect("the client certificate's identity");
+    app.stop().await.expect("stop");
+}
+
+/// Retention the append-only guarantee allows: the audit log is partitioned by month (this month's and the next
+/// exist from the start), rows land in their month's partition, single rows still cannot be deleted, and an old
+/// month is dropped whole by whoever maintains the database, leaving the rest readable. Before, one table grew
+/// for ever and nothing could be removed from it.
+#[tokio::test]
+async fn old_months_of_the_audit_log_are_dropped_whole_while_rows_stay_append_only() {
+    let db = TestDatabase::create().await.expect("db");
+    let app = TestApp::spawn(&db).await.expect("server");
+    let mut client = app.client.clone();
+    client
+        .register_account(pb::RegisterAccountRequest {
+            account: Some(account("123456789012", "payments")),
+        })
+        .await
+        .expect("an audited call");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let month = |offset: u32| {
+        let now = chrono::Utc::now().date_naive();
+        let first = chrono::Datelike::with_day(&now, 1).expect("first");
+        let first = first
+            .checked_add_months(chrono::Months::new(offset))
+            .expect("month");
+        format!("audit_log_{}", first.format("%Y_%m"))
+    };
+    for partition in [month(0), month(1)] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&partition)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+        assert!(exists, "{partition} was not made ahead");
+    }
+    let landed: String = sqlx::query_scalar(
+        "SELECT tableoid::regclass::text FROM audit_log ORDER BY event_id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("latest row");
+    assert_eq!(landed, month(0));
+
+    // An old month with one row in it.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        "SELECT audit_log_ensure_month('2020-01-01');
+         INSERT INTO audit_log (event_time, caller, authenticated_by, method, outcome)
+         VALUES ('2020-01-15', 'long-ago', 'none', 'RegisterAccount', 'OK');",
+    ))
+    .execute(&pool)
+    .await
+    .expect("an old month");
+    let callers = || async {
+        app.client
+            .clone()
+            .list_audit_events(pb::ListAuditEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit log")
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|e| e.caller)
+            .collect::<Vec<_>>()
+    };
+    assert!(callers().await.contains(&"long-ago".to_owned()));
+    tablecrypt_tests::assert_append_only(
+        &db.url,
+        &["DELETE FROM audit_log WHERE caller = 'long-ago'"],
+    )
+    .await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe("DROP TABLE audit_log_2020_01"))
+        .execute(&pool)
+        .await
+        .expect("an old month is dropped whole");
+    let left = callers().await;
+    assert!(!left.contains(&"long-ago".to_owned()), "{left:?}");
+    assert!(!left.is_empty(), "this month's rows are still there");
+    pool.close().await;
     app.stop().await.expect("stop");
 }
