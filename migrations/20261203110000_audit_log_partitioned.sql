@@ -40,13 +40,18 @@ CREATE TRIGGER audit_log_no_truncate
     BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 
--- Creates the partition of the month starting at `month` unless it exists; false when it cannot because the
--- default partition already holds rows of that month (they stay there).
-CREATE FUNCTION audit_log_ensure_month(month date) RETURNS boolean LANGUAGE plpgsql AS $$
+-- Creates the partition of the month starting at `month` (UTC) unless it exists; false when it cannot: the
+-- default partition already holds rows of that month (they stay there), or the lock on audit_log was not had
+-- within 2 s (creating a partition locks the table against the audit inserts for that moment; a long reader must
+-- not make every audited call wait behind it; the next try is hours later). Replicas creating the same month at
+-- once take turns on an advisory lock.
+CREATE FUNCTION audit_log_ensure_month(month date) RETURNS boolean LANGUAGE plpgsql
+SET timezone = 'UTC' AS $$
 DECLARE
     first date := date_trunc('month', month)::date;
     name  text := format('audit_log_%s', to_char(first, 'YYYY_MM'));
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('audit_log_ensure_month'));
     IF to_regclass(name) IS NOT NULL THEN
         RETURN true;
     END IF;
@@ -54,11 +59,17 @@ BEGIN
                WHERE event_time >= first AND event_time < first + interval '1 month') THEN
         RETURN false;
     END IF;
-    EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)',
-                   name, first::timestamptz, (first + interval '1 month')::timestamptz);
-    -- A partition created later does not get the parent's TRUNCATE trigger: give it its own.
-    EXECUTE format('CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON %I
-                    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()', name);
+    SET LOCAL lock_timeout = '2s';
+    BEGIN
+        EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)',
+                       name, first::timestamptz, (first + interval '1 month')::timestamptz);
+        -- A partition created later does not get the parent's TRUNCATE trigger: give it its own.
+        EXECUTE format('CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON %I
+                        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()', name);
+    EXCEPTION
+        WHEN duplicate_table THEN RETURN true;
+        WHEN lock_not_available THEN RETURN false;
+    END;
     RETURN true;
 END;
 $$;

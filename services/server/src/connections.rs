@@ -20,8 +20,8 @@ use tonic::transport::server::Connected;
 
 use crate::tls::ServerTls;
 
-/// Connections finished with their TLS handshake and not yet taken by the server: a few, so accepting waits for
-/// the server rather than piling up sockets.
+/// Connections accepted (and, over TLS, through their handshake) not yet taken by the server: a few. Plaintext
+/// accepts wait for the server beyond it; TLS handshakes are bounded by the connection permits instead.
 const READY_QUEUE: usize = 64;
 
 /// Connections accepted from `listener`, each holding one of `max` permits until it closes; over TLS when `tls` is
@@ -140,6 +140,24 @@ impl AsyncWrite for Connection {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 

@@ -17,6 +17,9 @@ use crate::config::TlsConfig;
 pub struct ServerTls {
     files: TlsConfig,
     current: RwLock<Arc<rustls::ServerConfig>>,
+    /// The files' bytes the configuration in use was built from: a reload that finds them unchanged keeps it
+    /// (and its session cache).
+    read: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl ServerTls {
@@ -24,6 +27,7 @@ impl ServerTls {
     pub fn load(files: &TlsConfig) -> anyhow::Result<Self> {
         Ok(Self {
             current: RwLock::new(Arc::new(build(files)?)),
+            read: std::sync::Mutex::new(contents(files)),
             files: files.clone(),
         })
     }
@@ -38,15 +42,38 @@ impl ServerTls {
         )
     }
 
-    /// Reads the files again; the configuration in use stays if they do not make a valid one.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    /// Reads the files again: `Ok(true)` when they changed and now serve; the configuration in use stays if they
+    /// are unchanged or do not make a valid one.
+    pub fn reload(&self) -> anyhow::Result<bool> {
+        let now = contents(&self.files);
+        let mut read = self
+            .read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *read == now {
+            return Ok(false);
+        }
         let fresh = Arc::new(build(&self.files)?);
         *self
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-        Ok(())
+        *read = now;
+        Ok(true)
     }
+}
+
+/// The bytes of the certificate, key and client CA files (empty for one that cannot be read).
+fn contents(files: &TlsConfig) -> Vec<Vec<u8>> {
+    [
+        Some(&files.cert_file),
+        Some(&files.key_file),
+        files.client_ca_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|path| std::fs::read(path).unwrap_or_default())
+    .collect()
 }
 
 fn build(files: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
@@ -115,7 +142,11 @@ pub async fn reload_periodically(
             () = shutdown.cancelled() => return,
         };
         match tls.reload() {
-            Ok(()) => tracing::debug!(why, "TLS files read"),
+            Ok(true) => tracing::info!(
+                why,
+                "TLS files changed: new connections get the new certificate"
+            ),
+            Ok(false) => tracing::debug!(why, "TLS files unchanged"),
             Err(error) => {
                 tracing::warn!(
                     why,

@@ -32,9 +32,6 @@ pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryR
 pub use rate_slots::RateSlotRepository;
 pub use scans::{ScanRepository, TargetOutcome};
 
-/// The schema migrations, embedded in the binary from the top-level `migrations/` folder.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
-
 /// How the pool connects; built from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -54,8 +51,13 @@ pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPoo
 }
 
 /// Applies every pending migration. Safe to run from several replicas at once (sqlx takes an advisory lock).
+/// Migrations the database has but this binary does not know are left alone: during a rolling upgrade (or after
+/// a rollback) an older replica that restarts starts against the newer, additive schema instead of refusing.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
+    // The schema migrations, embedded in the binary from the top-level `migrations/` folder.
+    let mut migrator = sqlx::migrate!("../../migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.map_err(StoreError::Migrate)
 }
 
 /// Every repository over one pool.

@@ -105,12 +105,17 @@ struct JwtVerifier {
 /// so made-up key ids cannot make every call read a file.
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(10);
 
-/// Reads and parses a JWKS file. Errors name the file, never a key.
+/// Reads and parses a JWKS file. Errors name the file, never a key. An empty set is refused: a sidecar writing
+/// `{"keys": []}` during an identity provider's outage must not lock out every JWT caller.
 fn read_jwks(path: &Path) -> Result<JwkSet, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the JWKS file {}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("the JWKS file {} is not a key set: {e}", path.display()))
+    let keys: JwkSet = serde_json::from_str(&text)
+        .map_err(|e| format!("the JWKS file {} is not a key set: {e}", path.display()))?;
+    if keys.keys.is_empty() {
+        return Err(format!("the JWKS file {} holds no key", path.display()));
+    }
+    Ok(keys)
 }
 
 /// Asymmetric algorithms only: a key set file is public, so an HMAC key in it would let anyone sign.
