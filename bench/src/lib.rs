@@ -124,6 +124,20 @@ impl BenchServer {
     }
 }
 
+/// The `tablecrypt-server` binary next to this benchmark's (`target/<profile>/tablecrypt-server`).
+pub fn server_binary() -> anyhow::Result<std::path::PathBuf> {
+    let binary = std::env::current_exe()?
+        .parent()
+        .context("the benchmark's directory")?
+        .join("tablecrypt-server");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: cargo build --release -p tablecrypt-server",
+        binary.display()
+    );
+    Ok(binary)
+}
+
 /// A `tablecrypt-server` worker process (`role = 'worker'`), for benchmarks that kill workers with SIGKILL.
 pub struct WorkerProcess {
     binary: std::path::PathBuf,
@@ -135,15 +149,7 @@ impl WorkerProcess {
     /// Starts the server binary next to this benchmark's (`target/<profile>/tablecrypt-server`) as a worker with
     /// `toml`, on a free port; `name` names its configuration file.
     pub fn start(name: &str, toml: &str) -> anyhow::Result<Self> {
-        let binary = std::env::current_exe()?
-            .parent()
-            .context("the benchmark's directory")?
-            .join("tablecrypt-server");
-        anyhow::ensure!(
-            binary.exists(),
-            "{} is missing: cargo build --release -p tablecrypt-server",
-            binary.display()
-        );
+        let binary = server_binary()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use fleet_emulator::{Emulator, FleetSpec};
-use tablecrypt_bench::{BenchDatabase, http};
+use tablecrypt_bench::{BenchDatabase, http, server_binary};
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_proto::v1::table_encryption_client::TableEncryptionClient;
 use tonic::transport::Channel;
@@ -95,15 +95,7 @@ fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
 }
 
 async fn start_server(database_url: &str, emulator: &str) -> anyhow::Result<Server> {
-    let binary = std::env::current_exe()?
-        .parent()
-        .context("the benchmark's directory")?
-        .join("tablecrypt-server");
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: cargo build --release -p tablecrypt-server",
-        binary.display()
-    );
+    let binary = server_binary()?;
     let (addr, metrics) = (free_addr()?, free_addr()?);
     let mut toml = format!(
         "insecure = true\nlisten_addr = '{addr}'\nmetrics_addr = '{metrics}'\ndatabase_url = '{database_url}'\n\

@@ -5,6 +5,7 @@
 pub mod config;
 mod connections;
 pub mod metrics;
+mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -84,35 +84,6 @@ async fn ensure_audit_partitions(store: Store, shutdown: CancellationToken) {
     }
 }
 
-/// Reads the JWKS file again every `interval` and on SIGHUP, until `shutdown`: an identity provider's key rotation
-/// reaches the server without a restart. A file that cannot be read or parsed keeps the keys in use (a warning).
-async fn reload_jwks(
-    authenticator: Authenticator,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let why = tokio::select! {
-            () = tokio::time::sleep(interval) => "periodic",
-            Some(()) = async {
-                match hangups.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => "SIGHUP",
-            () = shutdown.cancelled() => return,
-        };
-        match authenticator.reload_jwks() {
-            Ok(true) => tracing::info!(why, "JWKS file reloaded: the keys changed"),
-            Ok(false) => tracing::debug!(why, "JWKS file read: no change"),
-            Err(error) => {
-                tracing::warn!(why, %error, "JWKS file not reloaded; the keys in use stay")
-            }
-        }
-    }
-}
-
 /// Connections the plaintext health listener keeps open: probes open one or two at a time.
 const HEALTH_MAX_CONNECTIONS: usize = 64;
 /// After a connection's maximum age, how long its calls in flight (a watch, an export) may take to finish before
@@ -225,10 +196,13 @@ pub async fn run(
     let authenticator = Authenticator::new(&auth_settings)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     if auth_settings.jwt.is_some() {
-        tokio::spawn(reload_jwks(
-            authenticator.clone(),
+        // An identity provider's key rotation reaches the server without a restart.
+        let keys = authenticator.clone();
+        tasks.spawn(crate::reload::periodically(
+            "JWKS",
             config.jwks_reload_interval,
             shutdown.clone(),
+            move || keys.reload_jwks(),
         ));
     }
     let auth = AuthLayer::new(
@@ -361,10 +335,12 @@ pub async fn run(
         None => None,
         Some(files) => {
             let tls = Arc::new(crate::tls::ServerTls::load(files)?);
-            tasks.spawn(crate::tls::reload_periodically(
-                tls.clone(),
+            let files = tls.clone();
+            tasks.spawn(crate::reload::periodically(
+                "TLS",
                 config.tls_reload_interval,
                 shutdown.clone(),
+                move || files.reload().map_err(|e| format!("{e:#}")),
             ));
             Some(tls)
         }

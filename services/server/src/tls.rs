@@ -4,12 +4,10 @@
 //! one in use (a warning); connections already open keep theirs.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsConfig;
 
@@ -121,39 +119,4 @@ fn build(files: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
         .context("the TLS certificate and key do not match")?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// Reloads `tls` every `interval` and on SIGHUP, until `shutdown`.
-pub async fn reload_periodically(
-    tls: Arc<ServerTls>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let why = tokio::select! {
-            () = tokio::time::sleep(interval) => "periodic",
-            Some(()) = async {
-                match hangups.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => "SIGHUP",
-            () = shutdown.cancelled() => return,
-        };
-        match tls.reload() {
-            Ok(true) => tracing::info!(
-                why,
-                "TLS files changed: new connections get the new certificate"
-            ),
-            Ok(false) => tracing::debug!(why, "TLS files unchanged"),
-            Err(error) => {
-                tracing::warn!(
-                    why,
-                    error = format!("{error:#}"),
-                    "TLS files not reloaded; the configuration in use stays"
-                );
-            }
-        }
-    }
 }
