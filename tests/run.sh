@@ -23,6 +23,9 @@ buf lint
 log "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
+log "one HTTP stack and one TLS implementation (cargo tree)"
+bash tests/smoke/one-http-stack.sh
+
 log "grpcurl smoke test"
 bash tests/smoke/grpcurl.sh
 
