@@ -99,7 +99,17 @@ impl TestApp {
 
     /// Starts the server against the database at `url` on port 0, with extra TOML configuration lines.
     pub async fn spawn_on(url: &str, extra_toml: &str) -> anyhow::Result<Self> {
-        Self::spawn_inner(url, extra_toml, None).await
+        Self::spawn_inner(url, extra_toml, None, |_| {}).await
+    }
+
+    /// Starts the server against the database at `url` with extra TOML lines, then `edit` on the parsed
+    /// configuration (for what no file sets, like the schema version the binary knows).
+    pub async fn spawn_edited(
+        url: &str,
+        extra_toml: &str,
+        edit: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        Self::spawn_inner(url, extra_toml, None, edit).await
     }
 
     /// Starts a server whose configuration (`extra_toml`) has `[tls]`; the client connects with `tls`.
@@ -108,13 +118,14 @@ impl TestApp {
         extra_toml: &str,
         tls: tonic::transport::ClientTlsConfig,
     ) -> anyhow::Result<Self> {
-        Self::spawn_inner(url, extra_toml, Some(tls)).await
+        Self::spawn_inner(url, extra_toml, Some(tls), |_| {}).await
     }
 
     async fn spawn_inner(
         url: &str,
         extra_toml: &str,
         tls: Option<tonic::transport::ClientTlsConfig>,
+        edit: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
         // Development mode (plaintext, the caller named by a header) unless the test configures security itself.
         let insecure = if extra_toml.contains("insecure") {
@@ -122,9 +133,10 @@ impl TestApp {
         } else {
             "insecure = true"
         };
-        let config = Config::from_toml(&format!(
+        let mut config = Config::from_toml(&format!(
             "{insecure}\ndatabase_url = '{url}'\nlog_format = 'pretty'\nshutdown_grace_period = '3s'\n{extra_toml}"
         ))?;
+        edit(&mut config);
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let metrics = TcpListener::bind("127.0.0.1:0").await?;
         let addr = grpc.local_addr()?;

@@ -56,7 +56,8 @@ impl From<StoreError> for ApiError {
             error @ (StoreError::Corrupt { .. }
             | StoreError::LeaseLost { .. }
             | StoreError::Database(_)
-            | StoreError::Migrate(_)) => Self::Internal(error),
+            | StoreError::Migrate(_)
+            | StoreError::SchemaAhead { .. }) => Self::Internal(error),
         }
     }
 }

@@ -16,4 +16,4 @@ pub use metrics::EngineMetrics;
 pub use planner::{MAX_ITEMS, PlanError, Planner, RollbackRow, Target, Targets};
 pub use scanner::{DescribeLimiter, InventoryScanner, ScanSettings, ScanTarget};
 pub use tablecrypt_core::change::{PlannedItem, ReplicaPlan, summarize};
-pub use worker::{WorkerSettings, Workers};
+pub use worker::{SchemaFence, WorkerSettings, Workers};

@@ -167,6 +167,7 @@ pub async fn run(
     let registry = prometheus::Registry::new();
     let grpc_metrics =
         GrpcMetrics::register(&registry).context("failed to register gRPC metrics")?;
+    let mut schema_fence = None;
     if config.role.runs_workers() {
         let metrics =
             EngineMetrics::register(&registry).context("failed to register engine metrics")?;
@@ -176,6 +177,7 @@ pub async fn run(
             worker_settings(&config),
             metrics,
         );
+        schema_fence = Some(workers.schema_fence());
         tasks.spawn(workers.run(tasks.clone(), shutdown.clone()));
     }
     let changes = ChangeRequests::new(
@@ -248,6 +250,13 @@ pub async fn run(
         health
             .set_serving::<TableEncryptionServer<TableEncryptionService>>()
             .await;
+    }
+    if let Some(fence) = schema_fence {
+        tasks.spawn(report_worker_health(
+            fence,
+            health.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -388,6 +397,33 @@ pub async fn run(
     Ok(())
 }
 
+/// The health service name of this replica's change workers: SERVING while they claim, NOT_SERVING while a newer
+/// database schema fences them off (a rolling upgrade: replace this replica). The API's own status is separate.
+pub const WORKER_HEALTH_NAME: &str = "tablecrypt.worker";
+
+/// Keeps [`WORKER_HEALTH_NAME`] in step with the workers' schema fence until `shutdown`.
+async fn report_worker_health(
+    mut fence: tokio::sync::watch::Receiver<Option<tablecrypt_engine::SchemaFence>>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let status = if fence.borrow_and_update().is_some() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(WORKER_HEALTH_NAME, status).await;
+        tokio::select! {
+            changed = fence.changed() => if changed.is_err() { break },
+            () = shutdown.cancelled() => break,
+        }
+    }
+    health
+        .set_service_status(WORKER_HEALTH_NAME, ServingStatus::NotServing)
+        .await;
+}
+
 fn worker_settings(config: &Config) -> WorkerSettings {
     WorkerSettings {
         lease: config.worker_lease,
@@ -402,6 +438,7 @@ fn worker_settings(config: &Config) -> WorkerSettings {
         retry_initial: config.worker_retry_initial,
         retry_max: config.worker_retry_max,
         settle_timeout: config.worker_settle_timeout,
+        known_schema: config.known_schema_version,
     }
 }
 

@@ -37,6 +37,12 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database's schema is newer than this binary knows (a rolling upgrade under way): claim nothing.
+    #[error(
+        "the database schema (migration {database}) is newer than this binary knows (migration {binary}); \
+         upgrade this replica"
+    )]
+    SchemaAhead { database: i64, binary: i64 },
 }
 
 impl From<sqlx::Error> for StoreError {

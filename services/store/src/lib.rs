@@ -12,6 +12,7 @@ pub mod history;
 pub mod inventory;
 pub mod rate_slots;
 pub mod scans;
+pub mod schema;
 mod selector;
 mod targets;
 
@@ -51,13 +52,12 @@ pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPoo
 }
 
 /// Applies every pending migration. Safe to run from several replicas at once (sqlx takes an advisory lock).
-/// Migrations the database has but this binary does not know are left alone: during a rolling upgrade (or after
-/// a rollback) an older replica that restarts starts against the newer, additive schema instead of refusing.
+/// Migrations the database has but this binary does not know are left alone (see [`schema`]).
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    // The schema migrations, embedded in the binary from the top-level `migrations/` folder.
-    let mut migrator = sqlx::migrate!("../../migrations");
-    migrator.set_ignore_missing(true);
-    migrator.run(pool).await.map_err(StoreError::Migrate)
+    schema::migrator()
+        .run(pool)
+        .await
+        .map_err(StoreError::Migrate)
 }
 
 /// Every repository over one pool.

@@ -40,38 +40,6 @@ async fn update_seconds(s: &Setup, seconds: f64) {
     .await;
 }
 
-/// Exactly one accepted UpdateTable per bulk table (from the emulator's log), one history row each, every one on
-/// key B as DynamoDB reports it.
-async fn assert_each_table_switched_and_recorded_once(s: &Setup, id: &str) {
-    let done = wait_terminal(&s.app, id).await;
-    assert_eq!(
-        done.state(),
-        pb::ChangeRequestState::Succeeded,
-        "{:#?}",
-        items(&s.app, id).await
-    );
-    let sent = updates_sent(&s.emulator).await;
-    assert_eq!(sent.len(), BULK, "{sent:?}");
-    assert!(
-        sent.values().all(|n| *n == 1),
-        "a table switched twice: {sent:?}"
-    );
-    let rows = history(&s.app, history_of(id)).await;
-    let mut per_table: BTreeMap<String, usize> = BTreeMap::new();
-    for row in &rows {
-        *per_table.entry(row.table_name.clone()).or_default() += 1;
-    }
-    assert_eq!(
-        per_table.len(),
-        BULK,
-        "a switch without a history row: {per_table:?}"
-    );
-    assert!(per_table.values().all(|n| *n == 1), "{per_table:?}");
-    for table in per_table.keys() {
-        assert_eq!(live_key(&s.app, PAYMENTS, table).await, payments_key(KEY_B));
-    }
-}
-
 /// Heartbeats refused for three leases while items wait for their rate slots and polls: the process must not
 /// take its own items again (two tasks on one item sent a second UpdateTable, took AWS's ResourceInUse for a
 /// refusal and ended the item SKIPPED with no history row).

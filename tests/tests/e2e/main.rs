@@ -20,6 +20,7 @@ mod database_tls;
 mod inventory;
 mod moto;
 mod rate_slots;
+mod rolling_upgrade;
 mod scan_replicas;
 mod security;
 mod server;

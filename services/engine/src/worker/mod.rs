@@ -87,6 +87,18 @@ pub struct WorkerSettings {
     /// How long a sent UpdateTable may take to show before the item sends it again (which spends one of the
     /// table's switches on AWS). AWS shows the old key, ACTIVE, for the first seconds of a change.
     pub settle_timeout: Duration,
+    /// The newest schema migration this binary knows (`tablecrypt_store::schema::known_version`): while the
+    /// database has a newer one (a rolling upgrade), this worker claims nothing.
+    pub known_schema: i64,
+}
+
+/// Why a worker claims nothing: the database's schema is newer than its binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaFence {
+    /// The newest migration applied to the database.
+    pub database: i64,
+    /// The newest migration this binary knows.
+    pub binary: i64,
 }
 
 /// The worker pool of one process.
@@ -109,6 +121,8 @@ struct Inner {
     held: std::sync::Mutex<HashMap<i64, Held>>,
     /// One queue per set of rate-limited scopes: this process's tasks take turns asking the database for slots.
     slot_queues: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Set while the database's schema is newer than this binary: read by the server's health reporting.
+    schema_fence: tokio::sync::watch::Sender<Option<SchemaFence>>,
     metrics: EngineMetrics,
 }
 
@@ -174,9 +188,15 @@ impl Workers {
                 accounts: Mutex::new(HashMap::new()),
                 held: std::sync::Mutex::new(HashMap::new()),
                 slot_queues: std::sync::Mutex::new(HashMap::new()),
+                schema_fence: tokio::sync::watch::Sender::new(None),
                 metrics,
             }),
         }
+    }
+
+    /// Whether this worker is fenced off by a newer schema, now and as it changes.
+    pub fn schema_fence(&self) -> tokio::sync::watch::Receiver<Option<SchemaFence>> {
+        self.inner.schema_fence.subscribe()
     }
 
     /// Runs the claim loop and the heartbeat until `shutdown`; items in progress are tracked by `tracker` and
@@ -204,10 +224,19 @@ impl Workers {
                         i64::from(self.inner.settings.max_in_flight),
                         available.min(CLAIM_BATCH) as i64,
                         &self.inner.held_items(),
+                        self.inner.settings.known_schema,
                     )
                     .await
                 {
-                    Ok(claimed) => claimed,
+                    Ok(claimed) => {
+                        self.inner.set_schema_fence(None);
+                        claimed
+                    }
+                    Err(StoreError::SchemaAhead { database, binary }) => {
+                        self.inner
+                            .set_schema_fence(Some(SchemaFence { database, binary }));
+                        Vec::new()
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "claiming change items failed; retrying");
                         Vec::new()
@@ -249,6 +278,31 @@ impl Workers {
 }
 
 impl Inner {
+    /// Records whether the schema fences this worker off, saying so once each time it changes. Items this
+    /// worker already holds finish (they were claimed under the schema they were written with).
+    fn set_schema_fence(&self, fence: Option<SchemaFence>) {
+        self.schema_fence.send_if_modified(|current| {
+            if *current == fence {
+                return false;
+            }
+            match fence {
+                Some(SchemaFence { database, binary }) => tracing::warn!(
+                    database_schema = database,
+                    binary_schema = binary,
+                    "the database schema is newer than this binary knows: this worker claims no change items \
+                     until it is upgraded (a rolling upgrade in progress?); health reports tablecrypt.worker \
+                     NOT_SERVING"
+                ),
+                None if current.is_some() => {
+                    tracing::info!("the database schema is one this binary knows again: claiming change items");
+                }
+                None => {}
+            }
+            *current = fence;
+            true
+        });
+    }
+
     /// Renews leases every third of a lease, on its own: the sweep and the gauges run beside it, so they can
     /// never delay a renewal past the lease.
     async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {

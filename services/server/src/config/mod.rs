@@ -214,6 +214,10 @@ pub struct Config {
     /// connection is held for ever; "off" keeps connections (`TABLECRYPT_MAX_CONNECTION_AGE`).
     #[serde(deserialize_with = "optional_duration")]
     pub max_connection_age: Option<Duration>,
+    /// Not a setting (no file or variable sets it): the newest schema migration this binary knows, which its
+    /// workers compare with the database's before claiming. A test sets it to stand in for a newer binary.
+    #[serde(skip)]
+    pub known_schema_version: i64,
 }
 
 /// The server's certificate and key (PEM), and optionally the CA that client certificates must chain to.
@@ -359,6 +363,7 @@ impl Default for Config {
             http2_keepalive_interval: seconds(30),
             http2_keepalive_timeout: seconds(10),
             max_connection_age: Some(seconds(3600)),
+            known_schema_version: tablecrypt_store::schema::known_version(),
         }
     }
 }

@@ -24,7 +24,8 @@ impl ChangeItemRepository {
     /// updating per account-region (and each request's own cap), never one of `held` (items this process's tasks
     /// still work on, whatever their lease says). Each claim takes a new lease token. PENDING and DEFERRED items
     /// become APPLYING; reclaimed items keep their state (and `apply_time`, which tells the worker to look before
-    /// acting).
+    /// acting). Claims nothing, with `StoreError::SchemaAhead`, while the database has a migration newer than
+    /// `known_schema`, the claiming binary's (see [`crate::schema`]).
     #[tracing::instrument(skip(self, held), fields(held = held.len()), err(level = "debug"))]
     pub async fn claim(
         &self,
@@ -33,15 +34,24 @@ impl ChangeItemRepository {
         max_in_flight: i64,
         limit: i64,
         held: &[i64],
+        known_schema: i64,
     ) -> Result<Vec<ClaimedItem>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
-        let ids: Vec<i64> =
-            sqlx::query_file_scalar!("queries/claim_change_items.sql", max_in_flight, limit, held)
-                .fetch_all(&mut *tx)
-                .await?;
+        // Says why nothing is claimed; the claim query checks again in its own snapshot (a migration may commit
+        // between the two statements).
+        crate::schema::fence(&mut *tx, known_schema).await?;
+        let ids: Vec<i64> = sqlx::query_file_scalar!(
+            "queries/claim_change_items.sql",
+            max_in_flight,
+            limit,
+            held,
+            known_schema
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         if ids.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
