@@ -36,7 +36,10 @@ actions = {s["Action"] for s in hub["Statement"]}
 assert actions == {"sts:AssumeRole"}, f"the hub role may only assume roles, not {actions}"
 trust = json.load(open("deploy/iam/hub-role-trust-policy.json"))
 assert trust["Statement"][0]["Action"] == "sts:AssumeRoleWithWebIdentity"
-print("deploy: IAM policies parse; the hub role can only sts:AssumeRole")
+rds = json.load(open("deploy/iam/hub-role-rds-connect-policy.json"))
+assert [s["Action"] for s in rds["Statement"]] == ["rds-db:connect"], rds
+assert all(":dbuser:" in s["Resource"] for s in rds["Statement"]), "rds-db:connect on one database user only"
+print("deploy: IAM policies parse; the hub role can only sts:AssumeRole (and rds-db:connect as its database user)")
 PY
 
 hadolint deploy/Dockerfile

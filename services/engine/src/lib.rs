@@ -6,6 +6,7 @@ pub mod access;
 mod error;
 pub mod keys;
 mod metrics;
+pub mod notifier;
 pub mod planner;
 pub mod requests;
 mod scanner;
@@ -13,6 +14,7 @@ pub mod worker;
 
 pub use error::EngineError;
 pub use metrics::EngineMetrics;
+pub use notifier::{Notifier, NotifierSettings, Sink};
 pub use planner::{MAX_ITEMS, PlanError, Planner, RollbackRow, Target, Targets};
 pub use scanner::{DescribeLimiter, InventoryScanner, ScanSettings, ScanTarget};
 pub use tablecrypt_core::change::{PlannedItem, ReplicaPlan, summarize};

@@ -5,6 +5,7 @@
 pub mod config;
 mod connections;
 pub mod metrics;
+pub mod rds_auth;
 mod reload;
 pub mod server;
 pub mod shutdown;

@@ -100,8 +100,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init(config.log_format, &config.log_filter)?;
-            let pool = server::open_store(&config).await?;
-            pool.close().await;
+            let database = server::open_store(&config).await?;
+            database.pool.close().await;
             tracing::info!("migrations applied");
             Ok(())
         }

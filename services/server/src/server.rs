@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tablecrypt_api::auth::{AuthLayer, AuthLimits, Authenticator};
 use tablecrypt_api::{ChangeRequests, ChangeSettings, TableEncryptionService};
-use tablecrypt_engine::{EngineMetrics, InventoryScanner, ScanSettings, WorkerSettings, Workers};
+use tablecrypt_engine::{
+    EngineMetrics, InventoryScanner, Notifier, ScanSettings, WorkerSettings, Workers,
+};
 use tablecrypt_fleet::{Fleet, FleetSettings};
 use tablecrypt_proto::v1::table_encryption_server::TableEncryptionServer;
 use tablecrypt_store::{PoolSettings, Store};
@@ -17,6 +19,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::metrics::{self, GrpcMetrics, GrpcMetricsLayer};
+use crate::rds_auth::RdsAuth;
 
 /// The sockets to serve on, bound by the caller (the binary from config, tests on port 0).
 pub struct Listeners {
@@ -90,8 +93,66 @@ const HEALTH_MAX_CONNECTIONS: usize = 64;
 /// it is closed anyway; watches reconnect.
 const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(600);
 
+/// The database pool, and with IAM authentication what keeps its password a fresh token.
+pub struct Database {
+    pub pool: sqlx::PgPool,
+    iam: Option<(sqlx::postgres::PgConnectOptions, RdsAuth, Duration)>,
+}
+
+impl Database {
+    /// Keeps the IAM auth token fresh until `shutdown` (nothing to do without IAM authentication).
+    pub fn keep_token_fresh(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
+        if let Some((options, auth, every)) = self.iam.clone() {
+            tasks.spawn(crate::rds_auth::keep_fresh(
+                self.pool.clone(),
+                options,
+                auth,
+                every,
+                shutdown,
+            ));
+        }
+    }
+}
+
+/// How IAM authentication signs for `options`: the region from the configuration, the RDS endpoint's name or the
+/// SDK's region chain, and the SDK's default credentials (IRSA, instance role, environment).
+async fn rds_auth(
+    config: &Config,
+    options: &sqlx::postgres::PgConnectOptions,
+) -> anyhow::Result<RdsAuth> {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let region = config
+        .database_iam_region
+        .clone()
+        .or_else(|| RdsAuth::region_of_endpoint(options.get_host()))
+        .or_else(|| sdk.region().map(ToString::to_string))
+        .context(
+            "database_iam_auth: no region for the token; set database_iam_region (or AWS_REGION)",
+        )?;
+    let credentials = sdk.credentials_provider().context(
+        "database_iam_auth: no AWS credentials provider (the default chain found nothing to use)",
+    )?;
+    Ok(RdsAuth::new(options, region, credentials))
+}
+
 /// Opens the pool and applies migrations. Used by `serve` and by the `migrate` subcommand.
-pub async fn open_store(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+pub async fn open_store(config: &Config) -> anyhow::Result<Database> {
+    let database = connect(config).await?;
+    if let Err(error) = tablecrypt_store::migrate(&database.pool).await {
+        let error = anyhow::Error::from(error);
+        let hint = tls_hint(&format!("{error:#}"), config.database()?.sslmode);
+        return Err(error.context(format!(
+            "failed to apply database migrations to {:?}{hint}",
+            config.database_url
+        )));
+    }
+    Ok(database)
+}
+
+/// Opens the pool (lazily: no connection is made yet), signing the first IAM auth token if configured.
+pub async fn connect(config: &Config) -> anyhow::Result<Database> {
     let settings = PoolSettings {
         max_connections: config.database_max_connections.get(),
         acquire_timeout: config.database_acquire_timeout,
@@ -100,16 +161,20 @@ pub async fn open_store(config: &Config) -> anyhow::Result<sqlx::PgPool> {
     for warning in &database.warnings {
         tracing::warn!("{warning}");
     }
-    let pool = tablecrypt_store::connect_lazy(database.options, &settings);
-    if let Err(error) = tablecrypt_store::migrate(&pool).await {
-        let error = anyhow::Error::from(error);
-        let hint = tls_hint(&format!("{error:#}"), database.sslmode);
-        return Err(error.context(format!(
-            "failed to apply database migrations to {:?}{hint}",
-            config.database_url
-        )));
+    let mut options = database.options;
+    let mut iam = None;
+    if config.database_iam_auth {
+        let auth = rds_auth(config, &options).await?;
+        let token = auth
+            .token()
+            .await
+            .context("database_iam_auth: signing the first auth token failed")?;
+        iam = Some((options.clone(), auth, config.database_iam_token_refresh));
+        options = options.password(&token);
+        tracing::info!("authenticating to the database with IAM auth tokens");
     }
-    Ok(pool)
+    let pool = tablecrypt_store::connect_lazy(options, &settings);
+    Ok(Database { pool, iam })
 }
 
 /// What a TLS failure reaching the database means, in the settings' words (rustls names only the check).
@@ -145,11 +210,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = open_store(&config).await?;
+    let database = open_store(&config).await?;
+    let pool = database.pool.clone();
     let store = Store::new(pool.clone());
     let tasks = TaskTracker::new();
+    database.keep_token_fresh(&tasks, shutdown.clone());
     let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
     tasks.spawn(ensure_audit_partitions(store.clone(), shutdown.clone()));
+    // Every replica routes and delivers notifications (with no sinks it only marks events routed).
+    let notifier = Notifier::new(store.clone(), config.notifier_settings()?)
+        .context("failed to build the notification HTTP client")?;
+    tasks.spawn(notifier.run(shutdown.clone()));
     let scanner = InventoryScanner::new(
         store.clone(),
         fleet.clone(),

@@ -10,6 +10,7 @@ pub mod change_requests;
 pub mod error;
 pub mod history;
 pub mod inventory;
+pub mod notifications;
 pub mod rate_slots;
 pub mod scans;
 pub mod schema;
@@ -30,6 +31,7 @@ pub use change_requests::{ChangeRequestRepository, RequestCursor};
 pub use error::StoreError;
 pub use history::{HistoryFilter, HistoryRepository, RecentSwitches, TableKey};
 pub use inventory::{InventoryCursor, InventoryEntry, InventoryFilter, InventoryRepository};
+pub use notifications::{DueDelivery, NotificationRepository, UnroutedEvent};
 pub use rate_slots::RateSlotRepository;
 pub use scans::{ScanRepository, TargetOutcome};
 
@@ -71,6 +73,7 @@ pub struct Store {
     pub change_items: ChangeItemRepository,
     pub history: HistoryRepository,
     pub rate_slots: RateSlotRepository,
+    pub notifications: NotificationRepository,
 }
 
 impl Store {
@@ -83,6 +86,7 @@ impl Store {
             change_requests: ChangeRequestRepository::new(pool.clone()),
             change_items: ChangeItemRepository::new(pool.clone()),
             history: HistoryRepository::new(pool.clone()),
+            notifications: NotificationRepository::new(pool.clone()),
             rate_slots: RateSlotRepository::new(pool),
         }
     }

@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-/// libpq's `sslmode` values, with libpq's meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// libpq's `sslmode` values, with libpq's meanings, ordered from least to most protection (`>= Require` always encrypts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatabaseSslMode {
     /// Plaintext only.
@@ -216,6 +216,16 @@ impl DatabaseUrl {
     /// The URL with its password, for handing to a child process; never log it.
     pub fn expose(&self) -> &str {
         self.url.expose_secret()
+    }
+
+    /// Whether the URL carries a password (`user:password@`).
+    pub fn has_password(&self) -> bool {
+        let url = self.url.expose_secret();
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
     }
 }
 

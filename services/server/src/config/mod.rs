@@ -73,6 +73,18 @@ pub struct Config {
     /// (`TABLECRYPT_DATABASE_SSLCERT`), with its key (`TABLECRYPT_DATABASE_SSLKEY`).
     pub database_sslcert: Option<PathBuf>,
     pub database_sslkey: Option<PathBuf>,
+    /// Authenticate to RDS or Aurora PostgreSQL with IAM (`TABLECRYPT_DATABASE_IAM_AUTH`): the password is an auth
+    /// token signed with the server's AWS credentials (the user is DATABASE_URL's, which has no password), made
+    /// again every `database_iam_token_refresh`. Needs `database_sslmode` require or stricter, and
+    /// `rds-db:connect` (deploy/iam/hub-role-rds-connect-policy.json).
+    pub database_iam_auth: bool,
+    /// The database's region for IAM tokens (`TABLECRYPT_DATABASE_IAM_REGION`); unset: from the RDS endpoint's
+    /// name, else the AWS SDK's region (AWS_REGION).
+    pub database_iam_region: Option<String>,
+    /// How often a new IAM auth token is made for the connections opened next; tokens last 15 minutes
+    /// (`TABLECRYPT_DATABASE_IAM_TOKEN_REFRESH`).
+    #[serde(with = "humantime_serde")]
+    pub database_iam_token_refresh: Duration,
     /// Most Postgres connections this process opens (`TABLECRYPT_DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: NonZeroU32,
     /// How long a query waits for a connection before failing with UNAVAILABLE
@@ -214,6 +226,21 @@ pub struct Config {
     /// connection is held for ever; "off" keeps connections (`TABLECRYPT_MAX_CONNECTION_AGE`).
     #[serde(deserialize_with = "optional_duration")]
     pub max_connection_age: Option<Duration>,
+    /// Webhooks told when a change request waits for approval, pauses, fails or succeeds
+    /// (`[[notifications]]`: name, url or url_file, format, events, selector).
+    pub notifications: Vec<notifications::NotificationConfig>,
+    /// The longest one notification POST may take (`TABLECRYPT_NOTIFICATION_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub notification_timeout: Duration,
+    /// The wait after a failed delivery, doubled per failure up to `notification_retry_max`
+    /// (`TABLECRYPT_NOTIFICATION_RETRY_INITIAL`, `TABLECRYPT_NOTIFICATION_RETRY_MAX`).
+    #[serde(with = "humantime_serde")]
+    pub notification_retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub notification_retry_max: Duration,
+    /// Attempts before a delivery is given up and the giving up audited
+    /// (`TABLECRYPT_NOTIFICATION_MAX_ATTEMPTS`).
+    pub notification_max_attempts: NonZeroU32,
     /// Not a setting (no file or variable sets it): the newest schema migration this binary knows, which its
     /// workers compare with the database's before claiming. A test sets it to stand in for a newer binary.
     #[serde(skip)]
@@ -292,6 +319,11 @@ impl Default for Config {
             database_sslrootcert: None,
             database_sslcert: None,
             database_sslkey: None,
+            database_iam_auth: false,
+            database_iam_region: None,
+            // Two thirds of a token's 15 minutes: a refresh that fails is retried every 30 s for five minutes
+            // before new connections would carry an expired token.
+            database_iam_token_refresh: seconds(600),
             database_max_connections: NonZeroU32::new(10).expect("non-zero"),
             database_acquire_timeout: seconds(5),
             log_format: LogFormat::Json,
@@ -363,6 +395,18 @@ impl Default for Config {
             http2_keepalive_interval: seconds(30),
             http2_keepalive_timeout: seconds(10),
             max_connection_age: Some(seconds(3600)),
+            notifications: Vec::new(),
+            // A chat or paging endpoint answers in well under a second; 10 s rides out a slow one without
+            // holding a delivery's lease for long.
+            notification_timeout: seconds(10),
+            // 5 s, doubling, up to 10 min, 12 attempts: about an hour of an endpoint being down before a
+            // notification is given up (and audited as such).
+            notification_retry_initial: seconds(5),
+            notification_retry_max: seconds(600),
+            notification_max_attempts: NonZeroU32::new(
+                tablecrypt_core::notify::DEFAULT_MAX_ATTEMPTS,
+            )
+            .expect("non-zero"),
             known_schema_version: tablecrypt_store::schema::known_version(),
         }
     }
@@ -487,7 +531,35 @@ impl Config {
                 "invalid configuration: {key} must be above zero"
             );
         }
-        self.database()?;
+        anyhow::ensure!(
+            !self.notification_timeout.is_zero()
+                && !self.notification_retry_initial.is_zero()
+                && self.notification_retry_initial <= self.notification_retry_max,
+            "invalid configuration: notification_timeout and notification_retry_initial must be above zero, and \
+             notification_retry_initial at most notification_retry_max"
+        );
+        self.notifier_settings()?;
+        let database = self.database()?;
+        if self.database_iam_auth {
+            anyhow::ensure!(
+                database.sslmode >= DatabaseSslMode::Require,
+                "invalid configuration: database_iam_auth needs database_sslmode require, verify-ca or \
+                 verify-full (RDS accepts IAM tokens over TLS only, and a token must not cross the network in \
+                 plaintext); it is {}",
+                database.sslmode.as_str()
+            );
+            anyhow::ensure!(
+                !self.database_url.has_password(),
+                "invalid configuration: database_iam_auth signs the password itself: remove the password from \
+                 DATABASE_URL"
+            );
+            anyhow::ensure!(
+                self.database_iam_token_refresh >= Duration::from_secs(1)
+                    && self.database_iam_token_refresh <= Duration::from_secs(840),
+                "invalid configuration: database_iam_token_refresh must be between 1s and 14m (tokens last 15 \
+                 minutes)"
+            );
+        }
         let auth = self.auth_settings()?;
         if !self.insecure {
             anyhow::ensure!(
@@ -502,6 +574,19 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The notification sinks and how they are delivered to, validated.
+    pub fn notifier_settings(&self) -> anyhow::Result<tablecrypt_engine::NotifierSettings> {
+        Ok(tablecrypt_engine::NotifierSettings {
+            sinks: notifications::sinks(&self.notifications)?,
+            // New events are routed within a second: a pause someone must act on is heard at once.
+            interval: Duration::from_secs(1),
+            timeout: self.notification_timeout,
+            retry_initial: self.notification_retry_initial,
+            retry_max: self.notification_retry_max,
+            max_attempts: self.notification_max_attempts.get(),
+        })
     }
 
     /// How to reach the database: the URL with the TLS settings, checked (see [`database::connection`]).
@@ -635,6 +720,7 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(
 }
 
 mod database;
+pub mod notifications;
 pub mod page_tokens;
 #[cfg(test)]
 mod tests;

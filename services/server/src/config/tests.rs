@@ -260,3 +260,98 @@ fn database_tls_files_are_checked_at_start() {
         .to_string();
     assert!(err.contains("database_sslmode"), "{err}");
 }
+
+#[test]
+fn iam_database_auth_needs_tls_and_no_password() {
+    let rds = "database_url = 'postgres://tablecrypt@db.cluster-abc.eu-west-1.rds.amazonaws.com/tablecrypt'";
+    let on = load(&format!(
+        "{rds}\ndatabase_iam_auth = true\ndatabase_sslmode = 'verify-full'"
+    ))
+    .expect("IAM over verified TLS");
+    assert!(on.database_iam_auth);
+    for sslmode in ["disable", "allow", "prefer"] {
+        let err = load(&format!(
+            "{rds}\ndatabase_iam_auth = true\ndatabase_sslmode = '{sslmode}'"
+        ))
+        .expect_err("a token over plaintext")
+        .to_string();
+        assert!(
+            err.contains("database_iam_auth needs database_sslmode"),
+            "{err}"
+        );
+    }
+    // On this machine libpq's default (prefer) may fall back to plaintext: refused with IAM too.
+    let err = load(
+        "database_url = 'postgres://tablecrypt@127.0.0.1/tablecrypt'\ndatabase_iam_auth = true",
+    )
+    .expect_err("prefer on loopback")
+    .to_string();
+    assert!(err.contains("database_sslmode"), "{err}");
+    let err = load(
+        "database_url = 'postgres://tablecrypt:hunter2@db.cluster-abc.eu-west-1.rds.amazonaws.com/tablecrypt'\n\
+         database_iam_auth = true\ndatabase_sslmode = 'require'",
+    )
+    .expect_err("a password beside IAM")
+    .to_string();
+    assert!(err.contains("remove the password"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let err = load(&format!(
+        "{rds}\ndatabase_iam_auth = true\ndatabase_sslmode = 'require'\ndatabase_iam_token_refresh = '15m'"
+    ))
+    .expect_err("a refresh after the token expired")
+    .to_string();
+    assert!(err.contains("database_iam_token_refresh"), "{err}");
+}
+
+#[test]
+fn bad_notification_sinks_are_refused_with_the_entry_named() {
+    let sink = |body: &str| format!("[[notifications]]\nname = 'chat'\n{body}");
+    assert!(load(&sink("url = 'https://hooks.example.com/x'")).is_ok());
+    assert!(load(&sink("url = 'http://127.0.0.1:9000/x'")).is_ok());
+    for (body, want) in [
+        ("url = 'http://hooks.example.com/x'", "notifications[0].url"),
+        ("url = 'ftp://hooks.example.com/x'", "notifications[0].url"),
+        ("url = 'not a url'", "notifications[0].url"),
+        ("", "exactly one of url and url_file"),
+        (
+            "url = 'https://a.example'\nurl_file = '/nonexistent'",
+            "exactly one of url and url_file",
+        ),
+        ("url_file = '/nonexistent/url'", "notifications[0].url_file"),
+        (
+            "url = 'https://a.example'\nevents = ['exploded']",
+            "notifications[0].events",
+        ),
+        (
+            "url = 'https://a.example'\nevents = []",
+            "notifications[0].events",
+        ),
+        (
+            "url = 'https://a.example'\nformat = 'xml'",
+            "notifications[0].format",
+        ),
+        (
+            "url = 'https://a.example'\nselector = '=x'",
+            "notifications[0].selector",
+        ),
+    ] {
+        let err = load(&sink(body)).expect_err(body).to_string();
+        assert!(err.contains(want), "{body}: {err}");
+    }
+    let secret = "https://hooks.slack.com/services/T000/B000/very-secret";
+    let err = load(&sink(&format!("url = '{secret}'\nformat = 'xml'")))
+        .expect_err("bad format")
+        .to_string();
+    assert!(!err.contains("very-secret"), "{err}");
+    let twice = format!(
+        "{}\n{}",
+        sink("url = 'https://a.example'"),
+        sink("url = 'https://b.example'")
+    );
+    let err = load(&twice).expect_err("a name used twice").to_string();
+    assert!(err.contains("notifications[1].name"), "{err}");
+    let err = load("[[notifications]]\nname = 'a b'\nurl = 'https://a.example'")
+        .expect_err("a space in the name")
+        .to_string();
+    assert!(err.contains("notifications[0].name"), "{err}");
+}

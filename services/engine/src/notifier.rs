@@ -1,0 +1,313 @@
+//! Delivers change-request notifications (approval needed, paused, failed, succeeded) to webhooks: routes each
+//! new event of the outbox to the sinks whose events and account selector match, then posts under a lease with
+//! retries, and audits each delivery's end. Every replica runs one; the outbox's row locks share the work.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use tablecrypt_core::notify::{BodyFormat, Notice, Route, retry_after};
+use tablecrypt_store::{DueDelivery, NewAuditEvent, Store};
+use tokio_util::sync::CancellationToken;
+
+/// Events routed, and deliveries attempted, per pass: one pass stays a short transaction and a burst of events
+/// (a fleet of requests finishing together) is spread over a few passes.
+const BATCH: i64 = 32;
+/// How long a claimed delivery is this replica's beyond the HTTP timeout, before another may try it.
+const LEASE_MARGIN: Duration = Duration::from_secs(20);
+/// The caller recorded in the audit log for deliveries: the server itself, not a person.
+const AUDIT_CALLER: &str = "tablecrypt:notifier";
+/// Tells a receiver which event a body is about, so a repeat (delivery is at least once) can be dropped.
+const EVENT_ID_HEADER: &str = "x-tablecrypt-event-id";
+
+/// One configured destination.
+#[derive(Clone)]
+pub struct Sink {
+    pub route: Route,
+    /// The webhook's URL: often a secret in itself (Slack's is), so it is never logged or audited.
+    url: reqwest::Url,
+    pub format: BodyFormat,
+}
+
+impl Sink {
+    /// A sink posting to `url`: https, or http to a loopback address only (a local relay or a test).
+    pub fn new(route: Route, url: &str, format: BodyFormat) -> Result<Self, String> {
+        // The URL is not echoed back: it may be the secret.
+        let url = reqwest::Url::parse(url).map_err(|e| format!("url is not a URL ({e})"))?;
+        let loopback = url.host_str().is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => return Err("url must be https (http only to a loopback address)".into()),
+            other => return Err(format!("url's scheme {other:?} is not https")),
+        }
+        Ok(Self { route, url, format })
+    }
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("route", &self.route)
+            .field("url", &"[redacted]")
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// How notifications are delivered; from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct NotifierSettings {
+    pub sinks: Vec<Sink>,
+    /// How often the outbox is read when the last pass found nothing.
+    pub interval: Duration,
+    /// The longest one POST may take.
+    pub timeout: Duration,
+    /// The wait after the first failed attempt, doubled per failure up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Attempts before a delivery is given up (and the giving up audited).
+    pub max_attempts: u32,
+}
+
+pub struct Notifier {
+    store: Store,
+    settings: NotifierSettings,
+    http: reqwest::Client,
+}
+
+impl Notifier {
+    pub fn new(store: Store, settings: NotifierSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            // A webhook that redirects is misconfigured; following it would post the request's details wherever
+            // the redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tablecrypt/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            store,
+            settings,
+            http,
+        })
+    }
+
+    /// Routes and delivers until `shutdown`. A delivery under way when it fires is finished or left to its
+    /// lease (another replica tries it again).
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(sinks = self.settings.sinks.len(), "notifier started");
+        loop {
+            let busy = tokio::select! {
+                busy = self.pass() => busy,
+                () = shutdown.cancelled() => break,
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.interval) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        tracing::info!("notifier stopped");
+    }
+
+    /// One pass: route new events, deliver what is due. True when there was work (look again at once).
+    async fn pass(&self) -> bool {
+        let routed = match self
+            .store
+            .notifications
+            .route_new(BATCH, |event| {
+                self.settings
+                    .sinks
+                    .iter()
+                    .filter(|s| s.route.wants(event.event, &event.accounts))
+                    .map(|s| s.route.sink.clone())
+                    .collect()
+            })
+            .await
+        {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::warn!(%error, "routing notifications failed; retrying");
+                0
+            }
+        };
+        let sinks: Vec<String> = self
+            .settings
+            .sinks
+            .iter()
+            .map(|s| s.route.sink.clone())
+            .collect();
+        if sinks.is_empty() {
+            return routed as i64 == BATCH;
+        }
+        let due = match self
+            .store
+            .notifications
+            .claim_due(BATCH, self.settings.timeout + LEASE_MARGIN, &sinks)
+            .await
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "reading due notifications failed; retrying");
+                Vec::new()
+            }
+        };
+        let attempted = due.len();
+        join_all(due.into_iter().map(|d| self.deliver(d))).await;
+        routed as i64 == BATCH || attempted as i64 == BATCH
+    }
+
+    async fn deliver(&self, delivery: DueDelivery) {
+        let Some(sink) = self
+            .settings
+            .sinks
+            .iter()
+            .find(|s| s.route.sink == delivery.sink)
+        else {
+            return;
+        };
+        let outcome = self.post(sink, &delivery).await;
+        let notice = &delivery.notice;
+        let recorded = match &outcome {
+            Ok(()) => {
+                tracing::info!(
+                    sink = %sink.route.sink,
+                    event = notice.event.as_str(),
+                    change_request_id = %notice.change_request_id,
+                    attempts = delivery.attempts,
+                    "notification delivered"
+                );
+                self.store
+                    .notifications
+                    .delivered(delivery.event_id, &delivery.sink)
+                    .await
+            }
+            Err(error) => {
+                let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
+                let retry = (attempts < self.settings.max_attempts).then(|| {
+                    retry_after(
+                        attempts,
+                        self.settings.retry_initial,
+                        self.settings.retry_max,
+                    )
+                });
+                tracing::warn!(
+                    sink = %sink.route.sink,
+                    event = notice.event.as_str(),
+                    change_request_id = %notice.change_request_id,
+                    attempts,
+                    retry_in = ?retry,
+                    %error,
+                    "notification not delivered"
+                );
+                self.store
+                    .notifications
+                    .failed(delivery.event_id, &delivery.sink, error, retry)
+                    .await
+            }
+        };
+        if let Err(error) = recorded {
+            // The lease runs out and another pass tries again: at least once, never lost.
+            tracing::warn!(%error, sink = %sink.route.sink, "recording a notification attempt failed");
+            return;
+        }
+        let given_up = outcome.is_err()
+            && u32::try_from(delivery.attempts).unwrap_or(u32::MAX) >= self.settings.max_attempts;
+        if outcome.is_ok() || given_up {
+            self.audit(&delivery, outcome.as_ref().err()).await;
+        }
+    }
+
+    /// Posts the body; any 2xx is delivered.
+    async fn post(&self, sink: &Sink, delivery: &DueDelivery) -> Result<(), String> {
+        let response = self
+            .http
+            .post(sink.url.clone())
+            .header(EVENT_ID_HEADER, delivery.event_id.to_string())
+            .json(&body(&delivery.notice, sink.format))
+            .send()
+            .await
+            // Without the URL: reqwest's message names it, and the URL may be the secret.
+            .map_err(|e| describe(&e.without_url()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the endpoint answered HTTP {status}"))
+        }
+    }
+
+    async fn audit(&self, delivery: &DueDelivery, error: Option<&String>) {
+        let notice = &delivery.notice;
+        let event = NewAuditEvent {
+            caller: AUDIT_CALLER.to_owned(),
+            authenticated_by: "server".to_owned(),
+            method: format!("notify/{}", delivery.sink),
+            target: notice.change_request_id.clone(),
+            outcome: if error.is_none() { "OK" } else { "UNAVAILABLE" }.to_owned(),
+            message: match error {
+                None => format!(
+                    "{} notification delivered after {} attempt(s)",
+                    notice.event.as_str(),
+                    delivery.attempts
+                ),
+                Some(error) => format!(
+                    "{} notification given up after {} attempts: {error}",
+                    notice.event.as_str(),
+                    delivery.attempts
+                ),
+            },
+            peer: None,
+            call_count: 1,
+            first_time: None,
+        };
+        if let Err(error) = self.store.audit.record(&event).await {
+            tracing::warn!(%error, "auditing a notification failed");
+        }
+    }
+}
+
+/// An error with its causes, for the outbox's `last_error` and the log.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The body a sink receives.
+pub fn body(notice: &Notice, format: BodyFormat) -> serde_json::Value {
+    match format {
+        BodyFormat::Slack => serde_json::json!({ "text": notice.summary() }),
+        BodyFormat::Json => serde_json::json!({
+            "event": notice.event.as_str(),
+            "change_request_id": notice.change_request_id,
+            "state": notice.state.as_str(),
+            "reason": notice.reason,
+            "description": notice.description,
+            "created_by": notice.created_by,
+            "target": notice.target,
+            "accounts": notice.accounts,
+            "items": {
+                "total": notice.items_total,
+                "succeeded": notice.items_succeeded,
+                "failed": notice.items_failed,
+            },
+            "event_time": notice.event_time,
+            "summary": notice.summary(),
+        }),
+    }
+}
