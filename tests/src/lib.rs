@@ -142,7 +142,7 @@ impl TestApp {
         let addr = grpc.local_addr()?;
         let metrics_addr = metrics.local_addr()?;
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(tablecrypt_server::run(
+        let mut handle = tokio::spawn(tablecrypt_server::run(
             config,
             Listeners {
                 grpc,
@@ -151,7 +151,7 @@ impl TestApp {
             },
             shutdown.clone(),
         ));
-        let channel = connect(addr, &handle, tls).await?;
+        let channel = connect(addr, &mut handle, tls).await?;
         Ok(Self {
             addr,
             metrics_addr,
@@ -227,7 +227,7 @@ impl TestApp {
 /// Connects once the server answers; fails early if the server task ended (e.g. bad config).
 async fn connect(
     addr: SocketAddr,
-    handle: &JoinHandle<anyhow::Result<()>>,
+    handle: &mut JoinHandle<anyhow::Result<()>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<Channel> {
     let endpoint = match tls {
@@ -236,7 +236,14 @@ async fn connect(
     }
     .connect_timeout(Duration::from_secs(2));
     for _ in 0..100 {
-        anyhow::ensure!(!handle.is_finished(), "server exited during start");
+        if handle.is_finished() {
+            // The server's own error (bad configuration, a dependency out of reach), as its binary would print.
+            return Err(match handle.await {
+                Ok(Err(error)) => error.context("server exited during start"),
+                Ok(Ok(())) => anyhow::anyhow!("server exited during start without an error"),
+                Err(panic) => anyhow::anyhow!("server panicked during start: {panic}"),
+            });
+        }
         if let Ok(channel) = endpoint.connect().await {
             return Ok(channel);
         }

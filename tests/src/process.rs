@@ -79,6 +79,21 @@ impl ServerProcess {
         self.child.kill().await.expect("kill -9 the server");
     }
 
+    /// SIGTERM, as Kubernetes stops a pod, then waits (at most 30 s) for the process to exit by itself.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the server is running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server exits within 30 s of SIGTERM")
+            .expect("wait for the server")
+    }
+
     /// Starts it again with the same address and environment.
     pub async fn restart(&mut self) {
         self.child = spawn(self.addr, &self.env);

@@ -17,11 +17,36 @@ use crate::error::{CliError, Result, error_chain};
 /// The generated client behind the credentials interceptor.
 pub type Api = TableEncryptionClient<InterceptedService<Channel, Credentials>>;
 
-/// Adds the bearer token (or, for development servers, the caller name) to every call.
+/// Adds the bearer token (or, for development servers, the caller name) to every call, and W3C trace context:
+/// one trace per CLI run, so a server that exports traces shows the run's calls (a migration's creation among
+/// them) as one trace. `TRACEPARENT` in the environment (as otel-cli and CI tracing set it) continues that trace.
 #[derive(Clone)]
 pub struct Credentials {
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     caller: Option<MetadataValue<tonic::metadata::Ascii>>,
+    traceparent: MetadataValue<tonic::metadata::Ascii>,
+}
+
+/// The trace context of this run: `TRACEPARENT` when it is a valid version-00 value, else a new trace (random
+/// trace and span ids, sampled).
+fn traceparent() -> MetadataValue<tonic::metadata::Ascii> {
+    let from_env = std::env::var("TRACEPARENT").ok().filter(|v| {
+        let parts: Vec<&str> = v.split('-').collect();
+        parts.len() == 4
+            && parts[0] == "00"
+            && [32, 16, 2]
+                .iter()
+                .zip(&parts[1..])
+                .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            && parts[1].bytes().any(|b| b != b'0')
+            && parts[2].bytes().any(|b| b != b'0')
+    });
+    let value = from_env.unwrap_or_else(|| {
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        let span = uuid::Uuid::new_v4().simple().to_string();
+        format!("00-{trace}-{}-01", &span[..16])
+    });
+    MetadataValue::try_from(value).expect("a traceparent is hex digits and dashes")
 }
 
 impl Interceptor for Credentials {
@@ -36,6 +61,9 @@ impl Interceptor for Credentials {
                 .metadata_mut()
                 .insert("x-tablecrypt-caller", value.clone());
         }
+        request
+            .metadata_mut()
+            .insert("traceparent", self.traceparent.clone());
         Ok(request)
     }
 }
@@ -104,6 +132,7 @@ impl Client {
                 .as_ref()
                 .map(|c| header("--caller", c.clone()))
                 .transpose()?,
+            traceparent: traceparent(),
         };
         Ok(Self {
             api: TableEncryptionClient::with_interceptor(channel, credentials),

@@ -10,6 +10,7 @@ pub mod notifier;
 pub mod planner;
 pub mod requests;
 mod scanner;
+pub mod trace;
 pub mod worker;
 
 pub use error::EngineError;

@@ -11,6 +11,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 mod tls;
+mod trace_context;
 
 pub use config::Config;
 pub use server::{Listeners, run};

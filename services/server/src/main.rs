@@ -99,20 +99,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            telemetry::init(config.log_format, &config.log_filter)?;
+            let _telemetry = telemetry::init(&config)?;
             let database = server::open_store(&config).await?;
             database.pool.close().await;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Serve => {
-            telemetry::init(config.log_format, &config.log_filter)?;
+            let telemetry = telemetry::init(&config)?;
             let listeners = Listeners::bind(&config).await?;
             let token = CancellationToken::new();
             tokio::spawn(shutdown::cancel_on_signal(token.clone()));
-            server::run(config, listeners, token)
+            let served = server::run(config, listeners, token)
                 .await
-                .context("server stopped with an error")
+                .context("server stopped with an error");
+            // The last spans (the shutdown's calls, items handed back) leave before the process ends.
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            served
         }
     }
 }

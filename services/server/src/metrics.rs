@@ -23,11 +23,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The label of every call to a path this server does not serve: the path is the caller's to choose (before
 /// authentication, too), so it never becomes a label of its own, and the number of series stays bounded.
-const UNKNOWN: &str = "unknown";
+pub(crate) const UNKNOWN: &str = "unknown";
 
 /// The gRPC methods this server serves, as (service, method): tablecrypt's own from its descriptor set, and the
 /// standard health and reflection services.
-fn served_methods() -> std::collections::HashSet<(String, String)> {
+pub(crate) fn served_methods() -> std::collections::HashSet<(String, String)> {
     let mut methods: std::collections::HashSet<(String, String)> = [
         ("grpc.health.v1.Health", "Check"),
         ("grpc.health.v1.Health", "Watch"),

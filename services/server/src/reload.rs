@@ -1,5 +1,5 @@
-//! Files re-read while the server runs (the JWKS, the TLS certificate, key and client CA): every interval and on
-//! SIGHUP, until shutdown. A file that cannot be read or parsed leaves what is in use (a warning).
+//! What is read again while the server runs (the JWKS from its file or URI, the TLS certificate, key and client
+//! CA): every interval and on SIGHUP, until shutdown. A file that cannot be read or parsed leaves what is in use (a warning).
 
 use std::time::Duration;
 
@@ -7,13 +7,14 @@ use tokio_util::sync::CancellationToken;
 
 /// Calls `reload` every `interval` and on SIGHUP until `shutdown`; `reload` says whether what it read changed.
 /// `what` names the files in the log.
-pub async fn periodically<F>(
+pub async fn periodically<F, Fut>(
     what: &'static str,
     interval: Duration,
     shutdown: CancellationToken,
     reload: F,
 ) where
-    F: Fn() -> Result<bool, String>,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
 {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -27,7 +28,11 @@ pub async fn periodically<F>(
             } => "SIGHUP",
             () = shutdown.cancelled() => return,
         };
-        match reload() {
+        let reloaded = tokio::select! {
+            reloaded = reload() => reloaded,
+            () = shutdown.cancelled() => return,
+        };
+        match reloaded {
             Ok(true) => tracing::info!(why, what, "files changed and reloaded"),
             Ok(false) => tracing::debug!(why, what, "files unchanged"),
             Err(error) => {

@@ -268,14 +268,25 @@ pub async fn run(
     let auth_settings = config.auth_settings()?;
     let authenticator = Authenticator::new(&auth_settings)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    if auth_settings.jwt.is_some() {
+    if let Some(jwt) = &auth_settings.jwt {
+        if matches!(jwt.jwks, tablecrypt_api::auth::JwksSource::Uri(_)) {
+            // Fetched before serving: without keys every JWT caller would be refused.
+            authenticator.reload_jwks().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; check jwt.jwks_uri and that the identity provider is reachable"
+                )
+            })?;
+        }
         // An identity provider's key rotation reaches the server without a restart.
         let keys = authenticator.clone();
         tasks.spawn(crate::reload::periodically(
             "JWKS",
             config.jwks_reload_interval,
             shutdown.clone(),
-            move || keys.reload_jwks(),
+            move || {
+                let keys = keys.clone();
+                async move { keys.reload_jwks().await }
+            },
         ));
     }
     let auth = AuthLayer::new(
@@ -401,7 +412,9 @@ pub async fn run(
     }
     // Connections are bounded in number and in how long they may take to start (connections.rs); live ones are
     // pinged (a peer that stopped answering is dropped) and re-established after a maximum age.
+    let spans = crate::trace_context::RpcSpans::new();
     let mut builder = tonic::transport::Server::builder()
+        .trace_fn(move |request| spans.span(request))
         .timeout(config.request_timeout)
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
@@ -420,7 +433,7 @@ pub async fn run(
                 "TLS",
                 config.tls_reload_interval,
                 shutdown.clone(),
-                move || files.reload().map_err(|e| format!("{e:#}")),
+                move || std::future::ready(files.reload().map_err(|e| format!("{e:#}"))),
             ));
             Some(tls)
         }

@@ -121,11 +121,13 @@ impl ChangeRequestRepository {
     /// Stores a request (in its given state: QUEUED or PENDING_APPROVAL) and its planned items in one
     /// transaction. With an idempotency key its creator already used, stores nothing and returns the existing
     /// request (`false`); keys belong to their creator, so another caller's same key is a request of its own.
+    /// `trace_parent` is the creating call's W3C trace context, which each item's trace links to.
     #[tracing::instrument(skip_all, fields(items = items.len()), err(level = "debug"))]
     pub async fn create(
         &self,
         request: &ChangeRequest,
         items: &[ChangeItem],
+        trace_parent: Option<&str>,
     ) -> Result<(ChangeRequest, bool), StoreError> {
         let state = request.state.unwrap_or(RequestState::Queued);
         let mut tx = self.pool.begin().await?;
@@ -133,8 +135,8 @@ impl ChangeRequestRepository {
         let inserted = sqlx::query_scalar!(
             "INSERT INTO change_requests (request_id, idempotency_key, state, description, targets, target_mode,
                  target_key, max_updates_per_second, max_in_flight, failure_threshold, canary_count, rollback_of,
-                 created_by, canary_passed)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 created_by, canary_passed, trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (created_by, idempotency_key) DO NOTHING
              RETURNING request_id",
             request_id,
@@ -152,6 +154,7 @@ impl ChangeRequestRepository {
             request.created_by,
             // No canary among the items (none asked for, or none changes anything): nothing to wait for.
             !items.iter().any(|i| i.canary),
+            trace_parent,
         )
         .fetch_optional(&mut *tx)
         .await?;

@@ -26,3 +26,4 @@ mod rolling_upgrade;
 mod scan_replicas;
 mod security;
 mod server;
+mod traces;

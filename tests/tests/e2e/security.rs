@@ -1526,6 +1526,114 @@ async fn a_rotated_jwt_key_set_is_picked_up_without_a_restart() {
     app.stop().await.expect("stop");
 }
 
+/// The identity provider's `jwks_uri`, fetched over HTTP (loopback here; https elsewhere): the key set is fetched
+/// before the server serves, a key rotated in is fetched when a token names it, an outage of the provider (HTTP
+/// 500, an empty key set) leaves the keys in use, and a key that left the set is refused after the next fetch.
+#[tokio::test]
+async fn a_jwks_uri_is_fetched_at_start_on_rotation_and_survives_an_outage() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: the key set file's contents; 1: HTTP 500; 2: an empty key set.
+    let mode = Arc::new(AtomicU8::new(0));
+    let mut pki = Pki::new();
+    let jwks_path = pki.path("jwks.json");
+    let app_state = (mode.clone(), jwks_path.clone());
+    let provider = axum::Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            axum::routing::get(
+                |axum::extract::State((mode, path)): axum::extract::State<(
+                    Arc<AtomicU8>,
+                    std::path::PathBuf,
+                )>| async move {
+                    match mode.load(Ordering::SeqCst) {
+                        0 => (
+                            axum::http::StatusCode::OK,
+                            std::fs::read_to_string(&path).expect("jwks"),
+                        ),
+                        1 => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                        _ => (axum::http::StatusCode::OK, r#"{"keys": []}"#.to_owned()),
+                    }
+                },
+            ),
+        )
+        .with_state(app_state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let uri = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move { axum::serve(listener, provider).await });
+
+    let db = TestDatabase::create().await.expect("db");
+    let jwt_toml = pki.tls_and_jwt_toml().replace(
+        &format!("jwks_file = '{}'", jwks_path.display()),
+        &format!("jwks_uri = '{uri}'"),
+    );
+    assert!(jwt_toml.contains("jwks_uri"), "{jwt_toml}");
+    let toml = format!(
+        "insecure = false\njwks_reload_interval = '1s'\n{}{jwt_toml}",
+        tokens_and_grants(&[(&format!("jwt:{JWT_ISSUER}:jwt-user"), "viewer", "")]),
+    );
+    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .expect("TLS server");
+    let list = |token: String| {
+        let client = app.client.clone();
+        async move {
+            client
+                .clone()
+                .list_accounts(bearer(&token, pb::ListAccountsRequest::default()))
+                .await
+        }
+    };
+    let first = pki.jwt("jwt-user", JWT_AUDIENCE, 600);
+    list(first.clone())
+        .await
+        .expect("the key set fetched at start");
+
+    // The provider fails, then answers an empty set: the keys in use stay, over several reload intervals.
+    for outage in [1, 2] {
+        mode.store(outage, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        list(first.clone())
+            .await
+            .expect("a provider outage locks nobody out");
+    }
+    mode.store(0, Ordering::SeqCst);
+
+    // A rotation: the new key is fetched when a token names it (at most a moment after the first such call).
+    pki.rotate_jwt_key("test-key-2");
+    let rotated = pki.jwt("jwt-user", JWT_AUDIENCE, 600);
+    let mut accepted = false;
+    for _ in 0..30 {
+        if list(rotated.clone()).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        accepted,
+        "a token signed with the rotated key was refused for 3 s"
+    );
+    let err = list(first)
+        .await
+        .expect_err("the key that left the set is refused");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    app.stop().await.expect("stop");
+
+    // A provider that cannot be reached at start stops the start, naming the setting.
+    mode.store(1, Ordering::SeqCst);
+    let err = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .err()
+        .expect("no key set, no start");
+    assert!(format!("{err:#}").contains("jwks_uri"), "{err:#}");
+}
+
 /// A renewed server certificate is served to new connections without a restart: after the files change (a new
 /// CA here, so the difference shows), a client trusting only the new CA connects within a reload interval, and
 /// client certificates still work. Before, the files were read only at start.

@@ -33,8 +33,25 @@ pub struct JwtSettings {
     pub issuer: String,
     /// An `aud` every token must carry.
     pub audience: String,
-    /// A JSON Web Key Set file (RFC 7517); tokens name their key with `kid`.
-    pub jwks_file: PathBuf,
+    /// Where the JSON Web Key Set (RFC 7517) is read; tokens name their key with `kid`.
+    pub jwks: JwksSource,
+}
+
+/// A key set file (a mounted secret or a sidecar's output), or the identity provider's `jwks_uri` fetched over
+/// HTTPS.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    File(PathBuf),
+    Uri(String),
+}
+
+impl JwksSource {
+    fn describe(&self) -> String {
+        match self {
+            Self::File(path) => format!("the JWKS file {}", path.display()),
+            Self::Uri(uri) => format!("the JWKS at {uri}"),
+        }
+    }
 }
 
 /// One configured grant: `identity` holds `role` over the accounts `scope` matches.
@@ -95,27 +112,62 @@ struct JwtVerifier {
     audience: String,
     /// The key set as last read: replaced by a reload, shared by every clone.
     keys: Arc<RwLock<JwkSet>>,
-    jwks_file: PathBuf,
-    /// When a token's unknown key id last made us read the file again.
+    source: JwksSource,
+    /// For a `jwks_uri`: no redirects, a timeout, a bounded body.
+    http: reqwest::Client,
+    /// When a token's unknown key id last made us read the key set again.
     last_unknown_kid_reload: Arc<Mutex<Option<Instant>>>,
 }
+
+/// The longest a JWKS fetch may take: an identity provider answers in milliseconds; a hung one must not hold the
+/// reload (the keys in use stay meanwhile).
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest key set accepted from a URI: real ones are a few KiB (a handful of keys).
+const JWKS_MAX_BYTES: usize = 1 << 20;
 
 /// How often a token naming a key we do not know may make us read the JWKS file again (an identity provider
 /// that rotated its keys: the first token signed with the new key arrives before the periodic reload). Bounded,
 /// so made-up key ids cannot make every call read a file.
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(10);
 
-/// Reads and parses a JWKS file. Errors name the file, never a key. An empty set is refused: a sidecar writing
-/// `{"keys": []}` during an identity provider's outage must not lock out every JWT caller.
+/// Reads and parses a JWKS file. Errors name the file, never a key.
 fn read_jwks(path: &Path) -> Result<JwkSet, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the JWKS file {}: {e}", path.display()))?;
-    let keys: JwkSet = serde_json::from_str(&text)
-        .map_err(|e| format!("the JWKS file {} is not a key set: {e}", path.display()))?;
+    parse_jwks(&text, &JwksSource::File(path.to_owned()))
+}
+
+/// Parses a key set. An empty set is refused: a sidecar writing `{"keys": []}` (or a provider answering so) during
+/// an identity provider's outage must not lock out every JWT caller.
+fn parse_jwks(text: &str, source: &JwksSource) -> Result<JwkSet, String> {
+    let keys: JwkSet = serde_json::from_str(text)
+        .map_err(|e| format!("{} is not a key set: {e}", source.describe()))?;
     if keys.keys.is_empty() {
-        return Err(format!("the JWKS file {} holds no key", path.display()));
+        return Err(format!("{} holds no key", source.describe()));
     }
     Ok(keys)
+}
+
+/// Fetches a key set from `uri`.
+async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<JwkSet, String> {
+    let source = JwksSource::Uri(uri.to_owned());
+    let fail = |e: &dyn std::fmt::Display| format!("cannot fetch {}: {e}", source.describe());
+    let mut response = http
+        .get(uri)
+        .send()
+        .await
+        .map_err(|e| fail(&e.without_url()))?;
+    if !response.status().is_success() {
+        return Err(fail(&format!("HTTP {}", response.status())));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| fail(&e.without_url()))? {
+        if body.len() + chunk.len() > JWKS_MAX_BYTES {
+            return Err(fail(&format!("larger than {JWKS_MAX_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_jwks(&String::from_utf8_lossy(&body), &source)
 }
 
 /// Asymmetric algorithms only: a key set file is public, so an HMAC key in it would let anyone sign.
@@ -145,15 +197,24 @@ pub fn token_sha256_hex(token: &str) -> String {
 }
 
 impl Authenticator {
-    /// Loads the JWT key set, if any. Errors name the file, never a key or token.
+    /// Loads the JWT key set from its file, if any; a key set at a URI starts empty and is fetched by
+    /// [`Self::reload_jwks`], which the server awaits before serving. Errors name the file, never a key or token.
     pub fn new(settings: &AuthSettings) -> Result<Self, String> {
         let jwt = match &settings.jwt {
             None => None,
             Some(jwt) => Some(JwtVerifier {
                 issuer: jwt.issuer.clone(),
                 audience: jwt.audience.clone(),
-                keys: Arc::new(RwLock::new(read_jwks(&jwt.jwks_file)?)),
-                jwks_file: jwt.jwks_file.clone(),
+                keys: Arc::new(RwLock::new(match &jwt.jwks {
+                    JwksSource::File(path) => read_jwks(path)?,
+                    JwksSource::Uri(_) => JwkSet { keys: Vec::new() },
+                })),
+                source: jwt.jwks.clone(),
+                http: reqwest::Client::builder()
+                    .timeout(JWKS_FETCH_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?,
                 last_unknown_kid_reload: Arc::new(Mutex::new(None)),
             }),
         };
@@ -231,12 +292,13 @@ impl Authenticator {
         })
     }
 
-    /// Reads the JWKS file again (on SIGHUP, periodically, or after a rotation): `Ok(true)` when the keys
-    /// changed. A file that cannot be read or parsed leaves the keys in use as they are.
-    pub fn reload_jwks(&self) -> Result<bool, String> {
+    /// Reads the key set again, from its file or its URI (at start for a URI, on SIGHUP, periodically, or after a
+    /// rotation): `Ok(true)` when the keys changed. A key set that cannot be read, fetched or parsed leaves the
+    /// keys in use as they are.
+    pub async fn reload_jwks(&self) -> Result<bool, String> {
         match &self.jwt {
             None => Ok(false),
-            Some(jwt) => jwt.reload(),
+            Some(jwt) => jwt.reload().await,
         }
     }
 
@@ -255,19 +317,27 @@ impl Authenticator {
 }
 
 impl JwtVerifier {
-    fn reload(&self) -> Result<bool, String> {
-        let fresh = read_jwks(&self.jwks_file)?;
+    async fn reload(&self) -> Result<bool, String> {
+        let fresh = match &self.source {
+            JwksSource::File(path) => read_jwks(path)?,
+            JwksSource::Uri(uri) => fetch_jwks(&self.http, uri).await?,
+        };
+        Ok(self.replace(fresh))
+    }
+
+    fn replace(&self, fresh: JwkSet) -> bool {
         let mut keys = self
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let changed = *keys != fresh;
         *keys = fresh;
-        Ok(changed)
+        changed
     }
 
-    /// The key `kid` names; an unknown one makes us read the file again, at most every
-    /// [`UNKNOWN_KID_RELOAD_EVERY`].
+    /// The key `kid` names; an unknown one makes us read the key set again, at most every
+    /// [`UNKNOWN_KID_RELOAD_EVERY`]: a file at once, a URI in the background (this token is refused; the
+    /// caller's retry finds the key).
     fn key(&self, kid: &str) -> Option<jsonwebtoken::jwk::Jwk> {
         let known = |keys: &Arc<RwLock<JwkSet>>| {
             keys.read()
@@ -288,8 +358,25 @@ impl JwtVerifier {
             }
             *last = Some(Instant::now());
         }
-        if let Err(error) = self.reload() {
-            tracing::warn!(%error, "could not reload the JWKS file for an unknown key id");
+        match &self.source {
+            JwksSource::File(path) => match read_jwks(path) {
+                Ok(fresh) => {
+                    self.replace(fresh);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not reload the JWKS file for an unknown key id");
+                }
+            },
+            JwksSource::Uri(_) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let verifier = self.clone();
+                    runtime.spawn(async move {
+                        if let Err(error) = verifier.reload().await {
+                            tracing::warn!(%error, "could not fetch the JWKS for an unknown key id");
+                        }
+                    });
+                }
+            }
         }
         known(&self.keys)
     }

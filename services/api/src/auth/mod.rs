@@ -6,8 +6,8 @@ mod layer;
 mod repeats;
 
 pub use authenticator::{
-    ANONYMOUS, AuthError, AuthSettings, Authenticator, CALLER_HEADER, IdentityGrant, JwtSettings,
-    StaticToken, token_sha256_hex,
+    ANONYMOUS, AuthError, AuthSettings, Authenticator, CALLER_HEADER, IdentityGrant, JwksSource,
+    JwtSettings, StaticToken, token_sha256_hex,
 };
 pub use layer::{AuditTarget, AuthLayer, AuthLimits, MUTATING_METHODS, PeerInfo, note_target};
 pub use repeats::OTHER_PATHS;

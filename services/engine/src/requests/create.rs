@@ -234,7 +234,15 @@ impl ChangeRequests {
         } else {
             RequestState::Queued
         });
-        let (stored, created) = self.store.change_requests.create(&request, &items).await?;
+        let (stored, created) = self
+            .store
+            .change_requests
+            .create(
+                &request,
+                &items,
+                crate::trace::current_traceparent().as_deref(),
+            )
+            .await?;
         if !created {
             // The same caller stored a request under this id since the replay check above.
             check_same_ask(&stored, &request)?;

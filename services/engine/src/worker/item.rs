@@ -13,6 +13,7 @@ use tablecrypt_core::{EncryptionMode, FailureKind, ItemReason, ItemState};
 use tablecrypt_fleet::{ApplyTarget, FleetError, UpdateOutcome, is_switch_quota};
 use tablecrypt_store::{ClaimedItem, Deferment, Deferral, ItemEnd, StoreError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::pace::{DbClock, Poll, Polled};
 use super::{Inner, STORE_FAILURE_BACKOFF, STORE_RETRY_INITIAL, STORE_RETRY_MAX, Stop};
@@ -22,11 +23,25 @@ use super::{Inner, STORE_FAILURE_BACKOFF, STORE_RETRY_INITIAL, STORE_RETRY_MAX, 
 const MAX_SERVER_ERRORS: i32 = 3;
 
 impl Inner {
-    #[tracing::instrument(skip_all, fields(
-        change_request = %claimed.item.request_id, item = claimed.item.item_id,
-        account_id = %claimed.item.table.account_id, region = %claimed.item.table.region,
-        table = %claimed.item.table.table_name))]
+    /// Works one claimed item in its own span: a trace of its own (an item may run hours after the request was
+    /// made, on another replica), linked to the call that created the request.
     pub(super) async fn process(&self, claimed: ClaimedItem, shutdown: CancellationToken) {
+        let span = tracing::info_span!(
+            parent: None,
+            "change_item",
+            change_request = %claimed.item.request_id,
+            item = claimed.item.item_id,
+            account_id = %claimed.item.table.account_id,
+            region = %claimed.item.table.region,
+            table = %claimed.item.table.table_name,
+        );
+        crate::trace::link(&span, claimed.request_trace_parent.as_deref());
+        self.process_in_span(claimed, shutdown)
+            .instrument(span)
+            .await;
+    }
+
+    async fn process_in_span(&self, claimed: ClaimedItem, shutdown: CancellationToken) {
         if claimed.reclaimed {
             self.metrics.reclaims.inc();
         }

@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwtSettings, StaticToken};
+use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwksSource, JwtSettings, StaticToken};
 use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
 use tablecrypt_core::{LabelSelector, Role as CoreRole, identity};
 
@@ -226,6 +226,12 @@ pub struct Config {
     /// connection is held for ever; "off" keeps connections (`TABLECRYPT_MAX_CONNECTION_AGE`).
     #[serde(deserialize_with = "optional_duration")]
     pub max_connection_age: Option<Duration>,
+    /// Where traces are sent over OTLP, e.g. "http://otel-collector:4317" (`TABLECRYPT_OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`); unset: no traces.
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// `grpc` (port 4317, the default) or `http/protobuf` (port 4318; `/v1/traces` is appended)
+    /// (`TABLECRYPT_OTEL_EXPORTER_OTLP_PROTOCOL`, else the standard `OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub otel_exporter_otlp_protocol: Option<OtlpProtocol>,
     /// Webhooks told when a change request waits for approval, pauses, fails or succeeds
     /// (`[[notifications]]`: name, url or url_file, format, events, selector).
     pub notifications: Vec<notifications::NotificationConfig>,
@@ -286,7 +292,36 @@ pub struct JwtConfig {
     pub issuer: String,
     pub audience: String,
     /// A JSON Web Key Set file; asymmetric keys only (RS*, PS*, ES*, EdDSA), chosen by the token's `kid`.
-    pub jwks_file: PathBuf,
+    pub jwks_file: Option<PathBuf>,
+    /// Or the identity provider's key set URL (its discovery document's `jwks_uri`), fetched at start, every
+    /// `jwks_reload_interval`, on SIGHUP and for an unknown key id; https (http only to a loopback address).
+    pub jwks_uri: Option<String>,
+}
+
+/// How spans travel to the OTLP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
 }
 
 /// `identity` holds `role` (viewer, operator, approver, admin) over the accounts `scope` (an account label
@@ -395,6 +430,8 @@ impl Default for Config {
             http2_keepalive_interval: seconds(30),
             http2_keepalive_timeout: seconds(10),
             max_connection_age: Some(seconds(3600)),
+            otel_exporter_otlp_endpoint: None,
+            otel_exporter_otlp_protocol: None,
             notifications: Vec::new(),
             // A chat or paging endpoint answers in well under a second; 10 s rides out a slow one without
             // holding a delivery's lease for long.
@@ -539,6 +576,7 @@ impl Config {
              notification_retry_initial at most notification_retry_max"
         );
         self.notifier_settings()?;
+        crate::telemetry::OtlpTarget::resolve(self)?;
         let database = self.database()?;
         if self.database_iam_auth {
             anyhow::ensure!(
@@ -673,11 +711,7 @@ impl Config {
         }
         Ok(AuthSettings {
             tokens,
-            jwt: self.jwt.as_ref().map(|j| JwtSettings {
-                issuer: j.issuer.clone(),
-                audience: j.audience.clone(),
-                jwks_file: j.jwks_file.clone(),
-            }),
+            jwt: self.jwt.as_ref().map(jwt_settings).transpose()?,
             client_certificates: self
                 .tls
                 .as_ref()
@@ -685,6 +719,49 @@ impl Config {
             grants,
         })
     }
+}
+
+/// `[jwt]` checked: exactly one key set source, a URI over https (http only to a loopback address).
+fn jwt_settings(jwt: &JwtConfig) -> anyhow::Result<JwtSettings> {
+    let jwks = match (&jwt.jwks_file, &jwt.jwks_uri) {
+        (Some(file), None) => JwksSource::File(file.clone()),
+        (None, Some(uri)) => {
+            let rest = uri.strip_prefix("https://").or_else(|| {
+                uri.strip_prefix("http://")
+                    .filter(|rest| is_loopback_authority(rest))
+            });
+            anyhow::ensure!(
+                rest.is_some_and(|r| !r.is_empty()),
+                "invalid configuration: jwt.jwks_uri must be an https:// URL (http:// only to a loopback address)"
+            );
+            JwksSource::Uri(uri.clone())
+        }
+        _ => anyhow::bail!(
+            "invalid configuration: [jwt] takes exactly one of jwks_file and jwks_uri"
+        ),
+    };
+    Ok(JwtSettings {
+        issuer: jwt.issuer.clone(),
+        audience: jwt.audience.clone(),
+        jwks,
+    })
+}
+
+/// Whether the host of `authority_and_path` (what follows `http://`) is a loopback address or localhost.
+fn is_loopback_authority(authority_and_path: &str) -> bool {
+    let authority = authority_and_path
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A duration such as "1h", or "off" / "" for none.

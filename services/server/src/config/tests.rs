@@ -355,3 +355,40 @@ fn bad_notification_sinks_are_refused_with_the_entry_named() {
         .to_string();
     assert!(err.contains("notifications[0].name"), "{err}");
 }
+
+#[test]
+fn a_jwt_key_set_comes_from_one_source_over_https() {
+    let jwt = |source: &str| {
+        format!("[jwt]\nissuer = 'https://idp.example'\naudience = 'tablecrypt'\n{source}")
+    };
+    assert!(
+        load(&jwt(
+            "jwks_uri = 'https://idp.example/.well-known/jwks.json'"
+        ))
+        .is_ok()
+    );
+    assert!(load(&jwt("jwks_uri = 'http://127.0.0.1:8080/jwks.json'")).is_ok());
+    assert!(load(&jwt("jwks_uri = 'http://[::1]:8080/jwks.json'")).is_ok());
+    for (source, want) in [
+        (
+            "jwks_uri = 'http://idp.example/jwks.json'",
+            "jwt.jwks_uri must be an https",
+        ),
+        (
+            "jwks_uri = 'http://127.0.0.1.evil.example/jwks.json'",
+            "jwt.jwks_uri must be an https",
+        ),
+        (
+            "jwks_uri = 'file:///etc/passwd'",
+            "jwt.jwks_uri must be an https",
+        ),
+        ("", "exactly one of jwks_file and jwks_uri"),
+        (
+            "jwks_file = '/x.json'\njwks_uri = 'https://idp.example/jwks.json'",
+            "exactly one of jwks_file and jwks_uri",
+        ),
+    ] {
+        let err = load(&jwt(source)).expect_err(source).to_string();
+        assert!(err.contains(want), "{source}: {err}");
+    }
+}

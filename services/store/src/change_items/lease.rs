@@ -99,7 +99,7 @@ impl ChangeItemRepository {
         .execute(&mut *tx)
         .await?;
         let requests = sqlx::query!(
-            r#"SELECT request_id, max_updates_per_second, created_by, approved_by,
+            r#"SELECT request_id, max_updates_per_second, created_by, approved_by, trace_parent,
                       coalesce(approve_time, create_time) AS "queued_at!"
                FROM change_requests WHERE request_id = ANY($1)"#,
             &request_ids
@@ -142,6 +142,7 @@ impl ChangeItemRepository {
                         .map(std::time::Duration::from_secs_f64),
                     created_by: request.created_by.clone(),
                     approved_by: request.approved_by.clone(),
+                    request_trace_parent: request.trace_parent.clone(),
                 })
             })
             .collect())

@@ -149,6 +149,8 @@ pub struct ClaimedItem {
     pub account_settle_timeout: Option<std::time::Duration>,
     pub created_by: String,
     pub approved_by: Option<String>,
+    /// The W3C trace context of the call that created the request, for the item's span to link to.
+    pub request_trace_parent: Option<String>,
 }
 
 /// How a finished item ends.

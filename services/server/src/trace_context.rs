@@ -1,0 +1,64 @@
+//! One span per gRPC call, continuing the caller's trace when it sends W3C trace context (`traceparent`,
+//! `tracestate` metadata), so a CLI's `tablecrypt migrate` and the server's work on it are one trace.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::metrics::{UNKNOWN, served_methods};
+
+/// Makes the span of each call (tonic's `trace_fn`).
+#[derive(Clone)]
+pub struct RpcSpans {
+    /// Only these name a span: the path is the caller's to choose, and a span per made-up path would let anyone
+    /// fill the trace backend.
+    served: Arc<HashSet<(String, String)>>,
+}
+
+impl RpcSpans {
+    pub fn new() -> Self {
+        Self {
+            served: Arc::new(served_methods()),
+        }
+    }
+
+    pub fn span<B>(&self, request: &http::Request<B>) -> tracing::Span {
+        let path = request.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let (service, method) = if self
+            .served
+            .contains(&(service.to_owned(), method.to_owned()))
+        {
+            (service, method)
+        } else {
+            (UNKNOWN, UNKNOWN)
+        };
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %format!("{service}/{method}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        );
+        let parent = TraceContextPropagator::new().extract(&Metadata(request.headers()));
+        // A call without trace context starts its own trace (an invalid parent is ignored).
+        let _ = span.set_parent(parent);
+        span
+    }
+}
+
+struct Metadata<'a>(&'a http::HeaderMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
