@@ -39,7 +39,11 @@ assert trust["Statement"][0]["Action"] == "sts:AssumeRoleWithWebIdentity"
 rds = json.load(open("deploy/iam/hub-role-rds-connect-policy.json"))
 assert [s["Action"] for s in rds["Statement"]] == ["rds-db:connect"], rds
 assert all(":dbuser:" in s["Resource"] for s in rds["Statement"]), "rds-db:connect on one database user only"
-print("deploy: IAM policies parse; the hub role can only sts:AssumeRole (and rds-db:connect as its database user)")
+sns = json.load(open("deploy/iam/hub-role-sns-publish-policy.json"))
+assert [s["Action"] for s in sns["Statement"]] == ["sns:Publish"], sns
+assert all(":sns:" in s["Resource"] and "*" not in s["Resource"] for s in sns["Statement"]), "publish to named topics only"
+print("deploy: IAM policies parse; the hub role can only sts:AssumeRole (and rds-db:connect as its database user, "
+      "sns:Publish to named topics)")
 PY
 
 hadolint deploy/Dockerfile

@@ -2,10 +2,12 @@
 //! new event of the outbox to the sinks whose events and account selector match, then posts under a lease with
 //! retries, and audits each delivery's end. Every replica runs one; the outbox's row locks share the work.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use tablecrypt_core::notify::{BodyFormat, Notice, Route, retry_after};
+use tablecrypt_fleet::Fleet;
 use tablecrypt_store::{DueDelivery, NewAuditEvent, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -23,12 +25,46 @@ const EVENT_ID_HEADER: &str = "x-tablecrypt-event-id";
 #[derive(Clone)]
 pub struct Sink {
     pub route: Route,
-    /// The webhook's URL: often a secret in itself (Slack's is), so it is never logged or audited.
-    url: reqwest::Url,
-    pub format: BodyFormat,
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    /// The webhook's URL is often a secret in itself (Slack's is), so it is never logged or audited.
+    Webhook {
+        url: reqwest::Url,
+        format: BodyFormat,
+    },
+    /// Published with the hub's credentials; the message is tablecrypt's JSON body.
+    Sns { topic_arn: String },
 }
 
 impl Sink {
+    /// A sink publishing to the SNS topic `topic_arn` (`arn:<partition>:sns:<region>:<account>:<name>`).
+    pub fn sns(route: Route, topic_arn: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = topic_arn.split(':').collect();
+        let valid = matches!(
+            parts.as_slice(),
+            ["arn", partition, "sns", region, account, name]
+                if partition.starts_with("aws")
+                    && !region.is_empty()
+                    && account.len() == 12
+                    && account.bytes().all(|b| b.is_ascii_digit())
+                    && (1..=256).contains(&name.len())
+        );
+        if !valid {
+            return Err(format!(
+                "{topic_arn:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+            ));
+        }
+        Ok(Self {
+            route,
+            target: Target::Sns {
+                topic_arn: topic_arn.to_owned(),
+            },
+        })
+    }
+
     /// A sink posting to `url`: https, or http to a loopback address only (a local relay or a test).
     pub fn new(route: Route, url: &str, format: BodyFormat) -> Result<Self, String> {
         // The URL is not echoed back: it may be the secret.
@@ -47,17 +83,22 @@ impl Sink {
             "http" => return Err("url must be https (http only to a loopback address)".into()),
             other => return Err(format!("url's scheme {other:?} is not https")),
         }
-        Ok(Self { route, url, format })
+        Ok(Self {
+            route,
+            target: Target::Webhook { url, format },
+        })
     }
 }
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink")
-            .field("route", &self.route)
-            .field("url", &"[redacted]")
-            .field("format", &self.format)
-            .finish()
+        let mut f = f.debug_struct("Sink");
+        f.field("route", &self.route);
+        match &self.target {
+            Target::Webhook { format, .. } => f.field("url", &"[redacted]").field("format", format),
+            Target::Sns { topic_arn } => f.field("sns_topic_arn", topic_arn),
+        };
+        f.finish()
     }
 }
 
@@ -78,12 +119,18 @@ pub struct NotifierSettings {
 
 pub struct Notifier {
     store: Store,
+    /// SNS publishes go through the hub's AWS configuration.
+    fleet: Arc<Fleet>,
     settings: NotifierSettings,
     http: reqwest::Client,
 }
 
 impl Notifier {
-    pub fn new(store: Store, settings: NotifierSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        store: Store,
+        fleet: Arc<Fleet>,
+        settings: NotifierSettings,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -94,6 +141,7 @@ impl Notifier {
             .build()?;
         Ok(Self {
             store,
+            fleet,
             settings,
             http,
         })
@@ -227,13 +275,33 @@ impl Notifier {
         }
     }
 
-    /// Posts the body; any 2xx is delivered.
+    /// Posts the body (any 2xx is delivered), or publishes it to SNS.
     async fn post(&self, sink: &Sink, delivery: &DueDelivery) -> Result<(), String> {
+        let notice = &delivery.notice;
+        let (url, format) = match &sink.target {
+            Target::Webhook { url, format } => (url, *format),
+            Target::Sns { topic_arn } => {
+                let subject = format!(
+                    "tablecrypt: change request {} {}",
+                    notice.change_request_id,
+                    notice.event.as_str().replace('_', " ")
+                );
+                return self
+                    .fleet
+                    .publish_sns(
+                        topic_arn,
+                        &subject,
+                        notice.event.as_str(),
+                        &body(notice, BodyFormat::Json).to_string(),
+                    )
+                    .await;
+            }
+        };
         let response = self
             .http
-            .post(sink.url.clone())
+            .post(url.clone())
             .header(EVENT_ID_HEADER, delivery.event_id.to_string())
-            .json(&body(&delivery.notice, sink.format))
+            .json(&body(notice, format))
             .send()
             .await
             // Without the URL: reqwest's message names it, and the URL may be the secret.

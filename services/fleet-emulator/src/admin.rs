@@ -38,6 +38,7 @@ pub fn router() -> Router<Arc<Shared>> {
             axum::routing::put(put_table),
         )
         .route("/requests", get(requests).delete(clear_requests))
+        .route("/sns/messages", get(sns_messages))
 }
 
 fn bad_request(message: String) -> Response {
@@ -115,6 +116,7 @@ async fn reset(State(shared): AppState) -> Response {
     }
     shared.faults.clear();
     shared.log.clear();
+    shared.topics.clear();
     Json(shared.world.summary()).into_response()
 }
 
@@ -183,6 +185,11 @@ async fn counters(State(shared): AppState) -> Json<Value> {
 
 async fn requests(State(shared): AppState, Query(query): Query<request_log::Query>) -> Json<Value> {
     Json(json!({"requests": shared.log.query(&query)}))
+}
+
+/// What subscribers of the emulator's SNS topics would have received, oldest first.
+async fn sns_messages(State(shared): AppState) -> Json<Value> {
+    Json(json!({"messages": shared.topics.published()}))
 }
 
 async fn clear_requests(State(shared): AppState) -> StatusCode {

@@ -29,6 +29,8 @@ pub struct Shared {
     pub world: World,
     pub faults: Faults,
     pub log: RequestLog,
+    /// Messages published to SNS topics.
+    pub topics: crate::aws::sns::Topics,
     /// The fleet loaded at start (or last loaded through the admin API), restored by `reset`.
     pub fleet: RwLock<FleetSpec>,
 }
@@ -98,6 +100,7 @@ impl Emulator {
                 world,
                 faults: Faults::default(),
                 log: RequestLog::default(),
+                topics: crate::aws::sns::Topics::default(),
                 fleet: RwLock::new(fleet),
             }),
         })
@@ -150,6 +153,8 @@ enum Call {
         input: Value,
     },
     Query {
+        /// STS or SNS (awsQuery both).
+        service: Service,
         action: String,
         params: Vec<(String, String)>,
     },
@@ -198,6 +203,11 @@ fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, Strin
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     match params.iter().find(|(k, _)| k == "Action") {
         Some((_, action)) => Ok(Call::Query {
+            service: if crate::aws::sns::ACTIONS.contains(&action.as_str()) {
+                Service::Sns
+            } else {
+                Service::Sts
+            },
             action: action.clone(),
             params,
         }),
@@ -225,7 +235,9 @@ async fn aws_request(
         Call::Json {
             service, operation, ..
         } => (*service, operation.clone()),
-        Call::Query { action, .. } => (Service::Sts, action.clone()),
+        Call::Query {
+            service, action, ..
+        } => (*service, action.clone()),
     };
     let signed = headers
         .get("authorization")
@@ -292,8 +304,8 @@ async fn aws_request(
             let handle: Handler = match service {
                 Service::DynamoDb => dynamodb::handle,
                 Service::Tagging => tagging::handle,
-                // STS speaks awsQuery, never JSON: parse_call gives it a Call::Query.
-                Service::Kms | Service::Sts => kms::handle,
+                // STS and SNS speak awsQuery, never JSON: parse_call gives them a Call::Query.
+                Service::Kms | Service::Sts | Service::Sns => kms::handle,
             };
             let result = handle(world, &caller, &signed.region, &operation, &input);
             record(
@@ -302,13 +314,27 @@ async fn aws_request(
             );
             json_result(service, result)
         }
-        Call::Query { action, params } => {
-            let result = sts::handle(world, &caller, &action, &params);
+        Call::Query {
+            service,
+            action,
+            params,
+        } => {
+            let result = match service {
+                Service::Sns => crate::aws::sns::handle(
+                    &shared.topics,
+                    &caller,
+                    &signed.region,
+                    received,
+                    &action,
+                    &params,
+                ),
+                _ => sts::handle(world, &caller, &action, &params),
+            };
             record(
                 &caller.account_id,
                 result.as_ref().map_or_else(|e| e.code, |_| "ok"),
             );
-            query_result(&action, result)
+            query_result(service, &action, result)
         }
     }
 }

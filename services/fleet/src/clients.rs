@@ -81,6 +81,11 @@ impl Fleet {
         Self::with_base_config(base, settings)
     }
 
+    /// The hub's own configuration: its credentials, the endpoint override.
+    pub(crate) fn base(&self) -> &SdkConfig {
+        &self.base
+    }
+
     /// For tests and tools that bring their own base configuration.
     pub fn with_base_config(base: SdkConfig, settings: FleetSettings) -> Self {
         let identity_cache = IdentityCache::lazy()

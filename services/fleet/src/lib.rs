@@ -8,6 +8,7 @@
 mod changes;
 mod clients;
 mod error;
+mod notify;
 mod operations;
 mod settings;
 

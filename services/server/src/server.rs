@@ -216,11 +216,12 @@ pub async fn run(
     let tasks = TaskTracker::new();
     database.keep_token_fresh(&tasks, shutdown.clone());
     let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
-    tasks.spawn(ensure_audit_partitions(store.clone(), shutdown.clone()));
     // Every replica routes and delivers notifications (with no sinks it only marks events routed).
-    let notifier = Notifier::new(store.clone(), config.notifier_settings()?)
+    let notifier = Notifier::new(store.clone(), fleet.clone(), config.notifier_settings()?)
         .context("failed to build the notification HTTP client")?;
     tasks.spawn(notifier.run(shutdown.clone()));
+    tasks.spawn(ensure_audit_partitions(store.clone(), shutdown.clone()));
+
     let scanner = InventoryScanner::new(
         store.clone(),
         fleet.clone(),

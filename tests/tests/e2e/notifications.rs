@@ -1,4 +1,4 @@
-//! Notifications reach webhooks: a request waiting for approval, paused by an operator, and succeeded is told to
+//! Notifications reach webhooks and SNS topics: a request waiting for approval, paused by an operator, and succeeded is told to
 //! the sinks whose events and account selector match, in tablecrypt's JSON or a Slack body, retried when the
 //! endpoint fails, given up (and audited) when it never answers. Judged from what a real HTTP receiver got and
 //! from the audit log in the database.
@@ -121,7 +121,12 @@ selector = 'team=search'
 [[notifications]]
 name = 'down'
 url = 'http://127.0.0.1:1/nobody-listens'
-events = ['approval_needed']"
+events = ['approval_needed']
+
+[[notifications]]
+name = 'ops-topic'
+sns_topic_arn = 'arn:aws:sns:us-east-1:000000000000:tablecrypt-requests'
+events = ['approval_needed', 'succeeded']"
     ))
     .await;
     let created = create(
@@ -242,8 +247,47 @@ events = ['approval_needed']"
         0
     );
 
+    // The SNS topic (the hub's own account, published with the hub's credentials) got the approval and the
+    // success, as the emulator's subscribers would: a subject saying what happened, tablecrypt's JSON.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let published = loop {
+        let (status, body) = s
+            .emulator
+            .admin("GET", "/sns/messages", "")
+            .await
+            .expect("emulator admin");
+        assert_eq!(status, 200, "{body}");
+        let messages: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let messages = messages["messages"].as_array().cloned().unwrap_or_default();
+        if messages.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let subjects: Vec<&str> = published
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("tablecrypt: change request {id} approval needed"),
+            format!("tablecrypt: change request {id} succeeded")
+        ],
+        "{published:#?}"
+    );
+    for m in &published {
+        assert_eq!(
+            m["topic_arn"],
+            "arn:aws:sns:us-east-1:000000000000:tablecrypt-requests"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(m["message"].as_str().expect("message")).expect("JSON message");
+        assert_eq!(body["change_request_id"], id.as_str());
+    }
+
     // Deliveries are audited: three delivered to `everything` (after 2 attempts for the first), one to the
-    // chat, and the endpoint nobody listens on given up after 3 attempts.
+    // chat, two to the topic, and the endpoint nobody listens on given up after 3 attempts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let rows = audit_rows(&s.db.url).await;
@@ -255,6 +299,7 @@ events = ['approval_needed']"
         if count("notify/everything", "OK") == 3
             && count("notify/payments-chat", "OK") == 1
             && count("notify/down", "UNAVAILABLE") == 1
+            && count("notify/ops-topic", "OK") == 2
         {
             assert!(
                 rows.iter()

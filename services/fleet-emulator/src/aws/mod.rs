@@ -6,6 +6,7 @@ pub mod kms;
 pub mod permissions;
 pub mod protocol;
 pub mod sigv4;
+pub mod sns;
 pub mod sts;
 pub mod tagging;
 mod update_table;

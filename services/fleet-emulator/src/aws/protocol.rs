@@ -11,6 +11,8 @@ use super::AwsError;
 pub enum Service {
     /// awsQuery (form-encoded request, XML response).
     Sts,
+    /// awsQuery, like STS.
+    Sns,
     /// awsJson1_1, `X-Amz-Target: TrentService.<Op>`.
     Kms,
     /// awsJson1_0, `X-Amz-Target: DynamoDB_20120810.<Op>`.
@@ -23,6 +25,7 @@ impl Service {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sts => "sts",
+            Self::Sns => "sns",
             Self::Kms => "kms",
             Self::DynamoDb => "dynamodb",
             Self::Tagging => "tagging",
@@ -80,15 +83,18 @@ pub fn xml_escape(text: &str) -> String {
     out
 }
 
-/// An awsQuery (STS) answer: `<{Action}Response><{Action}Result>{inner}</...>`, or an `ErrorResponse`.
-pub fn query_result(action: &str, result: Result<String, AwsError>) -> Response {
-    const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+/// An awsQuery (STS, SNS) answer: `<{Action}Response><{Action}Result>{inner}</...>`, or an `ErrorResponse`.
+pub fn query_result(service: Service, action: &str, result: Result<String, AwsError>) -> Response {
+    let ns = match service {
+        Service::Sns => "http://sns.amazonaws.com/doc/2010-03-31/",
+        _ => "https://sts.amazonaws.com/doc/2011-06-15/",
+    };
     match result {
         Ok(inner) => response(
             200,
             "text/xml",
             format!(
-                "<{action}Response xmlns=\"{NS}\"><{action}Result>{inner}</{action}Result>\
+                "<{action}Response xmlns=\"{ns}\"><{action}Result>{inner}</{action}Result>\
                  <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
                 request_id()
             ),
@@ -103,7 +109,7 @@ pub fn query_result(action: &str, result: Result<String, AwsError>) -> Response 
                 error.status,
                 "text/xml",
                 format!(
-                    "<ErrorResponse xmlns=\"{NS}\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message>\
+                    "<ErrorResponse xmlns=\"{ns}\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message>\
                      </Error><RequestId>{}</RequestId></ErrorResponse>",
                     error.code,
                     xml_escape(&error.message),
@@ -117,8 +123,8 @@ pub fn query_result(action: &str, result: Result<String, AwsError>) -> Response 
 /// An error in the protocol of `service`, for failures found before dispatch (auth, faults).
 pub fn error_for(service: Service, action: &str, error: AwsError) -> Response {
     match service {
-        Service::Sts => {
-            // STS names some errors differently from the JSON services.
+        Service::Sts | Service::Sns => {
+            // STS (and SNS) name some errors differently from the JSON services.
             let error = match error.code {
                 "UnrecognizedClientException" => AwsError {
                     code: "InvalidClientTokenId",
@@ -134,7 +140,7 @@ pub fn error_for(service: Service, action: &str, error: AwsError) -> Response {
                 },
                 _ => error,
             };
-            query_result(action, Err(error))
+            query_result(service, action, Err(error))
         }
         Service::Kms => {
             let error = match error.code {

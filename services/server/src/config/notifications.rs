@@ -21,6 +21,9 @@ pub struct NotificationConfig {
     pub url: Option<SecretString>,
     /// A file holding the URL (read at start), instead of `url`.
     pub url_file: Option<PathBuf>,
+    /// Or an SNS topic (`arn:aws:sns:REGION:ACCOUNT:NAME`) published to with the server's own AWS credentials;
+    /// the message is the JSON body, with a message attribute `event` for subscription filter policies.
+    pub sns_topic_arn: Option<String>,
     /// `json` (tablecrypt's body, the default) or `slack` (`{"text": ...}`).
     #[serde(default = "default_format")]
     pub format: String,
@@ -61,15 +64,21 @@ pub fn sinks(entries: &[NotificationConfig]) -> anyhow::Result<Vec<Sink>> {
             at("name"),
             entry.name
         );
-        let url = match (&entry.url, &entry.url_file) {
-            (Some(url), None) => url.expose_secret().trim().to_owned(),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map_err(|e| {
-                    anyhow::anyhow!("{}: cannot read {}: {e}", at("url_file"), file.display())
-                })?
-                .trim()
-                .to_owned(),
-            _ => anyhow::bail!("{}: give exactly one of url and url_file", at("url")),
+        let url = match (&entry.url, &entry.url_file, &entry.sns_topic_arn) {
+            (Some(url), None, None) => Some(url.expose_secret().trim().to_owned()),
+            (None, Some(file), None) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: cannot read {}: {e}", at("url_file"), file.display())
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None, Some(_)) => None,
+            _ => anyhow::bail!(
+                "{}: give exactly one of url, url_file and sns_topic_arn",
+                at("url")
+            ),
         };
         let format = BodyFormat::parse(&entry.format)
             .map_err(|e| anyhow::anyhow!("{}: {}", at("format"), e.0))?;
@@ -88,9 +97,17 @@ pub fn sinks(entries: &[NotificationConfig]) -> anyhow::Result<Vec<Sink>> {
             events,
             selector,
         };
-        sinks.push(
-            Sink::new(route, &url, format).map_err(|e| anyhow::anyhow!("{}: {e}", at("url")))?,
-        );
+        let sink = match (url, &entry.sns_topic_arn) {
+            (Some(url), _) => {
+                Sink::new(route, &url, format).map_err(|e| anyhow::anyhow!("{}: {e}", at("url")))?
+            }
+            (None, Some(topic)) => Sink::sns(route, topic)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at("sns_topic_arn")))?,
+            (None, None) => {
+                unreachable!("one of url, url_file and sns_topic_arn was checked above")
+            }
+        };
+        sinks.push(sink);
     }
     Ok(sinks)
 }

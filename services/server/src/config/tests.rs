@@ -308,14 +308,32 @@ fn bad_notification_sinks_are_refused_with_the_entry_named() {
     let sink = |body: &str| format!("[[notifications]]\nname = 'chat'\n{body}");
     assert!(load(&sink("url = 'https://hooks.example.com/x'")).is_ok());
     assert!(load(&sink("url = 'http://127.0.0.1:9000/x'")).is_ok());
+    assert!(
+        load(&sink(
+            "sns_topic_arn = 'arn:aws:sns:eu-west-1:123456789012:tablecrypt'"
+        ))
+        .is_ok()
+    );
     for (body, want) in [
         ("url = 'http://hooks.example.com/x'", "notifications[0].url"),
         ("url = 'ftp://hooks.example.com/x'", "notifications[0].url"),
         ("url = 'not a url'", "notifications[0].url"),
-        ("", "exactly one of url and url_file"),
+        ("", "exactly one of url, url_file and sns_topic_arn"),
         (
             "url = 'https://a.example'\nurl_file = '/nonexistent'",
-            "exactly one of url and url_file",
+            "exactly one of url, url_file and sns_topic_arn",
+        ),
+        (
+            "url = 'https://a.example'\nsns_topic_arn = 'arn:aws:sns:eu-west-1:123456789012:t'",
+            "exactly one of url, url_file and sns_topic_arn",
+        ),
+        (
+            "sns_topic_arn = 'arn:aws:sqs:eu-west-1:123456789012:t'",
+            "notifications[0].sns_topic_arn",
+        ),
+        (
+            "sns_topic_arn = 'arn:aws:sns:eu-west-1:1234:t'",
+            "notifications[0].sns_topic_arn",
         ),
         ("url_file = '/nonexistent/url'", "notifications[0].url_file"),
         (
