@@ -49,7 +49,8 @@ CREATE INDEX notification_deliveries_due_idx ON notification_deliveries (next_at
     WHERE delivered_time IS NULL AND abandoned_time IS NULL;
 
 -- Deliveries are audited with the server itself as the caller (`tablecrypt:notifier`), authenticated by nobody
--- but being the server: widen the check (a wider check refuses nothing an older replica writes).
+-- but being the server: widen the check.
+-- old replicas: the wider check refuses nothing an older replica writes (it allowed a subset of these values).
 ALTER TABLE audit_log DROP CONSTRAINT audit_log_authenticated_by_check;
 ALTER TABLE audit_log ADD CONSTRAINT audit_log_authenticated_by_check
     CHECK (authenticated_by IN ('token', 'jwt', 'mtls', 'insecure', 'none', 'server'));

@@ -17,19 +17,19 @@ use crate::error::{CliError, Result, error_chain};
 /// The generated client behind the credentials interceptor.
 pub type Api = TableEncryptionClient<InterceptedService<Channel, Credentials>>;
 
-/// Adds the bearer token (or, for development servers, the caller name) to every call, and W3C trace context:
-/// one trace per CLI run, so a server that exports traces shows the run's calls (a migration's creation among
-/// them) as one trace. `TRACEPARENT` in the environment (as otel-cli and CI tracing set it) continues that trace.
+/// Adds the bearer token (or, for development servers, the caller name) to every call, and the W3C trace context
+/// of the run when `TRACEPARENT` is in the environment (as otel-cli and CI tracing set it), so a server that
+/// exports traces puts the run's calls (a migration's creation among them) in the caller's trace. Without it the
+/// CLI sends none: a parent span nobody exports would be a hole in every trace.
 #[derive(Clone)]
 pub struct Credentials {
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     caller: Option<MetadataValue<tonic::metadata::Ascii>>,
-    traceparent: MetadataValue<tonic::metadata::Ascii>,
+    traceparent: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
-/// The trace context of this run: `TRACEPARENT` when it is a valid version-00 value, else a new trace (random
-/// trace and span ids, sampled).
-fn traceparent() -> MetadataValue<tonic::metadata::Ascii> {
+/// The trace context of this run: `TRACEPARENT` when it is a valid version-00 value.
+fn traceparent() -> Option<MetadataValue<tonic::metadata::Ascii>> {
     let from_env = std::env::var("TRACEPARENT").ok().filter(|v| {
         let parts: Vec<&str> = v.split('-').collect();
         parts.len() == 4
@@ -41,12 +41,7 @@ fn traceparent() -> MetadataValue<tonic::metadata::Ascii> {
             && parts[1].bytes().any(|b| b != b'0')
             && parts[2].bytes().any(|b| b != b'0')
     });
-    let value = from_env.unwrap_or_else(|| {
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        let span = uuid::Uuid::new_v4().simple().to_string();
-        format!("00-{trace}-{}-01", &span[..16])
-    });
-    MetadataValue::try_from(value).expect("a traceparent is hex digits and dashes")
+    from_env.and_then(|value| MetadataValue::try_from(value).ok())
 }
 
 impl Interceptor for Credentials {
@@ -61,9 +56,9 @@ impl Interceptor for Credentials {
                 .metadata_mut()
                 .insert("x-tablecrypt-caller", value.clone());
         }
-        request
-            .metadata_mut()
-            .insert("traceparent", self.traceparent.clone());
+        if let Some(value) = &self.traceparent {
+            request.metadata_mut().insert("traceparent", value.clone());
+        }
         Ok(request)
     }
 }

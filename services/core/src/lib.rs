@@ -14,6 +14,7 @@ pub mod failure;
 pub mod filter;
 pub mod identity;
 pub mod labels;
+pub mod loopback;
 pub mod notify;
 pub mod region;
 pub mod role_arn;

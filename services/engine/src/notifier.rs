@@ -20,6 +20,11 @@ const LEASE_MARGIN: Duration = Duration::from_secs(20);
 const AUDIT_CALLER: &str = "tablecrypt:notifier";
 /// Tells a receiver which event a body is about, so a repeat (delivery is at least once) can be dropped.
 const EVENT_ID_HEADER: &str = "x-tablecrypt-event-id";
+/// How long finished notifications are kept (then deleted), and how long a delivery to a sink no longer in the
+/// configuration waits before it is given up: a month covers any investigation of "were we told?".
+const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often old notifications are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// One configured destination.
 #[derive(Clone)]
@@ -69,14 +74,9 @@ impl Sink {
     pub fn new(route: Route, url: &str, format: BodyFormat) -> Result<Self, String> {
         // The URL is not echoed back: it may be the secret.
         let url = reqwest::Url::parse(url).map_err(|e| format!("url is not a URL ({e})"))?;
-        let loopback = url.host_str().is_some_and(|host| {
-            host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
+        let loopback = url
+            .host_str()
+            .is_some_and(tablecrypt_core::loopback::is_loopback_host);
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
@@ -151,7 +151,21 @@ impl Notifier {
     /// lease (another replica tries it again).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(sinks = self.settings.sinks.len(), "notifier started");
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(std::time::Instant::now());
+                match self
+                    .store
+                    .notifications
+                    .prune(RETENTION, &self.sink_names())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "old notifications deleted"),
+                    Err(error) => tracing::warn!(%error, "pruning old notifications failed"),
+                }
+            }
             let busy = tokio::select! {
                 busy = self.pass() => busy,
                 () = shutdown.cancelled() => break,
@@ -167,8 +181,22 @@ impl Notifier {
         tracing::info!("notifier stopped");
     }
 
+    fn sink_names(&self) -> Vec<String> {
+        self.settings
+            .sinks
+            .iter()
+            .map(|s| s.route.sink.clone())
+            .collect()
+    }
+
     /// One pass: route new events, deliver what is due. True when there was work (look again at once).
+    /// A replica with no sinks routes nothing: another replica's configuration (a rollout adding sinks) decides
+    /// who hears of each event. Every replica should carry the same `[[notifications]]`.
     async fn pass(&self) -> bool {
+        let sinks = self.sink_names();
+        if sinks.is_empty() {
+            return false;
+        }
         let routed = match self
             .store
             .notifications
@@ -188,15 +216,6 @@ impl Notifier {
                 0
             }
         };
-        let sinks: Vec<String> = self
-            .settings
-            .sinks
-            .iter()
-            .map(|s| s.route.sink.clone())
-            .collect();
-        if sinks.is_empty() {
-            return routed as i64 == BATCH;
-        }
         let due = match self
             .store
             .notifications
@@ -223,7 +242,16 @@ impl Notifier {
         else {
             return;
         };
-        let outcome = self.post(sink, &delivery).await;
+        // Bounded here as well as in each client: a hung attempt must neither outlive its lease (another replica
+        // would deliver it again meanwhile) nor hold up the rest of the pass.
+        let outcome =
+            match tokio::time::timeout(self.settings.timeout, self.post(sink, &delivery)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!(
+                    "no answer within {:?} (notification_timeout)",
+                    self.settings.timeout
+                )),
+            };
         let notice = &delivery.notice;
         let recorded = match &outcome {
             Ok(()) => {
@@ -236,7 +264,7 @@ impl Notifier {
                 );
                 self.store
                     .notifications
-                    .delivered(delivery.event_id, &delivery.sink)
+                    .delivered(delivery.event_id, &delivery.sink, delivery.attempts)
                     .await
             }
             Err(error) => {
@@ -259,14 +287,28 @@ impl Notifier {
                 );
                 self.store
                     .notifications
-                    .failed(delivery.event_id, &delivery.sink, error, retry)
+                    .failed(
+                        delivery.event_id,
+                        &delivery.sink,
+                        delivery.attempts,
+                        error,
+                        retry,
+                    )
                     .await
             }
         };
-        if let Err(error) = recorded {
-            // The lease runs out and another pass tries again: at least once, never lost.
-            tracing::warn!(%error, sink = %sink.route.sink, "recording a notification attempt failed");
-            return;
+        match recorded {
+            Ok(true) => {}
+            // This attempt's lease ran out and another attempt took over: it records (and audits) the outcome.
+            Ok(false) => {
+                tracing::info!(sink = %sink.route.sink, attempts = delivery.attempts, "a notification attempt outlived its claim; not recorded");
+                return;
+            }
+            Err(error) => {
+                // The lease runs out and another pass tries again: at least once, never lost.
+                tracing::warn!(%error, sink = %sink.route.sink, "recording a notification attempt failed");
+                return;
+            }
         }
         let given_up = outcome.is_err()
             && u32::try_from(delivery.attempts).unwrap_or(u32::MAX) >= self.settings.max_attempts;

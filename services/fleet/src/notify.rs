@@ -24,8 +24,11 @@ impl Fleet {
             .nth(3)
             .filter(|r| !r.is_empty())
             .ok_or_else(|| format!("{topic_arn} is not an SNS topic ARN"))?;
+        // One attempt: the notifier retries with its own back-off and bounds each attempt by its lease; the SDK's
+        // retries would go on beyond both.
         let config = aws_sdk_sns::config::Builder::from(self.base())
             .region(Region::new(region.to_owned()))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
         let client = aws_sdk_sns::Client::from_conf(config);
         let subject: String = subject

@@ -22,6 +22,13 @@ const SIGNING_NAME: &str = "rds-db";
 /// After a failed refresh (credentials not reachable), how soon to try again: well inside the current token's
 /// remaining life.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// A token dies with the session credentials that signed it: the next one is signed this long before those
+/// credentials expire (instance, container and pod credentials can have minutes left), so new connections never
+/// carry a token signed by expired credentials.
+const BEFORE_CREDENTIALS_EXPIRE: Duration = Duration::from_secs(60);
+/// The shortest wait between refreshes, whatever the credentials' expiry says (a provider handing out credentials
+/// about to expire must not make a busy loop).
+const MIN_REFRESH: Duration = Duration::from_secs(5);
 
 /// Signs auth tokens for one database user at one endpoint.
 #[derive(Clone)]
@@ -70,10 +77,16 @@ impl RdsAuth {
 
     /// A token signed now with the current credentials.
     pub async fn token(&self) -> anyhow::Result<String> {
+        Ok(self.token_and_expiry().await?.0)
+    }
+
+    /// A token signed now, and when the credentials that signed it expire (None: long-term credentials).
+    pub async fn token_and_expiry(&self) -> anyhow::Result<(String, Option<SystemTime>)> {
         let credentials = self.credentials.provide_credentials().await.map_err(|e| {
             anyhow::anyhow!("no AWS credentials to sign the database auth token with: {e}")
         })?;
-        self.token_at(&credentials, SystemTime::now())
+        let token = self.token_at(&credentials, SystemTime::now())?;
+        Ok((token, credentials.expiry()))
     }
 
     /// The token for `credentials` at `time`: `host:port/?Action=connect&DBUser=...&X-Amz-...`.
@@ -108,8 +121,20 @@ impl RdsAuth {
     }
 }
 
-/// Keeps the pool's password a fresh token until `shutdown`: every `every` (well inside the token's 15 minutes)
-/// and, after a failure, every 30 s until it works again.
+/// When to sign the next token: after `every`, or sooner, shortly before the signing credentials expire.
+pub fn next_refresh(every: Duration, expiry: Option<SystemTime>, now: SystemTime) -> Duration {
+    let until_expiry = expiry.map(|at| {
+        at.duration_since(now)
+            .unwrap_or_default()
+            .saturating_sub(BEFORE_CREDENTIALS_EXPIRE)
+    });
+    until_expiry
+        .map_or(every, |left| left.min(every))
+        .max(MIN_REFRESH)
+}
+
+/// Keeps the pool's password a fresh token until `shutdown`: every `every` (well inside the token's 15 minutes),
+/// sooner when the signing credentials expire first, and after a failure every 30 s until it works again.
 pub async fn keep_fresh(
     pool: sqlx::PgPool,
     options: PgConnectOptions,
@@ -123,11 +148,11 @@ pub async fn keep_fresh(
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,
         }
-        match auth.token().await {
-            Ok(token) => {
+        match auth.token_and_expiry().await {
+            Ok((token, expiry)) => {
                 pool.set_connect_options(options.clone().password(&token));
-                tracing::debug!("database auth token refreshed");
-                wait = every;
+                wait = next_refresh(every, expiry, SystemTime::now());
+                tracing::debug!(next_in = ?wait, "database auth token refreshed");
             }
             Err(error) => {
                 tracing::warn!(
@@ -191,6 +216,23 @@ mod tests {
             .token_at(&credentials(), now + Duration::from_secs(600))
             .expect("token");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_next_token_comes_before_the_credentials_expire() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_212_800);
+        let every = Duration::from_secs(600);
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        assert_eq!(next_refresh(every, None, now), every);
+        assert_eq!(next_refresh(every, Some(now + minutes(60)), now), every);
+        // Credentials with 5 minutes left: the next token 4 minutes from now, signed by the renewed ones.
+        assert_eq!(next_refresh(every, Some(now + minutes(5)), now), minutes(4));
+        // Already (nearly) expired: soon, but never a busy loop.
+        assert_eq!(next_refresh(every, Some(now), now), MIN_REFRESH);
+        assert_eq!(
+            next_refresh(every, Some(now - minutes(1)), now),
+            MIN_REFRESH
+        );
     }
 
     #[test]

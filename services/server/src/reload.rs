@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// Calls `reload` every `interval` and on SIGHUP until `shutdown`; `reload` says whether what it read changed.
-/// `what` names the files in the log.
+/// Calls `reload` every `interval`, on SIGHUP and when `wanted` is signalled, until `shutdown`; `reload` says
+/// whether what it read changed. `what` names the files in the log.
 pub async fn periodically<F, Fut>(
     what: &'static str,
     interval: Duration,
+    wanted: Option<std::sync::Arc<tokio::sync::Notify>>,
     shutdown: CancellationToken,
     reload: F,
 ) where
@@ -26,6 +27,12 @@ pub async fn periodically<F, Fut>(
                     None => std::future::pending().await,
                 }
             } => "SIGHUP",
+            () = async {
+                match wanted.as_ref() {
+                    Some(wanted) => wanted.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => "asked",
             () = shutdown.cancelled() => return,
         };
         let reloaded = tokio::select! {

@@ -210,15 +210,28 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Everything that can stop the start comes before any task is spawned: a failed start leaves nothing running.
+    let auth_settings = config.auth_settings()?;
+    let authenticator = Authenticator::new(&auth_settings)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if let Some(jwt) = &auth_settings.jwt
+        && matches!(jwt.jwks, tablecrypt_api::auth::JwksSource::Uri(_))
+    {
+        // Fetched before serving: without keys every JWT caller would be refused.
+        authenticator.reload_jwks().await.map_err(|e| {
+            anyhow::anyhow!("{e}; check jwt.jwks_uri and that the identity provider is reachable")
+        })?;
+    }
+    let notifier_settings = config.notifier_settings()?;
     let database = open_store(&config).await?;
     let pool = database.pool.clone();
     let store = Store::new(pool.clone());
     let tasks = TaskTracker::new();
-    database.keep_token_fresh(&tasks, shutdown.clone());
     let fleet = Arc::new(Fleet::new(fleet_settings(&config)).await);
-    // Every replica routes and delivers notifications (with no sinks it only marks events routed).
-    let notifier = Notifier::new(store.clone(), fleet.clone(), config.notifier_settings()?)
+    // Every replica with sinks routes and delivers notifications.
+    let notifier = Notifier::new(store.clone(), fleet.clone(), notifier_settings)
         .context("failed to build the notification HTTP client")?;
+    database.keep_token_fresh(&tasks, shutdown.clone());
     tasks.spawn(notifier.run(shutdown.clone()));
     tasks.spawn(ensure_audit_partitions(store.clone(), shutdown.clone()));
 
@@ -266,23 +279,13 @@ pub async fn run(
         shutdown.clone(),
     );
     let max_request_bytes = config.max_request_bytes.get() as usize;
-    let auth_settings = config.auth_settings()?;
-    let authenticator = Authenticator::new(&auth_settings)
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    if let Some(jwt) = &auth_settings.jwt {
-        if matches!(jwt.jwks, tablecrypt_api::auth::JwksSource::Uri(_)) {
-            // Fetched before serving: without keys every JWT caller would be refused.
-            authenticator.reload_jwks().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}; check jwt.jwks_uri and that the identity provider is reachable"
-                )
-            })?;
-        }
+    if auth_settings.jwt.is_some() {
         // An identity provider's key rotation reaches the server without a restart.
         let keys = authenticator.clone();
         tasks.spawn(crate::reload::periodically(
             "JWKS",
             config.jwks_reload_interval,
+            authenticator.jwks_wanted(),
             shutdown.clone(),
             move || {
                 let keys = keys.clone();
@@ -433,6 +436,7 @@ pub async fn run(
             tasks.spawn(crate::reload::periodically(
                 "TLS",
                 config.tls_reload_interval,
+                None,
                 shutdown.clone(),
                 move || std::future::ready(files.reload().map_err(|e| format!("{e:#}"))),
             ));
@@ -523,7 +527,7 @@ fn worker_settings(config: &Config) -> WorkerSettings {
         retry_initial: config.worker_retry_initial,
         retry_max: config.worker_retry_max,
         settle_timeout: config.worker_settle_timeout,
-        known_schema: config.known_schema_version,
+        known_migrations: config.known_migrations.clone(),
     }
 }
 

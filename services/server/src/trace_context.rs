@@ -10,6 +10,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::metrics::{UNKNOWN, served_methods};
 
+/// Health checks get no span.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
 /// Makes the span of each call (tonic's `trace_fn`).
 #[derive(Clone)]
 pub struct RpcSpans {
@@ -28,10 +31,14 @@ impl RpcSpans {
     pub fn span<B>(&self, request: &http::Request<B>) -> tracing::Span {
         let path = request.uri().path().trim_start_matches('/');
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let (service, method) = if self
+        // Probes every few seconds would bury the calls that matter.
+        if service == HEALTH_SERVICE {
+            return tracing::Span::none();
+        }
+        let known = self
             .served
-            .contains(&(service.to_owned(), method.to_owned()))
-        {
+            .contains(&(service.to_owned(), method.to_owned()));
+        let (service, method) = if known {
             (service, method)
         } else {
             (UNKNOWN, UNKNOWN)
@@ -44,9 +51,12 @@ impl RpcSpans {
             rpc.service = %service,
             rpc.method = %method,
         );
-        let parent = TraceContextPropagator::new().extract(&Metadata(request.headers()));
-        // A call without trace context starts its own trace (an invalid parent is ignored).
-        let _ = span.set_parent(parent);
+        // A call without trace context starts its own trace (an invalid parent is ignored). A call to a path this
+        // server does not serve never picks its trace (or forces sampling): its span is a root.
+        if known {
+            let parent = TraceContextPropagator::new().extract(&Metadata(request.headers()));
+            let _ = span.set_parent(parent);
+        }
         span
     }
 }

@@ -1,9 +1,9 @@
 -- Picks up to $2 items a worker may start now, within the in-flight limits. Run under the claim lock (see
 -- ChangeItemRepository::claim), so the in-flight counts cannot change underneath.
 -- $1 default tables in flight per account-region (an account may override it), $2 limit, $3 items the claiming
--- process still works on (never claimed again by it, even if their lease expired during a stall), $4 the newest
--- schema migration the claiming binary knows: nothing is claimed once the database has a newer one (checked in
--- this statement's snapshot, so an item a newer replica wrote after migrating is never seen with the old fence).
+-- process still works on (never claimed again by it, even if their lease expired during a stall), $4 the schema
+-- migrations the claiming binary knows: nothing is claimed once the database has another one (checked in this
+-- statement's snapshot, so an item a newer replica wrote after migrating is never seen with the old fence).
 -- Claimable: PENDING or DEFERRED items that are due, of QUEUED or RUNNING requests, canaries first; and items
 -- whose lease expired while APPLYING or WAITING (their worker died), of any request not yet terminal.
 WITH busy AS (
@@ -40,7 +40,7 @@ FROM candidates c
 LEFT JOIN busy_region br ON br.account_id = c.account_id AND br.region = c.region
 LEFT JOIN busy b ON b.account_id = c.account_id AND b.region = c.region AND b.request_id = c.request_id
 WHERE c.rank_region + coalesce(br.n, 0) <= c.region_limit
-  AND (SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success) <= $4::bigint
+  AND NOT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE success AND NOT (version = ANY($4::bigint[])))
   AND (c.max_in_flight IS NULL OR c.rank_request + coalesce(b.n, 0) <= c.max_in_flight)
 -- Fair share over account-regions: the account-region with the fewest items in flight goes first (its first
 -- candidate, then the next-fewest, ...). Claiming in plan order would feed the first accounts only and leave

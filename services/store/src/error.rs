@@ -37,9 +37,9 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    /// The database's schema is newer than this binary knows (a rolling upgrade under way): claim nothing.
+    /// The database has a migration this binary does not know (a rolling upgrade under way): claim nothing.
     #[error(
-        "the database schema (migration {database}) is newer than this binary knows (migration {binary}); \
+        "the database has migration {database}, which this binary (newest migration {binary}) does not know; \
          upgrade this replica"
     )]
     SchemaAhead { database: i64, binary: i64 },

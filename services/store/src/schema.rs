@@ -23,7 +23,13 @@ pub fn migrator() -> Migrator {
 
 /// The newest migration this binary embeds: the schema version it understands.
 pub fn known_version() -> i64 {
-    migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    known_migrations().into_iter().max().unwrap_or(0)
+}
+
+/// Every migration this binary embeds. The fence asks whether the database has one outside this set, not merely
+/// a newer one: a migration merged late with an older timestamp is as unknown as a newer one.
+pub fn known_migrations() -> Vec<i64> {
+    migrator().iter().map(|m| m.version).collect()
 }
 
 /// The newest migration applied to the database (0 before any).
@@ -36,17 +42,25 @@ pub async fn applied_version<'c>(executor: impl PgExecutor<'c>) -> Result<i64, S
     .await?)
 }
 
-/// Refuses (`StoreError::SchemaAhead`) when the database has a migration newer than `known`, the version of the
+/// Refuses (`StoreError::SchemaAhead`) when the database has a migration outside `known`, the migrations of the
 /// binary that is about to claim work.
-pub(crate) async fn fence<'c>(executor: impl PgExecutor<'c>, known: i64) -> Result<(), StoreError> {
-    let database = applied_version(executor).await?;
-    if database > known {
-        return Err(StoreError::SchemaAhead {
+pub(crate) async fn fence<'c>(
+    executor: impl PgExecutor<'c>,
+    known: &[i64],
+) -> Result<(), StoreError> {
+    let unknown: Option<i64> = sqlx::query_scalar(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success AND NOT (version = ANY($1))",
+    )
+    .bind(known)
+    .fetch_one(executor)
+    .await?;
+    match unknown {
+        Some(database) => Err(StoreError::SchemaAhead {
             database,
-            binary: known,
-        });
+            binary: known.iter().copied().max().unwrap_or(0),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -64,6 +78,20 @@ mod tests {
         "\nTRUNCATE",
     ];
 
+    /// Statements that may refuse what an older replica still writes, or drop what it still uses (a new CHECK,
+    /// UNIQUE or foreign key, a column made NOT NULL, a dropped index, trigger or function). Allowed with a line
+    /// starting `-- old replicas:` saying why the older binary is unaffected. Checked from the first migration
+    /// written after rolling upgrades were supported (earlier ones are applied everywhere and cannot change).
+    const NEEDS_A_REASON: [&str; 6] = [
+        "ADD CONSTRAINT",
+        "DROP CONSTRAINT",
+        "SET NOT NULL",
+        "DROP INDEX",
+        "DROP TRIGGER",
+        "DROP FUNCTION",
+    ];
+    const FIRST_CHECKED_FOR_OLD_REPLICAS: i64 = 20261204000000;
+
     #[test]
     fn migrations_are_additive_or_say_why_not() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
@@ -71,19 +99,36 @@ mod tests {
         for entry in std::fs::read_dir(dir).expect("the migrations folder") {
             let path = entry.expect("a migration").path();
             let text = std::fs::read_to_string(&path).expect("a readable migration");
+            let version: i64 = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('_').next())
+                .and_then(|v| v.parse().ok())
+                .expect("a migration file named VERSION_description.sql");
             let code: String = text
                 .lines()
                 .map(|line| line.split("--").next().unwrap_or_default().trim_start())
                 .collect::<Vec<_>>()
                 .join("\n")
                 .to_uppercase();
-            let reasoned = text.lines().any(|l| l.starts_with("-- not additive:"));
+            let not_additive = text.lines().any(|l| l.starts_with("-- not additive:"));
+            let old_replicas = text.lines().any(|l| l.starts_with("-- old replicas:"));
             for statement in DESTRUCTIVE {
                 assert!(
-                    reasoned || !code.contains(statement),
+                    not_additive || !code.contains(statement),
                     "{} contains {statement} without a `-- not additive:` line",
                     path.display()
                 );
+            }
+            if version >= FIRST_CHECKED_FOR_OLD_REPLICAS {
+                for statement in NEEDS_A_REASON {
+                    assert!(
+                        not_additive || old_replicas || !code.contains(statement),
+                        "{} contains {statement} without a `-- old replicas:` line saying why an older replica \
+                         still works",
+                        path.display()
+                    );
+                }
             }
             checked += 1;
         }

@@ -92,7 +92,7 @@ async fn a_request_started_before_a_newer_schema_is_finished_by_the_newer_binary
             "aws_endpoint_url = '{}'\n{FAST}\nupdate_rate = 1.0",
             s.emulator.endpoint()
         ),
-        |config| config.known_schema_version = known + 1,
+        |config| config.known_migrations.push(known + 1),
     )
     .await
     .expect("the newer replica");

@@ -1573,14 +1573,16 @@ async fn a_jwks_uri_is_fetched_at_start_on_rotation_and_survives_an_outage() {
         &format!("jwks_uri = '{uri}'"),
     );
     assert!(jwt_toml.contains("jwks_uri"), "{jwt_toml}");
-    let toml = format!(
-        "insecure = false\njwks_reload_interval = '1s'\n{}{jwt_toml}",
-        tokens_and_grants(&[(&format!("jwt:{JWT_ISSUER}:jwt-user"), "viewer", "")]),
-    );
-    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+    let toml = |interval: &str| {
+        format!(
+            "insecure = false\njwks_reload_interval = '{interval}'\n{}{jwt_toml}",
+            tokens_and_grants(&[(&format!("jwt:{JWT_ISSUER}:jwt-user"), "viewer", "")]),
+        )
+    };
+    let app = TestApp::spawn_tls(&db.url, &toml("1s"), pki.client_tls(None))
         .await
         .expect("TLS server");
-    let list = |token: String| {
+    let list = |app: &TestApp, token: String| {
         let client = app.client.clone();
         async move {
             client
@@ -1590,7 +1592,7 @@ async fn a_jwks_uri_is_fetched_at_start_on_rotation_and_survives_an_outage() {
         }
     };
     let first = pki.jwt("jwt-user", JWT_AUDIENCE, 600);
-    list(first.clone())
+    list(&app, first.clone())
         .await
         .expect("the key set fetched at start");
 
@@ -1598,18 +1600,23 @@ async fn a_jwks_uri_is_fetched_at_start_on_rotation_and_survives_an_outage() {
     for outage in [1, 2] {
         mode.store(outage, Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        list(first.clone())
+        list(&app, first.clone())
             .await
             .expect("a provider outage locks nobody out");
     }
     mode.store(0, Ordering::SeqCst);
+    app.stop().await.expect("stop");
 
-    // A rotation: the new key is fetched when a token names it (at most a moment after the first such call).
+    // A rotation, with no periodic fetch for an hour: the new key is fetched because a token names it (at most a
+    // moment after the first such call).
+    let app = TestApp::spawn_tls(&db.url, &toml("1h"), pki.client_tls(None))
+        .await
+        .expect("TLS server");
     pki.rotate_jwt_key("test-key-2");
     let rotated = pki.jwt("jwt-user", JWT_AUDIENCE, 600);
     let mut accepted = false;
     for _ in 0..30 {
-        if list(rotated.clone()).await.is_ok() {
+        if list(&app, rotated.clone()).await.is_ok() {
             accepted = true;
             break;
         }
@@ -1619,7 +1626,7 @@ async fn a_jwks_uri_is_fetched_at_start_on_rotation_and_survives_an_outage() {
         accepted,
         "a token signed with the rotated key was refused for 3 s"
     );
-    let err = list(first)
+    let err = list(&app, first)
         .await
         .expect_err("the key that left the set is refused");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -1627,7 +1634,7 @@ async fn a_jwks_uri_is_fetched_at_start_on_rotation_and_survives_an_outage() {
 
     // A provider that cannot be reached at start stops the start, naming the setting.
     mode.store(1, Ordering::SeqCst);
-    let err = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+    let err = TestApp::spawn_tls(&db.url, &toml("1s"), pki.client_tls(None))
         .await
         .err()
         .expect("no key set, no start");

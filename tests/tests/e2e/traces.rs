@@ -176,3 +176,66 @@ async fn a_migration_is_one_trace_from_the_cli_and_each_item_a_trace_linked_to_i
         );
     }
 }
+
+/// OTLP over HTTP/protobuf (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, port 4318 in a collector): the same spans
+/// arrive at `/v1/traces`. The SDK exports from its own thread, outside the server's runtime.
+#[tokio::test]
+async fn spans_also_travel_over_otlp_http() {
+    use prost::Message as _;
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let received = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let received = received.clone();
+            async move {
+                let request =
+                    ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                let mut spans = received.lock().expect("spans");
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        spans.extend(scope.spans);
+                    }
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let db = TestDatabase::create().await.expect("db");
+    let emulator = Emulator::spawn(FleetSpec::from_yaml(&fleet()).expect("fleet"))
+        .await
+        .expect("emulator");
+    let mut env = emulator_env(&db.url, emulator.endpoint());
+    env.extend([
+        ("TABLECRYPT_OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        (
+            "TABLECRYPT_OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/protobuf".into(),
+        ),
+    ]);
+    let mut server = ServerProcess::start(free_addr(), &env).await;
+    register_and_scan(&mut server.client().await, &[PAYMENTS]).await;
+    let status = server.terminate().await;
+    assert!(status.success(), "{status}");
+    let names: Vec<String> = spans
+        .lock()
+        .expect("spans")
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "tablecrypt.v1.TableEncryption/RegisterAccount"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("grpc.health")),
+        "health checks traced: {names:?}"
+    );
+}

@@ -46,6 +46,28 @@ pub enum JwksSource {
 }
 
 impl JwksSource {
+    /// A key set URL: https, or http to a loopback address; no user name or password in it (a URL like
+    /// `http://localhost:x@idp.example/` names idp.example, not this machine).
+    pub fn uri(value: &str) -> Result<Self, String> {
+        let refuse = || {
+            "jwt.jwks_uri must be an https:// URL (http:// only to a loopback address), without credentials"
+                .to_owned()
+        };
+        let url = reqwest::Url::parse(value).map_err(|_| refuse())?;
+        let loopback = url
+            .host_str()
+            .is_some_and(tablecrypt_core::loopback::is_loopback_host);
+        let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+        if !scheme_ok
+            || url.host_str().is_none()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(refuse());
+        }
+        Ok(Self::Uri(value.to_owned()))
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::File(path) => format!("the JWKS file {}", path.display()),
@@ -117,6 +139,9 @@ struct JwtVerifier {
     http: reqwest::Client,
     /// When a token's unknown key id last made us read the key set again.
     last_unknown_kid_reload: Arc<Mutex<Option<Instant>>>,
+    /// Asks the server's reload task to fetch a URI's key set now (an unknown key id): the fetch runs there,
+    /// tracked and cancelled with the server's other tasks.
+    fetch_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// The longest a JWKS fetch may take: an identity provider answers in milliseconds; a hung one must not hold the
@@ -216,6 +241,7 @@ impl Authenticator {
                     .build()
                     .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?,
                 last_unknown_kid_reload: Arc::new(Mutex::new(None)),
+                fetch_wanted: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
@@ -302,6 +328,11 @@ impl Authenticator {
         }
     }
 
+    /// Signalled when a token names a key id a `jwks_uri` key set lacks: the reload task fetches at once.
+    pub fn jwks_wanted(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.jwt.as_ref().map(|jwt| jwt.fetch_wanted.clone())
+    }
+
     fn bearer(&self, token: &str) -> Result<(String, &'static str), AuthError> {
         if let Some(identity) = self.tokens.get(&token_sha256_hex(token)) {
             return Ok((identity.clone(), "token"));
@@ -336,7 +367,7 @@ impl JwtVerifier {
     }
 
     /// The key `kid` names; an unknown one makes us read the key set again, at most every
-    /// [`UNKNOWN_KID_RELOAD_EVERY`]: a file at once, a URI in the background (this token is refused; the
+    /// [`UNKNOWN_KID_RELOAD_EVERY`]: a file at once, a URI by the reload task (this token is refused; the
     /// caller's retry finds the key).
     fn key(&self, kid: &str) -> Option<jsonwebtoken::jwk::Jwk> {
         let known = |keys: &Arc<RwLock<JwkSet>>| {
@@ -367,16 +398,7 @@ impl JwtVerifier {
                     tracing::warn!(%error, "could not reload the JWKS file for an unknown key id");
                 }
             },
-            JwksSource::Uri(_) => {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let verifier = self.clone();
-                    runtime.spawn(async move {
-                        if let Err(error) = verifier.reload().await {
-                            tracing::warn!(%error, "could not fetch the JWKS for an unknown key id");
-                        }
-                    });
-                }
-            }
+            JwksSource::Uri(_) => self.fetch_wanted.notify_one(),
         }
         known(&self.keys)
     }

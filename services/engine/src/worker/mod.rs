@@ -87,9 +87,9 @@ pub struct WorkerSettings {
     /// How long a sent UpdateTable may take to show before the item sends it again (which spends one of the
     /// table's switches on AWS). AWS shows the old key, ACTIVE, for the first seconds of a change.
     pub settle_timeout: Duration,
-    /// The newest schema migration this binary knows (`tablecrypt_store::schema::known_version`): while the
-    /// database has a newer one (a rolling upgrade), this worker claims nothing.
-    pub known_schema: i64,
+    /// The schema migrations this binary knows (`tablecrypt_store::schema::known_migrations`): while the
+    /// database has another one (a rolling upgrade), this worker claims nothing.
+    pub known_migrations: Vec<i64>,
 }
 
 /// Why a worker claims nothing: the database's schema is newer than its binary knows.
@@ -224,7 +224,7 @@ impl Workers {
                         i64::from(self.inner.settings.max_in_flight),
                         available.min(CLAIM_BATCH) as i64,
                         &self.inner.held_items(),
-                        self.inner.settings.known_schema,
+                        &self.inner.settings.known_migrations,
                     )
                     .await
                 {

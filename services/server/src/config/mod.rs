@@ -247,10 +247,10 @@ pub struct Config {
     /// Attempts before a delivery is given up and the giving up audited
     /// (`TABLECRYPT_NOTIFICATION_MAX_ATTEMPTS`).
     pub notification_max_attempts: NonZeroU32,
-    /// Not a setting (no file or variable sets it): the newest schema migration this binary knows, which its
-    /// workers compare with the database's before claiming. A test sets it to stand in for a newer binary.
+    /// Not a setting (no file or variable sets it): the schema migrations this binary knows, which its workers
+    /// compare with the database's before claiming. A test adds one to stand in for a newer binary.
     #[serde(skip)]
-    pub known_schema_version: i64,
+    pub known_migrations: Vec<i64>,
 }
 
 /// The server's certificate and key (PEM), and optionally the CA that client certificates must chain to.
@@ -444,7 +444,7 @@ impl Default for Config {
                 tablecrypt_core::notify::DEFAULT_MAX_ATTEMPTS,
             )
             .expect("non-zero"),
-            known_schema_version: tablecrypt_store::schema::known_version(),
+            known_migrations: tablecrypt_store::schema::known_migrations(),
         }
     }
 }
@@ -726,15 +726,7 @@ fn jwt_settings(jwt: &JwtConfig) -> anyhow::Result<JwtSettings> {
     let jwks = match (&jwt.jwks_file, &jwt.jwks_uri) {
         (Some(file), None) => JwksSource::File(file.clone()),
         (None, Some(uri)) => {
-            let rest = uri.strip_prefix("https://").or_else(|| {
-                uri.strip_prefix("http://")
-                    .filter(|rest| is_loopback_authority(rest))
-            });
-            anyhow::ensure!(
-                rest.is_some_and(|r| !r.is_empty()),
-                "invalid configuration: jwt.jwks_uri must be an https:// URL (http:// only to a loopback address)"
-            );
-            JwksSource::Uri(uri.clone())
+            JwksSource::uri(uri).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?
         }
         _ => anyhow::bail!(
             "invalid configuration: [jwt] takes exactly one of jwks_file and jwks_uri"
@@ -745,23 +737,6 @@ fn jwt_settings(jwt: &JwtConfig) -> anyhow::Result<JwtSettings> {
         audience: jwt.audience.clone(),
         jwks,
     })
-}
-
-/// Whether the host of `authority_and_path` (what follows `http://`) is a loopback address or localhost.
-fn is_loopback_authority(authority_and_path: &str) -> bool {
-    let authority = authority_and_path
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default();
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A duration such as "1h", or "off" / "" for none.

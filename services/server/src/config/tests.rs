@@ -400,6 +400,18 @@ fn a_jwt_key_set_comes_from_one_source_over_https() {
             "jwks_uri = 'file:///etc/passwd'",
             "jwt.jwks_uri must be an https",
         ),
+        (
+            "jwks_uri = 'http://localhost:x@idp.evil.example/jwks'",
+            "jwt.jwks_uri must be an https",
+        ),
+        (
+            "jwks_uri = 'http://127.0.0.1:1@idp.evil.example/jwks'",
+            "jwt.jwks_uri must be an https",
+        ),
+        (
+            "jwks_uri = 'https://user:pass@idp.example/jwks'",
+            "without credentials",
+        ),
         ("", "exactly one of jwks_file and jwks_uri"),
         (
             "jwks_file = '/x.json'\njwks_uri = 'https://idp.example/jwks.json'",

@@ -24,8 +24,8 @@ impl ChangeItemRepository {
     /// updating per account-region (and each request's own cap), never one of `held` (items this process's tasks
     /// still work on, whatever their lease says). Each claim takes a new lease token. PENDING and DEFERRED items
     /// become APPLYING; reclaimed items keep their state (and `apply_time`, which tells the worker to look before
-    /// acting). Claims nothing, with `StoreError::SchemaAhead`, while the database has a migration newer than
-    /// `known_schema`, the claiming binary's (see [`crate::schema`]).
+    /// acting). Claims nothing, with `StoreError::SchemaAhead`, while the database has a migration outside
+    /// `known_migrations`, the claiming binary's (see [`crate::schema`]).
     #[tracing::instrument(skip(self, held), fields(held = held.len()), err(level = "debug"))]
     pub async fn claim(
         &self,
@@ -34,7 +34,7 @@ impl ChangeItemRepository {
         max_in_flight: i64,
         limit: i64,
         held: &[i64],
-        known_schema: i64,
+        known_migrations: &[i64],
     ) -> Result<Vec<ClaimedItem>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
@@ -42,13 +42,13 @@ impl ChangeItemRepository {
             .await?;
         // Says why nothing is claimed; the claim query checks again in its own snapshot (a migration may commit
         // between the two statements).
-        crate::schema::fence(&mut *tx, known_schema).await?;
+        crate::schema::fence(&mut *tx, known_migrations).await?;
         let ids: Vec<i64> = sqlx::query_file_scalar!(
             "queries/claim_change_items.sql",
             max_in_flight,
             limit,
             held,
-            known_schema
+            known_migrations
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -82,10 +82,14 @@ impl ChangeItemRepository {
                  lease_owner = $2, lease_token = nextval('change_items_lease_token_seq'),
                  lease_expire_time = now() + make_interval(secs => $3), update_time = now()
              WHERE item_id = ANY($1)
+               -- Again in this statement's snapshot: a migration (and a backfill) committed since the claim query
+               -- leaves these items unclaimed rather than read by the older binary.
+               AND NOT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE success AND NOT (version = ANY($4)))
              RETURNING item_id, lease_token AS \"lease_token!\", now() AS \"claimed_at!\"",
             &ids,
             owner,
-            lease_seconds
+            lease_seconds,
+            known_migrations
         )
         .fetch_all(&mut *tx)
         .await?;
