@@ -1,6 +1,7 @@
 //! The one map from failures to gRPC status.
 
 use tablecrypt_core::ValidationErrors;
+use tablecrypt_core::error_chain::error_chain as cause_chain;
 use tablecrypt_engine::EngineError;
 use tablecrypt_store::StoreError;
 use tonic::{Code, Status};
@@ -74,18 +75,6 @@ impl From<EngineError> for ApiError {
             EngineError::Store(error) => error.into(),
         }
     }
-}
-
-/// Walks an error's `source()` chain into one line, for logs.
-fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl From<ApiError> for Status {

@@ -67,16 +67,7 @@ impl From<tonic::Status> for CliError {
 }
 
 /// An error with its causes, for transport errors whose top level says only "transport error".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use tablecrypt_core::error_chain::error_chain;
 
 #[cfg(test)]
 mod tests {

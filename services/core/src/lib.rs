@@ -9,6 +9,7 @@ pub mod account_id;
 pub mod account_limits;
 pub mod change;
 pub mod display_name;
+pub mod error_chain;
 pub mod external_id;
 pub mod failure;
 pub mod filter;

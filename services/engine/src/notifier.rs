@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use tablecrypt_core::error_chain::error_chain as describe;
 use tablecrypt_core::notify::{BodyFormat, Notice, Route, retry_after};
 use tablecrypt_fleet::Fleet;
 use tablecrypt_store::{DueDelivery, NewAuditEvent, Store};
@@ -384,18 +385,6 @@ impl Notifier {
             tracing::warn!(%error, "auditing a notification failed");
         }
     }
-}
-
-/// An error with its causes, for the outbox's `last_error` and the log.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The body a sink receives.

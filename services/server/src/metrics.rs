@@ -23,7 +23,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The label of every call to a path this server does not serve: the path is the caller's to choose (before
 /// authentication, too), so it never becomes a label of its own, and the number of series stays bounded.
-pub(crate) const UNKNOWN: &str = "unknown";
+const UNKNOWN: &str = "unknown";
 
 /// The gRPC methods this server serves, as (service, method): tablecrypt's own from its descriptor set, and the
 /// standard health and reflection services.
@@ -56,6 +56,21 @@ pub(crate) fn served_methods() -> std::collections::HashSet<(String, String)> {
         }
     }
     methods
+}
+
+/// The (service, method) of a gRPC path ("/package.Service/Method"), and whether this server serves it; a path it
+/// does not serve is (`unknown`, `unknown`), so what a caller makes up never becomes a label or a span name.
+pub(crate) fn served_method<'a>(
+    served: &std::collections::HashSet<(String, String)>,
+    path: &'a str,
+) -> (&'a str, &'a str, bool) {
+    let path = path.trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    if served.contains(&(service.to_owned(), method.to_owned())) {
+        (service, method, true)
+    } else {
+        (UNKNOWN, UNKNOWN, false)
+    }
 }
 
 /// The gRPC server metrics, named as go-grpc-prometheus names them so existing dashboards work.
@@ -184,18 +199,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        // gRPC paths are "/package.Service/Method".
-        let path = request.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let known = self
-            .metrics
-            .served
-            .contains(&(service.to_owned(), method.to_owned()));
-        let (service, method) = if known {
-            (service, method)
-        } else {
-            (UNKNOWN, UNKNOWN)
-        };
+        let (service, method, _) = served_method(&self.metrics.served, request.uri().path());
         let mut observer = CallObserver {
             metrics: self.metrics.clone(),
             service: service.to_owned(),

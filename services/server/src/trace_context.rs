@@ -8,7 +8,7 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::metrics::{UNKNOWN, served_methods};
+use crate::metrics::{served_method, served_methods};
 
 /// Health checks get no span.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -29,20 +29,11 @@ impl RpcSpans {
     }
 
     pub fn span<B>(&self, request: &http::Request<B>) -> tracing::Span {
-        let path = request.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let (service, method, known) = served_method(&self.served, request.uri().path());
         // Probes every few seconds would bury the calls that matter.
         if service == HEALTH_SERVICE {
             return tracing::Span::none();
         }
-        let known = self
-            .served
-            .contains(&(service.to_owned(), method.to_owned()));
-        let (service, method) = if known {
-            (service, method)
-        } else {
-            (UNKNOWN, UNKNOWN)
-        };
         let span = tracing::info_span!(
             "rpc",
             otel.name = %format!("{service}/{method}"),

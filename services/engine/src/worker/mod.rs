@@ -212,6 +212,20 @@ impl Workers {
         loop {
             let available = self.inner.permits.available_permits();
             let claimed = if available == 0 {
+                // No claim to find out by: ask, so health reports a newer schema while every permit is taken.
+                match self
+                    .inner
+                    .store
+                    .change_items
+                    .schema_fence(&self.inner.settings.known_migrations)
+                    .await
+                {
+                    Ok(()) => self.inner.set_schema_fence(None),
+                    Err(StoreError::SchemaAhead { database, binary }) => self
+                        .inner
+                        .set_schema_fence(Some(SchemaFence { database, binary })),
+                    Err(_) => {}
+                }
                 Vec::new()
             } else {
                 match self

@@ -152,6 +152,12 @@ impl ChangeItemRepository {
             .collect())
     }
 
+    /// Whether a binary knowing `known_migrations` may claim (`StoreError::SchemaAhead` if not), without claiming:
+    /// for a worker whose permits are all taken, so its health follows the schema while it claims nothing.
+    pub async fn schema_fence(&self, known_migrations: &[i64]) -> Result<(), StoreError> {
+        crate::schema::fence(&self.pool, known_migrations).await
+    }
+
     /// Extends the leases of `held` (item, token) that are still this claim's and not expired: an expired lease
     /// is never revived (another claim may be about to take the item). Returns the items whose leases were
     /// extended; a task whose item is missing has lost its lease and must stop without writing.
