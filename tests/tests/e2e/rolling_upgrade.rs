@@ -41,19 +41,19 @@ async fn wait_for_worker_health(app: &TestApp, want: ServingStatus) {
     }
 }
 
-/// A synthetic migration of the next release, additive like every migration within a release.
-async fn apply_future_migration(url: &str, version: i64) {
+/// A synthetic migration `version` (additive, like every migration within a release) running `sql`.
+async fn apply_migration(url: &str, version: i64, sql: &str) {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
         .await
         .expect("db");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ALTER TABLE change_items ADD COLUMN tc_future_note text;
+        "{sql}
          INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-         VALUES ({version}, 'a future release', true, '\\x00'::bytea, 1);"
+         VALUES ({version}, 'a migration this binary does not know', true, '\\x00'::bytea, 1);"
     )))
     .execute(&mut conn)
     .await
-    .expect("future migration");
+    .expect("synthetic migration");
 }
 
 #[tokio::test]
@@ -66,7 +66,12 @@ async fn a_request_started_before_a_newer_schema_is_finished_by_the_newer_binary
     wait_until(&s.app, &id, 30, |r| counts(r).succeeded >= 2).await;
 
     let known = tablecrypt_store::schema::known_version();
-    apply_future_migration(&s.db.url, known + 1).await;
+    apply_migration(
+        &s.db.url,
+        known + 1,
+        "ALTER TABLE change_items ADD COLUMN tc_future_note text;",
+    )
+    .await;
     wait_for_worker_health(&s.app, ServingStatus::NotServing).await;
     // What the old replica held when the fence went up finishes; then nothing more is sent.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -102,4 +107,27 @@ async fn a_request_started_before_a_newer_schema_is_finished_by_the_newer_binary
     assert_eq!(worker_health(&s.app).await, ServingStatus::NotServing);
     let done: pb::ChangeRequest = get(&newer, &id).await;
     assert_eq!(done.state(), pb::ChangeRequestState::Succeeded);
+}
+
+/// A migration merged late, with a timestamp older than this binary's newest, is as unknown to the binary as a
+/// newer one: the worker stops claiming (a fence on the newest version alone let it through).
+#[tokio::test]
+async fn a_late_merged_older_migration_fences_the_worker_too() {
+    let s = setup("").await;
+    assert_eq!(worker_health(&s.app).await, ServingStatus::Serving);
+    let known = tablecrypt_store::schema::known_migrations();
+    let older = known.iter().copied().min().expect("migrations") + 1;
+    assert!(!known.contains(&older), "{older} is one of this binary's");
+    apply_migration(
+        &s.db.url,
+        older,
+        "ALTER TABLE accounts ADD COLUMN tc_late_note text;",
+    )
+    .await;
+    wait_for_worker_health(&s.app, ServingStatus::NotServing).await;
+    // Nothing is claimed meanwhile.
+    let id = migrate_bulk(&s.app).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counts(&get(&s.app, &id).await).succeeded, 0);
+    assert!(updates_sent(&s.emulator).await.is_empty());
 }
