@@ -27,7 +27,7 @@ const UNKNOWN: &str = "unknown";
 
 /// The gRPC methods this server serves, as (service, method): tablecrypt's own from its descriptor set, and the
 /// standard health and reflection services.
-pub(crate) fn served_methods() -> std::collections::HashSet<(String, String)> {
+fn served_methods() -> std::collections::HashSet<(String, String)> {
     let mut methods: std::collections::HashSet<(String, String)> = [
         ("grpc.health.v1.Health", "Check"),
         ("grpc.health.v1.Health", "Watch"),
@@ -83,6 +83,11 @@ pub struct GrpcMetrics {
 }
 
 impl GrpcMetrics {
+    /// The methods that get labels of their own: also what names a call's span (`trace_context`).
+    pub(crate) fn served(&self) -> std::sync::Arc<std::collections::HashSet<(String, String)>> {
+        self.served.clone()
+    }
+
     /// Registers the metrics in `registry` (one registry per server, so tests can run several servers).
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let labels = &["grpc_service", "grpc_method", "grpc_code"];

@@ -416,7 +416,7 @@ pub async fn run(
     }
     // Connections are bounded in number and in how long they may take to start (connections.rs); live ones are
     // pinged (a peer that stopped answering is dropped) and re-established after a maximum age.
-    let spans = crate::trace_context::RpcSpans::new();
+    let spans = crate::trace_context::RpcSpans::new(grpc_metrics.served());
     let mut builder = tonic::transport::Server::builder()
         .trace_fn(move |request| spans.span(request))
         .timeout(config.request_timeout)

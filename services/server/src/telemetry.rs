@@ -85,10 +85,8 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             _ => EnvFilter::try_new(&config.log_filter)?,
         })
     };
-    let provider = match OtlpTarget::resolve(config)? {
-        None => None,
-        Some(target) => Some(tracer_provider(&target)?),
-    };
+    let target = OtlpTarget::resolve(config)?;
+    let provider = target.as_ref().map(tracer_provider).transpose()?;
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tablecrypt"))
@@ -110,7 +108,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         .with(otel)
         .try_init()
         .map_err(|e| anyhow::anyhow!("failed to install the log subscriber: {e}"))?;
-    if let Some(target) = OtlpTarget::resolve(config)? {
+    if let Some(target) = &target {
         tracing::info!(endpoint = %target.endpoint, protocol = target.protocol.as_str(), "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })

@@ -8,7 +8,7 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::metrics::{served_method, served_methods};
+use crate::metrics::served_method;
 
 /// Health checks get no span.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -22,10 +22,9 @@ pub struct RpcSpans {
 }
 
 impl RpcSpans {
-    pub fn new() -> Self {
-        Self {
-            served: Arc::new(served_methods()),
-        }
+    /// Names spans by the same served methods as the metrics (`GrpcMetrics::served`).
+    pub fn new(served: Arc<HashSet<(String, String)>>) -> Self {
+        Self { served }
     }
 
     pub fn span<B>(&self, request: &http::Request<B>) -> tracing::Span {

@@ -40,9 +40,6 @@ impl ChangeItemRepository {
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
-        // Says why nothing is claimed; the claim query checks again in its own snapshot (a migration may commit
-        // between the two statements).
-        crate::schema::fence(&mut *tx, known_migrations).await?;
         let ids: Vec<i64> = sqlx::query_file_scalar!(
             "queries/claim_change_items.sql",
             max_in_flight,
@@ -53,8 +50,11 @@ impl ChangeItemRepository {
         .fetch_all(&mut *tx)
         .await?;
         if ids.is_empty() {
+            // The claim query holds the fence itself; only when it found nothing is it worth asking whether the
+            // schema was why (a busy claim loop does not pay for the question).
+            let fenced = crate::schema::fence(&mut *tx, known_migrations).await;
             tx.commit().await?;
-            return Ok(Vec::new());
+            return fenced.map(|()| Vec::new());
         }
         // Taken over from a claim whose lease expired; an item handed back at shutdown (`release`) has no token.
         let expired: Vec<i64> = sqlx::query_scalar!(
