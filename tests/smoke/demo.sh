@@ -58,7 +58,7 @@ echo "demo: scan PARTIALLY_FAILED with sandbox denied, $all tables listed, every
 # A batch key migration from key A to key B in payments/eu-west-1, as the README shows: plan, create, watch,
 # history, rollback, all through grpcurl.
 ccall() { grpcurl -plaintext -H "x-tablecrypt-caller:$1" -d "$3" "$ADDR" "tablecrypt.v1.TableEncryption/$2"; }
-SEL='"selector": {"account_ids": ["111111111111"], "current_kms_key": "arn:aws:kms:eu-west-1:111111111111:alias/payments-a"}'
+SEL='"selector": {"account_ids": ["111111111111"], "regions": ["eu-west-1"], "current_kms_key": "alias/payments-a"}'
 TARGET='"target": {"mode": "ENCRYPTION_MODE_CUSTOMER_MANAGED", "kms_key": "alias/payments-b"}'
 plan="$(ccall alice CreateChangeRequest "{$SEL, $TARGET, \"validate_only\": true}")"
 planned="$(echo "$plan" | grep -o '"change": [0-9]*' | head -n 1 | grep -o '[0-9]*$' || true)"
@@ -107,7 +107,13 @@ grep -q 'payments-ledger' <<<"$(tc tables list --account 111111111111 --region e
   || fail "tablecrypt tables list does not show payments-ledger"
 grep -q 'payments-ledger' <<<"$(tc keys usage alias/payments-a --account 111111111111 --region eu-west-1)" \
   || fail "tablecrypt keys usage does not show payments-ledger on key A"
-KEY_A="arn:aws:kms:eu-west-1:111111111111:alias/payments-a"
+KEY_A="alias/payments-a"   # resolved in every account-region the selector covers
+# Fleet-wide, in one command: both regions of payments, the CloudFormation-owned table blocked.
+fleet_plan="$(tc migrate --selector team=payments --from-key "$KEY_A" --to-key alias/payments-b --dry-run)" \
+  || fail "the fleet-wide dry run exited $?"
+grep -Eq 'payments-infra .* IAC_OWNED' <<<"$fleet_plan" \
+  || fail "the fleet-wide dry run does not block the CloudFormation-owned table: $fleet_plan"
+grep -Eq '111111111111 .* us-east-1' <<<"$fleet_plan" || fail "the fleet-wide dry run does not cover us-east-1"
 MIGRATE=(migrate --selector team=payments --region eu-west-1 --from-key "$KEY_A" --to-key alias/payments-b
   --description "retire payments key A")
 plan="$(tc "${MIGRATE[@]}" --dry-run)" || fail "the CLI dry run exited $?"

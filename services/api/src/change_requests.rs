@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tablecrypt_core::Caller;
+use tablecrypt_core::iac::IacOwnership;
 use tablecrypt_engine::requests::{self, RequestSettings};
 use tablecrypt_fleet::Fleet;
 use tablecrypt_proto::v1 as pb;
@@ -33,6 +34,8 @@ pub struct ChangeSettings {
     pub watch_interval: Duration,
     /// How long one watch stream lasts before it ends.
     pub watch_max_duration: Duration,
+    /// Which table tags mark infrastructure-as-code ownership.
+    pub iac: IacOwnership,
 }
 
 pub type WatchStream =
@@ -57,6 +60,7 @@ impl ChangeRequests {
             approval_required: settings.approval_required,
             watch_interval: settings.watch_interval,
             watch_max_duration: settings.watch_max_duration,
+            iac: settings.iac,
         };
         Self {
             requests: requests::ChangeRequests::new(
@@ -71,6 +75,11 @@ impl ChangeRequests {
                 max_in_flight: settings.max_in_flight,
             },
         }
+    }
+
+    /// Which table tags mark infrastructure-as-code ownership, as planning reads them.
+    pub fn iac(&self) -> &IacOwnership {
+        self.requests.iac()
     }
 
     pub async fn create(

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tablecrypt_core::InventoryFilter;
+use tablecrypt_core::iac::IacOwnership;
 use tablecrypt_core::{
     Account, AccountId, EncryptionMode, KeyReference, LabelSelector, Region, TableName,
     ValidationErrors,
@@ -85,6 +86,7 @@ pub async fn verify_account(
 pub async fn get_table_encryption(
     store: &Store,
     fleet: &Fleet,
+    iac: &IacOwnership,
     request: pb::GetTableEncryptionRequest,
 ) -> Result<pb::EncryptedTable, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -103,7 +105,9 @@ pub async fn get_table_encryption(
         .inventory
         .record(std::slice::from_ref(&observed), None)
         .await?;
-    Ok(convert::table_to_proto(&observed, false))
+    // The live read does not read tags: the stored row keeps those the last scan read.
+    let stored = store.inventory.get(&account_id, region, &table).await?;
+    Ok(convert::entry_to_proto(&stored, iac))
 }
 
 /// The filter part of a ListTableEncryptionsRequest, as tied into page tokens.
@@ -117,6 +121,9 @@ struct FilterFingerprint<'a> {
     prefix: &'a str,
     inaccessible_only: bool,
     include_gone: bool,
+    /// Skipped when empty, so tokens issued before tag selectors existed still decode.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    tags: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -132,6 +139,7 @@ struct Cursor {
 pub async fn list_table_encryptions(
     store: &Store,
     fleet: &Fleet,
+    iac: &IacOwnership,
     visible: &Visible,
     pages: &CallPages,
     request: pb::ListTableEncryptionsRequest,
@@ -144,6 +152,10 @@ pub async fn list_table_encryptions(
         LabelSelector::parse(&request.account_label_selector),
     );
     let regions = errors.check_each("regions", &request.regions, Region::parse);
+    let table_tags = errors.check(
+        "table_tag_selector",
+        LabelSelector::parse_tags(&request.table_tag_selector),
+    );
     errors.free_text("table_name_prefix", &request.table_name_prefix);
     let mode = match pb::EncryptionMode::try_from(request.mode) {
         Ok(pb::EncryptionMode::Unspecified) => None,
@@ -185,6 +197,10 @@ pub async fn list_table_encryptions(
         prefix: &request.table_name_prefix,
         inaccessible_only: request.inaccessible_only,
         include_gone: request.include_gone,
+        tags: table_tags
+            .as_ref()
+            .map(LabelSelector::canonical)
+            .unwrap_or_default(),
     })
     .unwrap_or_default();
     let after = match errors
@@ -207,7 +223,8 @@ pub async fn list_table_encryptions(
         },
         None => None,
     };
-    let (Some(page_size), Some(selector)) = (page_size, selector) else {
+    let (Some(page_size), Some(selector), Some(table_tags)) = (page_size, selector, table_tags)
+    else {
         return Err(errors.into());
     };
     if !errors.is_empty() {
@@ -240,6 +257,7 @@ pub async fn list_table_encryptions(
     let filter = InventoryFilter {
         account_ids,
         account_selector: selector,
+        table_tags,
         regions,
         mode,
         key_arns,
@@ -267,7 +285,10 @@ pub async fn list_table_encryptions(
         _ => String::new(),
     };
     Ok(pb::ListTableEncryptionsResponse {
-        tables: entries.iter().map(convert::entry_to_proto).collect(),
+        tables: entries
+            .iter()
+            .map(|entry| convert::entry_to_proto(entry, iac))
+            .collect(),
         next_page_token,
     })
 }
@@ -309,6 +330,7 @@ const MAX_KEY_USAGE_TABLES: u32 = 10_000;
 pub async fn get_key_usage(
     store: &Store,
     fleet: &Fleet,
+    iac: &IacOwnership,
     visible: &Visible,
     request: pb::GetKeyUsageRequest,
 ) -> Result<pb::GetKeyUsageResponse, ApiError> {
@@ -341,6 +363,10 @@ pub async fn get_key_usage(
     Ok(pb::GetKeyUsageResponse {
         kms_key_arn: usage.key_arn,
         unused: usage.tables.is_empty(),
-        tables: usage.tables.iter().map(convert::entry_to_proto).collect(),
+        tables: usage
+            .tables
+            .iter()
+            .map(|entry| convert::entry_to_proto(entry, iac))
+            .collect(),
     })
 }

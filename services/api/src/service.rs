@@ -252,7 +252,13 @@ impl TableEncryption for TableEncryptionService {
         self.check_accounts(&caller, Permission::Read, "GetTableEncryption", [id])
             .await?;
         Ok(Response::new(
-            inventory::get_table_encryption(&self.store, &self.fleet, request.into_inner()).await?,
+            inventory::get_table_encryption(
+                &self.store,
+                &self.fleet,
+                self.changes.iac(),
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -271,6 +277,7 @@ impl TableEncryption for TableEncryptionService {
             inventory::list_table_encryptions(
                 &self.store,
                 &self.fleet,
+                self.changes.iac(),
                 &visible,
                 &self
                     .page_keys
@@ -343,8 +350,14 @@ impl TableEncryption for TableEncryptionService {
             .visible(&caller, Permission::Read, "GetKeyUsage")
             .await?;
         Ok(Response::new(
-            inventory::get_key_usage(&self.store, &self.fleet, &visible, request.into_inner())
-                .await?,
+            inventory::get_key_usage(
+                &self.store,
+                &self.fleet,
+                self.changes.iac(),
+                &visible,
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 

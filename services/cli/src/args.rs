@@ -156,6 +156,9 @@ pub struct TableFilters {
     /// Only tables whose name starts with this.
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Only tables whose tags match, e.g. `app=checkout,!ManagedBy`.
+    #[arg(long)]
+    pub tag: Option<String>,
     /// Only tables whose key is inaccessible.
     #[arg(long)]
     pub inaccessible: bool,
@@ -234,9 +237,11 @@ pub struct MigrateArgs {
     /// Move tables to an AWS owned or AWS managed key instead of a customer key.
     #[arg(long, value_enum)]
     pub to_mode: Option<AwsKey>,
-    /// Only tables currently on this key (ARN).
-    #[arg(long)]
-    pub from_key: Option<String>,
+    /// Only tables currently on this key: an ARN, or an alias name (alias/payments-a) or key id resolved in
+    /// every account-region covered, so one command moves the whole fleet. Repeat, or separate with commas, for
+    /// tables on any of several keys.
+    #[arg(long, value_delimiter = ',')]
+    pub from_key: Vec<String>,
     /// Only tables currently in this mode.
     #[arg(long, value_enum)]
     pub from_mode: Option<Mode>,
@@ -252,6 +257,13 @@ pub struct MigrateArgs {
     /// Only tables whose name starts with this.
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Only tables whose tags match, e.g. `app=checkout,!ManagedBy` (tags as the last inventory scan read them).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Also change tables owned by infrastructure as code (a CloudFormation stack, or a tag in the server's
+    /// iac_owner_tags): only when their templates ignore encryption changes, or already declare the target.
+    #[arg(long)]
+    pub include_iac_owned: bool,
     /// Why: kept on the request and in its history.
     #[arg(long, short = 'd', default_value = "")]
     pub description: String,

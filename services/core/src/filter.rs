@@ -9,6 +9,8 @@ use crate::{AccountId, Region};
 pub struct InventoryFilter {
     pub account_ids: Vec<AccountId>,
     pub account_selector: LabelSelector,
+    /// Tables whose tags (as the last scan read them) match.
+    pub table_tags: LabelSelector,
     pub regions: Vec<Region>,
     pub mode: Option<EncryptionMode>,
     /// Tables whose key, or a replica's key, is one of these ARNs.

@@ -114,6 +114,47 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Longest tag key AWS allows.
+const MAX_TAG_KEY_LEN: usize = 128;
+/// Longest tag value AWS allows.
+const MAX_TAG_VALUE_LEN: usize = 256;
+
+/// Whether `c` may appear in a tag key or value as selected on: AWS's tag characters (letters, digits, spaces,
+/// `_.:/=+-@`) without the selector's delimiters `=` (and so `!=`) and `,`.
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric() || c == ' ' || "_.:/+-@".contains(c)
+}
+
+/// A tag key in a selector: 1-128 tag characters.
+pub fn validate_tag_key(key: &str) -> Result<(), InvalidValue> {
+    if key.is_empty() || key.chars().count() > MAX_TAG_KEY_LEN {
+        return Err(InvalidValue::new(format!(
+            "{key:?} must be 1 to {MAX_TAG_KEY_LEN} characters"
+        )));
+    }
+    if let Some(bad) = key.chars().find(|c| !tag_char(*c)) {
+        return Err(InvalidValue::new(format!(
+            "{key:?} may contain only letters, digits, spaces and _.:/+-@ (found {bad:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// A tag value in a selector: 0-256 tag characters.
+pub fn validate_tag_value(value: &str) -> Result<(), InvalidValue> {
+    if value.chars().count() > MAX_TAG_VALUE_LEN {
+        return Err(InvalidValue::new(format!(
+            "{value:?} is longer than {MAX_TAG_VALUE_LEN} characters"
+        )));
+    }
+    if let Some(bad) = value.chars().find(|c| !tag_char(*c)) {
+        return Err(InvalidValue::new(format!(
+            "{value:?} may contain only letters, digits, spaces and _.:/+-@ (found {bad:?})"
+        )));
+    }
+    Ok(())
+}
+
 /// One term of a selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LabelRequirement {
@@ -135,7 +176,23 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
+    /// A selector over account labels (Kubernetes keys and values).
     pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        Self::parse_with(text, validate_key, validate_value)
+    }
+
+    /// A selector over table tags, in the same syntax: keys and values as AWS allows them in tags (keys 1-128,
+    /// values 0-256 characters of letters, digits, spaces and `_.:/+-@`), except that `,`, `=` and `!` cannot be
+    /// selected on since they delimit terms.
+    pub fn parse_tags(text: &str) -> Result<Self, InvalidValue> {
+        Self::parse_with(text, validate_tag_key, validate_tag_value)
+    }
+
+    fn parse_with(
+        text: &str,
+        validate_key: fn(&str) -> Result<(), InvalidValue>,
+        validate_value: fn(&str) -> Result<(), InvalidValue>,
+    ) -> Result<Self, InvalidValue> {
         let mut requirements = Vec::new();
         if text.trim().is_empty() {
             return Ok(Self { requirements });
@@ -183,11 +240,17 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
+        self.matches_map(labels.as_map())
+    }
+
+    /// Whether a plain map (a table's tags) matches.
+    pub fn matches_map(&self, map: &BTreeMap<String, String>) -> bool {
+        let get = |k: &String| map.get(k).map(String::as_str);
         self.requirements.iter().all(|r| match r {
-            LabelRequirement::Equals(k, v) => labels.get(k) == Some(v.as_str()),
-            LabelRequirement::NotEquals(k, v) => labels.get(k) != Some(v.as_str()),
-            LabelRequirement::Exists(k) => labels.get(k).is_some(),
-            LabelRequirement::NotExists(k) => labels.get(k).is_none(),
+            LabelRequirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            LabelRequirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            LabelRequirement::Exists(k) => get(k).is_some(),
+            LabelRequirement::NotExists(k) => get(k).is_none(),
         })
     }
 
@@ -252,5 +315,32 @@ mod tests {
         assert!(!matches("!env"));
         assert!(LabelSelector::parse("bad key=x").is_err());
         assert!(LabelSelector::parse("a=,").is_err());
+    }
+
+    #[test]
+    fn tag_selectors_take_aws_tag_keys() {
+        let tags: BTreeMap<String, String> = [
+            (
+                "aws:cloudformation:stack-id",
+                "arn:aws:cloudformation:eu-west-1:1:stack/x/y",
+            ),
+            ("Cost Center", "42"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let matches = |s: &str| {
+            LabelSelector::parse_tags(s)
+                .expect("valid")
+                .matches_map(&tags)
+        };
+        assert!(matches("aws:cloudformation:stack-id"));
+        assert!(matches("Cost Center=42,!ManagedBy"));
+        assert!(!matches("Cost Center!=42"));
+        // Kubernetes label rules would refuse these keys; account selectors still do.
+        assert!(LabelSelector::parse("aws:cloudformation:stack-id").is_err());
+        assert!(LabelSelector::parse_tags("a\u{0}b").is_err());
+        assert!(LabelSelector::parse_tags(&"k".repeat(129)).is_err());
+        assert!(LabelSelector::parse_tags(&format!("k={}", "v".repeat(257))).is_err());
     }
 }

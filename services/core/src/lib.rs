@@ -13,6 +13,7 @@ pub mod error_chain;
 pub mod external_id;
 pub mod failure;
 pub mod filter;
+pub mod iac;
 pub mod identity;
 pub mod labels;
 pub mod loopback;
@@ -40,6 +41,6 @@ pub use labels::{LabelSelector, Labels};
 pub use region::{Partition, Region, Regions};
 pub use role_arn::RoleArn;
 pub use table::{
-    EncryptionMode, KeyArn, KeyReference, ReplicaEncryption, TableEncryption, TableName,
+    EncryptionMode, KeyArn, KeyReference, ReplicaEncryption, TableEncryption, TableName, TableTags,
 };
 pub use validation::{FieldViolation, InvalidValue, ValidationErrors};

@@ -243,7 +243,13 @@ pub struct TableEncryption {
     pub inaccessible_since: Option<DateTime<Utc>>,
     pub replicas: Vec<ReplicaEncryption>,
     pub observed_at: DateTime<Utc>,
+    /// The table's tags (ListTagsOfResource), when this observation read them: a scan does, a live describe
+    /// does not, and a member role without `dynamodb:ListTagsOfResource` cannot. `None` keeps what was known.
+    pub tags: Option<TableTags>,
 }
+
+/// A table's tags, key to value.
+pub type TableTags = std::collections::BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {

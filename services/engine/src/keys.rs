@@ -6,7 +6,8 @@
 //! whether an alias exists, and read AWS's answer. The refusal is the same whether the account, the alias or the
 //! key exists or not.
 
-use tablecrypt_core::{AccountId, InventoryFilter, KeyReference, Region};
+use futures::StreamExt as _;
+use tablecrypt_core::{AccountId, FailureKind, InventoryFilter, KeyReference, Region};
 use tablecrypt_fleet::{AccountAccess, Fleet};
 use tablecrypt_store::{InventoryEntry, Store};
 
@@ -47,6 +48,102 @@ pub async fn resolve_key(
     Ok(fleet
         .resolve_key(&AccountAccess::of(&account), region, reference)
         .await?)
+}
+
+/// Account-regions one KMS DescribeKey each is sent to at once while resolving keys across a selector.
+const RESOLVE_CONCURRENCY: usize = 16;
+/// Accounts read per page while listing the account-regions a selector covers.
+const ACCOUNT_PAGE: u32 = 500;
+
+/// Every key ARN `keys` stand for in the account-regions `filter` covers (its accounts, label selector and
+/// regions, within what the caller may see): an ARN or alias ARN as [`resolve_key`] does; an alias name or key id
+/// in each such account-region, like a request's target, so `alias/payments-a` means each account-region's own key
+/// of that name. An account-region where the alias does not exist adds nothing (no table there can be on it); one
+/// where it cannot be looked up is an error naming it, since its tables would silently be left out.
+pub async fn resolve_keys_across(
+    store: &Store,
+    fleet: &Fleet,
+    visible: &Visible,
+    keys: &[KeyReference],
+    filter: &InventoryFilter,
+    field: &str,
+) -> Result<Vec<String>, EngineError> {
+    let mut arns = Vec::new();
+    let mut local = Vec::new();
+    for key in keys {
+        match key.location() {
+            Some(_) => arns.push(resolve_key(store, fleet, visible, key, None, field).await?),
+            None => local.push(key.as_str().to_owned()),
+        }
+    }
+    if local.is_empty() {
+        return Ok(arns);
+    }
+    let mut places: Vec<(AccountAccess, Region)> = Vec::new();
+    let mut after: Option<AccountId> = None;
+    loop {
+        let page = store
+            .accounts
+            .list(&filter.account_selector, after.as_ref(), ACCOUNT_PAGE)
+            .await?;
+        for account in &page.accounts {
+            let id = &account.account_id;
+            let chosen = filter.account_ids.is_empty() || filter.account_ids.contains(id);
+            if !chosen || !visible.contains(id.as_str()) {
+                continue;
+            }
+            for region in account.spec.regions.as_slice() {
+                if filter.regions.is_empty() || filter.regions.contains(region) {
+                    places.push((AccountAccess::of(account), *region));
+                }
+            }
+        }
+        after = page.accounts.last().map(|a| a.account_id.clone());
+        if !page.has_more || after.is_none() {
+            break;
+        }
+    }
+    // Owned per lookup: futures holding borrows of the list are not Send across the stream.
+    let lookups: Vec<(AccountAccess, Region, String)> = places
+        .iter()
+        .flat_map(|(access, region)| {
+            local
+                .iter()
+                .map(move |key| (access.clone(), *region, key.clone()))
+        })
+        .collect();
+    let mut resolved = futures::stream::iter(lookups)
+        .map(|(access, region, key)| async move {
+            let found = fleet.resolve_key(&access, region, &key).await;
+            (access, region, key, found)
+        })
+        .buffer_unordered(RESOLVE_CONCURRENCY);
+    while let Some((access, region, key, found)) = resolved.next().await {
+        match found {
+            Ok(arn) => arns.push(arn),
+            Err(error) if error.kind == FailureKind::NotFound => {}
+            Err(error) => {
+                return Err(EngineError::Aws(tablecrypt_fleet::FleetError::new(
+                    error.kind,
+                    format!(
+                        "{field}: could not look up {key} in account {} region {region}, so its tables on that \
+                         key cannot be chosen (narrow the selector to leave it out, or fix the account): {}",
+                        access.account_id, error.message
+                    ),
+                )));
+            }
+        }
+    }
+    if arns.is_empty() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "{field}: {} names no key in any of the {} account-regions the selector covers",
+            local.join(", "),
+            places.len()
+        )));
+    }
+    arns.sort();
+    arns.dedup();
+    Ok(arns)
 }
 
 /// Which inventoried tables (and global table replicas) of the caller's accounts use a key.

@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use tablecrypt_core::InventoryFilter;
-use tablecrypt_core::change::plan::{check_current_key, check_key, check_key_location};
+use tablecrypt_core::change::plan::{
+    check_current_key, check_iac_owner, check_key, check_key_location,
+};
 use tablecrypt_core::change::{
     AwsCall, KeyInfo, PlannedItem, Resolution, TableRef, failure_reason, plan_table,
 };
+use tablecrypt_core::iac::IacOwnership;
 use tablecrypt_core::{
     Account, AccountId, EncryptionMode, ItemReason, KeyReference, PlanAction, Region,
-    TableEncryption, TableName,
+    TableEncryption, TableName, TableTags,
 };
 use tablecrypt_fleet::{AccountAccess, Fleet, FleetError};
 use tablecrypt_store::{Store, StoreError};
@@ -124,25 +127,37 @@ pub struct Planner {
     fleet: Arc<Fleet>,
     /// The scans' DescribeTable rate per account-region, which live reads share.
     describes: DescribeLimiter,
+    /// Which tags mark a table as owned by infrastructure as code.
+    iac: IacOwnership,
 }
 
 impl Planner {
-    pub fn new(store: Store, fleet: Arc<Fleet>, describes: DescribeLimiter) -> Self {
+    pub fn new(
+        store: Store,
+        fleet: Arc<Fleet>,
+        describes: DescribeLimiter,
+        iac: IacOwnership,
+    ) -> Self {
         Self {
             store,
             fleet,
             describes,
+            iac,
         }
     }
 
     /// Plans `targets` towards `target` (ignored for a rollback), marking the first `canary` changes as canaries.
+    /// Tables owned by infrastructure as code are blocked unless `include_iac_owned` (a rollback includes them:
+    /// it returns them to what their template last saw).
     #[tracing::instrument(skip_all, err(level = "debug"))]
     pub async fn plan(
         &self,
         targets: &Targets,
         target: &Target,
         canary: usize,
+        include_iac_owned: bool,
     ) -> Result<Vec<PlannedItem>, PlanError> {
+        let include_iac_owned = include_iac_owned || matches!(targets, Targets::Rollback(_));
         let tables = match targets {
             Targets::Rollback(_) => self.tables(targets).await?,
             _ => one_per_global_table(self.tables(targets).await?),
@@ -293,9 +308,14 @@ impl Planner {
                             arn.clone(),
                         ))
                     });
-                    check_current_key(
-                        plan_table(&table, mode, resolution, past, switches.now),
-                        current_key,
+                    let iac_owner = table.tags.as_ref().and_then(|tags| self.iac.owner(tags));
+                    check_iac_owner(
+                        check_current_key(
+                            plan_table(&table, mode, resolution, past, switches.now),
+                            current_key,
+                        ),
+                        iac_owner.as_deref(),
+                        include_iac_owned,
                     )
                 }
                 Observed::Missing {
@@ -355,9 +375,10 @@ impl Planner {
         let accounts = self
             .accounts_by_id(ids.iter().map(|(a, r, _)| (a.clone(), *r)))
             .await?;
-        // The inventory's view where it is fresh; a live read for the rest, capped and paced.
+        // The inventory's view where it is fresh; a live read for the rest, capped and paced, keeping the tags
+        // the last scan read (a live read reads none).
         let now = chrono::Utc::now();
-        let known: Vec<Option<TableEncryption>> =
+        let (known, stored_tags): (Vec<Option<TableEncryption>>, Vec<Option<TableTags>>) =
             futures::stream::iter(ids.iter().cloned().map(|(account_id, region, table_name)| {
                 let store = self.store.clone();
                 async move {
@@ -366,14 +387,15 @@ impl Planner {
                             if entry.gone_since.is_none()
                                 && now - entry.table.observed_at < INVENTORY_FRESH_FOR =>
                         {
-                            Some(entry.table)
+                            (Some(entry.table), None)
                         }
-                        _ => None,
+                        Ok(entry) => (None, entry.table.tags),
+                        Err(_) => (None, None),
                     }
                 }
             }))
             .buffered(PLAN_CONCURRENCY)
-            .collect()
+            .unzip()
             .await;
         let live: Vec<&(AccountId, Region, TableName)> = ids
             .iter()
@@ -394,8 +416,8 @@ impl Planner {
                     .collect(),
             });
         }
-        let observed = futures::stream::iter(ids.into_iter().zip(known).map(
-            |((account_id, region, table_name), known)| {
+        let observed = futures::stream::iter(ids.into_iter().zip(known).zip(stored_tags).map(
+            |(((account_id, region, table_name), known), stored_tags)| {
                 let access = accounts[account_id.as_str()].clone();
                 let store = self.store.clone();
                 let fleet = self.fleet.clone();
@@ -408,11 +430,12 @@ impl Planner {
                         .until_key_ready(&(account_id.to_string(), region.to_string()))
                         .await;
                     match fleet.describe_table(&access, region, &table_name).await {
-                        Ok(table) => {
+                        Ok(mut table) => {
                             let _ = store
                                 .inventory
                                 .record(std::slice::from_ref(&table), None)
                                 .await;
+                            table.tags = stored_tags;
                             Observed::Found(table)
                         }
                         Err(error) => {

@@ -1,4 +1,4 @@
-//! Inventory scans: ListTables + DescribeTable in every chosen account-region.
+//! Inventory scans: ListTables, then DescribeTable and ListTagsOfResource per table, in every chosen account-region.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -328,12 +328,31 @@ impl InventoryScanner {
                 let key = key.clone();
                 async move {
                     self.limiter.until_key_ready(&key).await;
-                    (
-                        name.clone(),
-                        self.fleet
-                            .describe_table(&target.access, target.region, &name)
-                            .await,
-                    )
+                    let described = self
+                        .fleet
+                        .describe_table(&target.access, target.region, &name)
+                        .await;
+                    let described = match described {
+                        Ok(mut table) => {
+                            // Tags are read at the same pace as describes (one more control-plane call per
+                            // table); a refusal or failure leaves the tags known before, never fails the scan.
+                            self.limiter.until_key_ready(&key).await;
+                            table.tags = match self
+                                .fleet
+                                .table_tags(&target.access, target.region, &name)
+                                .await
+                            {
+                                Ok(tags) => tags,
+                                Err(error) => {
+                                    tracing::debug!(table = %name, %error, "could not read a table's tags");
+                                    None
+                                }
+                            };
+                            Ok(table)
+                        }
+                        Err(error) => Err(error),
+                    };
+                    (name.clone(), described)
                 }
             })
             .buffer_unordered(self.settings.describes_in_flight.max(1));

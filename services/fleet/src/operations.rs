@@ -2,7 +2,9 @@
 
 use aws_sdk_dynamodb::types::{SseStatus, TableDescription};
 use chrono::{DateTime, Utc};
-use tablecrypt_core::{EncryptionMode, FailureKind, ReplicaEncryption, TableEncryption, TableName};
+use tablecrypt_core::{
+    EncryptionMode, FailureKind, ReplicaEncryption, TableEncryption, TableName, TableTags,
+};
 
 use crate::clients::{AccountAccess, Fleet};
 use crate::error::{FleetError, classify};
@@ -72,6 +74,51 @@ impl Fleet {
             match out.last_evaluated_table_name {
                 Some(last) => start = Some(last),
                 None => return Ok(names),
+            }
+        }
+    }
+
+    /// The table's tags (ListTagsOfResource, all pages). `Ok(None)` when the member role may not list them: tags
+    /// are optional knowledge, and an older member role without the permission still scans.
+    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, table = %table))]
+    pub async fn table_tags(
+        &self,
+        access: &AccountAccess,
+        region: tablecrypt_core::Region,
+        table: &TableName,
+    ) -> Result<Option<TableTags>, FleetError> {
+        let clients = self.clients(access, region).await;
+        let arn = format!(
+            "arn:{}:dynamodb:{region}:{}:table/{table}",
+            region.partition(),
+            access.account_id
+        );
+        let mut tags = TableTags::new();
+        let mut next: Option<String> = None;
+        loop {
+            let sent = clients
+                .dynamodb
+                .list_tags_of_resource()
+                .resource_arn(&arn)
+                .set_next_token(next.take())
+                .send()
+                .await;
+            let out = match sent {
+                Ok(out) => out,
+                Err(e) => {
+                    let error = self.expired_or(access, region, classify(&e));
+                    if error.kind == FailureKind::AccessDenied {
+                        return Ok(None);
+                    }
+                    return Err(error);
+                }
+            };
+            for tag in out.tags.unwrap_or_default() {
+                tags.insert(tag.key, tag.value);
+            }
+            match out.next_token {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => return Ok(Some(tags)),
             }
         }
     }
@@ -224,6 +271,7 @@ pub fn encryption_of(
             .and_then(to_chrono),
         replicas,
         observed_at: Utc::now(),
+        tags: None,
     }
 }
 

@@ -275,6 +275,7 @@ pub async fn run(
             max_in_flight: config.max_tables_in_flight.get(),
             watch_interval: config.watch_interval,
             watch_max_duration: config.watch_max_duration,
+            iac: config.iac_ownership()?,
         },
         shutdown.clone(),
     );

@@ -30,6 +30,7 @@ struct RequestRow {
     max_in_flight: Option<i32>,
     failure_threshold: Option<i32>,
     canary_count: i32,
+    include_iac_owned: bool,
     canary_passed: bool,
     rollback_of: Option<Uuid>,
     pause_reason: Option<String>,
@@ -72,6 +73,7 @@ impl RequestRow {
                 max_in_flight: self.max_in_flight,
                 failure_threshold: self.failure_threshold,
                 canary_count: self.canary_count,
+                include_iac_owned: self.include_iac_owned,
             },
             canary_passed: self.canary_passed,
             rollback_of: self.rollback_of,
@@ -104,8 +106,8 @@ macro_rules! select_request {
         sqlx::query_as!(
             RequestRow,
             "SELECT request_id, idempotency_key, state, description, targets, target_mode, target_key,
-                    max_updates_per_second, max_in_flight, failure_threshold, canary_count, canary_passed,
-                    rollback_of, pause_reason, created_by, approved_by, create_time, approve_time, start_time,
+                    max_updates_per_second, max_in_flight, failure_threshold, canary_count, include_iac_owned,
+                    canary_passed, rollback_of, pause_reason, created_by, approved_by, create_time, approve_time, start_time,
                     finish_time, update_time
              FROM change_requests " + $where,
             $($arg),*
@@ -135,8 +137,8 @@ impl ChangeRequestRepository {
         let inserted = sqlx::query_scalar!(
             "INSERT INTO change_requests (request_id, idempotency_key, state, description, targets, target_mode,
                  target_key, max_updates_per_second, max_in_flight, failure_threshold, canary_count, rollback_of,
-                 created_by, canary_passed, trace_parent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 created_by, canary_passed, trace_parent, include_iac_owned)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (created_by, idempotency_key) DO NOTHING
              RETURNING request_id",
             request_id,
@@ -155,6 +157,7 @@ impl ChangeRequestRepository {
             // No canary among the items (none asked for, or none changes anything): nothing to wait for.
             !items.iter().any(|i| i.canary),
             trace_parent,
+            request.options.include_iac_owned,
         )
         .fetch_optional(&mut *tx)
         .await?;

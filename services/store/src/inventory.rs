@@ -42,6 +42,7 @@ struct InventoryRow {
     replicas: Value,
     observe_time: DateTime<Utc>,
     gone_time: Option<DateTime<Utc>>,
+    tags: Option<Value>,
 }
 
 impl InventoryRow {
@@ -78,6 +79,11 @@ impl InventoryRow {
                 inaccessible_since: self.inaccessible_since,
                 replicas,
                 observed_at: self.observe_time,
+                tags: self.tags.as_ref().and_then(Value::as_object).map(|tags| {
+                    tags.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                }),
             },
             gone_since: self.gone_time,
         })
@@ -140,6 +146,10 @@ impl InventoryRepository {
                 .map(|t| t.observed_at)
                 .collect::<Vec<DateTime<Utc>>>(),
             scan_id,
+            &tables
+                .iter()
+                .map(|t| t.tags.as_ref().map(|tags| json!(tags)))
+                .collect::<Vec<Option<Value>>>() as &[Option<Value>],
         )
         .execute(&self.pool)
         .await?;
@@ -200,7 +210,8 @@ impl InventoryRepository {
         limit: u32,
     ) -> Result<(Vec<InventoryEntry>, bool), StoreError> {
         let selector = SelectorArgs::from(&filter.account_selector);
-        if selector.contradictory {
+        let tags = SelectorArgs::from(&filter.table_tags);
+        if selector.contradictory || tags.contradictory {
             return Ok((Vec::new(), false));
         }
         let account_ids: Vec<String> = filter.account_ids.iter().map(ToString::to_string).collect();
@@ -223,6 +234,10 @@ impl InventoryRepository {
             filter.inaccessible_only,
             filter.include_gone,
             i64::from(limit) + 1,
+            tags.equals,
+            &tags.exists,
+            &tags.absent,
+            tags.not_equals,
         )
         .fetch_all(&self.pool)
         .await?;

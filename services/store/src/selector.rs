@@ -1,4 +1,4 @@
-//! Label selectors as SQL arguments, shared by every query that filters by account labels.
+//! Label selectors as SQL arguments, shared by every query that filters by account labels or table tags.
 
 use serde_json::Value;
 use tablecrypt_core::LabelSelector;

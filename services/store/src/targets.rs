@@ -30,7 +30,9 @@ pub fn to_json(targets: &RequestTargets) -> Value {
                     MODE_NUMBERS.iter().find(|(_, m)| *m == mode).map_or(0, |(n, _)| *n)
                 }),
                 "current_kms_key": s.current_kms_key,
+                "current_kms_keys": s.current_kms_keys,
                 "table_name_prefix": s.table_name_prefix,
+                "table_tag_selector": s.table_tag_selector,
             }
         }),
     }
@@ -78,7 +80,9 @@ pub fn from_json(value: &Value) -> Result<RequestTargets, String> {
                 .find(|(n, _)| *n == mode)
                 .map(|(_, m)| *m),
             current_kms_key: text(s, "current_kms_key"),
+            current_kms_keys: strings(&s["current_kms_keys"]),
             table_name_prefix: text(s, "table_name_prefix"),
+            table_tag_selector: text(s, "table_tag_selector"),
         }));
     }
     Err(format!(

@@ -363,7 +363,7 @@ async fn bad_input_names_the_field_and_writes_nothing() {
         (
             pb::CreateChangeRequestRequest {
                 selector: Some(pb::TableSelector {
-                    current_kms_key: "alias/a".into(),
+                    current_kms_key: "alias/".into(),
                     ..Default::default()
                 }),
                 target: to_key("alias/a"),

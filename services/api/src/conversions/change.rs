@@ -82,6 +82,8 @@ fn targets_to_proto(
                 current_mode: s.current_mode.map_or(0, |m| mode_to_proto(m) as i32),
                 current_kms_key: s.current_kms_key.clone(),
                 table_name_prefix: s.table_name_prefix.clone(),
+                table_tag_selector: s.table_tag_selector.clone(),
+                current_kms_keys: s.current_kms_keys.clone(),
             }),
         ),
     }
@@ -115,6 +117,7 @@ pub fn request_to_proto(request: &ChangeRequest, counts: Option<&ItemCounts>) ->
             max_in_flight: request.options.max_in_flight.unwrap_or(0),
             failure_threshold: request.options.failure_threshold.unwrap_or(0),
             canary_count: request.options.canary_count,
+            include_iac_owned: request.options.include_iac_owned,
         }),
         request_id: request.idempotency_key.clone().unwrap_or_default(),
         counts: counts.map(counts_to_proto),

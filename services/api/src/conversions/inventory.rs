@@ -1,5 +1,6 @@
 //! Inventory messages out.
 
+use tablecrypt_core::iac::IacOwnership;
 use tablecrypt_core::scan::InventoryScan;
 use tablecrypt_core::{EncryptionMode, FailureKind, TableEncryption};
 use tablecrypt_fleet::FleetError;
@@ -37,7 +38,12 @@ pub fn failure_to_proto(error: &FleetError) -> pb::AwsFailure {
     }
 }
 
-pub fn table_to_proto(table: &TableEncryption, gone: bool) -> pb::EncryptedTable {
+/// A table as observed; `iac` names the tags that mark infrastructure-as-code ownership.
+pub fn table_to_proto(
+    table: &TableEncryption,
+    gone: bool,
+    iac: &IacOwnership,
+) -> pb::EncryptedTable {
     pb::EncryptedTable {
         account_id: table.account_id.to_string(),
         region: table.region.to_string(),
@@ -58,11 +64,23 @@ pub fn table_to_proto(table: &TableEncryption, gone: bool) -> pb::EncryptedTable
             .collect(),
         observe_time: Some(timestamp::to_proto(table.observed_at)),
         gone,
+        tags: table
+            .tags
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        tags_read: table.tags.is_some(),
+        iac_owner: table
+            .tags
+            .as_ref()
+            .and_then(|tags| iac.owner(tags))
+            .unwrap_or_default(),
     }
 }
 
-pub fn entry_to_proto(entry: &InventoryEntry) -> pb::EncryptedTable {
-    table_to_proto(&entry.table, entry.gone_since.is_some())
+pub fn entry_to_proto(entry: &InventoryEntry, iac: &IacOwnership) -> pb::EncryptedTable {
+    table_to_proto(&entry.table, entry.gone_since.is_some(), iac)
 }
 
 pub fn scan_to_proto(scan: &InventoryScan) -> pb::InventoryScan {

@@ -12,6 +12,8 @@ use crate::json::to_json;
 use crate::names;
 
 /// What is being proposed: a new migration or the rollback of an earlier request.
+// One value per command, moved once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Proposal {
     Create(pb::CreateChangeRequestRequest),
     Rollback(pb::RollbackChangeRequestRequest),
@@ -80,8 +82,10 @@ pub async fn run(ctx: &Ctx, args: MigrateArgs) -> Result<()> {
         account_label_selector: args.selector.unwrap_or_default(),
         regions: args.regions,
         current_mode: mode_to_proto(args.from_mode),
-        current_kms_key: args.from_key.unwrap_or_default(),
+        current_kms_key: String::new(),
+        current_kms_keys: args.from_key,
         table_name_prefix: args.prefix.unwrap_or_default(),
+        table_tag_selector: args.tag.unwrap_or_default(),
     };
     let request = pb::CreateChangeRequestRequest {
         tables: None,
@@ -93,6 +97,7 @@ pub async fn run(ctx: &Ctx, args: MigrateArgs) -> Result<()> {
             max_in_flight: args.pace.max_in_flight.unwrap_or(0),
             failure_threshold: args.pace.failure_threshold.unwrap_or(0),
             canary_count: args.pace.canary.unwrap_or(0),
+            include_iac_owned: args.include_iac_owned,
         }),
         request_id: String::new(),
         validate_only: false,

@@ -1,5 +1,6 @@
 //! `tablecrypt tables …`: the inventory, and one table read live.
 
+use tablecrypt_core::iac::CLOUDFORMATION_STACK_TAG;
 use tablecrypt_proto::v1 as pb;
 
 use super::{Ctx, all_pages};
@@ -61,6 +62,7 @@ async fn list(ctx: &Ctx, filters: TableFilters) -> Result<()> {
         table_name_prefix: filters.prefix.unwrap_or_default(),
         inaccessible_only: filters.inaccessible,
         include_gone: filters.include_gone,
+        table_tag_selector: filters.tag.unwrap_or_default(),
     };
     let tables = all_pages(usize::MAX, |page_token| {
         let request = pb::ListTableEncryptionsRequest {
@@ -85,6 +87,19 @@ async fn list(ctx: &Ctx, filters: TableFilters) -> Result<()> {
     Ok(())
 }
 
+/// Who owns the table as infrastructure as code: the tool behind the tag, "-" for nobody, "?" when no scan read
+/// its tags.
+fn iac_column(table: &pb::EncryptedTable) -> String {
+    if !table.tags_read {
+        return "?".to_owned();
+    }
+    match table.iac_owner.split_once('=') {
+        None => "-".to_owned(),
+        Some((key, _)) if key == CLOUDFORMATION_STACK_TAG => "cloudformation".to_owned(),
+        Some(_) => table.iac_owner.clone(),
+    }
+}
+
 fn print_tables(ctx: &Ctx, tables: Vec<pb::EncryptedTable>) {
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&pb::ListTableEncryptionsResponse {
@@ -100,6 +115,7 @@ fn print_tables(ctx: &Ctx, tables: Vec<pb::EncryptedTable>) {
         "encryption",
         "sse",
         "status",
+        "iac",
         "observed",
     ]);
     for t in &tables {
@@ -117,6 +133,7 @@ fn print_tables(ctx: &Ctx, tables: Vec<pb::EncryptedTable>) {
             names::encryption(t.mode, &t.kms_key_arn),
             t.sse_status.clone(),
             status,
+            iac_column(t),
             names::time(t.observe_time.as_ref()),
         ]);
     }

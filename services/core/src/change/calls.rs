@@ -66,6 +66,7 @@ impl ChangeItem {
                 })
                 .collect(),
             observed_at: DateTime::UNIX_EPOCH,
+            tags: None,
         };
         let mut calls = Vec::new();
         // Each call moves the table or at least one replica to its target, so this ends; the bound is a guard.

@@ -29,7 +29,11 @@ pub struct SelectorSpec {
     pub regions: Vec<String>,
     pub current_mode: Option<EncryptionMode>,
     pub current_kms_key: String,
+    /// More current keys: tables on any of these (or `current_kms_key`).
+    pub current_kms_keys: Vec<String>,
     pub table_name_prefix: String,
+    /// Only tables whose tags match (selector syntax over table tags).
+    pub table_tag_selector: String,
 }
 
 /// Which tables a request was asked to cover, as the caller said it.
@@ -54,6 +58,8 @@ pub struct ChangeOptions {
     pub max_in_flight: Option<i32>,
     pub failure_threshold: Option<i32>,
     pub canary_count: i32,
+    /// Change tables owned by infrastructure as code too (planned BLOCKED IAC_OWNED otherwise).
+    pub include_iac_owned: bool,
 }
 
 /// A change request.

@@ -280,6 +280,21 @@ pub fn check_current_key(mut item: PlannedItem, current: Option<&KeyInfo>) -> Pl
     item
 }
 
+/// Blocks a planned change of a table owned by infrastructure as code (`owner`: the tag that says so) unless the
+/// request includes such tables. A table already compliant stays skipped: nothing would be reverted.
+pub fn check_iac_owner(mut item: PlannedItem, owner: Option<&str>, include: bool) -> PlannedItem {
+    let Some(owner) = owner else {
+        return item;
+    };
+    if include || item.action != PlanAction::Change {
+        return item;
+    }
+    item.action = PlanAction::Blocked;
+    item.reason = Some(ItemReason::IacOwned);
+    item.message = Some(crate::iac::owned_message(owner));
+    item
+}
+
 /// Why a table on an unusable current key cannot be changed, naming the key.
 pub fn current_key_message(key_arn: &str, state: &str) -> String {
     format!(
@@ -340,6 +355,7 @@ mod tests {
             inaccessible_since: None,
             replicas: Vec::new(),
             observed_at: now(),
+            tags: None,
         }
     }
 
@@ -544,6 +560,36 @@ mod tests {
         };
         assert_eq!(check_current_key(planned.clone(), Some(&enabled)), planned);
         assert_eq!(check_current_key(planned.clone(), None), planned);
+    }
+
+    #[test]
+    fn a_table_owned_by_iac_is_blocked_unless_included_and_never_when_compliant() {
+        let owner = "ManagedBy=terraform";
+        let planned = plan_table(
+            &on(CustomerManaged, Some(A)),
+            CustomerManaged,
+            usable(B),
+            &[],
+            now(),
+        );
+        let item = check_iac_owner(planned.clone(), Some(owner), false);
+        assert_eq!(item.action, PlanAction::Blocked);
+        assert_eq!(item.reason, Some(ItemReason::IacOwned));
+        assert!(item.message.unwrap_or_default().contains(owner));
+        assert_eq!(check_iac_owner(planned.clone(), Some(owner), true), planned);
+        assert_eq!(check_iac_owner(planned.clone(), None, false), planned);
+        let compliant = plan_table(
+            &on(CustomerManaged, Some(B)),
+            CustomerManaged,
+            usable(B),
+            &[],
+            now(),
+        );
+        assert_eq!(compliant.action, PlanAction::Skip);
+        assert_eq!(
+            check_iac_owner(compliant.clone(), Some(owner), false),
+            compliant
+        );
     }
 
     #[test]

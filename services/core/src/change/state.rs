@@ -153,10 +153,13 @@ pub enum ItemReason {
     /// The table's current customer managed key is disabled or pending deletion: DynamoDB cannot re-encrypt away
     /// from it until it is enabled again.
     CurrentKeyUnusable,
+    /// The table belongs to infrastructure as code (its tags say so), whose next apply would revert the change:
+    /// change the template first, or ask for `include_iac_owned`.
+    IacOwned,
 }
 
 impl ItemReason {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::KeyMissing,
         Self::KeyDisabled,
         Self::KeyPendingDeletion,
@@ -174,6 +177,7 @@ impl ItemReason {
         Self::AwsError,
         Self::TableArchived,
         Self::CurrentKeyUnusable,
+        Self::IacOwned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -195,6 +199,7 @@ impl ItemReason {
             Self::AwsError => "AWS_ERROR",
             Self::TableArchived => "TABLE_ARCHIVED",
             Self::CurrentKeyUnusable => "CURRENT_KEY_UNUSABLE",
+            Self::IacOwned => "IAC_OWNED",
         }
     }
 

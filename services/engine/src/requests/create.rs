@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{ChangeRequests, Created, NewRequest, RollbackRequest, Selection};
 use crate::access;
 use crate::error::EngineError;
-use crate::keys::resolve_key;
+use crate::keys::resolve_keys_across;
 use crate::planner::{PlanError, RollbackRow, Target, Targets};
 
 /// What a create stores and plans, however it was asked for.
@@ -65,7 +65,7 @@ impl ChangeRequests {
             Selection::Selector {
                 spec,
                 mut filter,
-                current_key,
+                current_keys,
             } => {
                 // A scoped caller's selector reaches only the accounts it may change: planning (KMS DescribeKey
                 // for the target, the AWS managed key, each current key) must not run in another team's account
@@ -91,18 +91,18 @@ impl ChangeRequests {
                     }
                     filter.account_ids = scoped;
                 }
-                if let Some(key) = &current_key {
-                    // Resolved through its account's role: only an account the caller may change.
-                    let arn = resolve_key(
+                if !current_keys.is_empty() {
+                    // Resolved through each account's role, only in accounts the caller may change: an ARN in
+                    // its own account-region, an alias name or key id in every account-region covered.
+                    filter.key_arns = resolve_keys_across(
                         &self.store,
                         &self.fleet,
                         &visible,
-                        key,
-                        None,
-                        "selector.current_kms_key",
+                        &current_keys,
+                        &filter,
+                        "selector.current_kms_keys",
                     )
                     .await?;
-                    filter.key_arns = vec![arn];
                 }
                 (
                     Targets::Selector(filter),
@@ -203,7 +203,12 @@ impl ChangeRequests {
         let canaries = usize::try_from(draft.request.options.canary_count).unwrap_or(0);
         let planned = self
             .planner
-            .plan(&draft.targets, &draft.target, canaries)
+            .plan(
+                &draft.targets,
+                &draft.target,
+                canaries,
+                draft.request.options.include_iac_owned,
+            )
             .await
             .map_err(|e| plan_error(e, draft.field))?;
         // The caller's operator grants must cover every account the plan touches (a selector may reach further).

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tablecrypt_core::change::{ChangeItem, ChangeOptions, ChangeRequest, ItemCounts, PlanSummary};
 use tablecrypt_core::change::{SelectorSpec, TableRef};
+use tablecrypt_core::iac::IacOwnership;
 use tablecrypt_core::{InventoryFilter, KeyReference};
 use tablecrypt_fleet::Fleet;
 use tablecrypt_store::Store;
@@ -32,6 +33,8 @@ pub struct RequestSettings {
     /// How long one watch stream lasts before it ends (the client watches again): a stream on a request that
     /// waits for approval, or is paused, would otherwise poll for ever.
     pub watch_max_duration: Duration,
+    /// Which table tags mark infrastructure-as-code ownership (planned BLOCKED IAC_OWNED).
+    pub iac: IacOwnership,
 }
 
 /// Which tables a new request covers.
@@ -42,11 +45,11 @@ pub enum Selection {
     /// Listed one by one.
     Tables(Vec<TableRef>),
     /// Chosen from the inventory: the selector as given (stored and shown back), the filter it parses to, and
-    /// the current-key filter, resolved to an ARN before planning.
+    /// the current keys (tables on any of them), resolved to ARNs in every account-region covered before planning.
     Selector {
         spec: SelectorSpec,
         filter: InventoryFilter,
-        current_key: Option<KeyReference>,
+        current_keys: Vec<KeyReference>,
     },
 }
 
@@ -108,12 +111,22 @@ impl ChangeRequests {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            planner: Planner::new(store.clone(), fleet.clone(), describes),
+            planner: Planner::new(
+                store.clone(),
+                fleet.clone(),
+                describes,
+                settings.iac.clone(),
+            ),
             store,
             fleet,
             settings,
             shutdown,
             watch_polls: watch::WatchPolls::default(),
         }
+    }
+
+    /// Which table tags mark infrastructure-as-code ownership.
+    pub fn iac(&self) -> &IacOwnership {
+        &self.settings.iac
     }
 }

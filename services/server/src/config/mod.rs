@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tablecrypt_api::auth::{AuthSettings, IdentityGrant, JwksSource, JwtSettings, StaticToken};
 use tablecrypt_core::account_limits::MIN_RATE_PER_SECOND;
+use tablecrypt_core::iac::{IacOwnership, OwnerTag};
 use tablecrypt_core::{LabelSelector, Role as CoreRole, identity};
 
 /// How log lines are written.
@@ -232,6 +233,11 @@ pub struct Config {
     /// `grpc` (port 4317, the default) or `http/protobuf` (port 4318; `/v1/traces` is appended)
     /// (`TABLECRYPT_OTEL_EXPORTER_OTLP_PROTOCOL`, else the standard `OTEL_EXPORTER_OTLP_PROTOCOL`).
     pub otel_exporter_otlp_protocol: Option<OtlpProtocol>,
+    /// Table tags marking a table as owned by infrastructure as code, besides CloudFormation's
+    /// `aws:cloudformation:stack-id` (always): "key=value", or "key" for any value, e.g. ["ManagedBy=terraform"]
+    /// (`TABLECRYPT_IAC_OWNER_TAGS='["ManagedBy=terraform"]'`). Change requests block such tables (IAC_OWNED)
+    /// unless they set options.include_iac_owned: the template's next apply would revert the change.
+    pub iac_owner_tags: Vec<String>,
     /// Webhooks told when a change request waits for approval, pauses, fails or succeeds
     /// (`[[notifications]]`: name, url or url_file, format, events, selector).
     pub notifications: Vec<notifications::NotificationConfig>,
@@ -432,6 +438,7 @@ impl Default for Config {
             max_connection_age: Some(seconds(3600)),
             otel_exporter_otlp_endpoint: None,
             otel_exporter_otlp_protocol: None,
+            iac_owner_tags: Vec::new(),
             notifications: Vec::new(),
             // A chat or paging endpoint answers in well under a second; 10 s rides out a slow one without
             // holding a delivery's lease for long.
@@ -576,6 +583,7 @@ impl Config {
              notification_retry_initial at most notification_retry_max"
         );
         self.notifier_settings()?;
+        self.iac_ownership()?;
         crate::telemetry::OtlpTarget::resolve(self)?;
         let database = self.database()?;
         if self.database_iam_auth {
@@ -612,6 +620,24 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Which table tags mark infrastructure-as-code ownership, validated.
+    pub fn iac_ownership(&self) -> anyhow::Result<IacOwnership> {
+        let tags = self
+            .iac_owner_tags
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                OwnerTag::parse(text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid configuration: iac_owner_tags[{i}] {text:?}: {}",
+                        e.0
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(IacOwnership::new(tags))
     }
 
     /// The notification sinks and how they are delivered to, validated.

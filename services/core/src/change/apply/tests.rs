@@ -20,6 +20,7 @@ fn table(status: &str, mode: EncryptionMode, key: Option<&str>, sse: &str) -> Ta
         inaccessible_since: None,
         replicas: Vec::new(),
         observed_at: DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time"),
+        tags: None,
     }
 }
 
