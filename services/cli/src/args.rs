@@ -23,7 +23,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Connection and output (any command)")]
 pub struct GlobalArgs {
-    /// The server's gRPC address; https:// (or any TLS flag) turns on TLS.
+    /// The server's gRPC address: a URL (https:// or any TLS flag turns on TLS), or HOST:PORT as grpcurl takes it
+    /// (plain HTTP for this machine, TLS for any other host).
     #[arg(
         long,
         env = "TABLECRYPT_SERVER",
@@ -86,6 +87,12 @@ pub enum Command {
     History(HistoryArgs),
     /// The audit log (admins only).
     Audit(AuditArgs),
+    /// Print a shell completion script: `source <(tablecrypt completion bash)`, or save it where your shell
+    /// loads completions (zsh: a file `_tablecrypt` on $fpath; fish: ~/.config/fish/completions/tablecrypt.fish).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,17 +73,45 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// The server's URL from `--server`: a URL as given (http:// or https://), or grpcurl's `host:port`, which means
+/// plain HTTP on this machine and TLS anywhere else (or wherever a TLS flag is given).
+pub fn server_url(given: &str, tls_flags: bool) -> std::result::Result<String, String> {
+    if let Some((scheme, _)) = given.split_once("://") {
+        return match scheme {
+            "http" | "https" => Ok(given.to_owned()),
+            other => Err(format!(
+                "--server {given:?}: the scheme must be http or https, not {other}; write \
+                 https://HOST:PORT (or http://127.0.0.1:PORT for a local server), or just HOST:PORT"
+            )),
+        };
+    }
+    let host = match given.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
+        _ => {
+            return Err(format!(
+                "--server {given:?}: write HOST:PORT (as grpcurl takes it) or a URL such as https://HOST:PORT"
+            ));
+        }
+    };
+    let scheme = if tablecrypt_core::loopback::is_loopback_host(host) && !tls_flags {
+        "http"
+    } else {
+        "https"
+    };
+    Ok(format!("{scheme}://{given}"))
+}
+
 impl Client {
     /// Connects now, so an unreachable server is reported before any work starts.
     pub async fn connect(global: &GlobalArgs) -> Result<Self> {
         let usage = |what: &str, e: &dyn std::fmt::Display| CliError::Usage(format!("{what}: {e}"));
-        let mut endpoint = Endpoint::from_shared(global.server.clone())
+        let tls_flags = global.ca_cert.is_some() || global.cert.is_some();
+        let server = server_url(&global.server, tls_flags).map_err(CliError::Usage)?;
+        let mut endpoint = Endpoint::from_shared(server.clone())
             .map_err(|e| usage(&format!("--server {:?}", global.server), &e))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let wants_tls = global.server.starts_with("https://")
-            || global.ca_cert.is_some()
-            || global.cert.is_some();
+        let wants_tls = server.starts_with("https://") || tls_flags;
         if wants_tls {
             let mut tls = ClientTlsConfig::new().with_native_roots();
             if let Some(path) = &global.ca_cert {
@@ -108,7 +136,7 @@ impl Client {
         let channel = endpoint.connect().await.map_err(|e| {
             CliError::Access(format!(
                 "cannot reach the tablecrypt server at {}: {}",
-                global.server,
+                server,
                 error_chain(&e)
             ))
         })?;
@@ -164,5 +192,42 @@ impl Client {
             }
         }
         unreachable!("the loop returns")
+    }
+}
+
+#[cfg(test)]
+mod server_url_tests {
+    use super::server_url;
+
+    #[test]
+    fn host_and_port_means_http_on_this_machine_and_tls_elsewhere() {
+        assert_eq!(
+            server_url("127.0.0.1:50051", false).as_deref(),
+            Ok("http://127.0.0.1:50051")
+        );
+        assert_eq!(
+            server_url("localhost:50051", false).as_deref(),
+            Ok("http://localhost:50051")
+        );
+        assert_eq!(
+            server_url("[::1]:50051", false).as_deref(),
+            Ok("http://[::1]:50051")
+        );
+        assert_eq!(
+            server_url("tablecrypt.internal:443", false).as_deref(),
+            Ok("https://tablecrypt.internal:443")
+        );
+        assert_eq!(
+            server_url("127.0.0.1:50051", true).as_deref(),
+            Ok("https://127.0.0.1:50051")
+        );
+        assert_eq!(
+            server_url("https://tablecrypt.internal", false).as_deref(),
+            Ok("https://tablecrypt.internal")
+        );
+        for bad in ["grpc://x:1", "tablecrypt.internal", "x:notaport", ":50051"] {
+            let message = server_url(bad, false).expect_err(bad);
+            assert!(message.contains("HOST:PORT"), "{bad}: {message}");
+        }
     }
 }

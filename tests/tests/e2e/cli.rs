@@ -705,3 +705,94 @@ async fn a_watch_survives_a_server_restart() {
         .count();
     assert_eq!(on_b, BULK, "{usage}");
 }
+
+#[tokio::test]
+async fn grpcurl_style_addresses_alias_from_keys_tags_and_completions() {
+    let s = setup("").await;
+    // HOST:PORT as grpcurl takes it: plain HTTP on this machine.
+    let host_port = s.app.addr.to_string();
+    let listed = cli::run(&host_port, &["accounts", "list", "-o", "json"])
+        .await
+        .expect_code(0);
+    assert!(listed.stdout.contains(PAYMENTS), "{listed:?}");
+    let refused = cli::run("grpc://127.0.0.1:1", &["accounts", "list"])
+        .await
+        .expect_code(2);
+    assert!(refused.stderr.contains("HOST:PORT"), "{refused:?}");
+
+    // An alias name as the from-key, resolved in every account-region of the selector: payments' key A tables.
+    let plan = cli::run(
+        &host_port,
+        &[
+            "migrate",
+            "--selector",
+            "team=payments",
+            "--from-key",
+            "alias/a",
+            "--to-key",
+            "alias/b",
+            "--dry-run",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .expect_code(0);
+    let items = plan.json()["plan"]["items"]
+        .as_array()
+        .expect("items")
+        .len();
+    assert_eq!(
+        items,
+        BULK + 1,
+        "orders and the bulk tables on key A: {}",
+        plan.stdout
+    );
+    // A tag selector that matches nothing leaves nothing to plan.
+    let none = cli::run(
+        &host_port,
+        &[
+            "migrate",
+            "--selector",
+            "team=payments",
+            "--from-key",
+            "alias/a",
+            "--to-key",
+            "alias/b",
+            "--tag",
+            "app=nothing",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_ne!(none.code, 0, "{none:?}");
+    // A label typo says so.
+    let typo = cli::run(
+        &host_port,
+        &[
+            "migrate",
+            "--selector",
+            "tema=payments",
+            "--to-key",
+            "alias/b",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert!(
+        typo.stderr
+            .contains("no registered account matches `tema=payments`"),
+        "{typo:?}"
+    );
+
+    // Completions need no server.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = cli::run("127.0.0.1:1", &["completion", shell])
+            .await
+            .expect_code(0);
+        assert!(
+            script.stdout.contains("migrate") && script.stdout.contains("from-key"),
+            "{shell}"
+        );
+    }
+}

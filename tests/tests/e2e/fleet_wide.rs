@@ -414,6 +414,28 @@ async fn current_keys_that_cannot_be_resolved_are_refused_saying_where() {
         "{}",
         status.message()
     );
+    // A label typo is named as such, not blamed on a stale inventory.
+    let status = create(
+        &f.app,
+        "alice",
+        from_a_to_b(
+            pb::TableSelector {
+                account_label_selector: "tema=payments".into(),
+                ..payments(&["alias/payments-a"])
+            },
+            true,
+        ),
+    )
+    .await
+    .expect_err("typo");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("no registered account matches `tema=payments`"),
+        "{}",
+        status.message()
+    );
     // An account whose role cannot be assumed: its tables cannot be told apart, so the call names it.
     let status = create(
         &f.app,

@@ -54,6 +54,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Requests(command) => requests::run(&ctx, command).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Audit(args) => audit::run(&ctx, args).await,
+        Command::Completion { shell } => {
+            // Needs no server: the script is generated from the CLI's own definition.
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "tablecrypt", &mut script);
+            // A reader that stops early (`| head`) is not an error of ours.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(())
+        }
     }
 }
 

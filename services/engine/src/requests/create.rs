@@ -91,6 +91,25 @@ impl ChangeRequests {
                     }
                     filter.account_ids = scoped;
                 }
+                // Only for a caller who sees every account: a scoped caller must not learn which labels other
+                // teams' accounts carry.
+                if !filter.account_selector.is_empty()
+                    && visible.accounts().is_none()
+                    && self
+                        .store
+                        .accounts
+                        .list(&filter.account_selector, None, 1)
+                        .await?
+                        .accounts
+                        .is_empty()
+                {
+                    // A typo (`tema=payments`) is not a stale inventory: say which selector matched nothing.
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "selector.account_label_selector: no registered account matches `{}` (tablecrypt accounts \
+                         list shows the labels)",
+                        spec.account_label_selector
+                    )));
+                }
                 if !current_keys.is_empty() {
                     // Resolved through each account's role, only in accounts the caller may change: an ARN in
                     // its own account-region, an alias name or key id in every account-region covered.
