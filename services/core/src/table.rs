@@ -248,12 +248,76 @@ pub struct TableEncryption {
     pub tags: Option<TableTags>,
 }
 
+/// Keeps one row per table: a global table is observed in every region it has a replica in, and counts once, in
+/// the first of its regions listed (`table` gives a row's observation; rows without one are all kept). Planning
+/// makes it one item (two would change it twice, racing each other), key usage and totals count it once.
+pub fn one_per_global_table<T>(
+    rows: Vec<T>,
+    table: impl Fn(&T) -> Option<&TableEncryption>,
+) -> Vec<T> {
+    let mut covered: std::collections::HashSet<(String, String, String)> =
+        std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|row| {
+            let Some(table) = table(row) else {
+                return true;
+            };
+            let id = |region: &str| {
+                (
+                    table.account_id.to_string(),
+                    table.table_name.to_string(),
+                    region.to_owned(),
+                )
+            };
+            if covered.contains(&id(table.region.as_str())) {
+                return false;
+            }
+            covered.insert(id(table.region.as_str()));
+            covered.extend(table.replicas.iter().map(|r| id(&r.region)));
+            true
+        })
+        .collect()
+}
+
 /// A table's tags, key to value.
 pub type TableTags = std::collections::BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_global_table_counts_once_and_regional_namesakes_stay() {
+        let row = |region: &str, replicas: &[&str]| TableEncryption {
+            account_id: AccountId::parse("111111111111").expect("id"),
+            region: Region::parse(region).expect("region"),
+            table_name: TableName::parse("orders").expect("name"),
+            mode: EncryptionMode::AwsOwned,
+            key_arn: None,
+            sse_status: String::new(),
+            table_status: "ACTIVE".into(),
+            inaccessible_since: None,
+            replicas: replicas
+                .iter()
+                .map(|r| ReplicaEncryption {
+                    region: (*r).to_owned(),
+                    status: "ACTIVE".into(),
+                    key_arn: None,
+                })
+                .collect(),
+            observed_at: DateTime::UNIX_EPOCH,
+            tags: None,
+        };
+        let rows = vec![
+            row("eu-west-1", &["us-east-1"]),
+            row("us-east-1", &["eu-west-1"]),
+            // The same name in a third region, not a replica: another table.
+            row("ap-south-1", &[]),
+        ];
+        let kept = one_per_global_table(rows, |t| Some(t));
+        let regions: Vec<&str> = kept.iter().map(|t| t.region.as_str()).collect();
+        assert_eq!(regions, ["eu-west-1", "ap-south-1"]);
+    }
 
     #[test]
     fn key_references() {

@@ -181,5 +181,8 @@ pub async fn key_usage(
         }
     }
     let (tables, _) = store.inventory.list(&filter, None, limit).await?;
+    // A global table on the key is listed in each of its regions (one by its key, the others by a replica's):
+    // it is one table.
+    let tables = tablecrypt_core::table::one_per_global_table(tables, |entry| Some(&entry.table));
     Ok(KeyUsage { key_arn, tables })
 }

@@ -507,32 +507,12 @@ impl Planner {
     }
 }
 
-/// A global table is listed in every region it has a replica in; it is one item, changed as a whole from the first
-/// of its regions the list names (two items would change it twice, racing each other).
+/// A global table is one item, changed as a whole from the first of its regions the list names.
 fn one_per_global_table(tables: Vec<Observed>) -> Vec<Observed> {
-    let mut covered: std::collections::HashSet<(String, String, String)> =
-        std::collections::HashSet::new();
-    tables
-        .into_iter()
-        .filter(|observed| {
-            let Observed::Found(table) = observed else {
-                return true;
-            };
-            let id = |region: &str| {
-                (
-                    table.account_id.to_string(),
-                    table.table_name.to_string(),
-                    region.to_owned(),
-                )
-            };
-            if covered.contains(&id(table.region.as_str())) {
-                return false;
-            }
-            covered.insert(id(table.region.as_str()));
-            covered.extend(table.replicas.iter().map(|r| id(&r.region)));
-            true
-        })
-        .collect()
+    tablecrypt_core::table::one_per_global_table(tables, |observed| match observed {
+        Observed::Found(table) => Some(table),
+        Observed::Missing { .. } => None,
+    })
 }
 
 /// A table as planning sees it: observed, or not describable.
