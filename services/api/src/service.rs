@@ -95,25 +95,78 @@ impl TableEncryptionService {
 }
 
 /// A short, secret-free description of a change request's targets, for the audit log.
+/// Tables a CreateChangeRequest audit target names one by one; the count says how many there were.
+const AUDITED_TABLES: usize = 5;
+
+/// A CreateChangeRequest's targets for the audit log, as compact JSON a person (or jq) reads: the tables (count and
+/// the first few) or the selector's set fields, the target, and `"dry_run": true` for a plan that stored nothing.
 fn describe_targets(request: &pb::CreateChangeRequestRequest) -> String {
-    let target = request.target.as_ref().map_or_else(String::new, |t| {
-        format!(" to mode {} key {:?}", t.mode, t.kms_key)
-    });
-    let targets = match (&request.tables, &request.selector) {
-        (Some(list), _) => format!(
-            "{} table(s) {}",
-            list.tables.len(),
-            list.tables
-                .iter()
-                .take(5)
-                .map(|t| format!("{}/{}/{}", t.account_id, t.region, t.table_name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (None, Some(selector)) => format!("selector {selector:?}"),
-        (None, None) => "no targets".to_owned(),
-    };
-    format!("{targets}{target}")
+    let mut value = serde_json::Map::new();
+    match (&request.tables, &request.selector) {
+        (Some(list), _) => {
+            value.insert(
+                "tables".into(),
+                serde_json::json!({
+                    "count": list.tables.len(),
+                    "first": list.tables.iter().take(AUDITED_TABLES)
+                        .map(|t| format!("{}/{}/{}", t.account_id, t.region, t.table_name))
+                        .collect::<Vec<_>>(),
+                }),
+            );
+        }
+        (None, Some(s)) => {
+            let mode = match pb::EncryptionMode::try_from(s.current_mode) {
+                Ok(pb::EncryptionMode::Unspecified) => "",
+                Ok(mode) => mode.as_str_name(),
+                Err(_) => "?",
+            };
+            let fields = [
+                ("account_ids", serde_json::json!(s.account_ids)),
+                (
+                    "account_label_selector",
+                    serde_json::json!(s.account_label_selector),
+                ),
+                ("regions", serde_json::json!(s.regions)),
+                ("current_mode", serde_json::json!(mode)),
+                ("current_kms_key", serde_json::json!(s.current_kms_key)),
+                ("current_kms_keys", serde_json::json!(s.current_kms_keys)),
+                ("table_name_prefix", serde_json::json!(s.table_name_prefix)),
+                (
+                    "table_tag_selector",
+                    serde_json::json!(s.table_tag_selector),
+                ),
+            ];
+            let set: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .filter(|(_, v)| match v {
+                    serde_json::Value::String(s) => !s.is_empty(),
+                    serde_json::Value::Array(a) => !a.is_empty(),
+                    _ => true,
+                })
+                .map(|(name, v)| (name.to_owned(), v))
+                .collect();
+            value.insert("selector".into(), serde_json::Value::Object(set));
+        }
+        (None, None) => {}
+    }
+    if let Some(t) = &request.target {
+        let mode = pb::EncryptionMode::try_from(t.mode)
+            .map(|m| m.as_str_name())
+            .unwrap_or("?");
+        value.insert(
+            "target".into(),
+            serde_json::json!({"mode": mode, "kms_key": t.kms_key}),
+        );
+    }
+    if request.validate_only {
+        value.insert("dry_run".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::Value::Object(value).to_string()
+}
+
+/// " (dry run)" for a plan that stored nothing, so the audit log tells plans from changes.
+fn dry_run(validate_only: bool) -> &'static str {
+    if validate_only { " (dry run)" } else { "" }
 }
 
 #[tonic::async_trait]
@@ -515,7 +568,13 @@ impl TableEncryption for TableEncryptionService {
         if let Some(t) = &request.get_ref().table {
             note_target(
                 &request,
-                format!("table {}/{}/{}", t.account_id, t.region, t.table_name),
+                format!(
+                    "table {}/{}/{}{}",
+                    t.account_id,
+                    t.region,
+                    t.table_name,
+                    dry_run(request.get_ref().validate_only)
+                ),
             );
         }
         access::require(&caller, Permission::Change, "UpdateTableEncryption")
@@ -533,7 +592,13 @@ impl TableEncryption for TableEncryptionService {
     ) -> Result<Response<pb::CreateChangeRequestResponse>, Status> {
         let caller = caller(&request)?;
         let id = request.get_ref().change_request_id.clone();
-        note_target(&request, format!("rollback of change request {id}"));
+        note_target(
+            &request,
+            format!(
+                "rollback of change request {id}{}",
+                dry_run(request.get_ref().validate_only)
+            ),
+        );
         self.check_request(&caller, Permission::Change, "RollbackChangeRequest", &id)
             .await?;
         Ok(Response::new(

@@ -104,6 +104,9 @@ pub enum AccountsCommand {
         /// Only accounts whose labels match, e.g. `team=payments,env!=dev`.
         #[arg(long, short = 'l')]
         selector: Option<String>,
+        /// At most this many accounts.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Show one account.
     Get { account_id: String },
@@ -166,6 +169,9 @@ pub struct TableFilters {
     /// Only tables whose tags match, e.g. `app=checkout,!ManagedBy`.
     #[arg(long)]
     pub tag: Option<String>,
+    /// At most this many tables.
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Only tables whose key is inaccessible.
     #[arg(long)]
     pub inaccessible: bool,
@@ -325,12 +331,18 @@ pub enum RequestsCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show a request with its counts (and items with --items).
+    /// Show a request with its counts (and items with --items), e.g. `requests get ID --items --state failed`.
     Get {
         change_request_id: String,
         /// Also list its items.
         #[arg(long)]
         items: bool,
+        /// With --items: only items in this state (repeat for more).
+        #[arg(long = "state", value_enum, requires = "items")]
+        states: Vec<ItemState>,
+        /// With --items: at most this many items.
+        #[arg(long, requires = "items")]
+        limit: Option<usize>,
     },
     /// Let a request that waits for approval run (not by its creator).
     Approve { change_request_id: String },
@@ -354,6 +366,20 @@ pub enum RequestsCommand {
     },
     /// Follow a request with progress bars until it ends; Ctrl-C detaches.
     Watch { change_request_id: String },
+}
+
+/// A change item's state, as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ItemState {
+    Pending,
+    Applying,
+    Waiting,
+    Deferred,
+    Succeeded,
+    Failed,
+    Skipped,
+    Blocked,
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -74,6 +74,14 @@ pub fn owned_message(owner: &str) -> String {
     )
 }
 
+/// Why a change to a table whose tags could not be read is blocked.
+pub fn unknown_message() -> String {
+    "its tags could not be read (the member role needs dynamodb:ListTagsOfResource; refresh the inventory), so \
+     it may belong to infrastructure as code whose next apply would revert this change: set \
+     options.include_iac_owned to change it anyway"
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

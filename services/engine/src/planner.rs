@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use tablecrypt_core::InventoryFilter;
 use tablecrypt_core::change::plan::{
-    check_current_key, check_iac_owner, check_key, check_key_location,
+    IacOwner, check_current_key, check_iac_owner, check_key, check_key_location,
 };
 use tablecrypt_core::change::{
     AwsCall, KeyInfo, PlannedItem, Resolution, TableRef, failure_reason, plan_table,
@@ -308,13 +308,18 @@ impl Planner {
                             arn.clone(),
                         ))
                     });
-                    let iac_owner = table.tags.as_ref().and_then(|tags| self.iac.owner(tags));
+                    let owner_tag = table.tags.as_ref().and_then(|tags| self.iac.owner(tags));
+                    let owner = match (&table.tags, &owner_tag) {
+                        (None, _) => IacOwner::Unknown,
+                        (Some(_), Some(tag)) => IacOwner::Owned(tag),
+                        (Some(_), None) => IacOwner::NotOwned,
+                    };
                     check_iac_owner(
                         check_current_key(
                             plan_table(&table, mode, resolution, past, switches.now),
                             current_key,
                         ),
-                        iac_owner.as_deref(),
+                        owner,
                         include_iac_owned,
                     )
                 }
@@ -431,11 +436,28 @@ impl Planner {
                         .await;
                     match fleet.describe_table(&access, region, &table_name).await {
                         Ok(mut table) => {
+                            // The tags the last scan read, or read now (at the same pace) for a table no scan
+                            // has seen: ownership by infrastructure as code is judged from them.
+                            table.tags = match stored_tags {
+                                Some(tags) => Some(tags),
+                                None => {
+                                    describes
+                                        .until_key_ready(&(
+                                            account_id.to_string(),
+                                            region.to_string(),
+                                        ))
+                                        .await;
+                                    fleet
+                                        .table_tags(&access, region, &table_name)
+                                        .await
+                                        .ok()
+                                        .flatten()
+                                }
+                            };
                             let _ = store
                                 .inventory
                                 .record(std::slice::from_ref(&table), None)
                                 .await;
-                            table.tags = stored_tags;
                             Observed::Found(table)
                         }
                         Err(error) => {

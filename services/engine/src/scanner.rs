@@ -359,10 +359,12 @@ impl InventoryScanner {
         let mut batch = Vec::with_capacity(self.settings.write_batch);
         let mut present: Vec<TableName> = Vec::with_capacity(names.len());
         let mut seen = 0i32;
+        let mut tags_unread = 0usize;
         let mut failure: Option<FleetError> = None;
         while let Some((name, result)) = described.next().await {
             match result {
                 Ok(table) => {
+                    tags_unread += usize::from(table.tags.is_none());
                     present.push(name);
                     batch.push(table);
                     seen += 1;
@@ -402,6 +404,12 @@ impl InventoryScanner {
             Ok(gone) => i32::try_from(gone).unwrap_or(i32::MAX),
             Err(error) => return store_failed(seen, &error),
         };
+        if tags_unread > 0 {
+            tracing::warn!(
+                tables = tags_unread,
+                "could not read some tables' tags (their changes plan IAC_OWNED until a scan reads them)"
+            );
+        }
         tracing::info!(tables = seen, gone, "account-region scanned");
         TargetOutcome::Succeeded {
             tables_seen: seen,

@@ -108,7 +108,8 @@ pub struct RoleSpec {
     #[serde(default)]
     pub external_id: Option<String>,
     /// Actions the role's policies do not allow (`dynamodb:UpdateTable`, `kms:CreateGrant`, `kms:DescribeKey`,
-    /// `dynamodb:DescribeTable`, `dynamodb:ListTables`): refused with AccessDeniedException in IAM's wording.
+    /// `dynamodb:DescribeTable`, `dynamodb:ListTables`, `dynamodb:ListTagsOfResource`): refused with
+    /// AccessDeniedException in IAM's wording.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denied_actions: Vec<String>,
 }

@@ -115,7 +115,7 @@ mod tests {
         let check = &migration[migration
             .find("ADD CONSTRAINT change_items_reason_check")
             .expect("the reason check")..];
-        let check = &check[..check.find("));").expect("the check's end")];
+        let check = &check[..check.find("))").expect("the check's end")];
         let listed = check.matches('\'').count() / 2;
         assert_eq!(listed, ItemReason::ALL.len(), "{check}");
         for reason in ItemReason::ALL {

@@ -765,7 +765,8 @@ async fn grpcurl_style_addresses_alias_from_keys_tags_and_completions() {
         ],
     )
     .await;
-    assert_ne!(none.code, 0, "{none:?}");
+    assert_eq!(none.code, 1, "{none:?}");
+    assert!(none.stderr.contains("match no table"), "{none:?}");
     // A label typo says so.
     let typo = cli::run(
         &host_port,
@@ -784,6 +785,73 @@ async fn grpcurl_style_addresses_alias_from_keys_tags_and_completions() {
             .contains("no registered account matches `tema=payments`"),
         "{typo:?}"
     );
+
+    // Lists take --limit; a request's items filter by state.
+    let two = cli::run(
+        &host_port,
+        &["tables", "list", "--limit", "2", "-o", "json"],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(names(&two.json()).len(), 2, "{two:?}");
+    let one = cli::run(
+        &host_port,
+        &["accounts", "list", "--limit", "1", "-o", "json"],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(
+        one.json()["accounts"].as_array().map(Vec::len),
+        Some(1),
+        "{one:?}"
+    );
+    let done = cli::run(
+        &host_port,
+        &[
+            "migrate",
+            "--account",
+            PAYMENTS,
+            "--prefix",
+            "bulk-",
+            "--from-key",
+            "alias/a",
+            "--to-key",
+            "alias/b",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .expect_code(0);
+    let id = done.json()["changeRequest"]["changeRequestId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let items_in = |state: &'static str, limit: &'static str| {
+        let (url, id) = (host_port.clone(), id.clone());
+        async move {
+            let run = cli::run(
+                &url,
+                &[
+                    "requests", "get", &id, "--items", "--state", state, "--limit", limit, "-o",
+                    "json",
+                ],
+            )
+            .await
+            .expect_code(0);
+            run.json()["items"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let succeeded = items_in("succeeded", "3").await;
+    assert_eq!(succeeded.len(), 3);
+    assert!(
+        succeeded
+            .iter()
+            .all(|i| i["state"] == "CHANGE_ITEM_STATE_SUCCEEDED"),
+        "{succeeded:?}"
+    );
+    assert!(items_in("failed", "100").await.is_empty());
 
     // Completions need no server.
     for shell in ["bash", "zsh", "fish"] {

@@ -22,7 +22,7 @@ const ROLE: &str = "tablecrypt-member";
 const STACK: &str = "arn:aws:cloudformation:eu-west-1:111111111111:stack/payments/0a1b2c3d";
 
 /// Three payments accounts in two regions, each account-region with its own alias/payments-a and
-/// alias/payments-b, except that 333333333333 us-east-1 has no alias/payments-b. Every account-region holds `pay`
+/// alias/payments-b, except that 333333333333 us-east-1 has no alias/payments-b (and its role may not read tags). Every account-region holds `pay`
 /// (tagged app=checkout) on key A; 111111111111 eu-west-1 also holds a CloudFormation table, a Terraform table and a
 /// table on another key; 222222222222 eu-west-1 holds `batch` (app=batch) on key A.
 fn fleet() -> String {
@@ -32,7 +32,13 @@ fn fleet() -> String {
     );
     for account in [ONE, TWO, THREE] {
         yaml.push_str(&format!(
-            "  - account_id: \"{account}\"\n    roles: [{{name: {ROLE}}}]\n    regions: [{EU}, {US}]\n    keys:\n"
+            "  - account_id: \"{account}\"\n    roles: [{{name: {ROLE}{denied}}}]\n    regions: [{EU}, {US}]\n    keys:\n",
+            // 333333333333's role may not read tags: whether IaC owns its tables cannot be told.
+            denied = if account == THREE {
+                ", denied_actions: [dynamodb:ListTagsOfResource]"
+            } else {
+                ""
+            }
         ));
         for region in [EU, US] {
             yaml.push_str(&format!(
@@ -211,6 +217,8 @@ async fn one_request_moves_key_a_to_key_b_in_every_account_region_blocking_iac_a
         }
     }
     want.insert(format!("{THREE}/{US}/pay"), (A::Blocked, R::KeyMissing));
+    // Its tags could not be read: ownership by IaC cannot be ruled out.
+    want.insert(format!("{THREE}/{EU}/pay"), (A::Blocked, R::IacOwned));
     want.insert(format!("{ONE}/{EU}/stack-table"), (A::Blocked, R::IacOwned));
     want.insert(format!("{ONE}/{EU}/tf-table"), (A::Blocked, R::IacOwned));
     want.insert(format!("{TWO}/{EU}/batch"), (A::Change, R::Unspecified));
@@ -236,6 +244,13 @@ async fn one_request_moves_key_a_to_key_b_in_every_account_region_blocking_iac_a
         "{}",
         message("tf-table")
     );
+    let unreadable = plan
+        .items
+        .iter()
+        .find(|i| i.account_id == THREE && i.region == EU)
+        .map(|i| i.message.clone())
+        .unwrap_or_default();
+    assert!(unreadable.contains("could not be read"), "{unreadable}");
     // Each account-region's own key B is the target, not one account's.
     for account in [ONE, TWO] {
         let item = plan
@@ -263,19 +278,17 @@ async fn one_request_moves_key_a_to_key_b_in_every_account_region_blocking_iac_a
     // From AWS's side: every chosen table switched once to its account-region's key B, nothing else was sent.
     let sent = updates_sent(&f.emulator).await;
     let mut want_sent: BTreeMap<String, usize> = BTreeMap::new();
-    for account in [ONE, TWO, THREE] {
-        // updates_sent keys by account/table: pay in two regions (one for THREE, whose us-east-1 lacks key B).
-        want_sent.insert(
-            format!("{account}/pay"),
-            if account == THREE { 1 } else { 2 },
-        );
+    for account in [ONE, TWO] {
+        // updates_sent keys by account/table: pay in both regions. THREE: none (key B missing in us-east-1, tags
+        // unreadable in eu-west-1).
+        want_sent.insert(format!("{account}/pay"), 2);
     }
     want_sent.insert(format!("{TWO}/batch"), 1);
     assert_eq!(sent, want_sent);
     for account in [ONE, TWO, THREE] {
         for region in [EU, US] {
             let key = table_key(&f.emulator, account, region, "pay").await;
-            let expected = if account == THREE && region == US {
+            let expected = if account == THREE {
                 "alias/payments-a"
             } else {
                 "alias/payments-b"
@@ -299,7 +312,10 @@ async fn one_request_moves_key_a_to_key_b_in_every_account_region_blocking_iac_a
         .into_iter()
         .filter(|i| i.reason() == R::IacOwned)
         .count();
-    assert_eq!(blocked, 2);
+    assert_eq!(
+        blocked, 3,
+        "the CloudFormation and Terraform tables, and the one whose tags were unreadable"
+    );
 }
 
 #[tokio::test]
@@ -368,7 +384,8 @@ async fn tables_are_chosen_by_tag_and_iac_owned_ones_only_when_included() {
     .await
     .expect("plan");
     let chosen: Vec<String> = plan_of(&plan).into_keys().collect();
-    assert_eq!(chosen.len(), 6, "{chosen:?}");
+    // 333333333333's tags were never read: its tables match no tag term.
+    assert_eq!(chosen.len(), 4, "{chosen:?}");
     assert!(chosen.iter().all(|k| k.ends_with("/pay")), "{chosen:?}");
 
     // Asked to include IaC-owned tables, they are planned like any other; several current keys are any of them.
@@ -393,6 +410,49 @@ async fn tables_are_chosen_by_tag_and_iac_owned_ones_only_when_included() {
     assert!(
         updates_sent(&f.emulator).await.is_empty(),
         "plans send nothing"
+    );
+
+    // The audit log reads what was asked, as JSON, and marks the plans as dry runs.
+    let mut audited = None;
+    let mut last_events = Vec::new();
+    for _ in 0..50 {
+        let events = client
+            .list_audit_events(pb::ListAuditEventsRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+            .into_inner()
+            .events;
+        last_events = events
+            .iter()
+            .map(|e| (e.method.clone(), e.target.clone()))
+            .collect::<Vec<_>>();
+        audited = events
+            .into_iter()
+            .filter(|e| e.method.ends_with("CreateChangeRequest"))
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.target).expect("a JSON target"))
+            .find(|t| t["selector"]["table_tag_selector"] == "app=checkout");
+        if audited.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let audited = audited
+        .unwrap_or_else(|| panic!("the tag-selector plan is not audited: {:?}", last_events));
+    assert_eq!(audited["dry_run"], true, "{audited}");
+    assert_eq!(
+        audited["selector"]["current_kms_keys"][0], "alias/payments-a",
+        "{audited}"
+    );
+    assert_eq!(
+        audited["target"]["kms_key"], "alias/payments-b",
+        "{audited}"
+    );
+    assert!(
+        audited["selector"].get("regions").is_none(),
+        "unset fields are left out: {audited}"
     );
 }
 

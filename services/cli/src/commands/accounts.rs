@@ -14,7 +14,14 @@ use crate::output::{print_table, table};
 pub async fn run(ctx: &Ctx, command: AccountsCommand) -> Result<()> {
     match command {
         AccountsCommand::Register(args) => register(ctx, args).await,
-        AccountsCommand::List { selector } => list(ctx, selector.unwrap_or_default()).await,
+        AccountsCommand::List { selector, limit } => {
+            list(
+                ctx,
+                selector.unwrap_or_default(),
+                limit.unwrap_or(usize::MAX),
+            )
+            .await
+        }
         AccountsCommand::Get { account_id } => get(ctx, account_id).await,
         AccountsCommand::Verify { account_id } => verify(ctx, account_id).await,
         AccountsCommand::Import { file, dry_run } => import::run(ctx, &file, dry_run).await,
@@ -46,9 +53,9 @@ async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
     Ok(())
 }
 
-async fn list(ctx: &Ctx, label_selector: String) -> Result<()> {
+async fn list(ctx: &Ctx, label_selector: String, limit: usize) -> Result<()> {
     let client = ctx.client().await?;
-    let accounts = all_pages(usize::MAX, |page_token| {
+    let accounts = all_pages(limit, |page_token| {
         let request = pb::ListAccountsRequest {
             page_size: 1000,
             page_token,

@@ -33,11 +33,13 @@ impl Proposal {
                     request_id,
                     ..request.clone()
                 };
-                client
-                    .call(request, |mut api, request| async move {
+                let response = client
+                    .call(request.clone(), |mut api, request| async move {
                         api.create_change_request(request).await
                     })
-                    .await
+                    .await?;
+                refuse_unheard(&request, &response)?;
+                Ok(response)
             }
             Self::Rollback(request) => {
                 let request = pb::RollbackChangeRequestRequest {
@@ -53,6 +55,49 @@ impl Proposal {
             }
         }
     }
+}
+
+/// A server older than this CLI ignores the fields it does not know, and would then plan (and change) more tables
+/// than asked: every field it echoes back must be the one sent.
+fn refuse_unheard(
+    sent: &pb::CreateChangeRequestRequest,
+    response: &pb::CreateChangeRequestResponse,
+) -> Result<()> {
+    let heard = response.change_request.clone().unwrap_or_default();
+    let (sent_selector, heard_selector) = (
+        sent.selector.clone().unwrap_or_default(),
+        heard.selector.unwrap_or_default(),
+    );
+    let unheard = [
+        (
+            "--from-key with several keys",
+            sent_selector.current_kms_keys != heard_selector.current_kms_keys,
+        ),
+        (
+            "--tag",
+            sent_selector.table_tag_selector != heard_selector.table_tag_selector,
+        ),
+        (
+            "--include-iac-owned",
+            sent.options.as_ref().is_some_and(|o| o.include_iac_owned)
+                && !heard.options.is_some_and(|o| o.include_iac_owned),
+        ),
+    ];
+    let Some((flag, _)) = unheard.iter().find(|(_, ignored)| *ignored) else {
+        return Ok(());
+    };
+    let older = format!(
+        "the server ignored {flag}: it is older than this CLI (upgrade every server replica first)"
+    );
+    Err(CliError::Failed(if heard.change_request_id.is_empty() {
+        format!("{older}; nothing was created")
+    } else {
+        // The plan was heard by a newer replica, the create by an older one: the request covers more than asked.
+        format!(
+            "{older}, and created request {id} without it: cancel it now (tablecrypt requests cancel {id})",
+            id = heard.change_request_id
+        )
+    }))
 }
 
 pub async fn run(ctx: &Ctx, args: MigrateArgs) -> Result<()> {
@@ -82,8 +127,17 @@ pub async fn run(ctx: &Ctx, args: MigrateArgs) -> Result<()> {
         account_label_selector: args.selector.unwrap_or_default(),
         regions: args.regions,
         current_mode: mode_to_proto(args.from_mode),
-        current_kms_key: String::new(),
-        current_kms_keys: args.from_key,
+        // One key goes where every server reads it (an older one takes an ARN and refuses an alias name); only
+        // several need the newer field, which refuse_unheard checks was heard.
+        current_kms_key: match args.from_key.as_slice() {
+            [one] => one.clone(),
+            _ => String::new(),
+        },
+        current_kms_keys: if args.from_key.len() > 1 {
+            args.from_key
+        } else {
+            Vec::new()
+        },
         table_name_prefix: args.prefix.unwrap_or_default(),
         table_tag_selector: args.tag.unwrap_or_default(),
     };
@@ -193,5 +247,66 @@ fn confirm(question: &str) -> Result<()> {
         Err(CliError::Failed(
             "not confirmed; nothing was created".to_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent() -> pb::CreateChangeRequestRequest {
+        pb::CreateChangeRequestRequest {
+            selector: Some(pb::TableSelector {
+                current_kms_keys: vec!["alias/a".into(), "alias/a-old".into()],
+                table_tag_selector: "app=checkout".into(),
+                ..Default::default()
+            }),
+            options: Some(pb::ChangeOptions {
+                include_iac_owned: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn answer(heard: &pb::CreateChangeRequestRequest, id: &str) -> pb::CreateChangeRequestResponse {
+        pb::CreateChangeRequestResponse {
+            change_request: Some(pb::ChangeRequest {
+                change_request_id: id.into(),
+                selector: heard.selector.clone(),
+                options: heard.options,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_older_server_that_ignores_a_filter_is_refused() {
+        let request = sent();
+        assert!(refuse_unheard(&request, &answer(&request, "")).is_ok());
+        // An older server drops each field it does not know.
+        let mut old = request.clone();
+        old.selector
+            .as_mut()
+            .expect("selector")
+            .table_tag_selector
+            .clear();
+        let error = refuse_unheard(&request, &answer(&old, "")).expect_err("tag ignored");
+        assert!(
+            error.to_string().contains("--tag")
+                && error.to_string().contains("nothing was created")
+        );
+        let mut old = request.clone();
+        old.selector
+            .as_mut()
+            .expect("selector")
+            .current_kms_keys
+            .clear();
+        assert!(refuse_unheard(&request, &answer(&old, "")).is_err());
+        let mut old = request.clone();
+        old.options = None;
+        let error = refuse_unheard(&request, &answer(&old, "r-1")).expect_err("option ignored");
+        assert!(error.to_string().contains("requests cancel r-1"), "{error}");
     }
 }

@@ -4,7 +4,7 @@ use tablecrypt_proto::v1 as pb;
 
 use super::migrate::{Proposal, propose};
 use super::{Ctx, all_pages, change_items, watch};
-use crate::args::{RequestState, RequestsCommand};
+use crate::args::{ItemState, RequestState, RequestsCommand};
 use crate::error::Result;
 use crate::json::to_json;
 use crate::names;
@@ -16,7 +16,19 @@ pub async fn run(ctx: &Ctx, command: RequestsCommand) -> Result<()> {
         RequestsCommand::Get {
             change_request_id,
             items,
-        } => get(ctx, change_request_id, items).await,
+            states,
+            limit,
+        } => {
+            let states = states.into_iter().map(item_state_to_proto).collect();
+            get(
+                ctx,
+                change_request_id,
+                items,
+                states,
+                limit.unwrap_or(usize::MAX),
+            )
+            .await
+        }
         RequestsCommand::Approve { change_request_id } => {
             let request = ctx
                 .client()
@@ -168,7 +180,27 @@ fn target(request: &pb::ChangeRequest) -> String {
     names::encryption(target.mode, &target.kms_key)
 }
 
-async fn get(ctx: &Ctx, change_request_id: String, with_items: bool) -> Result<()> {
+fn item_state_to_proto(state: ItemState) -> i32 {
+    (match state {
+        ItemState::Pending => pb::ChangeItemState::Pending,
+        ItemState::Applying => pb::ChangeItemState::Applying,
+        ItemState::Waiting => pb::ChangeItemState::Waiting,
+        ItemState::Deferred => pb::ChangeItemState::Deferred,
+        ItemState::Succeeded => pb::ChangeItemState::Succeeded,
+        ItemState::Failed => pb::ChangeItemState::Failed,
+        ItemState::Skipped => pb::ChangeItemState::Skipped,
+        ItemState::Blocked => pb::ChangeItemState::Blocked,
+        ItemState::Cancelled => pb::ChangeItemState::Cancelled,
+    }) as i32
+}
+
+async fn get(
+    ctx: &Ctx,
+    change_request_id: String,
+    with_items: bool,
+    states: Vec<i32>,
+    limit: usize,
+) -> Result<()> {
     let client = ctx.client().await?;
     let request = client
         .call(
@@ -179,7 +211,7 @@ async fn get(ctx: &Ctx, change_request_id: String, with_items: bool) -> Result<(
         )
         .await?;
     let items = if with_items {
-        change_items(client, &change_request_id, Vec::new(), usize::MAX).await?
+        change_items(client, &change_request_id, states, limit).await?
     } else {
         Vec::new()
     };

@@ -64,7 +64,7 @@ async fn list(ctx: &Ctx, filters: TableFilters) -> Result<()> {
         include_gone: filters.include_gone,
         table_tag_selector: filters.tag.unwrap_or_default(),
     };
-    let tables = all_pages(usize::MAX, |page_token| {
+    let tables = all_pages(filters.limit.unwrap_or(usize::MAX), |page_token| {
         let request = pb::ListTableEncryptionsRequest {
             page_token,
             ..base.clone()

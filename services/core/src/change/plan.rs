@@ -280,18 +280,30 @@ pub fn check_current_key(mut item: PlannedItem, current: Option<&KeyInfo>) -> Pl
     item
 }
 
-/// Blocks a planned change of a table owned by infrastructure as code (`owner`: the tag that says so) unless the
-/// request includes such tables. A table already compliant stays skipped: nothing would be reverted.
-pub fn check_iac_owner(mut item: PlannedItem, owner: Option<&str>, include: bool) -> PlannedItem {
-    let Some(owner) = owner else {
-        return item;
-    };
+/// Whether a table belongs to infrastructure as code, as far as its tags tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IacOwner<'a> {
+    /// The tag that says so.
+    Owned(&'a str),
+    NotOwned,
+    /// Its tags could not be read: ownership cannot be ruled out.
+    Unknown,
+}
+
+/// Blocks a planned change of a table owned by infrastructure as code, or whose tags could not be read, unless
+/// the request includes such tables. A table already compliant stays skipped: nothing would be reverted.
+pub fn check_iac_owner(mut item: PlannedItem, owner: IacOwner<'_>, include: bool) -> PlannedItem {
     if include || item.action != PlanAction::Change {
         return item;
     }
+    let message = match owner {
+        IacOwner::NotOwned => return item,
+        IacOwner::Owned(tag) => crate::iac::owned_message(tag),
+        IacOwner::Unknown => crate::iac::unknown_message(),
+    };
     item.action = PlanAction::Blocked;
     item.reason = Some(ItemReason::IacOwned);
-    item.message = Some(crate::iac::owned_message(owner));
+    item.message = Some(message);
     item
 }
 
@@ -572,12 +584,31 @@ mod tests {
             &[],
             now(),
         );
-        let item = check_iac_owner(planned.clone(), Some(owner), false);
+        let item = check_iac_owner(planned.clone(), IacOwner::Owned(owner), false);
         assert_eq!(item.action, PlanAction::Blocked);
         assert_eq!(item.reason, Some(ItemReason::IacOwned));
         assert!(item.message.unwrap_or_default().contains(owner));
-        assert_eq!(check_iac_owner(planned.clone(), Some(owner), true), planned);
-        assert_eq!(check_iac_owner(planned.clone(), None, false), planned);
+        assert_eq!(
+            check_iac_owner(planned.clone(), IacOwner::Owned(owner), true),
+            planned
+        );
+        assert_eq!(
+            check_iac_owner(planned.clone(), IacOwner::NotOwned, false),
+            planned
+        );
+        // Unread tags cannot rule ownership out: blocked too, saying why.
+        let unknown = check_iac_owner(planned.clone(), IacOwner::Unknown, false);
+        assert_eq!(unknown.reason, Some(ItemReason::IacOwned));
+        assert!(
+            unknown
+                .message
+                .unwrap_or_default()
+                .contains("could not be read")
+        );
+        assert_eq!(
+            check_iac_owner(planned.clone(), IacOwner::Unknown, true),
+            planned
+        );
         let compliant = plan_table(
             &on(CustomerManaged, Some(B)),
             CustomerManaged,
@@ -587,7 +618,7 @@ mod tests {
         );
         assert_eq!(compliant.action, PlanAction::Skip);
         assert_eq!(
-            check_iac_owner(compliant.clone(), Some(owner), false),
+            check_iac_owner(compliant.clone(), IacOwner::Owned(owner), false),
             compliant
         );
     }

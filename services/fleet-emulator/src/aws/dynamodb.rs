@@ -206,6 +206,7 @@ pub fn handle(
             let arn = string(input, "ResourceArn")
                 .ok_or_else(|| AwsError::validation("ResourceArn is required"))?;
             let name = table_name(&json!({"TableName": arn}), caller, region)?;
+            permissions::require(&account, caller, &format!("dynamodb:{operation}"), &name)?;
             let table = account
                 .region(region)
                 .tables
