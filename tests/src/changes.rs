@@ -145,19 +145,29 @@ pub async fn fleet_and_server(url: &str, extra_toml: &str) -> (RunningEmulator, 
     )
     .await
     .expect("server");
+    register_and_scan(
+        &app,
+        &[
+            (PAYMENTS, &[EU, US], "payments"),
+            (SEARCH, &[EU], "search"),
+            (SANDBOX, &[EU], "sandbox"),
+        ],
+    )
+    .await;
+    (emulator, app)
+}
+
+/// Registers each (account, regions, team label) with the member role `ROLE`, then scans them all once.
+pub async fn register_and_scan(app: &TestApp, accounts: &[(&str, &[&str], &str)]) {
     let mut client = app.client.clone();
-    for (id, regions, team) in [
-        (PAYMENTS, vec![EU, US], "payments"),
-        (SEARCH, vec![EU], "search"),
-        (SANDBOX, vec![EU], "sandbox"),
-    ] {
+    for (id, regions, team) in accounts {
         client
             .register_account(pb::RegisterAccountRequest {
                 account: Some(pb::Account {
-                    account_id: id.into(),
+                    account_id: (*id).into(),
                     role_arn: format!("arn:aws:iam::{id}:role/{ROLE}"),
-                    regions: regions.into_iter().map(String::from).collect(),
-                    labels: HashMap::from([("team".to_owned(), team.to_owned())]),
+                    regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+                    labels: HashMap::from([("team".to_owned(), (*team).to_owned())]),
                     ..Default::default()
                 }),
             })
@@ -166,7 +176,6 @@ pub async fn fleet_and_server(url: &str, extra_toml: &str) -> (RunningEmulator, 
     }
     app.refresh_and_wait(pb::RefreshInventoryRequest::default())
         .await;
-    (emulator, app)
 }
 
 /// A request carrying the caller identity header.

@@ -3,11 +3,13 @@
 //! blocked unless the request includes them. Judged from the emulator (which tables were sent an UpdateTable, and
 //! each table's key as DynamoDB reports it through the AWS SDK), not from tablecrypt's own word.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use fleet_emulator::{Emulator, FleetSpec, RunningEmulator};
 use tablecrypt_proto::v1 as pb;
-use tablecrypt_tests::changes::{create, field_violations, items, updates_sent, wait_terminal};
+use tablecrypt_tests::changes::{
+    EU, ROLE, US, create, field_violations, items, register_and_scan, updates_sent, wait_terminal,
+};
 use tablecrypt_tests::{TestApp, TestDatabase, aws};
 use tonic::Code;
 
@@ -16,9 +18,6 @@ const TWO: &str = "222222222222";
 const THREE: &str = "333333333333";
 /// Labelled like the others but refuses AssumeRole.
 const LOCKED_OUT: &str = "444444444444";
-const EU: &str = "eu-west-1";
-const US: &str = "us-east-1";
-const ROLE: &str = "tablecrypt-member";
 const STACK: &str = "arn:aws:cloudformation:eu-west-1:111111111111:stack/payments/0a1b2c3d";
 
 /// Three payments accounts in two regions, each account-region with its own alias/payments-a and
@@ -102,28 +101,16 @@ async fn setup() -> Fleet {
     )
     .await
     .expect("server");
-    let mut client = app.client.clone();
-    for (account, regions, team) in [
-        (ONE, vec![EU, US], "payments"),
-        (TWO, vec![EU, US], "payments"),
-        (THREE, vec![EU, US], "payments"),
-        (LOCKED_OUT, vec![EU], "payments-archive"),
-    ] {
-        client
-            .register_account(pb::RegisterAccountRequest {
-                account: Some(pb::Account {
-                    account_id: account.into(),
-                    role_arn: format!("arn:aws:iam::{account}:role/{ROLE}"),
-                    regions: regions.into_iter().map(String::from).collect(),
-                    labels: HashMap::from([("team".to_owned(), team.to_owned())]),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("register");
-    }
-    app.refresh_and_wait(pb::RefreshInventoryRequest::default())
-        .await;
+    register_and_scan(
+        &app,
+        &[
+            (ONE, &[EU, US], "payments"),
+            (TWO, &[EU, US], "payments"),
+            (THREE, &[EU, US], "payments"),
+            (LOCKED_OUT, &[EU], "payments-archive"),
+        ],
+    )
+    .await;
     Fleet {
         _db: db,
         app,
