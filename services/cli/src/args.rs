@@ -208,9 +208,17 @@ pub enum InventoryCommand {
         /// Start the scan and return at once.
         #[arg(long)]
         no_wait: bool,
+        /// A row for every account-region, not only those that failed or are unfinished.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
-    /// Show a scan's progress and per account-region outcome.
-    Scan { scan_id: String },
+    /// Show a scan's progress and the account-regions that failed or are unfinished (-v: every one).
+    Scan {
+        scan_id: String,
+        /// A row for every account-region.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -786,6 +786,26 @@ async fn grpcurl_style_addresses_alias_from_keys_tags_and_completions() {
         "{typo:?}"
     );
 
+    // A refresh lists only the account-regions that need a look (the sandbox refuses AssumeRole); -v lists all.
+    let refresh = cli::run(&host_port, &["inventory", "refresh"])
+        .await
+        .expect_code(1);
+    assert!(refresh.stdout.contains(SANDBOX), "{refresh:?}");
+    assert!(!refresh.stdout.contains(PAYMENTS), "{refresh:?}");
+    assert!(
+        refresh
+            .stdout
+            .contains("account-regions succeeded; -v lists them"),
+        "{refresh:?}"
+    );
+    let all = cli::run(&host_port, &["inventory", "refresh", "-v"])
+        .await
+        .expect_code(1);
+    assert!(
+        all.stdout.contains(PAYMENTS) && all.stdout.contains(SANDBOX),
+        "{all:?}"
+    );
+
     // Lists take --limit; a request's items filter by state.
     let two = cli::run(
         &host_port,

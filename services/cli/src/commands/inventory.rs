@@ -20,10 +20,11 @@ pub async fn run(ctx: &Ctx, command: InventoryCommand) -> Result<()> {
             accounts,
             regions,
             no_wait,
-        } => refresh(ctx, accounts, regions, no_wait).await,
-        InventoryCommand::Scan { scan_id } => {
+            verbose,
+        } => refresh(ctx, accounts, regions, no_wait, verbose).await,
+        InventoryCommand::Scan { scan_id, verbose } => {
             let scan = get(ctx, scan_id).await?;
-            report(ctx, &scan)
+            report(ctx, &scan, verbose)
         }
     }
 }
@@ -43,6 +44,7 @@ async fn refresh(
     account_ids: Vec<String>,
     regions: Vec<String>,
     no_wait: bool,
+    verbose: bool,
 ) -> Result<()> {
     let mut scan = ctx
         .client()
@@ -56,7 +58,7 @@ async fn refresh(
         )
         .await?;
     if no_wait {
-        return report(ctx, &scan);
+        return report(ctx, &scan, verbose);
     }
     let bar = ProgressBar::new(u64::try_from(scan.targets_total).unwrap_or(0));
     bar.set_style(
@@ -86,11 +88,13 @@ async fn refresh(
         scan = get(ctx, scan.scan_id.clone()).await?;
     }
     bar.finish_and_clear();
-    report(ctx, &scan)
+    report(ctx, &scan, verbose)
 }
 
 /// The scan and each account-region's outcome; failed targets make the command fail.
-fn report(ctx: &Ctx, scan: &pb::InventoryScan) -> Result<()> {
+/// The scan's totals, then a row per account-region that failed or is unfinished (every one with `verbose`): at
+/// 300 accounts the successes would bury the few that need a look.
+fn report(ctx: &Ctx, scan: &pb::InventoryScan, verbose: bool) -> Result<()> {
     if ctx.out.is_json() {
         ctx.out.json(&to_json(scan));
     } else {
@@ -104,7 +108,12 @@ fn report(ctx: &Ctx, scan: &pb::InventoryScan) -> Result<()> {
             scan.tables_seen
         );
         let mut rows = table(&["account", "region", "state", "tables", "gone", "failure"]);
-        for t in &scan.targets {
+        let shown: Vec<&pb::ScanTarget> = scan
+            .targets
+            .iter()
+            .filter(|t| verbose || t.state != "SUCCEEDED")
+            .collect();
+        for t in &shown {
             rows.add_row(vec![
                 t.account_id.clone(),
                 t.region.clone(),
@@ -114,7 +123,15 @@ fn report(ctx: &Ctx, scan: &pb::InventoryScan) -> Result<()> {
                 names::failure(t.failure.as_ref()),
             ]);
         }
-        print_table(&rows);
+        if !shown.is_empty() {
+            print_table(&rows);
+        }
+        if shown.len() < scan.targets.len() {
+            crate::outln!(
+                "({} account-regions succeeded; -v lists them)",
+                scan.targets.len() - shown.len()
+            );
+        }
     }
     if scan.targets_failed > 0 {
         return Err(CliError::Failed(format!(
