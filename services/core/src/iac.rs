@@ -41,6 +41,16 @@ impl OwnerTag {
     }
 }
 
+/// Whether a table belongs to infrastructure as code, as far as its tags tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IacOwner {
+    /// The tag that says so (`key=value`).
+    Owned(String),
+    NotOwned,
+    /// Its tags could not be read: ownership cannot be ruled out.
+    Unknown,
+}
+
 /// Which tags mark a table as owned by infrastructure as code: CloudFormation's stack tag always, and the
 /// configured ones (`iac_owner_tags`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +72,14 @@ impl IacOwnership {
         std::iter::once(&stack)
             .chain(&self.configured)
             .find_map(|rule| rule.matched(tags))
+    }
+
+    /// Whether a table with these tags (`None`: they could not be read) belongs to infrastructure as code.
+    pub fn judge(&self, tags: Option<&TableTags>) -> IacOwner {
+        match tags {
+            None => IacOwner::Unknown,
+            Some(tags) => self.owner(tags).map_or(IacOwner::NotOwned, IacOwner::Owned),
+        }
     }
 }
 
@@ -102,6 +120,12 @@ mod tests {
             Some(format!("{CLOUDFORMATION_STACK_TAG}={stack}"))
         );
         assert_eq!(ownership.owner(&tags(&[("team", "payments")])), None);
+        assert_eq!(
+            ownership.judge(Some(&tags(&[(CLOUDFORMATION_STACK_TAG, stack)]))),
+            IacOwner::Owned(format!("{CLOUDFORMATION_STACK_TAG}={stack}"))
+        );
+        assert_eq!(ownership.judge(Some(&tags(&[]))), IacOwner::NotOwned);
+        assert_eq!(ownership.judge(None), IacOwner::Unknown);
     }
 
     #[test]

@@ -30,13 +30,20 @@ const ACCOUNTS_PAGE: u32 = 1000;
 
 /// Every registered account, page by page.
 pub async fn all_accounts(store: &Store) -> Result<Vec<Account>, StoreError> {
+    accounts_matching(store, &LabelSelector::default()).await
+}
+
+/// Every registered account whose labels match `selector`, page by page.
+pub async fn accounts_matching(
+    store: &Store,
+    selector: &LabelSelector,
+) -> Result<Vec<Account>, StoreError> {
     let mut accounts: Vec<Account> = Vec::new();
-    let everything = LabelSelector::default();
     loop {
         let page = store
             .accounts
             .list(
-                &everything,
+                selector,
                 accounts.last().map(|a| &a.account_id),
                 ACCOUNTS_PAGE,
             )

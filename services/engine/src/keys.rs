@@ -52,8 +52,6 @@ pub async fn resolve_key(
 
 /// Account-regions one KMS DescribeKey each is sent to at once while resolving keys across a selector.
 const RESOLVE_CONCURRENCY: usize = 16;
-/// Accounts read per page while listing the account-regions a selector covers.
-const ACCOUNT_PAGE: u32 = 500;
 
 /// Every key ARN `keys` stand for in the account-regions `filter` covers (its accounts, label selector and
 /// regions, within what the caller may see): an ARN or alias ARN as [`resolve_key`] does; an alias name or key id
@@ -80,27 +78,16 @@ pub async fn resolve_keys_across(
         return Ok(arns);
     }
     let mut places: Vec<(AccountAccess, Region)> = Vec::new();
-    let mut after: Option<AccountId> = None;
-    loop {
-        let page = store
-            .accounts
-            .list(&filter.account_selector, after.as_ref(), ACCOUNT_PAGE)
-            .await?;
-        for account in &page.accounts {
-            let id = &account.account_id;
-            let chosen = filter.account_ids.is_empty() || filter.account_ids.contains(id);
-            if !chosen || !visible.contains(id.as_str()) {
-                continue;
-            }
-            for region in account.spec.regions.as_slice() {
-                if filter.regions.is_empty() || filter.regions.contains(region) {
-                    places.push((AccountAccess::of(account), *region));
-                }
-            }
+    for account in &crate::access::accounts_matching(store, &filter.account_selector).await? {
+        let id = &account.account_id;
+        let chosen = filter.account_ids.is_empty() || filter.account_ids.contains(id);
+        if !chosen || !visible.contains(id.as_str()) {
+            continue;
         }
-        after = page.accounts.last().map(|a| a.account_id.clone());
-        if !page.has_more || after.is_none() {
-            break;
+        for region in account.spec.regions.as_slice() {
+            if filter.regions.is_empty() || filter.regions.contains(region) {
+                places.push((AccountAccess::of(account), *region));
+            }
         }
     }
     // Owned per lookup: futures holding borrows of the list are not Send across the stream.

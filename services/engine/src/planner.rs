@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use tablecrypt_core::InventoryFilter;
 use tablecrypt_core::change::plan::{
-    IacOwner, check_current_key, check_iac_owner, check_key, check_key_location,
+    check_current_key, check_iac_owner, check_key, check_key_location,
 };
 use tablecrypt_core::change::{
     AwsCall, KeyInfo, PlannedItem, Resolution, TableRef, failure_reason, plan_table,
@@ -308,18 +308,12 @@ impl Planner {
                             arn.clone(),
                         ))
                     });
-                    let owner_tag = table.tags.as_ref().and_then(|tags| self.iac.owner(tags));
-                    let owner = match (&table.tags, &owner_tag) {
-                        (None, _) => IacOwner::Unknown,
-                        (Some(_), Some(tag)) => IacOwner::Owned(tag),
-                        (Some(_), None) => IacOwner::NotOwned,
-                    };
                     check_iac_owner(
                         check_current_key(
                             plan_table(&table, mode, resolution, past, switches.now),
                             current_key,
                         ),
-                        owner,
+                        &self.iac.judge(table.tags.as_ref()),
                         include_iac_owned,
                     )
                 }

@@ -1,8 +1,8 @@
 //! Inventory messages out.
 
-use tablecrypt_core::iac::IacOwnership;
+use tablecrypt_core::iac::{IacOwner, IacOwnership};
 use tablecrypt_core::scan::InventoryScan;
-use tablecrypt_core::{EncryptionMode, FailureKind, TableEncryption};
+use tablecrypt_core::{EncryptionMode, FailureKind};
 use tablecrypt_fleet::FleetError;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::InventoryEntry;
@@ -38,12 +38,9 @@ pub fn failure_to_proto(error: &FleetError) -> pb::AwsFailure {
     }
 }
 
-/// A table as observed; `iac` names the tags that mark infrastructure-as-code ownership.
-pub fn table_to_proto(
-    table: &TableEncryption,
-    gone: bool,
-    iac: &IacOwnership,
-) -> pb::EncryptedTable {
+/// An inventoried table; `iac` names the tags that mark infrastructure-as-code ownership.
+pub fn entry_to_proto(entry: &InventoryEntry, iac: &IacOwnership) -> pb::EncryptedTable {
+    let table = &entry.table;
     pb::EncryptedTable {
         account_id: table.account_id.to_string(),
         region: table.region.to_string(),
@@ -63,7 +60,7 @@ pub fn table_to_proto(
             })
             .collect(),
         observe_time: Some(timestamp::to_proto(table.observed_at)),
-        gone,
+        gone: entry.gone_since.is_some(),
         tags: table
             .tags
             .iter()
@@ -71,16 +68,11 @@ pub fn table_to_proto(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         tags_read: table.tags.is_some(),
-        iac_owner: table
-            .tags
-            .as_ref()
-            .and_then(|tags| iac.owner(tags))
-            .unwrap_or_default(),
+        iac_owner: match iac.judge(table.tags.as_ref()) {
+            IacOwner::Owned(tag) => tag,
+            IacOwner::NotOwned | IacOwner::Unknown => String::new(),
+        },
     }
-}
-
-pub fn entry_to_proto(entry: &InventoryEntry, iac: &IacOwnership) -> pb::EncryptedTable {
-    table_to_proto(&entry.table, entry.gone_since.is_some(), iac)
 }
 
 pub fn scan_to_proto(scan: &InventoryScan) -> pb::InventoryScan {

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::change::apply::{TABLE_ACTIVE, archived, archived_message, inaccessible_message};
 use crate::change::{ChangeItem, ItemReason, PlanAction, PlanSummary};
+use crate::iac::IacOwner;
 use crate::switch_quota::next_switch_allowed;
 use crate::table::{EncryptionMode, KeyReference, TableEncryption};
 use crate::{AccountId, Region, TableName};
@@ -280,19 +281,9 @@ pub fn check_current_key(mut item: PlannedItem, current: Option<&KeyInfo>) -> Pl
     item
 }
 
-/// Whether a table belongs to infrastructure as code, as far as its tags tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IacOwner<'a> {
-    /// The tag that says so.
-    Owned(&'a str),
-    NotOwned,
-    /// Its tags could not be read: ownership cannot be ruled out.
-    Unknown,
-}
-
 /// Blocks a planned change of a table owned by infrastructure as code, or whose tags could not be read, unless
 /// the request includes such tables. A table already compliant stays skipped: nothing would be reverted.
-pub fn check_iac_owner(mut item: PlannedItem, owner: IacOwner<'_>, include: bool) -> PlannedItem {
+pub fn check_iac_owner(mut item: PlannedItem, owner: &IacOwner, include: bool) -> PlannedItem {
     if include || item.action != PlanAction::Change {
         return item;
     }
@@ -584,20 +575,20 @@ mod tests {
             &[],
             now(),
         );
-        let item = check_iac_owner(planned.clone(), IacOwner::Owned(owner), false);
+        let item = check_iac_owner(planned.clone(), &IacOwner::Owned(owner.to_owned()), false);
         assert_eq!(item.action, PlanAction::Blocked);
         assert_eq!(item.reason, Some(ItemReason::IacOwned));
         assert!(item.message.unwrap_or_default().contains(owner));
         assert_eq!(
-            check_iac_owner(planned.clone(), IacOwner::Owned(owner), true),
+            check_iac_owner(planned.clone(), &IacOwner::Owned(owner.to_owned()), true),
             planned
         );
         assert_eq!(
-            check_iac_owner(planned.clone(), IacOwner::NotOwned, false),
+            check_iac_owner(planned.clone(), &IacOwner::NotOwned, false),
             planned
         );
         // Unread tags cannot rule ownership out: blocked too, saying why.
-        let unknown = check_iac_owner(planned.clone(), IacOwner::Unknown, false);
+        let unknown = check_iac_owner(planned.clone(), &IacOwner::Unknown, false);
         assert_eq!(unknown.reason, Some(ItemReason::IacOwned));
         assert!(
             unknown
@@ -606,7 +597,7 @@ mod tests {
                 .contains("could not be read")
         );
         assert_eq!(
-            check_iac_owner(planned.clone(), IacOwner::Unknown, true),
+            check_iac_owner(planned.clone(), &IacOwner::Unknown, true),
             planned
         );
         let compliant = plan_table(
@@ -618,7 +609,7 @@ mod tests {
         );
         assert_eq!(compliant.action, PlanAction::Skip);
         assert_eq!(
-            check_iac_owner(compliant.clone(), IacOwner::Owned(owner), false),
+            check_iac_owner(compliant.clone(), &IacOwner::Owned(owner.to_owned()), false),
             compliant
         );
     }
