@@ -1,5 +1,5 @@
--- Reserves one send time in every scope of $1 at once (a generic cell rate algorithm per scope: scope i hands
--- out one slot every $2[i] seconds, no burst), shared by every replica. The slot is the latest of the scopes'
+-- Reserves one send time (or a batch of up to $7, see `batch`) in every scope of $1 at once (a generic cell rate
+-- algorithm per scope: scope i hands out one slot every $2[i] seconds, no burst), shared by every replica. The slot is the latest of the scopes'
 -- next free times (or now), and every scope's next free time moves past it, all or nothing, so a call limited
 -- by several scopes never spends a slot in one while it waits for another. The rows are locked (in scope
 -- order, so concurrent reservations cannot deadlock) and read after any concurrent reservation committed.
@@ -35,20 +35,33 @@ locked AS (
     FOR UPDATE OF s
 ),
 slot AS (
-    SELECT GREATEST(max(next_free_time), clock_timestamp() + make_interval(secs => $4)) AS at FROM locked
+    SELECT GREATEST(max(next_free_time), clock_timestamp() + make_interval(secs => $4)) AS at,
+           max(spacing) AS step
+    FROM locked
+),
+-- $7 slots at most, one step (the slowest scope's spacing) apart, as many as fit within the lookahead: a batch
+-- costs one statement for many calls of a busy scope (polls), and every slot in it is still this caller's alone.
+batch AS (
+    SELECT slot.at, slot.step,
+           LEAST($7::int, 1 + floor(GREATEST(0, EXTRACT(EPOCH FROM (
+               clock_timestamp() + make_interval(secs => $3) - slot.at))) / slot.step))::int AS slots
+    FROM slot
 ),
 updated AS (
     UPDATE rate_slots s
-    SET next_free_time = slot.at + make_interval(secs => l.spacing)
-    FROM locked l, slot
-    WHERE s.scope = l.scope AND slot.at <= clock_timestamp() + make_interval(secs => $3)
+    SET next_free_time = b.at + make_interval(secs => b.step * (b.slots - 1) + l.spacing)
+    FROM locked l, batch b
+    WHERE s.scope = l.scope AND b.at <= clock_timestamp() + make_interval(secs => $3)
       -- All or nothing: with a scope's row missing, no other scope spends a slot.
       AND (SELECT count(*) FROM locked) = (SELECT count(*) FROM wanted)
-    RETURNING GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp())))::float8 AS wait_seconds
+    RETURNING GREATEST(0, EXTRACT(EPOCH FROM (b.at - clock_timestamp())))::float8 AS wait_seconds, b.slots
 )
 -- missing: how many of the wanted scopes' rows do not exist (create them, ensure_rate_slots.sql); wait_seconds:
--- NULL when no slot was within reach; spacing_seconds: the smallest spacing of the scopes the slot was taken in
--- (how late a send may go without falling together with the next slot's).
+-- NULL when no slot was within reach (the first slot's wait when one was); slots: how many slots, one
+-- step_seconds apart; spacing_seconds: the smallest spacing of the scopes the slot was taken in (how late a send
+-- may go without falling together with the next slot's).
 SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM locked) AS "missing!",
        (SELECT wait_seconds FROM updated LIMIT 1) AS wait_seconds,
-       (SELECT min(spacing) FROM locked) AS spacing_seconds
+       (SELECT slots FROM updated LIMIT 1) AS slots,
+       (SELECT min(spacing) FROM locked) AS spacing_seconds,
+       (SELECT max(spacing) FROM locked) AS step_seconds

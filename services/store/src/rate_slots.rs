@@ -12,12 +12,15 @@ use crate::error::StoreError;
 /// AWS control-plane budget tablecrypt stays within).
 pub const MAX_PER_SECOND: f64 = 1000.0;
 
-/// A reserved slot: how long until it, and the smallest spacing of the scopes it was taken in (a send later than
-/// that could fall together with the next slot's).
+/// Reserved slots: how long until the first, and the smallest spacing of the scopes they were taken in (a send
+/// later than that could fall together with the next slot's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
     pub wait: Duration,
     pub spacing: Duration,
+    /// How many slots were reserved (one unless a batch was asked for), `step` apart from the first.
+    pub count: u32,
+    pub step: Duration,
 }
 
 /// A spacing read back is never taken as longer than a day (rates are at least one a day).
@@ -43,7 +46,8 @@ impl RateSlotRepository {
     /// and at most `lookahead` away, and returns how long to wait for it; `None` when it would be further away
     /// (ask again later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds
     /// more than its rate. `fleet` names the fleet-wide scope and the service's account-region rate: that scope
-    /// is left out while it cannot bind (its rate at least the sum of every account-region's rate).
+    /// is left out while it cannot bind (its rate at least the sum of every account-region's rate). Up to `batch`
+    /// slots are reserved at once, as many as fit within `lookahead`: one statement for many calls of a busy scope.
     #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn reserve(
         &self,
@@ -51,6 +55,7 @@ impl RateSlotRepository {
         lead: Duration,
         lookahead: Duration,
         fleet: Option<(&str, f64)>,
+        batch: u32,
     ) -> Result<Option<Slot>, StoreError> {
         let names: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
         let spacings: Vec<f64> = scopes
@@ -82,7 +87,8 @@ impl RateSlotRepository {
                 lookahead.as_secs_f64(),
                 lead.as_secs_f64(),
                 fleet.map(|(scope, _)| scope),
-                fleet.map_or(0.0, |(_, regional)| regional)
+                fleet.map_or(0.0, |(_, regional)| regional),
+                i32::try_from(batch.max(1)).unwrap_or(i32::MAX)
             )
             .fetch_one(&self.pool)
             .await?;
@@ -91,14 +97,18 @@ impl RateSlotRepository {
                 self.remember(&names, false);
                 continue;
             }
+            let seconds = |s: Option<f64>| {
+                Duration::from_secs_f64(s.unwrap_or(0.0).clamp(0.0, SLOWEST_SPACING_SECONDS))
+            };
             return Ok(reserved.wait_seconds.map(|wait| Slot {
                 wait: Duration::from_secs_f64(wait.max(0.0)),
-                spacing: Duration::from_secs_f64(
-                    reserved
-                        .spacing_seconds
-                        .unwrap_or(0.0)
-                        .clamp(0.0, SLOWEST_SPACING_SECONDS),
-                ),
+                spacing: seconds(reserved.spacing_seconds),
+                count: reserved
+                    .slots
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(1)
+                    .max(1),
+                step: seconds(reserved.step_seconds),
             }));
         }
         Ok(None)

@@ -35,6 +35,7 @@ async fn try_reserve(
             Duration::ZERO,
             LOOKAHEAD,
             Some((FLEET, 2.0)),
+            1,
         )
         .await
         .expect("reserve")
@@ -124,4 +125,50 @@ async fn a_fleet_rate_that_can_bind_paces_every_account_region_together() {
         );
         assert_eq!(pair[1].1.spacing, Duration::from_millis(250), "{pair:?}");
     }
+}
+
+#[tokio::test]
+async fn a_batch_of_slots_fits_in_the_lookahead_and_the_next_reservation_comes_after_it() {
+    let (_db, _pool, store) = store().await;
+    let scope = vec![("describe:a".to_owned(), 5.0)];
+    let batch = |wanted| {
+        let store = store.clone();
+        let scope = scope.clone();
+        async move {
+            let asked = Instant::now();
+            let slot = store
+                .rate_slots
+                .reserve(&scope, Duration::ZERO, LOOKAHEAD, None, wanted)
+                .await
+                .expect("reserve");
+            slot.map(|slot| (asked + slot.wait, slot))
+        }
+    };
+    // New rows start a lookahead ahead: wait until the scope is free.
+    for _ in 0..40 {
+        if batch(1).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(LOOKAHEAD + Duration::from_millis(200)).await;
+    // 100 wanted at 5/s: only the slots within a second of the first (200 ms apart) are handed out.
+    let (first, slots) = batch(100).await.expect("a batch within reach");
+    assert!(
+        (5..=6).contains(&slots.count),
+        "{slots:?}: 5/s within a 1 s lookahead"
+    );
+    assert_eq!(slots.step, Duration::from_millis(200), "{slots:?}");
+    // The next slot, whoever asks, is after the batch's last: the batch's slots are the caller's alone.
+    let (next, _) = loop {
+        if let Some(next) = batch(1).await {
+            break next;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let last = first + slots.step * (slots.count - 1);
+    assert!(
+        next >= last + Duration::from_millis(150),
+        "the next slot {next:?} falls within the batch ending {last:?}"
+    );
 }

@@ -120,7 +120,7 @@ struct Inner {
     /// heartbeat finds the lease lost.
     held: std::sync::Mutex<HashMap<i64, Held>>,
     /// One queue per set of rate-limited scopes: this process's tasks take turns asking the database for slots.
-    slot_queues: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    slot_queues: std::sync::Mutex<HashMap<String, Arc<pace::SlotQueue>>>,
     /// Set while the database's schema is newer than this binary: read by the server's health reporting.
     schema_fence: tokio::sync::watch::Sender<Option<SchemaFence>>,
     metrics: EngineMetrics,

@@ -1,6 +1,9 @@
 //! Pacing and looking: rate slots before each UpdateTable, DescribeTable at the poll rate, polling until the
 //! target shows, and recording what was seen.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tablecrypt_core::change::apply::{CallKind, PollStep, SendClock, after_poll};
 use tablecrypt_core::change::{AwsCall, failure_reason};
@@ -16,6 +19,15 @@ use super::{
     Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, WAKE_SLACK,
     spacing,
 };
+
+/// The tasks of this process wanting slots in one set of scopes: they take turns asking the database, and slots
+/// reserved in a batch wait here, each with how late it may still be taken, for the tasks behind.
+#[derive(Default)]
+pub(super) struct SlotQueue {
+    reserved: tokio::sync::Mutex<VecDeque<(Instant, Duration)>>,
+    /// Tasks waiting for their turn: how many slots a batch asks for.
+    waiting: AtomicUsize,
+}
 
 /// The fleet-wide UpdateTable scope: every account-region's sends count against it, so its row is left out of a
 /// reservation while the fleet rate cannot bind (see `reserve_rate_slot.sql`).
@@ -63,7 +75,7 @@ impl Inner {
         let mut lead = SLOT_LEAD;
         loop {
             let (slot, window) = self
-                .reserve_slot(&scopes, lead)
+                .reserve_slot(&scopes, lead, false)
                 .await
                 .map_err(|stop| stop.not_sent(sent_before))?;
             // The check guarantees `margin` of lease after it: made at most margin/2 before the slot, the send at
@@ -138,14 +150,34 @@ impl Inner {
     /// spacing (no second holds more than the rate, plus the edge); but never below a timer's wake on a busy
     /// machine (above 100/s that allows 1% over in a second), or no send of a fast scope would ever go. A scope
     /// the reservation left out (the fleet's, while it cannot bind) does not narrow it.
+    ///
+    /// `batch`: the scopes' slots may be reserved several at once for the tasks waiting their turn here (one
+    /// statement for many polls of a busy account-region); a reserved slot nobody takes within its window is
+    /// lost, never saved up. Only for calls with nothing to do between the slot and the call (polls): a send's
+    /// slot must leave it `lead` to mark its item first.
     pub(super) async fn reserve_slot(
         &self,
         scopes: &[(String, f64)],
         lead: Duration,
+        batch: bool,
     ) -> Result<(Instant, Duration), Stop> {
         let queue = self.slot_queue(scopes);
-        let _turn = queue.lock().await;
+        queue.waiting.fetch_add(1, Ordering::Relaxed);
+        let mut reserved = queue.reserved.lock().await;
+        queue.waiting.fetch_sub(1, Ordering::Relaxed);
         loop {
+            let now = Instant::now();
+            while let Some((at, window)) = reserved.pop_front() {
+                if now + lead < at + window {
+                    return Ok((at, window));
+                }
+            }
+            // This task and every task waiting for its turn behind it.
+            let wanted = if batch {
+                u32::try_from(queue.waiting.load(Ordering::Relaxed) + 1).unwrap_or(u32::MAX)
+            } else {
+                1
+            };
             let asked = Instant::now();
             match self
                 .store
@@ -155,12 +187,15 @@ impl Inner {
                     lead,
                     SLOT_LOOKAHEAD,
                     Some((FLEET_SCOPE, self.settings.update_rate)),
+                    wanted,
                 )
                 .await
             {
                 Ok(Some(slot)) if asked.elapsed() <= SLOW_ANSWER => {
                     let window = slot.spacing.max(WAKE_SLACK).min(SLOT_WINDOW);
-                    return Ok((Instant::now() + slot.wait, window));
+                    let first = Instant::now() + slot.wait;
+                    reserved.extend((1..slot.count).map(|i| (first + slot.step * i, window)));
+                    return Ok((first, window));
                 }
                 Ok(Some(_)) => tracing::debug!("a rate slot was answered too late to use"),
                 Ok(None) => {
@@ -179,7 +214,7 @@ impl Inner {
     }
 
     /// The local queue of the tasks wanting slots in `scopes`.
-    fn slot_queue(&self, scopes: &[(String, f64)]) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    fn slot_queue(&self, scopes: &[(String, f64)]) -> Arc<SlotQueue> {
         let key = scopes
             .iter()
             .map(|(scope, _)| scope.as_str())
@@ -240,7 +275,7 @@ impl Inner {
         let scope = format!("describe:{}:{}", access.account_id, region);
         // A poll is a read with nothing to check before it: its slot may be due at once.
         let (at, _) = self
-            .reserve_slot(&[(scope, poll_rate)], Duration::ZERO)
+            .reserve_slot(&[(scope, poll_rate)], Duration::ZERO, true)
             .await?;
         tokio::time::sleep_until(at.into()).await;
         let described = self.fleet.describe_table_once(access, region, table).await;
