@@ -9,6 +9,10 @@ use uuid::Uuid;
 use super::{CLAIM_LOCK, ChangeItemRepository, ClaimedItem, ItemRow, into_domain};
 use crate::error::StoreError;
 
+/// Leases one heartbeat statement renews: each statement holds its rows until it commits, so an item's own write
+/// waits for at most this many rows' renewal, not for all of a busy worker's (thousands).
+const HEARTBEAT_CHUNK: usize = 100;
+
 /// Whether an UpdateTable may be sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendCheck {
@@ -160,27 +164,37 @@ impl ChangeItemRepository {
 
     /// Extends the leases of `held` (item, token) that are still this claim's and not expired: an expired lease
     /// is never revived (another claim may be about to take the item). Returns the items whose leases were
-    /// extended; a task whose item is missing has lost its lease and must stop without writing.
+    /// extended; a task whose item is missing has lost its lease and must stop without writing. Renewed
+    /// [`HEARTBEAT_CHUNK`] at a time.
     #[tracing::instrument(skip_all, fields(held = held.len()), err(level = "debug"), level = "debug")]
     pub async fn heartbeat(
         &self,
         held: &[(i64, i64)],
         lease_seconds: f64,
     ) -> Result<Vec<i64>, StoreError> {
-        let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
-        let tokens: Vec<i64> = held.iter().map(|(_, token)| *token).collect();
-        Ok(sqlx::query_scalar!(
-            "UPDATE change_items i SET lease_expire_time = now() + make_interval(secs => $3)
-             FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
-             WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
-               AND i.state IN ('APPLYING', 'WAITING') AND i.lease_expire_time > now()
-             RETURNING i.item_id",
-            &ids,
-            &tokens,
-            lease_seconds
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        let mut renewed = Vec::with_capacity(held.len());
+        // One connection for every chunk: asking the pool again per chunk would queue each behind the item
+        // tasks' writes, and stretch the renewal past the lease's margin.
+        let mut conn = self.pool.acquire().await?;
+        for chunk in held.chunks(HEARTBEAT_CHUNK) {
+            let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            let tokens: Vec<i64> = chunk.iter().map(|(_, token)| *token).collect();
+            renewed.extend(
+                sqlx::query_scalar!(
+                    "UPDATE change_items i SET lease_expire_time = now() + make_interval(secs => $3)
+                     FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
+                     WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
+                       AND i.state IN ('APPLYING', 'WAITING') AND i.lease_expire_time > now()
+                     RETURNING i.item_id",
+                    &ids,
+                    &tokens,
+                    lease_seconds
+                )
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+        }
+        Ok(renewed)
     }
 
     /// Hands leases back at shutdown so another worker resumes the items at once instead of after the lease. The
