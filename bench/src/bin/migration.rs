@@ -55,6 +55,11 @@ struct Args {
     /// The workers' lease: how long a killed worker's items wait before another takes them over.
     #[arg(long, default_value = "5s")]
     worker_lease: String,
+    /// Items each worker process works on at once (`worker_concurrency`). Every item holds one from its claim to
+    /// its end, through the update's T seconds and the polls after it, so R x account-regions x (T + the polls'
+    /// overshoot + the wait for a slot) of them are needed to send at the full rate.
+    #[arg(long, default_value_t = 2000)]
+    worker_concurrency: usize,
     /// Keep the emulator's request log (its last 200,000 calls, GET /_emulator/requests) to read the sends'
     /// timing after a run; off by default, since the log costs the emulator memory and time.
     #[arg(long)]
@@ -163,9 +168,9 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
         "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = 'warn'\naws_endpoint_url = '{}'\n\
          scan_describe_rate = 500\nscan_concurrent_targets = {}\n\
          update_rate = {rate}\nglobal_update_rate = 100000.0\nmax_tables_in_flight = 500\n\
-         worker_concurrency = 2000\nworker_claim_interval = '100ms'\nworker_lease = '{}'\n\
+         worker_concurrency = {}\nworker_claim_interval = '100ms'\nworker_lease = '{}'\n\
          worker_settle_timeout = '20s'\n{poll}",
-        db.url, args.emulator, args.accounts, args.worker_lease
+        db.url, args.emulator, args.accounts, args.worker_concurrency, args.worker_lease
     );
     // Without kills the workers run in this process; with kills, in two processes of their own.
     let role = if args.kills > 0 { "role = 'api'" } else { "" };
