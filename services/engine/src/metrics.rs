@@ -35,6 +35,9 @@ pub struct EngineMetrics {
     pub deferrals: IntCounterVec,
     /// Items taken over from a worker whose lease expired.
     pub reclaims: IntCounter,
+    /// UpdateTable rate slots reserved but not used because the send could not go within the slot's window
+    /// (the item's mark or the wake came too late): each is a slot of the account-region's rate lost.
+    pub missed_slots: IntCounter,
     /// From the request becoming runnable to the item ending, by how it ended.
     pub item_seconds: HistogramVec,
 }
@@ -47,6 +50,7 @@ impl EngineMetrics {
         registry.register(Box::new(metrics.polls.clone()))?;
         registry.register(Box::new(metrics.deferrals.clone()))?;
         registry.register(Box::new(metrics.reclaims.clone()))?;
+        registry.register(Box::new(metrics.missed_slots.clone()))?;
         registry.register(Box::new(metrics.item_seconds.clone()))?;
         Ok(metrics)
     }
@@ -85,6 +89,11 @@ impl EngineMetrics {
             reclaims: IntCounter::new(
                 "tablecrypt_change_item_lease_reclaims_total",
                 "Change items taken over after their worker's lease expired (not those handed back at a shutdown).",
+            )?,
+            missed_slots: IntCounter::new(
+                "tablecrypt_update_slots_missed_total",
+                "UpdateTable rate slots reserved but not used because the send could not go within the slot's \
+                 window; each is a slot of an account-region's rate lost.",
             )?,
             item_seconds: HistogramVec::new(
                 HistogramOpts::new(

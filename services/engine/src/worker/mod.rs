@@ -52,10 +52,11 @@ const WAKE_SLACK: Duration = Duration::from_millis(10);
 /// the database handed the slots out) would send together. Well above the round trip of a busy database, so a
 /// loaded one still hands out slots.
 const SLOW_ANSWER: Duration = Duration::from_secs(1);
-/// How far ahead of now a slot is first reserved: the time to mark the item applying (a database write) before
-/// the slot, so the send goes at the slot. Doubled after each slot a slow database made the send miss, up to
-/// half of [`SLOT_LOOKAHEAD`], so a loaded database still sends (a slot due the moment it was reserved was missed
-/// by every send once the fleet rate's spacing fell below a database round trip).
+/// How far ahead of now a slot is first reserved, at least: the time to mark the item applying (a database write)
+/// before the slot, so the send goes at the slot. The lead in use is learned from how long marks take (twice
+/// their moving average), and doubled after each slot a slow database made the send miss, up to half of
+/// [`SLOT_LOOKAHEAD`], so a loaded database still sends (a slot due the moment it was reserved was missed by
+/// every send once the fleet rate's spacing fell below a database round trip).
 const SLOT_LEAD: Duration = Duration::from_millis(50);
 /// The shortest wait before asking again for a slot when none is within reach (with jitter), so waiting
 /// workers do not hammer the scope's row.
@@ -119,6 +120,9 @@ struct Inner {
     /// The items this process's tasks work on: each claim's lease token, and how to stop its task once the
     /// heartbeat finds the lease lost.
     held: std::sync::Mutex<HashMap<i64, Held>>,
+    /// How far ahead a send's slot is reserved, learned from how long marking items takes here (see
+    /// `send_lead`).
+    send_lead: std::sync::Mutex<Duration>,
     /// One queue per set of rate-limited scopes: this process's tasks take turns asking the database for slots.
     slot_queues: std::sync::Mutex<HashMap<String, Arc<pace::SlotQueue>>>,
     /// Set while the database's schema is newer than this binary: read by the server's health reporting.
@@ -187,6 +191,7 @@ impl Workers {
                 owner: Uuid::new_v4(),
                 accounts: Mutex::new(HashMap::new()),
                 held: std::sync::Mutex::new(HashMap::new()),
+                send_lead: std::sync::Mutex::new(SLOT_LEAD),
                 slot_queues: std::sync::Mutex::new(HashMap::new()),
                 schema_fence: tokio::sync::watch::Sender::new(None),
                 metrics,

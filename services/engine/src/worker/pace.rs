@@ -72,7 +72,7 @@ impl Inner {
         let changes = &self.store.change_items;
         let margin = self.settings.lease / 3;
         let mut marked = false;
-        let mut lead = SLOT_LEAD;
+        let mut lead = self.send_lead();
         loop {
             let (slot, window) = self
                 .reserve_slot(&scopes, lead, false)
@@ -83,6 +83,7 @@ impl Inner {
             if let Some(check_at) = slot.checked_sub(margin / 2) {
                 tokio::time::sleep_until(check_at.into()).await;
             }
+            let marking = Instant::now();
             // The account as it is now, before the slot: nothing between the slot and the send may wait.
             let access = self
                 .access(&item.table.account_id)
@@ -123,6 +124,7 @@ impl Inner {
                 return Err(stop.not_sent(sent_before));
             }
             marked = true;
+            self.learn_send_lead(marking.elapsed());
             if Instant::now() < slot + window {
                 tokio::time::sleep_until(slot.into()).await;
                 // The wake itself can be late (a busy runtime, a starved machine): a send woken after its window
@@ -135,8 +137,29 @@ impl Inner {
                 ?lead,
                 "the send missed its rate slot (a stall or a late wake); taking a fresh one"
             );
+            self.metrics.missed_slots.inc();
             lead = (lead * 2).min(SLOT_LOOKAHEAD / 2);
+            self.learn_send_lead(lead);
         }
+    }
+
+    /// How far ahead of now a send's slot is first reserved: twice what marking items took lately in this
+    /// process (a moving average), so a loaded database's round trips do not make every send miss its slot
+    /// (each miss loses a slot of the account-region's rate); at least [`SLOT_LEAD`], at most half the lookahead.
+    fn send_lead(&self) -> Duration {
+        *self
+            .send_lead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes in how long marking an item took (or the lead a missed slot showed was needed).
+    fn learn_send_lead(&self, took: Duration) {
+        let mut lead = self
+            .send_lead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *lead = learned_lead(*lead, took);
     }
 
     /// The local instant of the next slot in all of `scopes` at once, at least `lead` from now, waiting (with
@@ -347,6 +370,12 @@ impl Inner {
     }
 }
 
+/// The send lead after a mark that took `took`: a moving average that settles at twice the marks' time, within
+/// [`SLOT_LEAD`] and half of [`SLOT_LOOKAHEAD`].
+fn learned_lead(lead: Duration, took: Duration) -> Duration {
+    ((lead * 3 + took * 2) / 4).clamp(SLOT_LEAD, SLOT_LOOKAHEAD / 2)
+}
+
 /// The database's clock as seen from this task: the claim's `now()` plus the time since it arrived. Deciding
 /// with it keeps every replica on the one clock that stamped `apply_time` (replicas' own clocks differ).
 #[derive(Debug, Clone, Copy)]
@@ -389,4 +418,28 @@ pub(super) struct Poll<'a> {
     pub db_clock: DbClock,
     /// How long the sent change may take to show (the account's own settle timeout, or the service's).
     pub settle: chrono::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_lead_settles_at_twice_the_marks_time_within_its_bounds() {
+        let settle = |took: Duration| (0..100).fold(SLOT_LEAD, |lead, _| learned_lead(lead, took));
+        let near = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_millis(2);
+        assert!(near(
+            settle(Duration::from_millis(80)),
+            Duration::from_millis(160)
+        ));
+        // A fast database keeps the floor; a stalled one is capped, so a send still goes within the lookahead.
+        assert_eq!(settle(Duration::from_millis(1)), SLOT_LEAD);
+        assert_eq!(settle(Duration::from_secs(30)), SLOT_LOOKAHEAD / 2);
+        // One slow mark moves the lead, but not all the way: a single stall does not hold every send back.
+        let after_one = learned_lead(SLOT_LEAD, Duration::from_millis(400));
+        assert!(
+            after_one > SLOT_LEAD && after_one < Duration::from_millis(400),
+            "{after_one:?}"
+        );
+    }
 }
