@@ -1,6 +1,6 @@
 //! ListAuditEvents: the audit log, newest first.
 
-use tablecrypt_core::ValidationErrors;
+use tablecrypt_core::{InvalidValue, ValidationErrors};
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::{AuditFilter, Store};
 
@@ -10,6 +10,23 @@ use crate::page_token::{self, CallPages};
 
 fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// The method as the audit log stores it, for a `method` filter: a method of tablecrypt's own service by its name
+/// ("CreateChangeRequest", given so or as "/tablecrypt.v1.TableEncryption/CreateChangeRequest"), any other by
+/// its full path ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"). A bare name that is none of the
+/// service's methods is refused, so a typo says so instead of matching nothing.
+fn stored_method(method: &str) -> Result<String, InvalidValue> {
+    let name = method
+        .strip_prefix("/tablecrypt.v1.TableEncryption/")
+        .unwrap_or(method);
+    if name.is_empty() || name.starts_with('/') || tablecrypt_proto::api_methods().contains(name) {
+        return Ok(name.to_owned());
+    }
+    Err(InvalidValue(format!(
+        "`{method}` is not a method of tablecrypt.v1.TableEncryption; give its name (\"CreateChangeRequest\") \
+         or another service's full path (\"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo\")"
+    )))
 }
 
 pub async fn list(
@@ -40,9 +57,12 @@ pub async fn list(
             "must be a gRPC status code name such as OK or PERMISSION_DENIED",
         );
     }
-    // Unambiguous: no two filters give the same key, whatever characters they hold.
-    let filter_key = serde_json::to_string(&(&request.caller, &request.method, &request.outcome))
+    let method = errors
+        .check("method", stored_method(&request.method))
         .unwrap_or_default();
+    // Unambiguous: no two filters give the same key, whatever characters they hold.
+    let filter_key =
+        serde_json::to_string(&(&request.caller, &method, &request.outcome)).unwrap_or_default();
     let before = errors
         .check("page_token", pages.decode(&request.page_token, &filter_key))
         .flatten();
@@ -59,7 +79,7 @@ pub async fn list(
     };
     let filter = AuditFilter {
         caller: optional(&request.caller),
-        method: optional(&request.method),
+        method: optional(&method),
         outcome: optional(&request.outcome),
     };
     let mut rows = store
@@ -88,4 +108,26 @@ pub async fn list(
             .collect(),
         next_page_token,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_method;
+
+    #[test]
+    fn a_method_filter_takes_the_name_or_the_full_path() {
+        let stored = |m: &str| stored_method(m).ok();
+        let name = Some("CreateChangeRequest".to_owned());
+        assert_eq!(stored("CreateChangeRequest"), name);
+        assert_eq!(
+            stored("/tablecrypt.v1.TableEncryption/CreateChangeRequest"),
+            name
+        );
+        let other = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        assert_eq!(stored(other).as_deref(), Some(other));
+        assert_eq!(stored("").as_deref(), Some(""));
+        let typo = stored_method("CreateChangeReqest").expect_err("a typo is refused");
+        assert!(typo.0.contains("CreateChangeReqest"), "{typo:?}");
+        assert!(stored_method("/tablecrypt.v1.TableEncryption/Nope").is_err());
+    }
 }

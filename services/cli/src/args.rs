@@ -429,7 +429,7 @@ pub struct HistoryArgs {
 pub struct AuditArgs {
     #[arg(long)]
     pub caller: Option<String>,
-    /// Full method name, e.g. /tablecrypt.v1.TableEncryption/CreateChangeRequest.
+    /// The method: its name (CreateChangeRequest) or its full path (/tablecrypt.v1.TableEncryption/CreateChangeRequest).
     #[arg(long)]
     pub method: Option<String>,
     /// A gRPC code name, e.g. OK or PERMISSION_DENIED.

@@ -253,6 +253,60 @@ async fn a_made_up_service_is_not_audited_as_a_real_method() {
     app.stop().await.expect("stop");
 }
 
+/// The audit log's method filter takes a method of the API by its name or any method by its full path, and a
+/// name that is no method of the API is refused, naming the field, instead of matching nothing.
+#[tokio::test]
+async fn the_audit_method_filter_takes_a_name_or_a_path_and_refuses_a_typo() {
+    let db = TestDatabase::create().await.expect("db");
+    let app = TestApp::spawn(&db).await.expect("server");
+    let _ = app
+        .client
+        .clone()
+        .deregister_account(pb::DeregisterAccountRequest {
+            account_id: "111111111111".into(),
+            ..Default::default()
+        })
+        .await;
+    let list = |method: &str| {
+        let mut client = app.client.clone();
+        let method = method.to_owned();
+        async move {
+            client
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    page_size: 100,
+                    method,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .events
+                        .into_iter()
+                        .map(|e| e.method)
+                        .collect::<Vec<_>>()
+                })
+        }
+    };
+    let mut by_name = Vec::new();
+    for _ in 0..50 {
+        by_name = list("DeregisterAccount").await.expect("by name");
+        if !by_name.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(by_name, vec!["DeregisterAccount".to_owned()]);
+    let path = "/tablecrypt.v1.TableEncryption/DeregisterAccount";
+    assert_eq!(list(path).await.expect("by path"), by_name);
+    let typo = list("DeregisterAcount").await.expect_err("a typo");
+    assert_eq!(typo.code(), tonic::Code::InvalidArgument, "{typo:?}");
+    assert_eq!(
+        tablecrypt_tests::changes::field_violations(&typo),
+        vec!["method".to_owned()]
+    );
+    app.stop().await.expect("stop");
+}
+
 /// The real binary refuses a bad setting at start: it exits non-zero, names the key, and listens nowhere.
 #[tokio::test]
 async fn bad_configuration_fails_at_start_with_the_key_named() {
