@@ -56,26 +56,32 @@ struct Document {
 pub fn parse(text: &str) -> Result<Vec<Entry>> {
     let value: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| CliError::Usage(format!("not YAML: {e}")))?;
+    // Parsed again from the text, not from the value: the error then names the entry's key and its line.
     let entries = if value.is_sequence() {
-        serde_norway::from_value::<Vec<Entry>>(value)
+        serde_norway::from_str::<Vec<Entry>>(text)
     } else {
-        serde_norway::from_value::<Document>(value).map(|d| d.accounts)
+        serde_norway::from_str::<Document>(text).map(|d| d.accounts)
     }
     .map_err(|e| CliError::Usage(format!("not an account list: {e}")))?;
+    let lines = entry_lines(text, entries.len());
     let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, entry) in entries.iter().enumerate() {
+        let at = lines
+            .get(i)
+            .map(|line| format!(" (line {line})"))
+            .unwrap_or_default();
         if let Err(errors) = entry.raw().parse() {
             for violation in errors.violations() {
                 problems.push(format!(
-                    "accounts[{i}].{}: {}",
+                    "accounts[{i}].{}{at}: {}",
                     violation.field, violation.description
                 ));
             }
         }
         if !seen.insert(entry.account_id.as_str()) {
             problems.push(format!(
-                "accounts[{i}].account_id: {} appears more than once",
+                "accounts[{i}].account_id{at}: {} appears more than once",
                 entry.account_id
             ));
         }
@@ -90,6 +96,27 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
             "the file is invalid; nothing was changed:\n  {}",
             problems.join("\n  ")
         )))
+    }
+}
+
+/// The line (from 1) of each entry's `account_id` key, if the file has exactly one per entry (else none: a line
+/// that might name the wrong entry is worse than no line).
+fn entry_lines(text: &str, entries: usize) -> Vec<usize> {
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let key = line.trim_start().trim_start_matches("- ").trim_start();
+            let key = key.trim_start_matches('{').trim_start();
+            key.trim_start_matches(['"', '\''])
+                .starts_with("account_id")
+        })
+        .map(|(i, _)| i + 1)
+        .collect();
+    if lines.len() == entries {
+        lines
+    } else {
+        Vec::new()
     }
 }
 
@@ -342,10 +369,31 @@ accounts:
             "accounts[0].account_id",
             "accounts[0].regions[0]",
             "accounts[1].labels",
-            "accounts[2].account_id: 111111111111 appears more than once",
+            "accounts[2].account_id (line 9): 111111111111 appears more than once",
         ] {
             assert!(message.contains(path), "{path} missing from {message}");
         }
+    }
+
+    #[test]
+    fn problems_name_their_lines_and_an_unquoted_id_keeps_its_zeros() {
+        let bad = "accounts:\n  - account_id: \"111111111111\"\n    role_arn: arn:aws:iam::111111111111:role/r\n    \
+                   regions: [eu-west-1]\n  - account_id: \"1234\"\n    role_arn: arn:aws:iam::111111111111:role/r\n    \
+                   regions: [eu-west-1]\n";
+        let message = parse(bad).expect_err("invalid").to_string();
+        assert!(
+            message.contains("accounts[1].account_id (line 5)"),
+            "{message}"
+        );
+        // An unquoted id keeps its leading zero (the parser reads a scalar as text where a string is wanted).
+        let unquoted = "- account_id: 012345678901\n  role_arn: arn:aws:iam::012345678901:role/r\n  regions: [eu-west-1]\n";
+        assert_eq!(
+            parse(unquoted).expect("an unquoted id")[0].account_id,
+            "012345678901"
+        );
+        let wrong_type = "- account_id: [1]\n  role_arn: arn:aws:iam::012345678901:role/r\n  regions: [eu-west-1]\n";
+        let message = parse(wrong_type).expect_err("a list").to_string();
+        assert!(message.contains("line 1"), "{message}");
     }
 
     #[test]
