@@ -5,7 +5,9 @@
 -- every row-lock wait of an item write was on the heartbeat. The in-flight index now leaves lease_expire_time
 -- out (the claim filters the in-flight rows, a few thousand at most, by it), and new pages keep a fifth free for
 -- the next row version, so a heartbeat is a HOT update that touches no index.
--- The new index is partial over in-flight items (a few thousand rows), so building it is brief.
+-- Not built CONCURRENTLY: that waits for every transaction open when it starts, including another replica's
+-- migrator waiting on the migration lock this one holds, a deadlock (seen when two replicas start together).
+-- The build reads the whole table and holds item writes for as long (about a second per million items).
 CREATE INDEX change_items_in_flight_idx ON change_items (account_id, region)
     WHERE state IN ('APPLYING', 'WAITING');
 

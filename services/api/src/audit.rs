@@ -12,20 +12,24 @@ fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// The method as the audit log stores it, for a `method` filter: a method of tablecrypt's own service by its name
-/// ("CreateChangeRequest", given so or as "/tablecrypt.v1.TableEncryption/CreateChangeRequest"), any other by
-/// its full path ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"). A bare name that is none of the
-/// service's methods is refused, so a typo says so instead of matching nothing.
+/// The method as the audit log stores it (the auth layer's rule), for a `method` filter: a path under
+/// tablecrypt's own service by its name ("CreateChangeRequest", given so or as
+/// "/tablecrypt.v1.TableEncryption/CreateChangeRequest"; a made-up name under it is stored the same way, so a
+/// probe can be found by its full path), any other path whole. A bare name that is none of the service's methods
+/// is refused, so a typo says so instead of matching nothing.
 fn stored_method(method: &str) -> Result<String, InvalidValue> {
-    let name = method
-        .strip_prefix("/tablecrypt.v1.TableEncryption/")
-        .unwrap_or(method);
-    if name.is_empty() || name.starts_with('/') || tablecrypt_proto::api_methods().contains(name) {
-        return Ok(name.to_owned());
+    if let Some(name) = method.strip_prefix("/tablecrypt.v1.TableEncryption/") {
+        return Ok(if name.contains('/') { method } else { name }.to_owned());
+    }
+    if method.is_empty()
+        || method.starts_with('/')
+        || tablecrypt_proto::api_methods().contains(method)
+    {
+        return Ok(method.to_owned());
     }
     Err(InvalidValue(format!(
-        "`{method}` is not a method of tablecrypt.v1.TableEncryption; give its name (\"CreateChangeRequest\") \
-         or another service's full path (\"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo\")"
+        "`{method}` is not a method of tablecrypt.v1.TableEncryption; give its name (\"CreateChangeRequest\"), \
+         or a full path (\"/tablecrypt.v1.TableEncryption/Probe\", \"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo\")"
     )))
 }
 
@@ -128,6 +132,13 @@ mod tests {
         assert_eq!(stored("").as_deref(), Some(""));
         let typo = stored_method("CreateChangeReqest").expect_err("a typo is refused");
         assert!(typo.0.contains("CreateChangeReqest"), "{typo:?}");
-        assert!(stored_method("/tablecrypt.v1.TableEncryption/Nope").is_err());
+        // A made-up method under the API's path is stored by its name: found by the full path, not by a bare name.
+        assert_eq!(
+            stored("/tablecrypt.v1.TableEncryption/Nope").as_deref(),
+            Some("Nope")
+        );
+        assert!(stored_method("Nope").is_err());
+        let nested = "/tablecrypt.v1.TableEncryption/a/b";
+        assert_eq!(stored(nested).as_deref(), Some(nested));
     }
 }

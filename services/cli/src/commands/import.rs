@@ -109,7 +109,12 @@ fn entry_lines(text: &str, entries: usize) -> Vec<usize> {
             let key = line.trim_start().trim_start_matches("- ").trim_start();
             let key = key.trim_start_matches('{').trim_start();
             key.trim_start_matches(['"', '\''])
-                .starts_with("account_id")
+                .strip_prefix("account_id")
+                .is_some_and(|rest| {
+                    rest.trim_start_matches(['"', '\''])
+                        .trim_start()
+                        .starts_with(':')
+                })
         })
         .map(|(i, _)| i + 1)
         .collect();
@@ -383,6 +388,17 @@ accounts:
         let message = parse(bad).expect_err("invalid").to_string();
         assert!(
             message.contains("accounts[1].account_id (line 5)"),
+            "{message}"
+        );
+        // A label key that begins with account_id is not an entry's key.
+        let labelled = bad.replacen(
+            "regions: [eu-west-1]\n",
+            "regions: [eu-west-1]\n    labels: {account_id_owner: x}\n",
+            1,
+        );
+        let message = parse(&labelled).expect_err("invalid").to_string();
+        assert!(
+            message.contains("accounts[1].account_id (line 6)"),
             "{message}"
         );
         // An unquoted id keeps its leading zero (the parser reads a scalar as text where a string is wanted).

@@ -29,6 +29,22 @@ pub(super) struct SlotQueue {
     waiting: AtomicUsize,
 }
 
+/// One task counted as waiting in a [`SlotQueue`] for as long as this lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The fleet-wide UpdateTable scope: every account-region's sends count against it, so its row is left out of a
 /// reservation while the fleet rate cannot bind (see `reserve_rate_slot.sql`).
 const FLEET_SCOPE: &str = "update:*";
@@ -139,7 +155,6 @@ impl Inner {
             );
             self.metrics.missed_slots.inc();
             lead = (lead * 2).min(SLOT_LOOKAHEAD / 2);
-            self.learn_send_lead(lead);
         }
     }
 
@@ -153,7 +168,8 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes in how long marking an item took (or the lead a missed slot showed was needed).
+    /// Takes in how long marking an item took (only marks: a late wake on a starved runtime says nothing of the
+    /// database, and is met by that send's own doubled lead).
     fn learn_send_lead(&self, took: Duration) {
         let mut lead = self
             .send_lead
@@ -185,9 +201,12 @@ impl Inner {
         batch: bool,
     ) -> Result<(Instant, Duration), Stop> {
         let queue = self.slot_queue(scopes);
-        queue.waiting.fetch_add(1, Ordering::Relaxed);
-        let mut reserved = queue.reserved.lock().await;
-        queue.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut reserved = {
+            // Counted while waiting for the turn, and uncounted however the wait ends (a task whose lease is
+            // lost is dropped here): a count left behind would make every later batch ask for slots nobody takes.
+            let _waiting = Waiting::count(&queue.waiting);
+            queue.reserved.lock().await
+        };
         loop {
             let now = Instant::now();
             while let Some((at, window)) = reserved.pop_front() {
@@ -217,7 +236,12 @@ impl Inner {
                 Ok(Some(slot)) if asked.elapsed() <= SLOW_ANSWER => {
                     let window = slot.spacing.max(WAKE_SLACK).min(SLOT_WINDOW);
                     let first = Instant::now() + slot.wait;
-                    reserved.extend((1..slot.count).map(|i| (first + slot.step * i, window)));
+                    // Counted from the answer, the slots are as late as the answer was: one late slot is one
+                    // call at most, a late batch would overlap the slots reserved after it. Keep the rest of a
+                    // batch only when the answer came within the window.
+                    if asked.elapsed() <= window {
+                        reserved.extend((1..slot.count).map(|i| (first + slot.step * i, window)));
+                    }
                     return Ok((first, window));
                 }
                 Ok(Some(_)) => tracing::debug!("a rate slot was answered too late to use"),
@@ -423,6 +447,26 @@ pub(super) struct Poll<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_task_dropped_while_waiting_for_its_turn_is_no_longer_counted() {
+        let queue = Arc::new(SlotQueue::default());
+        let held = queue.reserved.lock().await;
+        let waiter = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let _waiting = Waiting::count(&queue.waiting);
+                let _turn = queue.reserved.lock().await;
+            })
+        };
+        while queue.waiting.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(queue.waiting.load(Ordering::Relaxed), 0);
+        drop(held);
+    }
 
     #[test]
     fn the_send_lead_settles_at_twice_the_marks_time_within_its_bounds() {
