@@ -4,6 +4,7 @@ use tablecrypt_core::{InvalidValue, ValidationErrors};
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::{AuditFilter, Store};
 
+use crate::auth::audited_method;
 use crate::conversions::timestamp;
 use crate::error::ApiError;
 use crate::page_token::{self, CallPages};
@@ -12,20 +13,16 @@ fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// The method as the audit log stores it (the auth layer's rule), for a `method` filter: a path under
-/// tablecrypt's own service by its name ("CreateChangeRequest", given so or as
-/// "/tablecrypt.v1.TableEncryption/CreateChangeRequest"; a made-up name under it is stored the same way, so a
-/// probe can be found by its full path), any other path whole. A bare name that is none of the service's methods
-/// is refused, so a typo says so instead of matching nothing.
+/// The method as the audit log stores it, for a `method` filter: a path as the auth layer records it
+/// ([`audited_method`]: the API's methods by name, so "/tablecrypt.v1.TableEncryption/CreateChangeRequest" and a
+/// made-up name under that path are found by their full path too), or a method of the API by its name. A bare
+/// name that is none of the API's methods is refused, so a typo says so instead of matching nothing.
 fn stored_method(method: &str) -> Result<String, InvalidValue> {
-    if let Some(name) = method.strip_prefix("/tablecrypt.v1.TableEncryption/") {
-        return Ok(if name.contains('/') { method } else { name }.to_owned());
-    }
     if method.is_empty()
         || method.starts_with('/')
         || tablecrypt_proto::api_methods().contains(method)
     {
-        return Ok(method.to_owned());
+        return Ok(audited_method(method).to_owned());
     }
     Err(InvalidValue(format!(
         "`{method}` is not a method of tablecrypt.v1.TableEncryption; give its name (\"CreateChangeRequest\"), \

@@ -1,8 +1,9 @@
 -- Reserves one send time (or a batch of up to $7, see `batch`) in every scope of $1 at once (a generic cell rate
--- algorithm per scope: scope i hands out one slot every $2[i] seconds, no burst), shared by every replica. The slot is the latest of the scopes'
--- next free times (or now), and every scope's next free time moves past it, all or nothing, so a call limited
--- by several scopes never spends a slot in one while it waits for another. The rows are locked (in scope
--- order, so concurrent reservations cannot deadlock) and read after any concurrent reservation committed.
+-- algorithm per scope: scope i hands out one slot every $2[i] seconds, no burst), shared by every replica. The
+-- slot is the latest of the scopes' next free times (or now), and every scope's next free time moves past it,
+-- all or nothing, so a call limited by several scopes never spends a slot in one while it waits for another.
+-- The rows are locked (in scope order, so concurrent reservations cannot deadlock) and read after any
+-- concurrent reservation committed.
 -- A slot is handed out only if it is at most $3 seconds ahead: reserving further ahead would let a stalled or
 -- dead worker sit on slots nobody uses, and let slots pile up into a burst after a stall. No wait returned:
 -- nothing within reach, ask again later. Returns how many seconds the caller waits before acting; a slot not

@@ -42,6 +42,16 @@ pub const MUTATING_METHODS: &[&str] = &[
     "RollbackChangeRequest",
 ];
 
+/// The method of a call's path as the audit log records it (and ListAuditEvents filters it): TableEncryption's
+/// own methods by name, any other path whole, so a made-up "/fake.Service/DeregisterAccount" is never recorded as
+/// a DeregisterAccount.
+pub fn audited_method(path: &str) -> &str {
+    match path.strip_prefix(API_PREFIX) {
+        Some(name) if !name.contains('/') => name,
+        _ => path,
+    }
+}
+
 /// Outcomes that mean "refused": audited for every method.
 const REFUSALS: &[&str] = &["UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED"];
 
@@ -288,12 +298,7 @@ where
             return Box::pin(inner.call(request));
         }
         let shared = self.shared.clone();
-        // TableEncryption's own methods by name (as ListAuditEvents filters them); any other path whole, so a
-        // made-up "/fake.Service/DeregisterAccount" is never recorded as a DeregisterAccount.
-        let method = match path.strip_prefix(API_PREFIX) {
-            Some(name) if !name.contains('/') => name.to_owned(),
-            _ => path.clone(),
-        };
+        let method = audited_method(&path).to_owned();
         let mutating = MUTATING_METHODS.contains(&method.as_str());
         let call = Call {
             known: tablecrypt_proto::api_methods().contains(&method),

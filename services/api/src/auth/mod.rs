@@ -9,5 +9,7 @@ pub use authenticator::{
     ANONYMOUS, AuthError, AuthSettings, Authenticator, CALLER_HEADER, IdentityGrant, JwksSource,
     JwtSettings, StaticToken, token_sha256_hex,
 };
-pub use layer::{AuditTarget, AuthLayer, AuthLimits, MUTATING_METHODS, PeerInfo, note_target};
+pub use layer::{
+    AuditTarget, AuthLayer, AuthLimits, MUTATING_METHODS, PeerInfo, audited_method, note_target,
+};
 pub use repeats::OTHER_PATHS;
