@@ -1,7 +1,9 @@
 //! Account registry RPCs.
 
 use tablecrypt_core::{AccountId, LabelSelector, ValidationErrors};
+use tablecrypt_engine::AccountDiscovery;
 use tablecrypt_engine::access::Visible;
+use tablecrypt_engine::discovery::Requester;
 use tablecrypt_proto::v1 as pb;
 use tablecrypt_store::Store;
 
@@ -149,4 +151,23 @@ pub async fn deregister(
     store.accounts.delete(&account_id, expected_version).await?;
     tracing::info!(account_id = %account_id, "account deregistered");
     Ok(pb::DeregisterAccountResponse {})
+}
+
+/// Reads the organization and brings the registry in line (see the proto's DiscoverAccounts).
+pub async fn discover(
+    discovery: &AccountDiscovery,
+    requester: &Requester,
+    request: pb::DiscoverAccountsRequest,
+) -> Result<pb::DiscoverAccountsResponse, ApiError> {
+    let report = discovery
+        .run(requester, request.dry_run, request.prune)
+        .await?;
+    Ok(pb::DiscoverAccountsResponse {
+        accounts: report
+            .lines
+            .iter()
+            .map(convert::discovered_to_proto)
+            .collect(),
+        applied: report.applied,
+    })
 }

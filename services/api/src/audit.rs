@@ -13,20 +13,26 @@ fn optional(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
+/// What the server's own work records as its method: a notification's delivery (`notify/<sink>`), an account
+/// discovery's change (`discovery/register`, `discovery/relabel`, `discovery/deregister`).
+const SERVER_METHODS: &[&str] = &["notify/", "discovery/"];
+
 /// The method as the audit log stores it, for a `method` filter: a path as the auth layer records it
 /// ([`audited_method`]: the API's methods by name, so "/tablecrypt.v1.TableEncryption/CreateChangeRequest" and a
-/// made-up name under that path are found by their full path too), or a method of the API by its name. A bare
-/// name that is none of the API's methods is refused, so a typo says so instead of matching nothing.
+/// made-up name under that path are found by their full path too), a method of the API by its name, or one of
+/// the server's own. A bare name that is none of these is refused, so a typo says so instead of matching nothing.
 fn stored_method(method: &str) -> Result<String, InvalidValue> {
     if method.is_empty()
         || method.starts_with('/')
         || tablecrypt_proto::api_methods().contains(method)
+        || SERVER_METHODS.iter().any(|p| method.starts_with(p))
     {
         return Ok(audited_method(method).to_owned());
     }
     Err(InvalidValue(format!(
         "`{method}` is not a method of tablecrypt.v1.TableEncryption; give its name (\"CreateChangeRequest\"), \
-         or a full path (\"/tablecrypt.v1.TableEncryption/Probe\", \"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo\")"
+         a full path (\"/tablecrypt.v1.TableEncryption/Probe\", \"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo\"), \
+         or the server's own (\"notify/<sink>\", \"discovery/register\")"
     )))
 }
 

@@ -33,6 +33,7 @@ pub struct TableEncryptionService {
     watches: crate::watch_slots::WatchSlots,
     /// The keys every list's page tokens are signed with.
     page_keys: PageTokenKeys,
+    discovery: tablecrypt_engine::AccountDiscovery,
 }
 
 impl TableEncryptionService {
@@ -41,9 +42,11 @@ impl TableEncryptionService {
         scanner: InventoryScanner,
         changes: ChangeRequests,
         page_keys: PageTokenKeys,
+        discovery: tablecrypt_engine::AccountDiscovery,
     ) -> Self {
         Self {
             page_keys,
+            discovery,
             store,
             fleet: scanner.fleet().clone(),
             scanner,
@@ -280,6 +283,28 @@ impl TableEncryption for TableEncryptionService {
         .await?;
         Ok(Response::new(
             accounts::deregister(&self.store, request.into_inner()).await?,
+        ))
+    }
+
+    async fn discover_accounts(
+        &self,
+        request: Request<pb::DiscoverAccountsRequest>,
+    ) -> Result<Response<pb::DiscoverAccountsResponse>, Status> {
+        let caller = caller(&request)?;
+        let what = match (request.get_ref().dry_run, request.get_ref().prune) {
+            (true, _) => "organization (dry run)",
+            (false, true) => "organization (prune)",
+            (false, false) => "organization",
+        };
+        note_target(&request, what.to_owned());
+        access::require_everywhere(&caller, Permission::ManageAccounts, "DiscoverAccounts")
+            .map_err(ApiError::from)?;
+        let requester = tablecrypt_engine::discovery::Requester {
+            identity: caller.identity.clone(),
+            authenticated_by: caller.authenticated_by.to_owned(),
+        };
+        Ok(Response::new(
+            accounts::discover(&self.discovery, &requester, request.into_inner()).await?,
         ))
     }
 

@@ -122,6 +122,21 @@ pub enum AccountsCommand {
     },
     /// Remove an account from the registry.
     Deregister { account_id: String },
+    /// Register the accounts of the AWS Organization (the server's [discovery] settings): new ones registered,
+    /// moved or retagged ones relabelled under org.tablecrypt/, and with --prune the ones that left deregistered.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts discover --dry-run      # what would change; writes nothing\n  \
+        tablecrypt accounts discover                # register and relabel\n  \
+        tablecrypt accounts discover --prune        # also deregister suspended and departed accounts")]
+    Discover {
+        /// Show what would change, without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also deregister accounts discovery registered that were suspended, closed or left the organization
+        /// (never one with change requests in flight, nor one registered by hand).
+        #[arg(long)]
+        prune: bool,
+    },
 }
 
 #[derive(Debug, Args)]

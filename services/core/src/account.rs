@@ -147,9 +147,24 @@ pub fn parse_labels(
     errors: &mut ValidationErrors,
     labels: &HashMap<String, String>,
 ) -> Option<Labels> {
-    Labels::parse(labels.iter())
+    let mut reserved: Vec<&String> = labels
+        .keys()
+        .filter(|k| crate::discovery::is_discovered_label(k))
+        .collect();
+    reserved.sort();
+    for key in &reserved {
+        errors.add(
+            format!("labels[{key:?}]"),
+            format!(
+                "the {} prefix is written only by account discovery",
+                crate::discovery::DISCOVERED_PREFIX
+            ),
+        );
+    }
+    let labels = Labels::parse(labels.iter())
         .map_err(|e| errors.extend_prefixed("labels", e))
-        .ok()
+        .ok()?;
+    reserved.is_empty().then_some(labels)
 }
 
 /// Raw (update rate, poll rate, tables in flight, settle timeout in seconds) limits, None for the service
@@ -202,7 +217,10 @@ impl Account {
                 .external_id
                 .unwrap_or_else(|| current.external_id.clone()),
             changes.regions.unwrap_or_else(|| current.regions.clone()),
-            changes.labels.unwrap_or_else(|| current.labels.clone()),
+            match changes.labels {
+                Some(labels) => keep_discovered(&current.labels, labels)?,
+                None => current.labels.clone(),
+            },
             changes.limits.unwrap_or(current.limits),
         )
     }
@@ -216,6 +234,18 @@ impl Account {
     pub fn parse_etag(etag: &str) -> Option<i64> {
         etag.strip_prefix('v')?.parse().ok()
     }
+}
+
+/// New labels from a caller, with the account's discovered ones (which no caller writes) kept.
+fn keep_discovered(current: &Labels, given: Labels) -> Result<Labels, ValidationErrors> {
+    let mut merged = given.as_map().clone();
+    merged.extend(
+        current
+            .iter()
+            .filter(|(k, _)| crate::discovery::is_discovered_label(k))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    Labels::parse(merged.iter()).map_err(|e| e.prefixed("labels"))
 }
 
 /// A partial update: `None` leaves a field as it is. `external_id: Some(None)` clears it.
@@ -284,5 +314,53 @@ mod tests {
         assert_eq!(Account::parse_etag("v42"), Some(42));
         assert_eq!(Account::parse_etag("42"), None);
         assert_eq!(Account::parse_etag("\"v42\""), None);
+    }
+
+    #[test]
+    fn a_caller_may_not_write_discovered_labels_and_an_update_keeps_them() {
+        let mut errors = ValidationErrors::new();
+        let given: HashMap<String, String> = [
+            ("org.tablecrypt/team".to_owned(), "x".to_owned()),
+            ("team".to_owned(), "y".to_owned()),
+        ]
+        .into();
+        assert!(parse_labels(&mut errors, &given).is_none());
+        assert_eq!(
+            errors.violations()[0].field,
+            "labels[\"org.tablecrypt/team\"]"
+        );
+
+        let current = Account {
+            account_id: id("111111111111"),
+            spec: AccountSpec {
+                labels: Labels::parse(
+                    [
+                        ("org.tablecrypt/team".to_owned(), "payments".to_owned()),
+                        ("owner".to_owned(), "alice".to_owned()),
+                    ]
+                    .iter()
+                    .map(|(k, v)| (k, v)),
+                )
+                .expect("labels"),
+                ..spec(
+                    "111111111111",
+                    "arn:aws:iam::111111111111:role/x",
+                    &["eu-west-1"],
+                )
+                .expect("spec")
+            },
+            create_time: Utc::now(),
+            update_time: Utc::now(),
+            version: 1,
+        };
+        let mut errors = ValidationErrors::new();
+        let mine: HashMap<String, String> = [("owner".to_owned(), "bob".to_owned())].into();
+        let changes = AccountChanges {
+            labels: parse_labels(&mut errors, &mine),
+            ..AccountChanges::default()
+        };
+        let after = current.with_changes(changes).expect("valid");
+        assert_eq!(after.labels.get("owner"), Some("bob"));
+        assert_eq!(after.labels.get("org.tablecrypt/team"), Some("payments"));
     }
 }

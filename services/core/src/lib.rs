@@ -8,6 +8,7 @@ pub mod account;
 pub mod account_id;
 pub mod account_limits;
 pub mod change;
+pub mod discovery;
 pub mod display_name;
 pub mod error_chain;
 pub mod external_id;

@@ -25,6 +25,24 @@ pub fn require(
     }
 }
 
+/// Like [`require`], for a call that may touch any account, registered or not (account discovery): only a grant
+/// without a selector covers it.
+pub fn require_everywhere(
+    caller: &Caller,
+    permission: Permission,
+    method: &str,
+) -> Result<(), EngineError> {
+    match require(caller, permission, method)? {
+        Scope::Everywhere => Ok(()),
+        scope => Err(EngineError::PermissionDenied(format!(
+            "{} may not call {method}: it can register and relabel any account, so it needs the {} role over              every account, not only {}",
+            caller.identity,
+            permission.least_role(),
+            scope.describe()
+        ))),
+    }
+}
+
 /// Accounts read per page when every registered account is needed.
 const ACCOUNTS_PAGE: u32 = 1000;
 

@@ -3,6 +3,7 @@
 //! DescribeTable rate limit per account-region. Every task is tracked and cancellable.
 
 pub mod access;
+pub mod discovery;
 mod error;
 pub mod keys;
 mod metrics;
@@ -13,6 +14,7 @@ mod scanner;
 pub mod trace;
 pub mod worker;
 
+pub use discovery::{AccountDiscovery, DiscoverySettings};
 pub use error::EngineError;
 pub use metrics::EngineMetrics;
 pub use notifier::{Notifier, NotifierSettings, Sink};

@@ -21,6 +21,45 @@ pub struct FleetSpec {
     pub behaviour: Option<crate::behaviour::Behaviour>,
     #[serde(default)]
     pub accounts: Vec<AccountSpec>,
+    /// The AWS Organization the accounts belong to, for Organizations and Account Management calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<OrganizationSpec>,
+}
+
+/// An AWS Organization: its management account, its OUs and its accounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationSpec {
+    /// The account whose sessions may read the organization.
+    pub management_account_id: String,
+    /// Accounts registered as delegated administrators: their sessions may read it too.
+    #[serde(default)]
+    pub delegated_administrators: Vec<String>,
+    /// OU paths from the root (`Root/Workloads/Payments`); an account's `ou` adds its OU and the ones above it.
+    #[serde(default)]
+    pub units: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<OrgAccountSpec>,
+}
+
+/// One account of the organization.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgAccountSpec {
+    pub account_id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The OU path (`Root/Workloads/Payments`); `Root` when absent.
+    #[serde(default)]
+    pub ou: String,
+    /// ACTIVE (default), SUSPENDED, PENDING_CLOSURE, CLOSED.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Opt-in regions the account has enabled (regions enabled by default always are).
+    #[serde(default)]
+    pub opted_in_regions: Vec<String>,
 }
 
 /// The hub account and its long-term access key.

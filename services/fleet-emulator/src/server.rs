@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::protocol::{Service, error_for, json_result, query_result};
-use crate::aws::{AwsError, dynamodb, kms, sigv4, sts, tagging};
+use crate::aws::{AwsError, dynamodb, kms, organizations, sigv4, sts, tagging};
 use crate::faults::Faults;
 use crate::fleet_file::FleetSpec;
 use crate::request_log::{Record, RequestLog};
@@ -160,7 +160,41 @@ enum Call {
     },
 }
 
-fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, String, AwsError)> {
+/// The body of a JSON call, `{}` when empty.
+fn json_input(
+    service: Service,
+    operation: &str,
+    body: &Bytes,
+) -> Result<Value, (Service, String, AwsError)> {
+    if body.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            service,
+            operation.to_owned(),
+            AwsError::new(
+                400,
+                "SerializationException",
+                format!("Malformed JSON: {e}"),
+            ),
+        )
+    })
+}
+
+fn parse_call(
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Call, (Service, String, AwsError)> {
+    // Account Management speaks restJson1: the operation is the path.
+    if path == "/listRegions" {
+        return Ok(Call::Json {
+            service: Service::Account,
+            operation: "ListRegions".to_owned(),
+            input: json_input(Service::Account, "ListRegions", body)?,
+        });
+    }
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         let (service, operation) = if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
             (Service::DynamoDb, op)
@@ -168,6 +202,8 @@ fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, Strin
             (Service::Kms, op)
         } else if let Some(op) = target.strip_prefix("ResourceGroupsTaggingAPI_20170126.") {
             (Service::Tagging, op)
+        } else if let Some(op) = target.strip_prefix("AWSOrganizationsV20161128.") {
+            (Service::Organizations, op)
         } else {
             return Err((
                 Service::DynamoDb,
@@ -179,21 +215,7 @@ fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, Strin
                 ),
             ));
         };
-        let input = if body.is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                (
-                    service,
-                    operation.to_owned(),
-                    AwsError::new(
-                        400,
-                        "SerializationException",
-                        format!("Malformed JSON: {e}"),
-                    ),
-                )
-            })?
-        };
+        let input = json_input(service, operation, body)?;
         return Ok(Call::Json {
             service,
             operation: operation.to_owned(),
@@ -221,13 +243,14 @@ fn parse_call(headers: &HeaderMap, body: &Bytes) -> Result<Call, (Service, Strin
 
 async fn aws_request(
     State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     // The log's time is when the call arrived, as AWS counts calls against a rate: not when this busy process got
     // round to answering it (a starved emulator would otherwise log calls sent apart as one burst).
     let received = shared.world.clock.now();
-    let call = match parse_call(&headers, &body) {
+    let call = match parse_call(uri.path(), &headers, &body) {
         Ok(call) => call,
         Err((service, operation, error)) => return error_for(service, &operation, error),
     };
@@ -304,6 +327,10 @@ async fn aws_request(
             let handle: Handler = match service {
                 Service::DynamoDb => dynamodb::handle,
                 Service::Tagging => tagging::handle,
+                Service::Organizations => organizations::handle,
+                Service::Account => {
+                    |world, caller, _, _, input| organizations::list_regions(world, caller, input)
+                }
                 // STS and SNS speak awsQuery, never JSON: parse_call gives them a Call::Query.
                 Service::Kms | Service::Sts | Service::Sns => kms::handle,
             };

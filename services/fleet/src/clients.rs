@@ -159,31 +159,7 @@ impl Fleet {
     }
 
     async fn build(&self, access: &AccountAccess, region: AwsRegion) -> RegionClients {
-        let mut provider = AssumeRoleProvider::builder(access.role_arn.as_str())
-            .session_name(&self.settings.session_name)
-            .session_length(self.settings.session_length)
-            .region(Region::new(self.settings.sts_region.clone()))
-            .configure(&self.base);
-        if let Some(external_id) = &access.external_id {
-            provider = provider.external_id(external_id.expose());
-        }
-        let provider = provider.build().await;
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(self.settings.connect_timeout)
-            .operation_timeout(self.settings.operation_timeout)
-            .build();
-        let retry = RetryConfig::standard().with_max_attempts(self.settings.max_attempts);
-        let config = self
-            .base
-            .to_builder()
-            .region(Region::new(region.to_string()))
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            )
-            .identity_cache(self.identity_cache.clone())
-            .timeout_config(timeouts)
-            .retry_config(retry)
-            .build();
+        let config = self.assumed_config(access, region.as_str()).await;
         // One retry partition per account-region: throttling in one account must not spend another's retries.
         let partition = RetryPartition::new(format!("tablecrypt-{}-{}", access.account_id, region));
         RegionClients {
@@ -205,12 +181,41 @@ impl Fleet {
             managed_key_arn: std::sync::OnceLock::new(),
         }
     }
+
+    /// The SDK configuration for acting through `access`'s role in `region`: assumed-role credentials from the
+    /// hub's, the shared identity cache, timeouts and retries.
+    pub(crate) async fn assumed_config(&self, access: &AccountAccess, region: &str) -> SdkConfig {
+        let mut provider = AssumeRoleProvider::builder(access.role_arn.as_str())
+            .session_name(&self.settings.session_name)
+            .session_length(self.settings.session_length)
+            .region(Region::new(self.settings.sts_region.clone()))
+            .configure(&self.base);
+        if let Some(external_id) = &access.external_id {
+            provider = provider.external_id(external_id.expose());
+        }
+        let provider = provider.build().await;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.settings.connect_timeout)
+            .operation_timeout(self.settings.operation_timeout)
+            .build();
+        let retry = RetryConfig::standard().with_max_attempts(self.settings.max_attempts);
+        self.base
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .identity_cache(self.identity_cache.clone())
+            .timeout_config(timeouts)
+            .retry_config(retry)
+            .build()
+    }
 }
 
 /// An access denial names the member role it came through, whatever AWS's text says (an IAM-style message names
 /// the assumed-role session; a KMS key policy's denial may name nothing): the operator must know which role lacks
 /// the permission.
-fn named_role(access: &AccountAccess, mut error: FleetError) -> FleetError {
+pub(crate) fn named_role(access: &AccountAccess, mut error: FleetError) -> FleetError {
     let role = access.role_arn.as_str();
     if error.kind == tablecrypt_core::FailureKind::AccessDenied && !error.message.contains(role) {
         error.message = format!("{} (through the member role {role})", error.message);

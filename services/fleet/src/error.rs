@@ -53,7 +53,9 @@ pub fn classify_code(code: &str, message: &str) -> FailureKind {
         | "ExpiredTokenException"
         | "ExpiredToken"
         | "NotAuthorizedException"
-        | "UnauthorizedOperation" => FailureKind::AccessDenied,
+        | "UnauthorizedOperation"
+        // Organizations: the role's account is not the organization's management or delegated administrator.
+        | "AWSOrganizationsNotInUseException" => FailureKind::AccessDenied,
         "ResourceNotFoundException" | "NotFoundException" => FailureKind::NotFound,
         "DisabledException"
         | "KMSInvalidStateException"

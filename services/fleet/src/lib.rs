@@ -10,11 +10,13 @@ mod clients;
 mod error;
 mod notify;
 mod operations;
+mod organizations;
 mod settings;
 
 pub use changes::{UpdateOutcome, is_switch_quota};
 pub use clients::{AccountAccess, Fleet};
 pub use error::FleetError;
 pub use operations::CallerIdentity;
+pub use organizations::OrganizationAccess;
 pub use settings::FleetSettings;
 pub use tablecrypt_core::change::{ApplyTarget, KeyInfo};

@@ -317,12 +317,23 @@ pub async fn run(
         }
         tablecrypt_api::page_token::PageTokenKeys::random()
     });
+    let discovery_settings = config.discovery_settings()?;
+    let discovery_interval = discovery_settings
+        .as_ref()
+        .and(config.discovery.as_ref())
+        .and_then(|d| d.interval);
+    let discovery =
+        tablecrypt_engine::AccountDiscovery::new(store.clone(), fleet.clone(), discovery_settings);
+    if let (Some(interval), true) = (discovery_interval, config.role.serves_api()) {
+        tasks.spawn(discovery.clone().periodically(interval, shutdown.clone()));
+    }
     let api = config.role.serves_api().then(|| {
         TableEncryptionServer::new(TableEncryptionService::new(
-            store,
+            store.clone(),
             scanner.clone(),
             changes,
             page_keys,
+            discovery.clone(),
         ))
         .max_decoding_message_size(max_request_bytes)
     });

@@ -1,6 +1,6 @@
 //! The account registry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -14,6 +14,8 @@ use crate::error::StoreError;
 use crate::selector::SelectorArgs;
 
 const RESOURCE: &str = "account";
+/// The advisory lock key account discovery holds ("tc-disco" in ASCII), distinct from the claim lock's.
+const DISCOVERY_LOCK: i64 = 0x7463_2d64_6973_636f;
 
 /// Reads and writes `accounts` rows.
 #[derive(Debug, Clone)]
@@ -249,6 +251,64 @@ impl AccountRepository {
         } else {
             Err(self.missing_or_conflict(account_id).await)
         }
+    }
+
+    /// Of `account_ids`, those with change items not yet finished (in requests running, paused, queued or
+    /// awaiting approval).
+    #[tracing::instrument(skip_all, fields(accounts = account_ids.len()), err(level = "debug"))]
+    pub async fn with_items_in_flight(
+        &self,
+        account_ids: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
+        if account_ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        // The states, not finish_time: each has a partial index (claimable, in flight) the planner can combine.
+        let rows = sqlx::query_scalar!(
+            r#"SELECT DISTINCT account_id AS "account_id!" FROM change_items
+               WHERE state IN ('PENDING', 'DEFERRED', 'APPLYING', 'WAITING') AND account_id = ANY($1)"#,
+            account_ids
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Deletes an account at `expected_version` only while none of its change items is unfinished (checked in
+    /// the same statement, so a request planned since the caller looked keeps its account). False when either
+    /// check failed.
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, expected_version), err(level = "debug"))]
+    pub async fn delete_if_idle(
+        &self,
+        account_id: &AccountId,
+        expected_version: i64,
+    ) -> Result<bool, StoreError> {
+        let deleted = sqlx::query!(
+            "DELETE FROM accounts a WHERE a.account_id = $1 AND a.version = $2
+               AND NOT EXISTS (SELECT 1 FROM change_items i WHERE i.account_id = a.account_id
+                               AND i.state IN ('PENDING', 'DEFERRED', 'APPLYING', 'WAITING'))",
+            account_id.as_str(),
+            expected_version
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    /// One account discovery at a time across replicas: the lock is held while the returned transaction lives
+    /// (it is released when the transaction ends, also if this process dies). `None` if another holds it.
+    pub async fn lock_discovery(
+        &self,
+    ) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let locked = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
+            DISCOVERY_LOCK
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(locked.then_some(tx))
     }
 
     /// After a conditional write touched nothing: was the row gone, or at another version?

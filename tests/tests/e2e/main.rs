@@ -18,6 +18,7 @@ mod cli;
 mod connections;
 mod database_iam;
 mod database_tls;
+mod discovery;
 mod fleet_wide;
 mod inventory;
 mod moto;

@@ -32,6 +32,7 @@ pub const MUTATING_METHODS: &[&str] = &[
     "RegisterAccount",
     "UpdateAccount",
     "DeregisterAccount",
+    "DiscoverAccounts",
     "RefreshInventory",
     "CreateChangeRequest",
     "ApproveChangeRequest",

@@ -162,3 +162,28 @@ pub fn parse_update(
         _ => Err(errors),
     }
 }
+
+/// One line of a discovery.
+pub fn discovered_to_proto(
+    line: &tablecrypt_engine::discovery::DiscoveryLine,
+) -> pb::DiscoveredAccount {
+    use pb::discovered_account::Action;
+    use tablecrypt_core::discovery::DiscoveryAction;
+    let action = match line.line.action {
+        DiscoveryAction::Register(_) => Action::Register,
+        DiscoveryAction::Relabel { .. } => Action::Relabel,
+        DiscoveryAction::Unchanged => Action::Unchanged,
+        DiscoveryAction::Deregister { .. } => Action::Deregister,
+        DiscoveryAction::Left => Action::Left,
+        DiscoveryAction::InFlight => Action::InFlight,
+        DiscoveryAction::Skipped => Action::Skipped,
+    };
+    pb::DiscoveredAccount {
+        account_id: line.line.account_id.clone(),
+        name: line.line.name.clone(),
+        ou_path: line.line.ou_path.clone(),
+        action: action.into(),
+        notes: line.line.notes.clone(),
+        error: line.error.clone().unwrap_or_default(),
+    }
+}

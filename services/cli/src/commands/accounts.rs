@@ -26,7 +26,71 @@ pub async fn run(ctx: &Ctx, command: AccountsCommand) -> Result<()> {
         AccountsCommand::Verify { account_id } => verify(ctx, account_id).await,
         AccountsCommand::Import { file, dry_run } => import::run(ctx, &file, dry_run).await,
         AccountsCommand::Deregister { account_id } => deregister(ctx, account_id).await,
+        AccountsCommand::Discover { dry_run, prune } => discover(ctx, dry_run, prune).await,
     }
+}
+
+async fn discover(ctx: &Ctx, dry_run: bool, prune: bool) -> Result<()> {
+    let answer = ctx
+        .client()
+        .await?
+        .call(
+            pb::DiscoverAccountsRequest { dry_run, prune },
+            |mut api, request| async move { api.discover_accounts(request).await },
+        )
+        .await?;
+    let action = |a: &pb::DiscoveredAccount| {
+        a.action()
+            .as_str_name()
+            .trim_start_matches("ACTION_")
+            .to_lowercase()
+            .replace('_', " ")
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&to_json(&answer));
+    } else {
+        let mut rows = table(&["account", "name", "ou", "action", "details"]);
+        for account in &answer.accounts {
+            let mut details = account.notes.join("; ");
+            if !account.error.is_empty() {
+                details = format!("FAILED: {} ({details})", account.error);
+            }
+            rows.add_row(vec![
+                account.account_id.clone(),
+                account.name.clone(),
+                account.ou_path.clone(),
+                action(account),
+                details,
+            ]);
+        }
+        print_table(&rows);
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for account in &answer.accounts {
+            *counts.entry(action(account)).or_default() += 1;
+        }
+        let summary: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
+        crate::outln!(
+            "{} account(s): {}{}",
+            answer.accounts.len(),
+            summary.join(", "),
+            if answer.applied {
+                ""
+            } else {
+                " (dry run: nothing was changed)"
+            }
+        );
+    }
+    let failed = answer
+        .accounts
+        .iter()
+        .filter(|a| !a.error.is_empty())
+        .count();
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{failed} account(s) were not changed (see above); run discovery again"
+        )));
+    }
+    Ok(())
 }
 
 async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {

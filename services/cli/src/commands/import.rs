@@ -183,7 +183,14 @@ impl Entry {
         if self.regions != registered.regions {
             fields.push("regions");
         }
-        if self.labels != registered.labels {
+        // Labels under the discovery prefix are the server's to keep (a caller can neither set nor drop them).
+        let own_labels: HashMap<String, String> = registered
+            .labels
+            .iter()
+            .filter(|(k, _)| !tablecrypt_core::discovery::is_discovered_label(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if self.labels != own_labels {
             fields.push("labels");
         }
         if self.limits_proto().unwrap_or_default() != registered.limits.unwrap_or_default() {

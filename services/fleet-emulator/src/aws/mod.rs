@@ -3,6 +3,7 @@
 pub mod dynamodb;
 pub mod error;
 pub mod kms;
+pub mod organizations;
 pub mod permissions;
 pub mod protocol;
 pub mod sigv4;

@@ -19,6 +19,10 @@ pub enum Service {
     DynamoDb,
     /// awsJson1_1, `X-Amz-Target: ResourceGroupsTaggingAPI_20170126.<Op>`.
     Tagging,
+    /// awsJson1_1, `X-Amz-Target: AWSOrganizationsV20161128.<Op>`.
+    Organizations,
+    /// Account Management, restJson1 (`POST /listRegions`).
+    Account,
 }
 
 impl Service {
@@ -29,6 +33,8 @@ impl Service {
             Self::Kms => "kms",
             Self::DynamoDb => "dynamodb",
             Self::Tagging => "tagging",
+            Self::Organizations => "organizations",
+            Self::Account => "account",
         }
     }
 }
@@ -50,6 +56,7 @@ fn response(status: u16, content_type: &str, body: String) -> Response {
 pub fn json_result(service: Service, result: Result<Value, AwsError>) -> Response {
     let content_type = match service {
         Service::DynamoDb => "application/x-amz-json-1.0",
+        Service::Account => "application/json",
         _ => "application/x-amz-json-1.1",
     };
     match result {
@@ -153,5 +160,15 @@ pub fn error_for(service: Service, action: &str, error: AwsError) -> Response {
             json_result(service, Err(error))
         }
         Service::DynamoDb | Service::Tagging => json_result(service, Err(error)),
+        Service::Organizations | Service::Account => {
+            // Both throttle as TooManyRequestsException; Organizations fails as ServiceException.
+            let code = match (service, error.code) {
+                (_, "ThrottlingException") => "TooManyRequestsException",
+                (Service::Organizations, "InternalServerError") => "ServiceException",
+                (_, "InternalServerError") => "InternalServerException",
+                (_, code) => code,
+            };
+            json_result(service, Err(AwsError { code, ..error }))
+        }
     }
 }

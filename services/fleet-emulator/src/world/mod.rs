@@ -77,6 +77,7 @@ pub struct World {
     hub: RwLock<HubSpec>,
     accounts: RwLock<HashMap<String, Arc<Mutex<AccountData>>>>,
     sessions: RwLock<HashMap<String, Session>>,
+    organization: RwLock<Option<crate::fleet_file::OrganizationSpec>>,
 }
 
 /// Locks ignoring poisoning: a panicking request must not take the whole emulator down.
@@ -108,6 +109,7 @@ impl World {
         }
         *write(&self.settings) = settings;
         *write(&self.hub) = spec.hub.clone();
+        *write(&self.organization) = spec.organization.clone();
         *write(&self.accounts) = accounts
             .into_iter()
             .map(|a| (a.account_id.clone(), Arc::new(Mutex::new(a))))
@@ -121,6 +123,11 @@ impl World {
 
     pub fn set_settings(&self, settings: Settings) {
         *write(&self.settings) = settings;
+    }
+
+    /// The organization of the fleet file, if it has one.
+    pub fn organization(&self) -> Option<crate::fleet_file::OrganizationSpec> {
+        read(&self.organization).clone()
     }
 
     pub fn hub(&self) -> HubSpec {

@@ -241,6 +241,9 @@ pub struct Config {
     /// Webhooks told when a change request waits for approval, pauses, fails or succeeds
     /// (`[[notifications]]`: name, url or url_file, format, events, selector).
     pub notifications: Vec<notifications::NotificationConfig>,
+    /// Registering the accounts of an AWS Organization (`[discovery]`: organization_role_arn, member_role,
+    /// regions, tag_labels, ou_labels, interval); absent: DiscoverAccounts is refused.
+    pub discovery: Option<discovery::DiscoveryConfig>,
     /// The longest one notification POST may take (`TABLECRYPT_NOTIFICATION_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub notification_timeout: Duration,
@@ -440,6 +443,7 @@ impl Default for Config {
             otel_exporter_otlp_protocol: None,
             iac_owner_tags: Vec::new(),
             notifications: Vec::new(),
+            discovery: None,
             // A chat or paging endpoint answers in well under a second; 10 s rides out a slow one without
             // holding a delivery's lease for long.
             notification_timeout: seconds(10),
@@ -583,6 +587,9 @@ impl Config {
              notification_retry_initial at most notification_retry_max"
         );
         self.notifier_settings()?;
+        if let Some(discovery) = &self.discovery {
+            discovery.check()?;
+        }
         self.iac_ownership()?;
         crate::telemetry::OtlpTarget::resolve(self)?;
         let database = self.database()?;
@@ -620,6 +627,16 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Account discovery's settings, validated; `None` when `[discovery]` is absent.
+    pub fn discovery_settings(
+        &self,
+    ) -> anyhow::Result<Option<tablecrypt_engine::DiscoverySettings>> {
+        self.discovery
+            .as_ref()
+            .map(discovery::DiscoveryConfig::settings)
+            .transpose()
     }
 
     /// Which table tags mark infrastructure-as-code ownership, validated.
@@ -798,6 +815,7 @@ fn optional_addr<'de, D: serde::Deserializer<'de>>(
 }
 
 mod database;
+pub mod discovery;
 pub mod notifications;
 pub mod page_tokens;
 #[cfg(test)]

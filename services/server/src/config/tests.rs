@@ -422,3 +422,45 @@ fn a_jwt_key_set_comes_from_one_source_over_https() {
         assert!(err.contains(want), "{source}: {err}");
     }
 }
+
+#[test]
+fn discovery_settings_are_checked_with_the_key_named() {
+    let base = "[discovery]\norganization_role_arn = 'arn:aws:iam::100000000000:role/org-reader'\n\
+                regions = ['eu-west-1']\n";
+    let config = load(base).expect("minimal discovery");
+    let settings = config
+        .discovery_settings()
+        .expect("valid")
+        .expect("configured");
+    assert_eq!(
+        settings.rules.member_role.as_str(),
+        "arn:aws:iam::{account_id}:role/tablecrypt-member"
+    );
+    for (extra, key) in [
+        (
+            "member_role = 'arn:aws:iam::111111111111:role/x'",
+            "discovery.member_role",
+        ),
+        ("tag_labels = ['has space']", "discovery.tag_labels[0]"),
+        (
+            "[[discovery.ou_labels]]\nou = 'Workloads'\nlabels = { env = 'prod' }",
+            "discovery.ou_labels[0].ou",
+        ),
+        (
+            "[[discovery.ou_labels]]\nou = 'Root/Workloads'\nlabels = { env = 'not ok' }",
+            "discovery.ou_labels[0].labels[\"env\"]",
+        ),
+        ("interval = '5s'", "discovery.interval"),
+    ] {
+        let err = load(&format!("{base}{extra}"))
+            .expect_err(extra)
+            .to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    let err = load(
+        "[discovery]\norganization_role_arn = 'arn:aws:iam::100000000000:role/r'\nregions = []",
+    )
+    .expect_err("no region")
+    .to_string();
+    assert!(err.contains("discovery.regions"), "{err}");
+}
