@@ -11,8 +11,8 @@ ensure_python_tools
 
 fail() { echo "deploy check failed: $*" >&2; exit 1; }
 
-cfn-lint deploy/iam/*.yaml
-echo "deploy: cfn-lint passed on $(ls deploy/iam/*.yaml | wc -l) template(s)"
+cfn-lint deploy/iam/*.yaml deploy/kms/*.yaml
+echo "deploy: cfn-lint passed on $(ls deploy/iam/*.yaml deploy/kms/*.yaml | wc -l) template(s)"
 
 K8S_VERSION=1.33.0
 for manifest in deploy/kubernetes/*.yaml; do
