@@ -19,6 +19,8 @@ export TABLECRYPT_AWS_ENDPOINT_URL="${TABLECRYPT_AWS_ENDPOINT_URL:-http://$EMULA
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-AKIAHUBTEST000000000}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-hub-secret}"
 ADDR="${TABLECRYPT_LISTEN_ADDR:-127.0.0.1:50051}"
+# Account discovery from the demo fleet's organization.
+export TABLECRYPT_CONFIG="${TABLECRYPT_CONFIG:-deploy/local/demo-server.toml}"
 
 log "building tablecrypt-server, fleet-emulator and the tablecrypt CLI"
 SQLX_OFFLINE=true cargo build --quiet --bin tablecrypt-server --bin fleet-emulator --bin tablecrypt

@@ -101,6 +101,17 @@ echo "demo: migrated $planned tables from key A to key B ($rotations history row
 tc() { "$CARGO_TARGET_DIR/debug/tablecrypt" --server "http://$ADDR" "$@"; }
 export TABLECRYPT_CALLER=alice
 grep -q 'payments' <<<"$(tc accounts list)" || fail "tablecrypt accounts list does not show the imported accounts"
+# Accounts from the organization (guide sections 4 and 10): a dry run writes nothing; then the organization's new
+# account is registered and the imported ones adopted, labelled under org.tablecrypt/.
+dry="$(tc accounts discover --dry-run)" || fail "tablecrypt accounts discover --dry-run exited $?"
+grep -Eq '666666666666 .* register' <<<"$dry" || fail "the discovery dry run does not register payments-staging: $dry"
+grep -Eq '111111111111 .* relabel' <<<"$dry" || fail "the discovery dry run does not adopt payments: $dry"
+grep -q '666666666666' <<<"$(tc accounts list)" && fail "the discovery dry run registered an account"
+tc accounts discover >/dev/null || fail "tablecrypt accounts discover exited $?"
+discovered="$(tc accounts list --selector org.tablecrypt/team=payments)"
+{ grep -q '111111111111' <<<"$discovered" && grep -q '666666666666' <<<"$discovered"; } \
+  || fail "the payments accounts are not labelled org.tablecrypt/team=payments: $discovered"
+echo "demo: discovery registered payments-staging from the organization and adopted the imported accounts"
 set +e; tc inventory refresh >/dev/null 2>&1; code=$?; set -e
 [ "$code" -eq 1 ] || fail "inventory refresh with the broken sandbox account exited $code, not 1"
 grep -q 'payments-ledger' <<<"$(tc tables list --account 111111111111 --region eu-west-1)" \
@@ -109,7 +120,7 @@ grep -q 'payments-ledger' <<<"$(tc keys usage alias/payments-a --account 1111111
   || fail "tablecrypt keys usage does not show payments-ledger on key A"
 KEY_A="alias/payments-a"   # resolved in every account-region the selector covers
 # Fleet-wide, in one command: both regions of payments, the CloudFormation-owned table blocked.
-fleet_plan="$(tc migrate --selector team=payments --from-key "$KEY_A" --to-key alias/payments-b --dry-run)" \
+fleet_plan="$(tc migrate --selector org.tablecrypt/team=payments --from-key "$KEY_A" --to-key alias/payments-b --dry-run)" \
   || fail "the fleet-wide dry run exited $?"
 grep -Eq 'payments-infra .* IAC_OWNED' <<<"$fleet_plan" \
   || fail "the fleet-wide dry run does not block the CloudFormation-owned table: $fleet_plan"
