@@ -253,6 +253,18 @@ impl TableEncryption for TableEncryptionService {
                 m.paths.iter().any(|p| p == "labels")
             });
         if relabels && let Ok(labels) = Labels::parse(account.labels.iter()) {
+            // The account's labels after the update: the given ones and the discovered ones it keeps.
+            let labels = match tablecrypt_core::AccountId::parse(&account.account_id) {
+                Ok(id) => match self.store.accounts.get(&id).await {
+                    Ok(current) => tablecrypt_core::account::keep_discovered(
+                        &current.spec.labels,
+                        labels.clone(),
+                    )
+                    .unwrap_or(labels),
+                    Err(_) => labels,
+                },
+                Err(_) => labels,
+            };
             access::check_labels(
                 &caller,
                 Permission::ManageAccounts,

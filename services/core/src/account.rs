@@ -161,10 +161,22 @@ pub fn parse_labels(
             ),
         );
     }
-    let labels = Labels::parse(labels.iter())
+    let limit = crate::discovery::MAX_CALLER_LABELS;
+    if labels.len() > limit {
+        errors.add(
+            "labels",
+            format!(
+                "at most {limit} labels, got {} ({} more are kept for account discovery's {} labels)",
+                labels.len(),
+                crate::discovery::MAX_DISCOVERED_LABELS,
+                crate::discovery::DISCOVERED_PREFIX
+            ),
+        );
+    }
+    let parsed = Labels::parse(labels.iter())
         .map_err(|e| errors.extend_prefixed("labels", e))
         .ok()?;
-    reserved.is_empty().then_some(labels)
+    (reserved.is_empty() && labels.len() <= limit).then_some(parsed)
 }
 
 /// Raw (update rate, poll rate, tables in flight, settle timeout in seconds) limits, None for the service
@@ -237,7 +249,7 @@ impl Account {
 }
 
 /// New labels from a caller, with the account's discovered ones (which no caller writes) kept.
-fn keep_discovered(current: &Labels, given: Labels) -> Result<Labels, ValidationErrors> {
+pub fn keep_discovered(current: &Labels, given: Labels) -> Result<Labels, ValidationErrors> {
     let mut merged = given.as_map().clone();
     merged.extend(
         current

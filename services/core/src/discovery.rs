@@ -24,6 +24,17 @@ pub const DISCOVERED_PREFIX: &str = "org.tablecrypt/";
 pub const DISCOVERED_MARKER: &str = "org.tablecrypt/discovered";
 /// What the OU path of an account directly under the organization's root starts with.
 pub const ROOT: &str = "Root";
+/// Labels kept for discovery on every account (the marker, OU rules, tags): a caller's own labels may fill only
+/// the rest of [`MAX_LABELS`], so discovery can always replace its labels, removals included.
+pub const MAX_DISCOVERED_LABELS: usize = 16;
+/// The most labels a caller may give an account.
+pub const MAX_CALLER_LABELS: usize = MAX_LABELS - MAX_DISCOVERED_LABELS;
+
+/// An OU's name as one segment of a path: `/` (which AWS allows in names) is written `%2F` and `%` as `%25`, so
+/// an OU named `Workloads/Payments` can never pass for the OU `Payments` inside `Workloads`.
+pub fn path_segment(name: &str) -> String {
+    name.replace('%', "%25").replace('/', "%2F")
+}
 
 /// Whether `key` is a label only discovery may write.
 pub fn is_discovered_label(key: &str) -> bool {
@@ -116,9 +127,39 @@ impl DiscoveryRules {
         Ok(key)
     }
 
-    /// The labels discovery gives an account: the marker, its OUs' rules, then its tags.
+    /// The label names the rules can write (besides the marker), each at most once: an OU rule's name and a
+    /// tag's may not be the same, or whoever tags an account would override what its OU says.
+    pub fn check_names(&self) -> Result<(), String> {
+        let mut names = BTreeSet::new();
+        let marker = DISCOVERED_MARKER.trim_start_matches(DISCOVERED_PREFIX);
+        for rule in &self.ou_labels {
+            names.extend(rule.labels.keys().map(String::as_str));
+        }
+        for tag in &self.tag_labels {
+            if names.contains(tag.as_str()) {
+                return Err(format!(
+                    "tag_labels {tag:?} is also a label of ou_labels: whoever tags an account would override its OU's label"
+                ));
+            }
+        }
+        names.extend(self.tag_labels.iter().map(String::as_str));
+        if names.contains(marker) {
+            return Err(format!("{marker:?} is discovery's own label"));
+        }
+        if names.len() + 1 > MAX_DISCOVERED_LABELS {
+            return Err(format!(
+                "tag_labels and ou_labels name {} labels; at most {} (discovery keeps {MAX_DISCOVERED_LABELS} labels per \
+                 account, one of them {DISCOVERED_MARKER})",
+                names.len(),
+                MAX_DISCOVERED_LABELS - 1
+            ));
+        }
+        Ok(())
+    }
+
+    /// The labels discovery gives an account: its OUs' rules, then its tags (the marker is the caller's to add).
     fn labels_for(&self, account: &OrgAccount) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::from([(DISCOVERED_MARKER.to_owned(), "true".to_owned())]);
+        let mut labels = BTreeMap::new();
         for rule in &self.ou_labels {
             if within(&account.ou_path, &rule.ou) {
                 for (name, value) in &rule.labels {
@@ -286,7 +327,15 @@ pub fn plan(
             continue;
         }
         let (action, notes) = match current {
-            Some(current) => relabel(current, rules.labels_for(account)),
+            Some(current) => {
+                // Only an account discovery registered carries the marker (and may be pruned); one registered by
+                // hand is adopted, its labels kept up to date, but stays the operator's to remove.
+                let mut labels = rules.labels_for(account);
+                if discovered(current) {
+                    labels.insert(DISCOVERED_MARKER.to_owned(), "true".to_owned());
+                }
+                relabel(current, labels)
+            }
             None if account.state == "ACTIVE" => register(account, rules),
             None => (
                 DiscoveryAction::Skipped,
@@ -371,10 +420,12 @@ fn relabel(
     }
     let notes = label_changes(old, &labels);
     if labels.len() > MAX_LABELS {
+        // Only an account given more than MAX_CALLER_LABELS before that limit existed.
         return (
             DiscoveryAction::Skipped,
             vec![format!(
-                "the account would carry {} labels, more than {MAX_LABELS}: not relabelled",
+                "the account would carry {} labels, more than {MAX_LABELS}: not relabelled (remove some of its own \
+                 labels)",
                 labels.len()
             )],
         );
@@ -446,7 +497,8 @@ fn register(account: &OrgAccount, rules: &DiscoveryRules) -> (DiscoveryAction, V
     let Ok(regions) = Regions::parse(&regions) else {
         return skipped("its regions are not valid".to_owned());
     };
-    let labels_map = rules.labels_for(account);
+    let mut labels_map = rules.labels_for(account);
+    labels_map.insert(DISCOVERED_MARKER.to_owned(), "true".to_owned());
     let labels = match Labels::parse(labels_map.iter()) {
         Ok(labels) => labels,
         Err(e) => return skipped(format!("labels: {e}")),
@@ -682,21 +734,74 @@ mod tests {
     fn an_account_registered_by_hand_is_adopted_but_never_pruned() {
         let by_hand = registered("111111111111", &[("owner", "bob")]);
         let lines = plan(
-            &[org("111111111111", "ACTIVE", "Root", &[])],
+            &[org("111111111111", "ACTIVE", "Root/Workloads", &[])],
             std::slice::from_ref(&by_hand),
             &rules(),
             true,
             &BTreeSet::new(),
         );
         assert_eq!(actions(&lines), [("111111111111", "RELABEL")]);
-        let lines = plan(
-            &[org("111111111111", "SUSPENDED", "Root", &[])],
-            &[by_hand],
-            &rules(),
-            true,
-            &BTreeSet::new(),
+        let DiscoveryAction::Relabel { labels, .. } = &lines[0].action else {
+            panic!("{lines:?}");
+        };
+        assert_eq!(
+            labels.get(DISCOVERED_MARKER),
+            None,
+            "adopted, not discovered"
         );
-        assert_eq!(actions(&lines), [("111111111111", "UNCHANGED")]);
+        // Adopted (its discovered labels written), then suspended: still never pruned.
+        let adopted = Account {
+            spec: AccountSpec {
+                labels: labels.clone(),
+                ..by_hand.spec.clone()
+            },
+            ..by_hand.clone()
+        };
+        for registry in [by_hand, adopted] {
+            let lines = plan(
+                &[org("111111111111", "SUSPENDED", "Root", &[])],
+                std::slice::from_ref(&registry),
+                &rules(),
+                true,
+                &BTreeSet::new(),
+            );
+            assert_eq!(actions(&lines), [("111111111111", "UNCHANGED")]);
+            let lines = plan(&[], &[registry], &rules(), true, &BTreeSet::new());
+            assert!(lines.is_empty(), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn rule_names_may_not_overlap_a_tag_or_the_marker_and_fit_the_budget() {
+        assert_eq!(rules().check_names(), Ok(()));
+        let mut overlap = rules();
+        overlap.tag_labels.push("env".into());
+        assert!(
+            overlap
+                .check_names()
+                .expect_err("overlap")
+                .contains("\"env\"")
+        );
+        let mut marker = rules();
+        marker.tag_labels = vec!["discovered".into()];
+        assert!(marker.check_names().is_err());
+        let mut many = rules();
+        many.tag_labels = (0..MAX_DISCOVERED_LABELS)
+            .map(|i| format!("t{i}"))
+            .collect();
+        assert!(many.check_names().is_err());
+    }
+
+    #[test]
+    fn ou_paths_match_whole_segments() {
+        assert!(within("Root/Workloads", "Root/Workloads/"));
+        assert!(within("Root/Workloads/Payments", "Root"));
+        assert!(!within("Root/WorkloadsOld", "Root/Workloads"));
+        assert_eq!(path_segment("Workloads/Payments"), "Workloads%2FPayments");
+        assert!(!within(
+            &format!("Root/{}", path_segment("Workloads/Payments")),
+            "Root/Workloads"
+        ));
     }
 
     #[test]

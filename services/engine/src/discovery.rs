@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tablecrypt_core::discovery::{self, Discovered, DiscoveryAction, DiscoveryRules};
+use tablecrypt_core::discovery::{self, Discovered, DiscoveryAction, DiscoveryRules, OrgAccount};
 use tablecrypt_core::{Account, AccountId, AccountSpec};
 use tablecrypt_fleet::{Fleet, OrganizationAccess};
 use tablecrypt_store::{NewAuditEvent, Store, StoreError};
@@ -61,7 +61,7 @@ impl AccountDiscovery {
         }
     }
 
-    /// Reads the organization and plans; unless `dry_run`, writes the plan. One discovery runs at a time across
+    /// Reads the organization and plans; unless `dry_run`, writes the plan. One discovery writes at a time across
     /// replicas: another gets FAILED_PRECONDITION.
     pub async fn run(
         &self,
@@ -69,19 +69,37 @@ impl AccountDiscovery {
         dry_run: bool,
         prune: bool,
     ) -> Result<DiscoveryReport, EngineError> {
-        let Some(settings) = &self.settings else {
-            return Err(EngineError::FailedPrecondition(
+        let settings = self.settings()?;
+        let organization = self.fleet.read_organization(&settings.organization).await?;
+        self.reconcile(settings, &organization, requester, dry_run, prune)
+            .await
+    }
+
+    fn settings(&self) -> Result<&DiscoverySettings, EngineError> {
+        self.settings.as_deref().ok_or_else(|| {
+            EngineError::FailedPrecondition(
                 "account discovery is not configured: set [discovery] organization_role_arn, member_role and \
                  regions in the server's configuration"
                     .to_owned(),
-            ));
-        };
+            )
+        })
+    }
+
+    /// Plans against the registry and writes, under the discovery lock. The organization is read before (AWS
+    /// calls take seconds to minutes; the lock's transaction stays short), the registry after taking it.
+    async fn reconcile(
+        &self,
+        settings: &DiscoverySettings,
+        organization: &[OrgAccount],
+        requester: &Requester,
+        dry_run: bool,
+        prune: bool,
+    ) -> Result<DiscoveryReport, EngineError> {
         let Some(lock) = self.store.accounts.lock_discovery().await? else {
             return Err(EngineError::FailedPrecondition(
                 "another account discovery is running; try again when it has finished".to_owned(),
             ));
         };
-        let organization = self.fleet.read_organization(&settings.organization).await?;
         let registered = crate::access::all_accounts(&self.store).await?;
         let candidates: Vec<String> = registered
             .iter()
@@ -97,7 +115,7 @@ impl AccountDiscovery {
             Default::default()
         };
         let plan = discovery::plan(
-            &organization,
+            organization,
             &registered,
             &settings.rules,
             prune,
@@ -197,11 +215,15 @@ impl AccountDiscovery {
         Ok(error)
     }
 
-    /// Discovers every `interval` until `shutdown`, never pruning (only an explicit prune deregisters).
+    /// Discovers every `interval` until `shutdown`, never pruning (only an explicit prune deregisters). Shutdown
+    /// stops a run while it reads AWS, never between a registry write and its audit record.
     pub async fn periodically(self, interval: Duration, shutdown: CancellationToken) {
         let requester = Requester {
             identity: PERIODIC_CALLER.to_owned(),
             authenticated_by: "server".to_owned(),
+        };
+        let Ok(settings) = self.settings() else {
+            return;
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,9 +232,16 @@ impl AccountDiscovery {
                 _ = ticker.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            let run = tokio::select! {
-                run = self.run(&requester, false, false) => run,
+            let read = tokio::select! {
+                read = self.fleet.read_organization(&settings.organization) => read,
                 () = shutdown.cancelled() => return,
+            };
+            let run = match read {
+                Ok(organization) => {
+                    self.reconcile(settings, &organization, &requester, false, false)
+                        .await
+                }
+                Err(error) => Err(error.into()),
             };
             match run {
                 Ok(report) => {
@@ -226,6 +255,10 @@ impl AccountDiscovery {
                         written,
                         "periodic account discovery"
                     );
+                }
+                // Another replica's run (or an operator's) holds the lock: this one's turn comes next time.
+                Err(EngineError::FailedPrecondition(reason)) => {
+                    tracing::info!(%reason, "periodic account discovery skipped");
                 }
                 Err(error) => tracing::warn!(%error, "periodic account discovery failed"),
             }

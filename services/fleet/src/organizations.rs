@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_account::types::RegionOptStatus;
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
-use tablecrypt_core::discovery::{OrgAccount, ROOT};
+use tablecrypt_core::discovery::{OrgAccount, ROOT, path_segment};
 use tablecrypt_core::{ExternalId, Partition, RoleArn};
 use tokio::sync::Mutex;
 
@@ -78,17 +78,29 @@ impl Fleet {
             .into_iter()
             .flat_map(|page| page.accounts.unwrap_or_default())
             .collect();
-        stream::iter(listed)
+        let read: Vec<Option<OrgAccount>> = stream::iter(listed)
             .map(|account| reader.account(account))
             .buffered(READ_CONCURRENCY)
             .try_collect()
             .await
-            .map_err(named)
+            .map_err(named)?;
+        Ok(read.into_iter().flatten().collect())
     }
 }
 
 impl Reader {
+    /// One account, or `None` if it left the organization while it was being read.
     async fn account(
+        &self,
+        account: aws_sdk_organizations::types::Account,
+    ) -> Result<Option<OrgAccount>, FleetError> {
+        match self.read_account(account).await {
+            Err(e) if matches!(e.code.as_deref(), Some(GONE_CHILD | GONE_TARGET)) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    async fn read_account(
         &self,
         account: aws_sdk_organizations::types::Account,
     ) -> Result<OrgAccount, FleetError> {
@@ -113,7 +125,7 @@ impl Reader {
             .into_iter()
             .map(|tag| (tag.key, tag.value))
             .collect();
-        let enabled_regions = self.enabled_regions(&account_id).await;
+        let enabled_regions = self.enabled_regions(&account_id).await?;
         Ok(OrgAccount {
             account_id,
             name: account.name().unwrap_or_default().to_owned(),
@@ -129,16 +141,24 @@ impl Reader {
         let mut names = Vec::new();
         let mut child = account_id.to_owned();
         // An organization nests OUs at most five deep; the bound stops a malformed answer from looping.
+        let mut reached_root = false;
         for _ in 0..=MAX_OU_DEPTH {
             let Some((parent, is_root)) = self.parent(&child).await? else {
+                reached_root = true;
                 break;
             };
             if is_root {
+                reached_root = true;
                 break;
             }
-            let name = self.unit_name(&parent).await?;
-            names.push(name);
+            names.push(path_segment(&self.unit_name(&parent).await?));
             child = parent;
+        }
+        if !reached_root {
+            return Err(FleetError::new(
+                tablecrypt_core::FailureKind::Unknown,
+                format!("account {account_id}: no root within {MAX_OU_DEPTH} OUs above it"),
+            ));
         }
         names.push(ROOT.to_owned());
         names.reverse();
@@ -189,8 +209,14 @@ impl Reader {
         Ok(name)
     }
 
-    /// The regions the account has enabled (opted in, or enabled by default), or why they could not be read.
-    async fn enabled_regions(&self, account_id: &str) -> Result<BTreeSet<String>, String> {
+    /// The regions the account has enabled (opted in, or enabled by default); or, where Account Management
+    /// refuses to say (its trusted access is off, or the account is the management account of an organization
+    /// read through a delegated administrator), why not. Any other failure (throttling, an outage) fails the read:
+    /// guessing would register regions the account never enabled.
+    async fn enabled_regions(
+        &self,
+        account_id: &str,
+    ) -> Result<Result<BTreeSet<String>, String>, FleetError> {
         let mut call = self
             .account
             .list_regions()
@@ -200,15 +226,28 @@ impl Reader {
         if account_id != self.own_account {
             call = call.account_id(account_id);
         }
-        call.into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map(|regions| regions.into_iter().filter_map(|r| r.region_name).collect())
-            .map_err(|e| classify(&e).to_string())
+        match call.into_paginator().items().send().try_collect().await {
+            Ok(regions) => Ok(Ok(regions
+                .into_iter()
+                .filter_map(|r| r.region_name)
+                .collect())),
+            Err(e) => {
+                let error = classify(&e);
+                let refused = error.kind == tablecrypt_core::FailureKind::AccessDenied
+                    || error.code.as_deref() == Some("ValidationException");
+                if refused {
+                    Ok(Err(error.to_string()))
+                } else {
+                    Err(error)
+                }
+            }
+        }
     }
 }
+
+/// Organizations' answers for an account or OU that is no longer there (it left while being read).
+const GONE_CHILD: &str = "ChildNotFoundException";
+const GONE_TARGET: &str = "TargetNotFoundException";
 
 /// How deep Organizations nests OUs (five levels below the root).
 const MAX_OU_DEPTH: usize = 5;

@@ -520,3 +520,87 @@ async fn periodic_discovery_registers_and_never_prunes() {
     assert!(audited(&db, "discovery/deregister").await.is_empty());
     app.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn discovery_needs_admin_everywhere_and_grants_scoped_on_discovered_labels_work() {
+    use tablecrypt_tests::security::{Pki, as_token, tokens_and_grants};
+    let pki = Pki::new();
+    let db = TestDatabase::create().await.expect("db");
+    let emulator = Emulator::spawn(FleetSpec::from_yaml(&first_org()).expect("fleet"))
+        .await
+        .expect("emulator");
+    let discovery = DISCOVERY.replace("approval_required = true\n", "");
+    let toml = format!(
+        "insecure = false\naws_endpoint_url = '{}'\n{}{}{discovery}",
+        emulator.endpoint(),
+        tokens_and_grants(&[
+            ("org-admin", "admin", ""),
+            (
+                "payments-admin",
+                "admin",
+                "org.tablecrypt/team=Payments-Team"
+            ),
+        ]),
+        pki.tls_and_jwt_toml()
+    );
+    let app = TestApp::spawn_tls(&db.url, &toml, pki.client_tls(None))
+        .await
+        .expect("TLS server");
+    let mut client = app.client.clone();
+
+    let refused = client
+        .discover_accounts(as_token(
+            "payments-admin",
+            pb::DiscoverAccountsRequest::default(),
+        ))
+        .await
+        .expect_err("scoped admin");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("every account"),
+        "{}",
+        refused.message()
+    );
+    client
+        .discover_accounts(as_token(
+            "org-admin",
+            pb::DiscoverAccountsRequest::default(),
+        ))
+        .await
+        .expect("discover");
+
+    // Scoped on a discovered label, the payments admin may relabel its account: the labels it will carry
+    // (its own and the discovered ones kept) are in scope.
+    let relabel = |id: &str| pb::UpdateAccountRequest {
+        account: Some(pb::Account {
+            account_id: id.into(),
+            labels: HashMap::from([("owner".to_owned(), "alice".to_owned())]),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["labels".into()],
+        }),
+    };
+    let updated = client
+        .update_account(as_token("payments-admin", relabel(PAYMENTS)))
+        .await
+        .expect("relabel within scope")
+        .into_inner();
+    assert_eq!(
+        updated.labels.get("owner").map(String::as_str),
+        Some("alice")
+    );
+    assert_eq!(
+        updated
+            .labels
+            .get("org.tablecrypt/team")
+            .map(String::as_str),
+        Some("Payments-Team")
+    );
+    let refused = client
+        .update_account(as_token("payments-admin", relabel(SEARCH)))
+        .await
+        .expect_err("outside scope");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    app.stop().await.expect("stop");
+}

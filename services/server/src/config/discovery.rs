@@ -37,7 +37,8 @@ pub struct DiscoveryConfig {
     pub tag_labels: Vec<String>,
     /// Labels given to the accounts of an OU and the OUs below it, applied in order (a later rule wins):
     /// `[[discovery.ou_labels]] ou = "Root/Workloads/Payments"  labels = { team = "payments" }` gives
-    /// `org.tablecrypt/team=payments`.
+    /// `org.tablecrypt/team=payments`. A `/` inside an OU's name is written `%2F`. A name may not be both a rule's
+    /// label and a tag label, and all of them together at most 15.
     #[serde(default)]
     pub ou_labels: Vec<OuLabelsConfig>,
     /// How often to discover in the background, e.g. "1h"; "off" (default): only when asked. Background discovery
@@ -127,6 +128,16 @@ impl DiscoveryConfig {
                 labels: rule.labels.clone(),
             });
         }
+        let rules = DiscoveryRules {
+            member_role,
+            member_external_id: external_id("member_external_id", &self.member_external_id)?,
+            regions,
+            tag_labels: self.tag_labels.clone(),
+            ou_labels,
+        };
+        rules
+            .check_names()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: discovery: {e}"))?;
         Ok(DiscoverySettings {
             organization: OrganizationAccess {
                 role_arn,
@@ -135,13 +146,7 @@ impl DiscoveryConfig {
                     &self.organization_external_id,
                 )?,
             },
-            rules: DiscoveryRules {
-                member_role,
-                member_external_id: external_id("member_external_id", &self.member_external_id)?,
-                regions,
-                tag_labels: self.tag_labels.clone(),
-                ou_labels,
-            },
+            rules,
         })
     }
 }

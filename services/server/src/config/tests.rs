@@ -451,6 +451,10 @@ fn discovery_settings_are_checked_with_the_key_named() {
             "discovery.ou_labels[0].labels[\"env\"]",
         ),
         ("interval = '5s'", "discovery.interval"),
+        (
+            "tag_labels = ['env']\n[[discovery.ou_labels]]\nou = 'Root/Workloads'\nlabels = { env = 'prod' }",
+            "also a label of ou_labels",
+        ),
     ] {
         let err = load(&format!("{base}{extra}"))
             .expect_err(extra)
