@@ -34,6 +34,43 @@ struct Progress {
     items: HashMap<i64, (Group, bool)>,
     /// The request as last seen.
     request: pb::ChangeRequest,
+    /// Time spent RUNNING while watched (paused and queued time do not count towards the ETA's rate).
+    running: Duration,
+    running_since: Option<std::time::Instant>,
+    /// Finished tables when the watch first saw them (those finished before, or at planning, say nothing of
+    /// the rate).
+    done_at_start: Option<u64>,
+}
+
+/// The ETA from the rate tables finished while watched and RUNNING: none until one has.
+fn eta(running: Duration, finished_while_watched: u64, remaining: u64) -> Option<Duration> {
+    if finished_while_watched == 0 || remaining == 0 {
+        return None;
+    }
+    Some(running.mul_f64(remaining as f64 / finished_while_watched as f64))
+}
+
+/// The overall bar's words: the state, every table's state by name (queued, applying, waiting for AWS, ok,
+/// failed), and an ETA only while it means something (RUNNING, once a table has finished under watch).
+fn progress_message(state: i32, counts: &pb::ItemCounts, eta: Option<Duration>) -> String {
+    let mut message = format!(
+        "{} · {} queued, {} applying, {} waiting for AWS, {} ok, {} failed",
+        names::request_state(state),
+        counts.pending + counts.deferred,
+        counts.applying,
+        counts.waiting,
+        counts.succeeded,
+        counts.failed
+    );
+    let running = state == pb::ChangeRequestState::Running as i32;
+    match eta {
+        Some(eta) if running => {
+            message.push_str(&format!(" · ETA {}", indicatif::HumanDuration(eta)));
+        }
+        _ if state == pb::ChangeRequestState::Paused as i32 => message.push_str(" · ETA: paused"),
+        _ => {}
+    }
+    message
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -54,7 +91,7 @@ impl Progress {
         // Shown from the first snapshot on, when its length is known.
         let overall = ProgressBar::new(0);
         overall.set_style(style(
-            "{prefix:>28} [{bar:40}] {pos}/{len} ({percent}%) {elapsed} ETA {eta}  {msg}",
+            "{prefix:>28} [{bar:40}] {pos}/{len} ({percent}%) {elapsed}  {msg}",
         ));
         overall.set_prefix("all tables");
         Self {
@@ -65,6 +102,9 @@ impl Progress {
             totals: BTreeMap::new(),
             items: HashMap::new(),
             request: pb::ChangeRequest::default(),
+            running: Duration::ZERO,
+            running_since: None,
+            done_at_start: None,
         }
     }
 
@@ -85,7 +125,7 @@ impl Progress {
         self.overall.set_length(total);
         self.overall.set_position(done);
         // Skipped and blocked tables were finished at planning: they must not make the ETA look fast.
-        self.overall.reset_eta();
+        self.done_at_start.get_or_insert(done);
         if self.region_bars.is_some() || self.regions_done.is_some() {
             return;
         }
@@ -153,12 +193,20 @@ impl Progress {
 
     fn request(&mut self, request: &pb::ChangeRequest) {
         let counts = request.counts.unwrap_or_default();
-        self.overall.set_message(format!(
-            "{} · {} ok, {} failed, {} in flight",
-            names::request_state(request.state),
-            counts.succeeded,
-            counts.failed,
-            counts.applying + counts.waiting
+        let now = std::time::Instant::now();
+        if let Some(since) = self.running_since.take() {
+            self.running += now - since;
+        }
+        if request.state == pb::ChangeRequestState::Running as i32 {
+            self.running_since = Some(now);
+        }
+        let done = self.overall.position();
+        let finished = done.saturating_sub(self.done_at_start.unwrap_or(done));
+        let remaining = self.overall.length().unwrap_or(0).saturating_sub(done);
+        self.overall.set_message(progress_message(
+            request.state,
+            &counts,
+            eta(self.running, finished, remaining),
         ));
         if request.state != self.request.state {
             // A line that survives the bars (and is all there is when stderr is not a terminal).
@@ -369,5 +417,40 @@ fn print_summary(request: &pb::ChangeRequest, failed: &[pb::ChangeItem]) {
             "\nHistory: tablecrypt history --request {0}   Undo: tablecrypt requests rollback {0}",
             request.change_request_id
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(pending: i32, applying: i32, waiting: i32, succeeded: i32) -> pb::ItemCounts {
+        pb::ItemCounts {
+            pending,
+            applying,
+            waiting,
+            succeeded,
+            total: pending + applying + waiting + succeeded,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_bar_names_every_state_and_shows_an_eta_only_when_it_means_something() {
+        let running = pb::ChangeRequestState::Running as i32;
+        let paused = pb::ChangeRequestState::Paused as i32;
+        // Nothing finished yet under watch: no "ETA 0s".
+        assert_eq!(eta(Duration::from_secs(30), 0, 100), None);
+        let message = progress_message(running, &counts(90, 4, 6, 0), None);
+        assert_eq!(
+            message,
+            "RUNNING · 90 queued, 4 applying, 6 waiting for AWS, 0 ok, 0 failed"
+        );
+        // 10 finished in 20 s of running: 90 more take 3 minutes.
+        let eta = eta(Duration::from_secs(20), 10, 90);
+        assert_eq!(eta, Some(Duration::from_secs(180)));
+        assert!(progress_message(running, &counts(80, 4, 6, 10), eta).ends_with("ETA 3 minutes"));
+        // Paused: the clock does not run for it.
+        assert!(progress_message(paused, &counts(80, 0, 0, 10), eta).ends_with("ETA: paused"));
     }
 }
