@@ -98,7 +98,17 @@ impl From<ApiError> for Status {
                 use tablecrypt_core::FailureKind;
                 let message = format!("AWS {}: {}", error.kind, error.message);
                 match error.kind {
-                    FailureKind::AccessDenied => Status::permission_denied(message),
+                    // AWS refused tablecrypt's role, not the caller: the reason tells clients apart (the CLI
+                    // exits 4 instead of 3).
+                    FailureKind::AccessDenied => Status::with_error_details(
+                        Code::PermissionDenied,
+                        message,
+                        ErrorDetails::with_error_info(
+                            tablecrypt_proto::AWS_ACCESS_DENIED_REASON,
+                            tablecrypt_proto::ERROR_DOMAIN,
+                            [("role_refused".to_owned(), error.role_refused.to_string())],
+                        ),
+                    ),
                     FailureKind::NotFound => Status::not_found(message),
                     FailureKind::Throttled | FailureKind::Transient => Status::unavailable(message),
                     FailureKind::QuotaExceeded => Status::resource_exhausted(message),

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// tablecrypt: which key is every DynamoDB table in the fleet encrypted with, and change it safely in bulk.
 ///
 /// Exit codes: 0 done; 1 the operation failed or some tables failed; 2 bad usage or input the server refused as
-/// invalid; 3 the server could not be reached, or refused the credentials or the caller's permissions;
+/// invalid; 3 the server could not be reached, or refused the credentials or the caller's permissions; 4 AWS
+/// refused tablecrypt's member role (a missing permission, a trust policy or external id that does not match);
 /// 130 interrupted (a watched change request keeps running).
 #[derive(Debug, Parser)]
 #[command(name = "tablecrypt", version, max_term_width = 110)]
@@ -110,8 +111,22 @@ pub enum AccountsCommand {
     },
     /// Show one account.
     Get { account_id: String },
-    /// Check that the account's role can be assumed and its tables listed, region by region.
-    Verify { account_id: String },
+    /// Check that an account's role can be assumed and its tables listed, region by region; or every account a
+    /// selector matches (--all: every account), with one summary row each.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts verify 111111111111             # one row per region\n  \
+        tablecrypt accounts verify --selector org.tablecrypt/team=payments\n  \
+        tablecrypt accounts verify --all                    # exit 4 if AWS denied any member role")]
+    Verify {
+        #[arg(required_unless_present_any = ["selector", "all"], conflicts_with_all = ["selector", "all"])]
+        account_id: Option<String>,
+        /// Every account whose labels match, e.g. `team=payments`.
+        #[arg(long, short = 'l', conflicts_with = "all")]
+        selector: Option<String>,
+        /// Every registered account you may see.
+        #[arg(long)]
+        all: bool,
+    },
     /// Register (or bring up to date) every account in a YAML file; the whole file is checked first.
     Import {
         /// YAML: `accounts: [{account_id, role_arn, regions, display_name?, labels?, external_id?, limits?}]`.

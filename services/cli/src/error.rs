@@ -15,6 +15,9 @@ pub enum CliError {
     /// The server could not be reached, or refused the credentials or the caller's permissions: exit 3.
     #[error("{0}")]
     Access(String),
+    /// AWS refused tablecrypt's role in a member account (or the organization): exit 4.
+    #[error("{0}")]
+    AwsDenied(String),
     /// The operation failed, or a change request ended with failed tables: exit 1.
     #[error("{0}")]
     Failed(String),
@@ -31,6 +34,7 @@ impl CliError {
             Self::Failed(_) => 1,
             Self::Usage(_) => 2,
             Self::Access(_) => 3,
+            Self::AwsDenied(_) => 4,
             Self::Interrupted(_) => 130,
         })
     }
@@ -56,7 +60,12 @@ impl From<tonic::Status> for CliError {
                 ));
             }
         }
+        let aws_denied = status.get_details_error_info().is_some_and(|info| {
+            info.domain == tablecrypt_proto::ERROR_DOMAIN
+                && info.reason == tablecrypt_proto::AWS_ACCESS_DENIED_REASON
+        });
         match status.code() {
+            Code::PermissionDenied if aws_denied => Self::AwsDenied(message),
             Code::InvalidArgument | Code::OutOfRange => Self::Usage(message),
             Code::Unauthenticated | Code::PermissionDenied | Code::Unavailable => {
                 Self::Access(message)
@@ -97,6 +106,20 @@ mod tests {
             code_of(tonic::Status::failed_precondition("x")),
             ExitCode::from(1)
         );
+    }
+
+    #[test]
+    fn an_aws_denial_of_the_member_role_is_not_a_denial_of_the_caller() {
+        let status = tonic::Status::with_error_details(
+            Code::PermissionDenied,
+            "AWS ACCESS_DENIED: not authorized",
+            tonic_types::ErrorDetails::with_error_info(
+                tablecrypt_proto::AWS_ACCESS_DENIED_REASON,
+                tablecrypt_proto::ERROR_DOMAIN,
+                [],
+            ),
+        );
+        assert_eq!(code_of(status), ExitCode::from(4));
     }
 
     #[test]

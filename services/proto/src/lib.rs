@@ -22,6 +22,12 @@ pub const CLI_ENVIRONMENT_KEYS: &[&str] = &[
 ];
 
 /// A gRPC code's canonical name ("PERMISSION_DENIED"), as grpcurl prints it and the audit log stores it.
+/// The `google.rpc.ErrorInfo` domain of tablecrypt's error reasons.
+pub const ERROR_DOMAIN: &str = "tablecrypt";
+/// ErrorInfo reason on a PERMISSION_DENIED that AWS, not tablecrypt, refused: the member (or organization) role
+/// lacks a permission or cannot be assumed. Metadata `role_refused` is "true" when AssumeRole itself failed.
+pub const AWS_ACCESS_DENIED_REASON: &str = "AWS_ACCESS_DENIED";
+
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {

@@ -215,14 +215,44 @@ async fn exit_codes_say_what_went_wrong() {
     .await
     .expect_code(1);
     assert!(missing.stderr.contains("NOT_FOUND"), "{missing:?}");
-    // 1: an account that cannot be verified (sandbox refuses AssumeRole), and a scan that reaches it.
+    // 4: AWS refused the member role (sandbox refuses AssumeRole), not tablecrypt the caller: in a verification,
+    // of one account or all of them, and in a live read.
     let verify = cli::run(&url, &["accounts", "verify", SANDBOX, "-o", "json"])
         .await
-        .expect_code(1);
+        .expect_code(4);
     assert_eq!(verify.json()["regions"][0]["ok"], false);
     cli::run(&url, &["accounts", "verify", PAYMENTS])
         .await
         .expect_code(0);
+    let all = cli::run(&url, &["accounts", "verify", "--all"])
+        .await
+        .expect_code(4);
+    assert!(
+        all.stdout
+            .contains("3 account(s) verified: 2 ok, 1 with failures"),
+        "{all:?}"
+    );
+    assert!(
+        all.stdout
+            .lines()
+            .any(|l| l.starts_with(SANDBOX) && l.contains("ACCESS_DENIED")),
+        "{all:?}"
+    );
+    cli::run(&url, &["accounts", "verify", "--selector", "team=payments"])
+        .await
+        .expect_code(0);
+    let typo = cli::run(&url, &["accounts", "verify", "--selector", "tema=payments"])
+        .await
+        .expect_code(1);
+    assert!(
+        typo.stderr.contains("no account matches `tema=payments`"),
+        "{typo:?}"
+    );
+    let live = cli::run(&url, &["tables", "get", SANDBOX, EU, "sandbox-0"])
+        .await
+        .expect_code(4);
+    assert!(live.stderr.contains("PERMISSION_DENIED"), "{live:?}");
+    // 1: a scan that reaches the sandbox (some regions failed).
     let scan = cli::run(&url, &["inventory", "refresh", "-o", "json"])
         .await
         .expect_code(1);

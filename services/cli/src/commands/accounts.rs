@@ -23,7 +23,13 @@ pub async fn run(ctx: &Ctx, command: AccountsCommand) -> Result<()> {
             .await
         }
         AccountsCommand::Get { account_id } => get(ctx, account_id).await,
-        AccountsCommand::Verify { account_id } => verify(ctx, account_id).await,
+        AccountsCommand::Verify {
+            account_id: Some(account_id),
+            ..
+        } => verify(ctx, account_id).await,
+        AccountsCommand::Verify { selector, .. } => {
+            verify_many(ctx, selector.unwrap_or_default()).await
+        }
         AccountsCommand::Import { file, dry_run } => import::run(ctx, &file, dry_run).await,
         AccountsCommand::Deregister { account_id } => deregister(ctx, account_id).await,
         AccountsCommand::Discover { dry_run, prune } => discover(ctx, dry_run, prune).await,
@@ -172,10 +178,11 @@ async fn deregister(ctx: &Ctx, account_id: String) -> Result<()> {
     Ok(())
 }
 
-async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
-    let answer = ctx
-        .client()
-        .await?
+async fn verify_one(
+    client: &crate::client::Client,
+    account_id: String,
+) -> Result<pb::VerifyAccountResponse> {
+    client
         .call(
             pb::VerifyAccountRequest {
                 account_id,
@@ -183,7 +190,123 @@ async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
             },
             |mut api, request| async move { api.verify_account(request).await },
         )
-        .await?;
+        .await
+}
+
+/// Accounts verified at once: each VerifyAccount assumes the role in every region of the account, so a few in
+/// parallel take a 300-account fleet in seconds without a burst of STS calls.
+const VERIFY_CONCURRENCY: usize = 8;
+
+/// Every account `selector` matches (empty: all), one summary row each, failures first in the exit code: 4 if
+/// AWS denied any account's role, 1 if anything else failed.
+async fn verify_many(ctx: &Ctx, selector: String) -> Result<()> {
+    use futures_util::{StreamExt as _, stream};
+    let client = ctx.client().await?;
+    let accounts = all_pages(usize::MAX, |page_token| {
+        let request = pb::ListAccountsRequest {
+            page_size: 1000,
+            page_token,
+            label_selector: selector.clone(),
+        };
+        let client = &client;
+        async move {
+            let page = client
+                .call(request, |mut api, request| async move {
+                    api.list_accounts(request).await
+                })
+                .await?;
+            Ok((page.accounts, page.next_page_token))
+        }
+    })
+    .await?;
+    if accounts.is_empty() {
+        return Err(CliError::Failed(if selector.is_empty() {
+            "no account is registered (or none you may see)".to_owned()
+        } else {
+            format!("no account matches `{selector}` (tablecrypt accounts list shows the labels)")
+        }));
+    }
+    let answers: Vec<Result<pb::VerifyAccountResponse>> = stream::iter(&accounts)
+        .map(|account| verify_one(&client, account.account_id.clone()))
+        .buffered(VERIFY_CONCURRENCY)
+        .collect()
+        .await;
+    let mut rows = table(&["account", "name", "regions ok", "failures"]);
+    let (mut failed, mut denied) = (0, 0);
+    let mut json = Vec::new();
+    for (account, answer) in accounts.iter().zip(answers) {
+        let (ok, failures) = match &answer {
+            Ok(answer) => {
+                let bad: Vec<&pb::RegionVerification> =
+                    answer.regions.iter().filter(|r| !r.ok).collect();
+                if bad.iter().any(|r| is_denied(r.failure.as_ref())) {
+                    denied += 1;
+                }
+                let failures = bad
+                    .iter()
+                    .map(|r| format!("{}: {}", r.region, names::failure(r.failure.as_ref())))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    format!(
+                        "{}/{}",
+                        answer.regions.len() - bad.len(),
+                        answer.regions.len()
+                    ),
+                    failures,
+                )
+            }
+            Err(e) => {
+                if matches!(e, CliError::AwsDenied(_)) {
+                    denied += 1;
+                }
+                ("-".to_owned(), e.to_string())
+            }
+        };
+        if !failures.is_empty() {
+            failed += 1;
+        }
+        if let Ok(answer) = answer {
+            json.push(answer);
+        }
+        rows.add_row(vec![
+            account.account_id.clone(),
+            account.display_name.clone(),
+            ok,
+            failures,
+        ]);
+    }
+    if ctx.out.is_json() {
+        ctx.out.json(&serde_json::json!({
+            "accounts": json.iter().map(to_json).collect::<Vec<_>>(),
+        }));
+    } else {
+        print_table(&rows);
+        crate::outln!(
+            "{} account(s) verified: {} ok, {failed} with failures",
+            accounts.len(),
+            accounts.len() - failed
+        );
+    }
+    let summary = format!(
+        "{failed} of {} accounts failed verification",
+        accounts.len()
+    );
+    match (failed, denied) {
+        (0, _) => Ok(()),
+        (_, 0) => Err(CliError::Failed(summary)),
+        _ => Err(CliError::AwsDenied(format!(
+            "{summary}; AWS denied the member role in {denied}"
+        ))),
+    }
+}
+
+fn is_denied(failure: Option<&pb::AwsFailure>) -> bool {
+    failure.is_some_and(|f| f.kind == pb::FailureKind::AccessDenied as i32)
+}
+
+async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
+    let answer = verify_one(ctx.client().await?, account_id).await?;
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&answer));
     } else {
@@ -202,15 +325,21 @@ async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
         }
         print_table(&rows);
     }
-    let failed = answer.regions.iter().filter(|r| !r.ok).count();
-    if failed > 0 {
-        return Err(CliError::Failed(format!(
-            "account {}: {failed} of {} regions failed verification",
-            answer.account_id,
-            answer.regions.len()
-        )));
+    let failed: Vec<&pb::RegionVerification> = answer.regions.iter().filter(|r| !r.ok).collect();
+    if failed.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let message = format!(
+        "account {}: {} of {} regions failed verification",
+        answer.account_id,
+        failed.len(),
+        answer.regions.len()
+    );
+    if failed.iter().any(|r| is_denied(r.failure.as_ref())) {
+        Err(CliError::AwsDenied(message))
+    } else {
+        Err(CliError::Failed(message))
+    }
 }
 
 /// One account: the message itself as JSON, or a one-row table.
