@@ -12,12 +12,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// refused tablecrypt's member role (a missing permission, a trust policy or external id that does not match);
 /// 130 interrupted (a watched change request keeps running).
 #[derive(Debug, Parser)]
-#[command(name = "tablecrypt", version, max_term_width = 110)]
+#[command(
+    name = "tablecrypt",
+    version,
+    disable_version_flag = true,
+    arg_required_else_help = true,
+    max_term_width = 110
+)]
 pub struct Cli {
+    /// Print this CLI's version and the server's (asked at --server; no credentials needed).
+    #[arg(short = 'V', long)]
+    pub version: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// How to reach and authenticate to the server, and how to print answers.

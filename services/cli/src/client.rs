@@ -70,6 +70,8 @@ const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct Client {
     api: Api,
+    /// For the health service (no credentials needed).
+    channel: Channel,
     timeout: Duration,
 }
 
@@ -158,9 +160,24 @@ impl Client {
             traceparent: traceparent(),
         };
         Ok(Self {
-            api: TableEncryptionClient::with_interceptor(channel, credentials),
+            api: TableEncryptionClient::with_interceptor(channel.clone(), credentials),
+            channel,
             timeout: global.timeout,
         })
+    }
+
+    /// The server's version, from the header every answer carries (asked of the health service, which needs no
+    /// credentials); `None` from a server too old to send it.
+    pub async fn server_version(&self) -> Result<Option<String>> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let mut request = Request::new(tonic_health::pb::HealthCheckRequest::default());
+        request.set_timeout(self.timeout);
+        let response = health.check(request).await?;
+        Ok(response
+            .metadata()
+            .get(tablecrypt_proto::SERVER_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
     }
 
     /// A client for streams: no deadline.

@@ -22,6 +22,10 @@ pub const CLI_ENVIRONMENT_KEYS: &[&str] = &[
 ];
 
 /// A gRPC code's canonical name ("PERMISSION_DENIED"), as grpcurl prints it and the audit log stores it.
+/// The response header (and trailing metadata) every answer of the server carries: its version, for
+/// `tablecrypt --version`.
+pub const SERVER_VERSION_HEADER: &str = "tablecrypt-server-version";
+
 /// The `google.rpc.ErrorInfo` domain of tablecrypt's error reasons.
 pub const ERROR_DOMAIN: &str = "tablecrypt";
 /// ErrorInfo reason on a PERMISSION_DENIED that AWS, not tablecrypt, refused: the member (or organization) role

@@ -457,6 +457,7 @@ pub async fn run(
     };
     // Metrics outermost, so refused calls are counted too; then authentication and the audit log.
     let server = builder
+        .layer(tower::util::MapResponseLayer::new(with_version))
         .layer(GrpcMetricsLayer::new(grpc_metrics))
         .layer(auth.clone())
         .add_service(health_service)
@@ -551,6 +552,16 @@ fn fleet_settings(config: &Config) -> FleetSettings {
         session_name: config.aws_session_name.clone(),
         ..FleetSettings::default()
     }
+}
+
+/// Every answer names the server's version (health checks included, which need no credentials), so a client
+/// can say which server it talks to.
+fn with_version<B>(mut response: http::Response<B>) -> http::Response<B> {
+    response.headers_mut().insert(
+        http::HeaderName::from_static(tablecrypt_proto::SERVER_VERSION_HEADER),
+        http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    response
 }
 
 /// Scans the whole fleet every `interval` until shutdown.

@@ -182,6 +182,16 @@ async fn exit_codes_say_what_went_wrong() {
         unreachable.stderr.contains("cannot reach"),
         "{unreachable:?}"
     );
+    // --version: the CLI's and the server's (asked without credentials); the CLI's even when the server is down.
+    let version = cli::run(&url, &["--version"]).await.expect_code(0);
+    let ours = env!("CARGO_PKG_VERSION");
+    assert!(
+        version.stdout.contains(&format!("tablecrypt {ours}"))
+            && version.stdout.contains(&format!("server {ours} at {url}")),
+        "{version:?}"
+    );
+    let alone = cli::run("http://127.0.0.1:1", &["-V"]).await.expect_code(0);
+    assert!(alone.stdout.contains("not reached"), "{alone:?}");
     // 2: bad flags (clap), and input the server refuses, with the field named.
     cli::run(&url, &["migrate", "--no-such-flag"])
         .await

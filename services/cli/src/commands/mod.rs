@@ -45,7 +45,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         global: cli.global,
         client: OnceCell::new(),
     };
-    match cli.command {
+    if cli.version {
+        return version(&ctx).await;
+    }
+    let Some(command) = cli.command else {
+        return Err(crate::error::CliError::Usage(
+            "a command is required (tablecrypt --help lists them)".to_owned(),
+        ));
+    };
+    match command {
         Command::Accounts(command) => accounts::run(&ctx, command).await,
         Command::Tables(command) => tables::run(&ctx, command).await,
         Command::Inventory(command) => inventory::run(&ctx, command).await,
@@ -111,4 +119,36 @@ async fn change_items(
         }
     })
     .await
+}
+
+/// `tablecrypt --version`: this CLI's version, then the server's, or why it could not be asked (exit 0 either
+/// way: the CLI's own version is known).
+async fn version(ctx: &Ctx) -> Result<()> {
+    let cli = env!("CARGO_PKG_VERSION");
+    let server = match ctx.client().await {
+        Ok(client) => client
+            .server_version()
+            .await
+            .map(|v| v.unwrap_or_else(|| "unknown (too old to say)".to_owned())),
+        Err(e) => Err(e),
+    };
+    if ctx.out.is_json() {
+        let (version, error) = match &server {
+            Ok(v) => (Some(v.clone()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        ctx.out.json(&serde_json::json!({
+            "cli": cli,
+            "server": version,
+            "serverAddress": ctx.global.server,
+            "serverError": error,
+        }));
+    } else {
+        crate::outln!("tablecrypt {cli}");
+        match server {
+            Ok(v) => crate::outln!("server {v} at {}", ctx.global.server),
+            Err(e) => crate::outln!("server at {}: not reached ({e})", ctx.global.server),
+        }
+    }
+    Ok(())
 }
