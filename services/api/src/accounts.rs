@@ -120,6 +120,17 @@ pub async fn update(
     let spec = current
         .with_changes(changes)
         .map_err(|e| e.prefixed("account"))?;
+    // Nothing to change (an external id compared too): nothing written, the etag stays.
+    if spec == current.spec {
+        return Ok(convert::to_proto(&current));
+    }
+    if request.validate_only {
+        return Ok(convert::to_proto(&tablecrypt_core::Account {
+            spec,
+            version: current.version + 1,
+            ..current
+        }));
+    }
     // Conditional on the version just read, so a concurrent update between the read and this write is refused.
     let updated = store
         .accounts

@@ -430,6 +430,7 @@ async fn update_changes_only_masked_fields_and_honours_etags() {
         update_mask: Some(FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
+        validate_only: false,
     };
     let renamed = client
         .update_account(update(
@@ -530,6 +531,7 @@ async fn update_changes_only_masked_fields_and_honours_etags() {
                 ..Default::default()
             }),
             update_mask: None,
+            validate_only: false,
         })
         .await
         .expect("unmasked")
@@ -581,6 +583,7 @@ async fn deregister_removes_the_account_and_honours_etags() {
             update_mask: Some(FieldMask {
                 paths: vec!["display_name".into()],
             }),
+            validate_only: false,
         })
         .await
         .expect("update");

@@ -217,6 +217,7 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["account_id".into()],
                 }),
+                validate_only: false,
             })
             .await,
         "update_mask",
@@ -231,6 +232,7 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
                     ..good_account()
                 }),
                 update_mask: None,
+                validate_only: false,
             })
             .await,
         "account.etag",

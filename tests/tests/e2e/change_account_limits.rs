@@ -20,6 +20,7 @@ async fn set_limits(s: &Setup, limits: pb::AccountLimits) -> Result<pb::Account,
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["limits".into()],
             }),
+            validate_only: false,
         })
         .await
         .map(tonic::Response::into_inner)

@@ -110,6 +110,7 @@ async fn set_settle_timeout(
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["limits".into()],
             }),
+            validate_only: false,
         })
         .await
 }

@@ -197,6 +197,7 @@ async fn an_account_update_reaches_the_workers_of_a_running_request() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["role_arn".into()],
                 }),
+                validate_only: false,
             },
         ))
         .await

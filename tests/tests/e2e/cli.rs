@@ -414,6 +414,52 @@ async fn accounts_import_checks_the_whole_file_first_then_registers_and_updates(
     .json();
     assert_eq!(listed["accounts"][0]["accountId"], ids[0], "{listed}");
     assert_eq!(listed["accounts"].as_array().expect("list").len(), 1);
+
+    // External ids, never shown back, are compared by the server: a dry run is a drift check.
+    let with_external_id = |external_id: &str| {
+        let mut text = format!("accounts:\n{changed}");
+        text.push_str(&format!("    external_id: {external_id}\n"));
+        text
+    };
+    std::fs::write(&file, with_external_id("first-secret")).expect("write");
+    let set = cli::run(&url, &["accounts", "import", path, "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        set["accounts"][4]["changedFields"],
+        serde_json::json!(["external_id"]),
+        "{set}"
+    );
+    let action_of_last = |run: CliRun| run.json()["accounts"][4]["action"].clone();
+    let again = cli::run(
+        &url,
+        &["accounts", "import", path, "--dry-run", "-o", "json"],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(
+        action_of_last(again),
+        "unchanged",
+        "the same external id is no drift"
+    );
+    let again = cli::run(&url, &["accounts", "import", path, "-o", "json"])
+        .await
+        .expect_code(0);
+    assert_eq!(action_of_last(again), "unchanged");
+    std::fs::write(&file, with_external_id("rotated-secret")).expect("write");
+    let drift = cli::run(
+        &url,
+        &["accounts", "import", path, "--dry-run", "-o", "json"],
+    )
+    .await
+    .expect_code(0)
+    .json();
+    assert_eq!(drift["accounts"][4]["action"], "would update", "{drift}");
+    assert_eq!(
+        drift["accounts"][4]["changedFields"],
+        serde_json::json!(["external_id"])
+    );
     app.stop().await.expect("stop");
 }
 

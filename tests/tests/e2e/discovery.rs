@@ -310,6 +310,7 @@ async fn discovery_registers_relabels_and_prunes_an_organization() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["labels".into()],
             }),
+            validate_only: false,
         })
         .await
         .expect("relabel");
@@ -580,6 +581,7 @@ async fn discovery_needs_admin_everywhere_and_grants_scoped_on_discovered_labels
         update_mask: Some(prost_types::FieldMask {
             paths: vec!["labels".into()],
         }),
+        validate_only: false,
     };
     let updated = client
         .update_account(as_token("payments-admin", relabel(PAYMENTS)))

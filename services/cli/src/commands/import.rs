@@ -170,8 +170,8 @@ impl Entry {
         })
     }
 
-    /// The fields that differ from the registered account. An external id cannot be compared (the server never
-    /// returns it), so one given in the file is always sent.
+    /// The fields that visibly differ from the registered account (an external id is compared by the server:
+    /// see [`external_id_differs`]).
     fn changed_fields(&self, registered: &pb::Account) -> Vec<&'static str> {
         let mut fields = Vec::new();
         if self.display_name != registered.display_name {
@@ -196,11 +196,35 @@ impl Entry {
         if self.limits_proto().unwrap_or_default() != registered.limits.unwrap_or_default() {
             fields.push("limits");
         }
-        if !self.external_id.is_empty() {
-            fields.push("external_id");
-        }
         fields
     }
+}
+
+/// Whether the file's external id differs from the registered one. The server never returns it, so it is asked
+/// to validate the change without making it: the etag it answers stays the current one when nothing would change.
+async fn external_id_differs(
+    client: &crate::client::Client,
+    entry: &Entry,
+    registered: &pb::Account,
+) -> Result<bool> {
+    if entry.external_id.is_empty() {
+        return Ok(false);
+    }
+    let mut account = entry.to_proto();
+    account.etag = registered.etag.clone();
+    let would_be = client
+        .call(
+            pb::UpdateAccountRequest {
+                account: Some(account),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["external_id".to_owned()],
+                }),
+                validate_only: true,
+            },
+            |mut api, request| async move { api.update_account(request).await },
+        )
+        .await?;
+    Ok(would_be.etag != registered.etag)
 }
 
 /// What happened to one account.
@@ -284,7 +308,10 @@ async fn apply(
         }
         Err(error) => return Err(error),
     };
-    let fields = entry.changed_fields(&registered);
+    let mut fields = entry.changed_fields(&registered);
+    if external_id_differs(client, entry, &registered).await? {
+        fields.push("external_id");
+    }
     if fields.is_empty() {
         return Ok(("unchanged", fields));
     }
@@ -298,6 +325,7 @@ async fn apply(
                     update_mask: Some(prost_types::FieldMask {
                         paths: fields.iter().map(|f| (*f).to_owned()).collect(),
                     }),
+                    validate_only: false,
                 },
                 |mut api, request| async move { api.update_account(request).await },
             )
