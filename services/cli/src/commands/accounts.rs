@@ -227,7 +227,7 @@ async fn verify_many(ctx: &Ctx, selector: String) -> Result<()> {
         }));
     }
     let answers: Vec<Result<pb::VerifyAccountResponse>> = stream::iter(&accounts)
-        .map(|account| verify_one(&client, account.account_id.clone()))
+        .map(|account| verify_one(client, account.account_id.clone()))
         .buffered(VERIFY_CONCURRENCY)
         .collect()
         .await;
