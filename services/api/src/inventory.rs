@@ -363,6 +363,9 @@ pub async fn get_key_usage(
     Ok(pb::GetKeyUsageResponse {
         kms_key_arn: usage.key_arn,
         unused: usage.tables.is_empty(),
+        inventory_time: usage
+            .inventory_time
+            .map(crate::conversions::timestamp::to_proto),
         tables: usage
             .tables
             .iter()

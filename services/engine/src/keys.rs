@@ -137,6 +137,8 @@ pub async fn resolve_keys_across(
 pub struct KeyUsage {
     pub key_arn: String,
     pub tables: Vec<InventoryEntry>,
+    /// When the key's account-region was last scanned successfully: no table found there is only as true as this.
+    pub inventory_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The tables using `key` (resolved as [`resolve_key`] does, in `at` for an alias name or key id), at most `limit`,
@@ -164,12 +166,26 @@ pub async fn key_usage(
             return Ok(KeyUsage {
                 key_arn,
                 tables: Vec::new(),
+                inventory_time: None,
             });
         }
     }
+    let inventory_time = match tablecrypt_core::KeyArn::parse(&key_arn) {
+        Ok(arn) => {
+            store
+                .scans
+                .last_success(arn.account_id().as_str(), arn.region().as_str())
+                .await?
+        }
+        Err(_) => None,
+    };
     let (tables, _) = store.inventory.list(&filter, None, limit).await?;
     // A global table on the key is listed in each of its regions (one by its key, the others by a replica's):
     // it is one table.
     let tables = tablecrypt_core::table::one_per_global_table(tables, |entry| Some(&entry.table));
-    Ok(KeyUsage { key_arn, tables })
+    Ok(KeyUsage {
+        key_arn,
+        tables,
+        inventory_time,
+    })
 }

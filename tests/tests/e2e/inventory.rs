@@ -348,13 +348,27 @@ async fn a_scan_lists_every_working_account_and_reports_the_broken_ones() {
 #[tokio::test]
 async fn key_usage_live_reads_and_disappearing_tables() {
     let s = setup().await;
+    let mut client = s.app.client.clone();
+    // Never scanned: "unused" would mean nothing, and the answer says so by having no inventory time.
+    let before = client
+        .get_key_usage(pb::GetKeyUsageRequest {
+            kms_key: key_arn(KEY_B),
+            ..Default::default()
+        })
+        .await
+        .expect("usage before a scan")
+        .into_inner();
+    assert!(
+        before.unused && before.inventory_time.is_none(),
+        "{before:?}"
+    );
+    let scan_start = std::time::SystemTime::now();
     s.app
         .refresh_and_wait(pb::RefreshInventoryRequest {
             account_ids: vec!["111111111111".into()],
             regions: vec![],
         })
         .await;
-    let mut client = s.app.client.clone();
 
     let usage = client
         .get_key_usage(pb::GetKeyUsageRequest {
@@ -377,6 +391,15 @@ async fn key_usage_live_reads_and_disappearing_tables() {
         .expect("usage b")
         .into_inner();
     assert!(unused.unused);
+    let scanned = unused.inventory_time.expect("the scan's time");
+    let started = scan_start
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    assert!(
+        scanned.seconds >= started - 1,
+        "{scanned:?} before the scan began at {started}"
+    );
     let status = client
         .get_key_usage(pb::GetKeyUsageRequest {
             kms_key: "alias/a".into(),

@@ -30,9 +30,10 @@ pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
         ctx.out.json(&to_json(&usage));
         return Ok(());
     }
+    let scanned = scanned(usage.inventory_time.as_ref());
     if usage.unused {
         crate::outln!(
-            "{}: no inventoried table or replica uses this key. Refresh the inventory first if it is old.",
+            "{}: no inventoried table or replica uses this key ({scanned}).",
             usage.kms_key_arn
         );
         return Ok(());
@@ -62,9 +63,24 @@ pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
     }
     print_table(&rows);
     crate::outln!(
-        "{} tables use {}; migrate them before disabling it.",
+        "{} tables use {}; migrate them before disabling it ({scanned}).",
         usage.tables.len(),
         usage.kms_key_arn
     );
     Ok(())
+}
+
+/// How fresh the inventory behind the answer is, in words.
+fn scanned(time: Option<&prost_types::Timestamp>) -> String {
+    let Some(time) = time.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0)) else {
+        return "its account-region was never scanned: run tablecrypt inventory refresh first"
+            .to_owned();
+    };
+    let age = (chrono::Utc::now() - time).to_std().unwrap_or_default();
+    let age = std::time::Duration::from_secs(age.as_secs());
+    format!(
+        "its account-region was last scanned {} ago, at {}; refresh first if that is old",
+        humantime::format_duration(age),
+        time.format("%Y-%m-%d %H:%M UTC")
+    )
 }

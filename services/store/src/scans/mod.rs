@@ -1,5 +1,6 @@
 //! Inventory scans and their per account-region targets.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tablecrypt_core::scan::{InventoryScan, ScanState, ScanTargetState, ScanTargetStatus};
 use tablecrypt_core::{AccountId, FailureKind, Region};
@@ -167,6 +168,22 @@ impl ScanRepository {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// When `account_id`/`region` was last scanned successfully, if ever.
+    pub async fn last_success(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "SELECT max(finish_time) FROM inventory_scan_targets
+             WHERE account_id = $1 AND region = $2 AND state = 'SUCCEEDED'",
+            account_id,
+            region
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn get(&self, scan_id: Uuid) -> Result<InventoryScan, StoreError> {
