@@ -125,11 +125,10 @@ pub async fn update(
         return Ok(convert::to_proto(&current));
     }
     if request.validate_only {
-        return Ok(convert::to_proto(&tablecrypt_core::Account {
-            spec,
-            version: current.version + 1,
-            ..current
-        }));
+        // No etag: the version it would get is not known until written, and a guessed one could match another.
+        let mut would_be = convert::to_proto(&tablecrypt_core::Account { spec, ..current });
+        would_be.etag = String::new();
+        return Ok(would_be);
     }
     // Conditional on the version just read, so a concurrent update between the read and this write is refused.
     let updated = store

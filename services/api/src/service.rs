@@ -237,7 +237,15 @@ impl TableEncryption for TableEncryptionService {
     ) -> Result<Response<pb::Account>, Status> {
         let caller = caller(&request)?;
         let account = request.get_ref().account.clone().unwrap_or_default();
-        note_target(&request, format!("account {}", account.account_id));
+        let validate_only = if request.get_ref().validate_only {
+            " (validate only)"
+        } else {
+            ""
+        };
+        note_target(
+            &request,
+            format!("account {}{validate_only}", account.account_id),
+        );
         self.check_accounts(
             &caller,
             Permission::ManageAccounts,

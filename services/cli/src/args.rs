@@ -143,6 +143,10 @@ pub enum AccountsCommand {
         /// Check the file and show what would change, without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Like --dry-run, and exit 1 if any account differs from the file: a drift check for CI (external ids
+        /// are compared only for a caller with the admin role; others see them "not compared").
+        #[arg(long)]
+        check: bool,
     },
     /// Remove an account from the registry.
     Deregister { account_id: String },

@@ -21,8 +21,7 @@ pub const CLI_ENVIRONMENT_KEYS: &[&str] = &[
     "external_id",
 ];
 
-/// A gRPC code's canonical name ("PERMISSION_DENIED"), as grpcurl prints it and the audit log stores it.
-/// The response header (and trailing metadata) every answer of the server carries: its version, for
+/// The response header every answer of the gRPC listener carries: the server's version, for
 /// `tablecrypt --version`.
 pub const SERVER_VERSION_HEADER: &str = "tablecrypt-server-version";
 
@@ -32,6 +31,7 @@ pub const ERROR_DOMAIN: &str = "tablecrypt";
 /// lacks a permission or cannot be assumed. Metadata `role_refused` is "true" when AssumeRole itself failed.
 pub const AWS_ACCESS_DENIED_REASON: &str = "AWS_ACCESS_DENIED";
 
+/// A gRPC code's canonical name ("PERMISSION_DENIED"), as grpcurl prints it and the audit log stores it.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {

@@ -455,7 +455,8 @@ pub async fn run(
             Some(tls)
         }
     };
-    // Metrics outermost, so refused calls are counted too; then authentication and the audit log.
+    // The version header outermost (on every answer, refusals included); then metrics, so refused calls are
+    // counted too; then authentication and the audit log.
     let server = builder
         .layer(tower::util::MapResponseLayer::new(with_version))
         .layer(GrpcMetricsLayer::new(grpc_metrics))
@@ -554,8 +555,8 @@ fn fleet_settings(config: &Config) -> FleetSettings {
     }
 }
 
-/// Every answer names the server's version (health checks included, which need no credentials), so a client
-/// can say which server it talks to.
+/// Every answer of the gRPC listener names the server's version (health checks included, which need no
+/// credentials), so a client can say which server it talks to.
 fn with_version<B>(mut response: http::Response<B>) -> http::Response<B> {
     response.headers_mut().insert(
         http::HeaderName::from_static(tablecrypt_proto::SERVER_VERSION_HEADER),

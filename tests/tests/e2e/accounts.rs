@@ -470,6 +470,76 @@ async fn update_changes_only_masked_fields_and_honours_etags() {
         .expect_err("stale etag");
     assert_eq!(status.code(), Code::Aborted);
 
+    // An update that changes nothing writes nothing (the etag stays), but a stale etag is still refused.
+    let same = |etag: &str| {
+        update(
+            pb::Account {
+                account_id: ACCOUNT.into(),
+                display_name: "Payments prod".into(),
+                etag: etag.into(),
+                ..Default::default()
+            },
+            &["display_name"],
+        )
+    };
+    let unchanged = client
+        .update_account(same(&renamed.etag))
+        .await
+        .expect("no-op")
+        .into_inner();
+    assert_eq!(unchanged.etag, renamed.etag);
+    let status = client
+        .update_account(same(&created.etag))
+        .await
+        .expect_err("stale etag, no change");
+    assert_eq!(status.code(), Code::Aborted);
+    // validate_only: the account as it would be, with no etag, and nothing written; an external id is compared.
+    let external_id = |value: &str, validate_only: bool| pb::UpdateAccountRequest {
+        validate_only,
+        ..update(
+            pb::Account {
+                account_id: ACCOUNT.into(),
+                external_id: value.into(),
+                ..Default::default()
+            },
+            &["external_id"],
+        )
+    };
+    let would = client
+        .update_account(external_id("another-external-id", true))
+        .await
+        .expect("validate only")
+        .into_inner();
+    assert_eq!(would.etag, "", "a change would be made");
+    let stored = client
+        .get_account(pb::GetAccountRequest {
+            account_id: ACCOUNT.into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(stored.etag, renamed.etag, "validate_only wrote nothing");
+    client
+        .update_account(external_id("another-external-id", false))
+        .await
+        .expect("set the external id");
+    let stored = client
+        .get_account(pb::GetAccountRequest {
+            account_id: ACCOUNT.into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let would = client
+        .update_account(external_id("another-external-id", true))
+        .await
+        .expect("validate only")
+        .into_inner();
+    assert_eq!(
+        would.etag, stored.etag,
+        "the same external id changes nothing"
+    );
+
     // Invalid values and masks are refused with the field named, and change nothing.
     let status = client
         .update_account(update(

@@ -447,6 +447,9 @@ async fn accounts_import_checks_the_whole_file_first_then_registers_and_updates(
         .await
         .expect_code(0);
     assert_eq!(action_of_last(again), "unchanged");
+    cli::run(&url, &["accounts", "import", path, "--check"])
+        .await
+        .expect_code(0);
     std::fs::write(&file, with_external_id("rotated-secret")).expect("write");
     let drift = cli::run(
         &url,
@@ -456,6 +459,10 @@ async fn accounts_import_checks_the_whole_file_first_then_registers_and_updates(
     .expect_code(0)
     .json();
     assert_eq!(drift["accounts"][4]["action"], "would update", "{drift}");
+    let check = cli::run(&url, &["accounts", "import", path, "--check"])
+        .await
+        .expect_code(1);
+    assert!(check.stderr.contains("1 of 5 accounts differ"), "{check:?}");
     assert_eq!(
         drift["accounts"][4]["changedFields"],
         serde_json::json!(["external_id"])

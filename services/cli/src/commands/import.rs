@@ -200,19 +200,20 @@ impl Entry {
     }
 }
 
-/// Whether the file's external id differs from the registered one. The server never returns it, so it is asked
-/// to validate the change without making it: the etag it answers stays the current one when nothing would change.
+/// Whether the file's external id differs from the registered one (`None`: the caller may not ask). The server
+/// never returns it, so it is asked to validate the change without making it: the etag it answers stays the
+/// current one when nothing would change.
 async fn external_id_differs(
     client: &crate::client::Client,
     entry: &Entry,
     registered: &pb::Account,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     if entry.external_id.is_empty() {
-        return Ok(false);
+        return Ok(Some(false));
     }
     let mut account = entry.to_proto();
     account.etag = registered.etag.clone();
-    let would_be = client
+    let asked = client
         .call(
             pb::UpdateAccountRequest {
                 account: Some(account),
@@ -223,9 +224,17 @@ async fn external_id_differs(
             },
             |mut api, request| async move { api.update_account(request).await },
         )
-        .await?;
-    Ok(would_be.etag != registered.etag)
+        .await;
+    match asked {
+        Ok(would_be) => Ok(Some(would_be.etag != registered.etag)),
+        // A read-only caller (a CI token) may still check everything else.
+        Err(CliError::Access(message)) if message.starts_with("PERMISSION_DENIED") => Ok(None),
+        Err(error) => Err(error),
+    }
 }
+
+/// Shown for an external id the caller may not have compared.
+const EXTERNAL_ID_NOT_COMPARED: &str = "external_id (not compared: that needs the admin role)";
 
 /// What happened to one account.
 struct Outcome {
@@ -235,7 +244,9 @@ struct Outcome {
     error: Option<CliError>,
 }
 
-pub async fn run(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<()> {
+/// Imports `file`; with `dry_run` only reports; with `check` (a dry run too) fails when anything would change.
+pub async fn run(ctx: &Ctx, file: &Path, dry_run: bool, check: bool) -> Result<()> {
+    let dry_run = dry_run || check;
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
     let entries = parse(&text)?;
@@ -266,6 +277,14 @@ pub async fn run(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<()> {
         return Err(CliError::Failed(format!(
             "{failed} of {} accounts could not be imported",
             outcomes.len()
+        )));
+    }
+    let drifted = outcomes.iter().filter(|o| o.action != "unchanged").count();
+    if check && drifted > 0 {
+        return Err(CliError::Failed(format!(
+            "{drifted} of {} accounts differ from {}",
+            outcomes.len(),
+            file.display()
         )));
     }
     Ok(())
@@ -309,11 +328,16 @@ async fn apply(
         Err(error) => return Err(error),
     };
     let mut fields = entry.changed_fields(&registered);
-    if external_id_differs(client, entry, &registered).await? {
-        fields.push("external_id");
+    let mut notes = Vec::new();
+    match external_id_differs(client, entry, &registered).await? {
+        Some(true) => fields.push("external_id"),
+        Some(false) => {}
+        // Sent anyway by a real import (which the server then refuses as for any update by this caller).
+        None if !dry_run => fields.push("external_id"),
+        None => notes.push(EXTERNAL_ID_NOT_COMPARED),
     }
     if fields.is_empty() {
-        return Ok(("unchanged", fields));
+        return Ok(("unchanged", notes));
     }
     if !dry_run {
         let mut account = entry.to_proto();
@@ -331,6 +355,7 @@ async fn apply(
             )
             .await?;
     }
+    fields.extend(notes);
     Ok((if dry_run { "would update" } else { "updated" }, fields))
 }
 

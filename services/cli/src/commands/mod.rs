@@ -46,6 +46,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         client: OnceCell::new(),
     };
     if cli.version {
+        if cli.command.is_some() {
+            return Err(crate::error::CliError::Usage(
+                "--version takes no command".to_owned(),
+            ));
+        }
         return version(&ctx).await;
     }
     let Some(command) = cli.command else {

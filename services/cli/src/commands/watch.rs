@@ -34,20 +34,25 @@ struct Progress {
     items: HashMap<i64, (Group, bool)>,
     /// The request as last seen.
     request: pb::ChangeRequest,
-    /// Time spent RUNNING while watched (paused and queued time do not count towards the ETA's rate).
+    /// Time spent RUNNING while watched, and since when it is running now (paused and queued time do not count
+    /// towards the ETA's rate).
     running: Duration,
     running_since: Option<std::time::Instant>,
-    /// Finished tables when the watch first saw them (those finished before, or at planning, say nothing of
-    /// the rate).
-    done_at_start: Option<u64>,
+    /// Tables that finished while watched and RUNNING (those finished before, at planning, or during a pause
+    /// say nothing of the rate).
+    finished_running: u64,
 }
 
-/// The ETA from the rate tables finished while watched and RUNNING: none until one has.
-fn eta(running: Duration, finished_while_watched: u64, remaining: u64) -> Option<Duration> {
-    if finished_while_watched == 0 || remaining == 0 {
+/// Tables that must finish under watch before an ETA is shown: the first ones were already in flight when the
+/// watch began, and alone would make the rate look far too fast.
+const ETA_MIN_FINISHED: u64 = 3;
+
+/// The ETA from the rate tables finished while watched and RUNNING: none until a few have.
+fn eta(running: Duration, finished_while_running: u64, remaining: u64) -> Option<Duration> {
+    if finished_while_running < ETA_MIN_FINISHED || remaining == 0 {
         return None;
     }
-    Some(running.mul_f64(remaining as f64 / finished_while_watched as f64))
+    Some(running.mul_f64(remaining as f64 / finished_while_running as f64))
 }
 
 /// The overall bar's words: the state, every table's state by name (queued, applying, waiting for AWS, ok,
@@ -104,7 +109,7 @@ impl Progress {
             request: pb::ChangeRequest::default(),
             running: Duration::ZERO,
             running_since: None,
-            done_at_start: None,
+            finished_running: 0,
         }
     }
 
@@ -124,8 +129,6 @@ impl Progress {
         let done: u64 = self.totals.values().map(|t| t.1).sum();
         self.overall.set_length(total);
         self.overall.set_position(done);
-        // Skipped and blocked tables were finished at planning: they must not make the ETA look fast.
-        self.done_at_start.get_or_insert(done);
         if self.region_bars.is_some() || self.regions_done.is_some() {
             return;
         }
@@ -172,8 +175,12 @@ impl Progress {
         if done && before != Some(true) {
             entry.1 += 1;
             self.overall.inc(1);
+            if self.running_since.is_some() {
+                self.finished_running += 1;
+            }
         }
         self.redraw_groups();
+        self.show_counts();
     }
 
     fn redraw_groups(&self) {
@@ -192,7 +199,6 @@ impl Progress {
     }
 
     fn request(&mut self, request: &pb::ChangeRequest) {
-        let counts = request.counts.unwrap_or_default();
         let now = std::time::Instant::now();
         if let Some(since) = self.running_since.take() {
             self.running += now - since;
@@ -200,19 +206,27 @@ impl Progress {
         if request.state == pb::ChangeRequestState::Running as i32 {
             self.running_since = Some(now);
         }
-        let done = self.overall.position();
-        let finished = done.saturating_sub(self.done_at_start.unwrap_or(done));
-        let remaining = self.overall.length().unwrap_or(0).saturating_sub(done);
-        self.overall.set_message(progress_message(
-            request.state,
-            &counts,
-            eta(self.running, finished, remaining),
-        ));
         if request.state != self.request.state {
             // A line that survives the bars (and is all there is when stderr is not a terminal).
             self.bars.suspend(|| eprintln!("{}", status_line(request)));
         }
         self.request = request.clone();
+        self.show_counts();
+    }
+
+    /// The overall bar's words, from the request's counts as last seen and the rate of this watch.
+    fn show_counts(&self) {
+        let running = self.running
+            + self
+                .running_since
+                .map_or(Duration::ZERO, |since| since.elapsed());
+        let done = self.overall.position();
+        let remaining = self.overall.length().unwrap_or(0).saturating_sub(done);
+        self.overall.set_message(progress_message(
+            self.request.state,
+            &self.request.counts.unwrap_or_default(),
+            eta(running, self.finished_running, remaining),
+        ));
     }
 
     fn clear(&self) {
@@ -439,8 +453,12 @@ mod tests {
     fn the_bar_names_every_state_and_shows_an_eta_only_when_it_means_something() {
         let running = pb::ChangeRequestState::Running as i32;
         let paused = pb::ChangeRequestState::Paused as i32;
-        // Nothing finished yet under watch: no "ETA 0s".
+        // Nothing (or too little) finished yet under watch: no "ETA 0s", no wild guess.
         assert_eq!(eta(Duration::from_secs(30), 0, 100), None);
+        assert_eq!(
+            eta(Duration::from_secs(30), ETA_MIN_FINISHED - 1, 100),
+            None
+        );
         let message = progress_message(running, &counts(90, 4, 6, 0), None);
         assert_eq!(
             message,
