@@ -359,24 +359,6 @@ async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_verification_exits_4_when_aws_denied_a_role_and_1_for_anything_else() {
-        assert!(verdict(0, 0, String::new).is_ok());
-        assert!(matches!(
-            verdict(2, 0, String::new),
-            Err(CliError::Failed(_))
-        ));
-        assert!(matches!(
-            verdict(2, 1, String::new),
-            Err(CliError::AwsDenied(_))
-        ));
-    }
-}
-
 /// One account: the message itself as JSON, or a one-row table.
 fn print_account(ctx: &Ctx, account: pb::Account) {
     if ctx.out.is_json() {
@@ -411,4 +393,22 @@ fn print_accounts(ctx: &Ctx, accounts: Vec<pb::Account>) {
         ]);
     }
     print_table(&rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verification_exits_4_when_aws_denied_a_role_and_1_for_anything_else() {
+        assert!(verdict(0, 0, String::new).is_ok());
+        assert!(matches!(
+            verdict(2, 0, String::new),
+            Err(CliError::Failed(_))
+        ));
+        assert!(matches!(
+            verdict(2, 1, String::new),
+            Err(CliError::AwsDenied(_))
+        ));
+    }
 }
