@@ -18,6 +18,7 @@ use crate::conversions::change::{created_to_proto, shown, watch_update_to_proto}
 use crate::conversions::change_input::{self as parse, RequestLimits};
 use crate::conversions::change_lists::{self as lists, RequestPosition};
 use crate::error::ApiError;
+use crate::key_aliases;
 use crate::page_token::CallPages;
 use tablecrypt_engine::access::Visible;
 
@@ -46,6 +47,8 @@ pub type WatchStream =
 pub struct ChangeRequests {
     requests: requests::ChangeRequests,
     limits: RequestLimits,
+    /// For the keys' aliases in answers.
+    store: Store,
 }
 
 impl ChangeRequests {
@@ -63,6 +66,7 @@ impl ChangeRequests {
             iac: settings.iac,
         };
         Self {
+            store: store.clone(),
             requests: requests::ChangeRequests::new(
                 store,
                 fleet,
@@ -92,7 +96,17 @@ impl ChangeRequests {
             .requests
             .create(caller, new, request.validate_only)
             .await?;
-        Ok(created_to_proto(&created))
+        self.named(created_to_proto(&created)).await
+    }
+
+    /// A plan's answer with its keys' aliases.
+    async fn named(
+        &self,
+        mut created: pb::CreateChangeRequestResponse,
+    ) -> Result<pb::CreateChangeRequestResponse, ApiError> {
+        created.key_aliases =
+            key_aliases::lookup(&self.store, key_aliases::of_items(&created.items)).await?;
+        Ok(created)
     }
 
     pub async fn update_table(
@@ -114,7 +128,7 @@ impl ChangeRequests {
             .requests
             .rollback(caller, rollback, request.validate_only)
             .await?;
-        Ok(created_to_proto(&created))
+        self.named(created_to_proto(&created)).await
     }
 
     pub async fn get(
@@ -150,7 +164,10 @@ impl ChangeRequests {
             .requests
             .list_items(id, &states, paging.after, paging.size)
             .await?;
-        Ok(lists::item_page_to_proto(&page, &paging))
+        let mut answer = lists::item_page_to_proto(&page, &paging);
+        answer.key_aliases =
+            key_aliases::lookup(&self.store, key_aliases::of_items(&answer.items)).await?;
+        Ok(answer)
     }
 
     pub async fn approve(
@@ -200,7 +217,10 @@ impl ChangeRequests {
             .requests
             .history(query, visible, paging.after, paging.size)
             .await?;
-        Ok(lists::history_page_to_proto(&rows, more, &paging))
+        let mut answer = lists::history_page_to_proto(&rows, more, &paging);
+        answer.key_aliases =
+            key_aliases::lookup(&self.store, key_aliases::of_rotations(&answer.rotations)).await?;
+        Ok(answer)
     }
 
     pub async fn watch(

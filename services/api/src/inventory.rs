@@ -284,11 +284,14 @@ pub async fn list_table_encryptions(
         }
         _ => String::new(),
     };
+    let tables: Vec<pb::EncryptedTable> = entries
+        .iter()
+        .map(|entry| convert::entry_to_proto(entry, iac))
+        .collect();
     Ok(pb::ListTableEncryptionsResponse {
-        tables: entries
-            .iter()
-            .map(|entry| convert::entry_to_proto(entry, iac))
-            .collect(),
+        key_aliases: crate::key_aliases::lookup(store, crate::key_aliases::of_tables(&tables))
+            .await?,
+        tables,
         next_page_token,
     })
 }
@@ -360,16 +363,19 @@ pub async fn get_key_usage(
     }
     let at = account_id.as_ref().zip(region);
     let usage = key_usage(store, fleet, visible, &key, at, MAX_KEY_USAGE_TABLES).await?;
+    let tables: Vec<pb::EncryptedTable> = usage
+        .tables
+        .iter()
+        .map(|entry| convert::entry_to_proto(entry, iac))
+        .collect();
+    let arns = crate::key_aliases::of_tables(&tables).chain([usage.key_arn.as_str()]);
     Ok(pb::GetKeyUsageResponse {
-        kms_key_arn: usage.key_arn,
-        unused: usage.tables.is_empty(),
+        key_aliases: crate::key_aliases::lookup(store, arns).await?,
+        unused: tables.is_empty(),
         inventory_time: usage
             .inventory_time
             .map(crate::conversions::timestamp::to_proto),
-        tables: usage
-            .tables
-            .iter()
-            .map(|entry| convert::entry_to_proto(entry, iac))
-            .collect(),
+        kms_key_arn: usage.key_arn,
+        tables,
     })
 }

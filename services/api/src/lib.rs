@@ -13,6 +13,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;
+mod key_aliases;
 pub mod page_token;
 mod service;
 mod watch_slots;

@@ -60,7 +60,8 @@ pub struct GlobalArgs {
     /// Development servers only (--insecure without authentication): the caller name to act as.
     #[arg(long, env = "TABLECRYPT_CALLER", global = true)]
     pub caller: Option<String>,
-    /// Output format: human-readable tables, or JSON (proto3 JSON mapping, one document) for scripts.
+    /// Output format: human-readable tables (keys by alias, or a short key id), wide tables (keys by alias and
+    /// full ARN), or JSON (proto3 JSON mapping, one document) for scripts.
     #[arg(long, short = 'o', value_enum, env = "TABLECRYPT_OUTPUT", default_value_t = Format::Table, global = true)]
     pub output: Format,
     /// Deadline of each call (not of a watch).
@@ -71,6 +72,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
+    Wide,
     Json,
 }
 

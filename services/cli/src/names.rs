@@ -68,11 +68,46 @@ pub fn failure(failure: Option<&pb::AwsFailure>) -> String {
 }
 
 /// A mode and key as one cell: the key ARN for customer managed keys, else the mode.
-pub fn encryption(mode_value: i32, key_arn: &str) -> String {
-    if key_arn.is_empty() {
+/// A change's target as the caller gave it: the mode, or the key (ARN, id or alias) as written.
+pub fn target(mode_value: i32, kms_key: &str) -> String {
+    if kms_key.is_empty() {
         mode(mode_value)
     } else {
-        key_arn.to_owned()
+        kms_key.to_owned()
+    }
+}
+
+/// Key ARN -> an alias of the key, as answers carry them (`key_aliases`).
+pub type KeyAliases = std::collections::HashMap<String, String>;
+
+/// How long a key id is shown when no alias is known: enough to tell a fleet's keys apart.
+const SHORT_KEY_ID: usize = 8;
+
+/// A table's encryption as a person reads it: the mode for AWS owned (no key); else the key's alias when one is
+/// known, or its short id (`key/1234abcd…`), keeping columns narrow; with `wide`, the alias and the full ARN.
+pub fn encryption(mode_value: i32, key_arn: &str, aliases: &KeyAliases, wide: bool) -> String {
+    if key_arn.is_empty() {
+        return mode(mode_value);
+    }
+    let alias = aliases.get(key_arn);
+    if wide {
+        return match alias {
+            Some(alias) => format!("{alias} {key_arn}"),
+            None => key_arn.to_owned(),
+        };
+    }
+    if let Some(alias) = alias {
+        return alias.clone();
+    }
+    if mode_value == pb::EncryptionMode::AwsManaged as i32 {
+        return mode(mode_value);
+    }
+    match key_arn.rsplit_once(":key/") {
+        Some((_, id)) if id.chars().count() > SHORT_KEY_ID => {
+            format!("key/{}…", id.chars().take(SHORT_KEY_ID).collect::<String>())
+        }
+        Some((_, id)) => format!("key/{id}"),
+        None => key_arn.to_owned(),
     }
 }
 
@@ -111,6 +146,25 @@ pub fn request_is_done(state: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_read_by_alias_or_short_id_and_in_full_when_wide() {
+        let arn = "arn:aws:kms:eu-west-1:111111111111:key/aaaaaaaa-1111-4111-8111-111111111111";
+        let other = "arn:aws:kms:eu-west-1:111111111111:key/bbbbbbbb-1111-4111-8111-111111111111";
+        let aliases = KeyAliases::from([(arn.to_owned(), "alias/payments-a".to_owned())]);
+        let cmk = pb::EncryptionMode::CustomerManaged as i32;
+        assert_eq!(encryption(cmk, arn, &aliases, false), "alias/payments-a");
+        assert_eq!(encryption(cmk, other, &aliases, false), "key/bbbbbbbb…");
+        assert_eq!(
+            encryption(cmk, arn, &aliases, true),
+            format!("alias/payments-a {arn}")
+        );
+        assert_eq!(encryption(cmk, other, &aliases, true), other);
+        let owned = pb::EncryptionMode::AwsOwned as i32;
+        assert_eq!(encryption(owned, "", &aliases, false), "AWS_OWNED");
+        let managed = pb::EncryptionMode::AwsManaged as i32;
+        assert_eq!(encryption(managed, other, &aliases, false), "AWS_MANAGED");
+    }
 
     #[test]
     fn enum_names_lose_their_prefix() {

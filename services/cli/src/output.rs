@@ -17,6 +17,11 @@ impl Printer {
         self.format == Format::Json
     }
 
+    /// `-o wide`: keys by their full ARNs too.
+    pub fn is_wide(&self) -> bool {
+        self.format == Format::Wide
+    }
+
     pub fn json(&self, value: &serde_json::Value) {
         write_line(&serde_json::to_string_pretty(value).expect("a JSON value serializes"));
     }

@@ -323,6 +323,27 @@ impl InventoryScanner {
             Err(error) => return failed(0, &error),
         };
         let key = (account_id.clone(), region.clone());
+        // The account-region's aliases, so keys can be shown by name: one more call, at the describes' pace. A
+        // refusal (the member role lacks kms:ListAliases) keeps the aliases known before and fails nothing.
+        self.limiter.until_key_ready(&key).await;
+        match self.fleet.list_aliases(&target.access, target.region).await {
+            Ok(aliases) => {
+                if let Err(error) = self
+                    .store
+                    .inventory
+                    .record_aliases(
+                        &target.access.account_id,
+                        target.region,
+                        &aliases,
+                        listed_at,
+                    )
+                    .await
+                {
+                    return store_failed(0, &error);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "could not list the key aliases"),
+        }
         let mut described = futures::stream::iter(names.iter().cloned())
             .map(|name| {
                 let key = key.clone();

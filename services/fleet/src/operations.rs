@@ -276,6 +276,35 @@ pub fn encryption_of(
 }
 
 impl Fleet {
+    /// The account-region's KMS aliases that point at a key: (alias name, key ARN). AWS's own aliases without a
+    /// key yet (alias/aws/... before first use) are left out.
+    #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region))]
+    pub async fn list_aliases(
+        &self,
+        access: &AccountAccess,
+        region: tablecrypt_core::Region,
+    ) -> Result<Vec<(String, String)>, FleetError> {
+        let clients = self.clients(access, region).await;
+        let aliases: Vec<aws_sdk_kms::types::AliasListEntry> = clients
+            .kms
+            .list_aliases()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| self.expired_or(access, region, classify(&e)))?;
+        Ok(aliases
+            .into_iter()
+            .filter_map(|alias| {
+                // arn:<partition>:kms:<region>:<account>:alias/<name> -> ...:key/<target key id>
+                let (prefix, _) = alias.alias_arn()?.rsplit_once(":alias/")?;
+                let key_arn = format!("{prefix}:key/{}", alias.target_key_id()?);
+                Some((alias.alias_name?, key_arn))
+            })
+            .collect())
+    }
+
     /// Resolves a key reference (id, ARN, alias name or alias ARN) to its key ARN with KMS DescribeKey in the
     /// account-region.
     #[tracing::instrument(skip_all, fields(account_id = %access.account_id, region = %region, key = reference))]

@@ -156,6 +156,61 @@ impl InventoryRepository {
         Ok(())
     }
 
+    /// Replaces the KMS aliases known in `account_id`/`region` with `aliases` (alias name, key ARN), as listed at
+    /// `observed`.
+    pub async fn record_aliases(
+        &self,
+        account_id: &AccountId,
+        region: Region,
+        aliases: &[(String, String)],
+        observed: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (names, keys): (Vec<String>, Vec<String>) = aliases.iter().cloned().unzip();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "DELETE FROM key_aliases WHERE account_id = $1 AND region = $2",
+            account_id.as_str(),
+            region.as_str()
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO key_aliases (account_id, region, alias_name, key_arn, observe_time)
+             SELECT $1, $2, name, key, $5 FROM UNNEST($3::text[], $4::text[]) AS a (name, key)
+             ON CONFLICT DO NOTHING",
+            account_id.as_str(),
+            region.as_str(),
+            &names,
+            &keys,
+            observed
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An alias of each of `key_arns` that has one (the first by name), as scans last listed them.
+    pub async fn aliases_of(
+        &self,
+        key_arns: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        if key_arns.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = sqlx::query!(
+            r#"SELECT key_arn AS "key_arn!", min(alias_name) AS "alias_name!" FROM key_aliases
+               WHERE key_arn = ANY($1) GROUP BY key_arn"#,
+            key_arns
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.key_arn, r.alias_name))
+            .collect())
+    }
+
     /// Marks as gone the tables of an account-region that a listing taken at `listed_at` did not return.
     #[tracing::instrument(skip_all, fields(account_id = %account_id, region = %region), err(level = "debug"))]
     pub async fn mark_gone(

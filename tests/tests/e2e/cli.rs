@@ -136,6 +136,45 @@ async fn migrate_with_yes_moves_the_tables_and_rollback_brings_them_back() {
         assert_eq!(rotation["toKmsKeyArn"], key_b.as_str());
         assert_eq!(rotation["requestedBy"], "alice");
     }
+    // Keys by alias, as the scan listed them: in the history's JSON, its table, and in full with -o wide.
+    assert_eq!(
+        history["keyAliases"][key_b.as_str()],
+        "alias/b",
+        "{history}"
+    );
+    let table = cli::run(&url, &["history", "--request", &id])
+        .await
+        .expect_code(0);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.contains("bulk-"))
+        .expect("a row");
+    assert!(
+        row.contains("alias/a") && row.contains("alias/b") && !row.contains("arn:aws:kms"),
+        "{row}"
+    );
+    let wide = cli::run(&url, &["history", "--request", &id, "-o", "wide"])
+        .await
+        .expect_code(0);
+    assert!(
+        wide.stdout.contains(&format!("alias/b {key_b}")),
+        "{wide:?}"
+    );
+    let tables = cli::run(
+        &url,
+        &["tables", "list", "--account", PAYMENTS, "--prefix", "bulk-"],
+    )
+    .await
+    .expect_code(0);
+    assert!(
+        tables
+            .stdout
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("alias/b") && l.len() <= 120),
+        "{tables:?}"
+    );
     // The request list shows it, in both formats.
     let listed = cli::run(&url, &["requests", "list", "-o", "json"])
         .await

@@ -381,6 +381,11 @@ async fn key_usage_live_reads_and_disappearing_tables() {
         .into_inner();
     assert_eq!(usage.kms_key_arn, key_arn(KEY_A));
     assert!(!usage.unused);
+    assert_eq!(
+        usage.key_aliases.get(&key_arn(KEY_A)).map(String::as_str),
+        Some("alias/a"),
+        "the scan listed the aliases: {usage:?}"
+    );
     assert_eq!(usage.tables.len(), 2);
     let unused = client
         .get_key_usage(pb::GetKeyUsageRequest {

@@ -207,6 +207,8 @@ pub fn created_to_proto(created: &Created) -> pb::CreateChangeRequestResponse {
     let summary = &created.summary;
     let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
     pb::CreateChangeRequestResponse {
+        // Filled by the handler, which reads the aliases.
+        key_aliases: Default::default(),
         change_request: Some(request_to_proto(&created.request, created.counts.as_ref())),
         summary: Some(pb::PlanSummary {
             change: n(summary.change),

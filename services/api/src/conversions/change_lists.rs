@@ -77,6 +77,8 @@ pub fn item_list(
 
 pub fn item_page_to_proto(page: &ItemPage, paging: &Paging<i32>) -> pb::ListChangeItemsResponse {
     pb::ListChangeItemsResponse {
+        // Filled by the handler, which reads the aliases.
+        key_aliases: Default::default(),
         next_page_token: paging.next_token(page.more, page.items.last(), |i| i.ordinal),
         items: page.items.iter().map(item_to_proto).collect(),
     }
@@ -115,6 +117,8 @@ pub fn history_page_to_proto(
     paging: &Paging<i64>,
 ) -> pb::ListKeyRotationHistoryResponse {
     pb::ListKeyRotationHistoryResponse {
+        // Filled by the handler, which reads the aliases.
+        key_aliases: Default::default(),
         next_page_token: paging.next_token(more, rows.last(), |r| r.history_id),
         rotations: rows.iter().map(rotation_to_proto).collect(),
     }

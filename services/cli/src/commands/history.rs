@@ -26,28 +26,34 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
         start_time,
         end_time: None,
     };
+    let aliases = std::cell::RefCell::new(names::KeyAliases::new());
     let rotations = all_pages(args.limit, |page_token| {
         let request = pb::ListKeyRotationHistoryRequest {
             page_token,
             ..base.clone()
         };
+        let aliases = &aliases;
         async move {
             let page = client
                 .call(request, |mut api, request| async move {
                     api.list_key_rotation_history(request).await
                 })
                 .await?;
+            aliases.borrow_mut().extend(page.key_aliases);
             Ok((page.rotations, page.next_page_token))
         }
     })
     .await?;
+    let aliases = aliases.into_inner();
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&pb::ListKeyRotationHistoryResponse {
             rotations,
             next_page_token: String::new(),
+            key_aliases: aliases,
         }));
         return Ok(());
     }
+    let wide = ctx.out.is_wide();
     let mut rows = table(&[
         "finished",
         "account",
@@ -65,8 +71,8 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
             r.account_id.clone(),
             r.region.clone(),
             r.table_name.clone(),
-            names::encryption(r.from_mode, &r.from_kms_key_arn),
-            names::encryption(r.to_mode, &r.to_kms_key_arn),
+            names::encryption(r.from_mode, &r.from_kms_key_arn, &aliases, wide),
+            names::encryption(r.to_mode, &r.to_kms_key_arn, &aliases, wide),
             r.change_request_id.clone(),
             r.requested_by.clone(),
             r.approved_by.clone(),

@@ -31,11 +31,12 @@ pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
         return Ok(());
     }
     let scanned = scanned(usage.inventory_time.as_ref());
+    let key = match usage.key_aliases.get(&usage.kms_key_arn) {
+        Some(alias) => format!("{} ({alias})", usage.kms_key_arn),
+        None => usage.kms_key_arn.clone(),
+    };
     if usage.unused {
-        crate::outln!(
-            "{}: no inventoried table or replica uses this key ({scanned}).",
-            usage.kms_key_arn
-        );
+        crate::outln!("{key}: no inventoried table or replica uses this key ({scanned}).");
         return Ok(());
     }
     let mut rows = table(&["account", "region", "table", "where"]);
@@ -63,9 +64,8 @@ pub async fn run(ctx: &Ctx, command: KeysCommand) -> Result<()> {
     }
     print_table(&rows);
     crate::outln!(
-        "{} tables use {}; migrate them before disabling it ({scanned}).",
-        usage.tables.len(),
-        usage.kms_key_arn
+        "{} tables use {key}; migrate them before disabling it ({scanned}).",
+        usage.tables.len()
     );
     Ok(())
 }

@@ -100,30 +100,38 @@ where
     Ok(items)
 }
 
-/// A change request's items in plan order, optionally only those in `states`, at most `limit`.
+/// A change request's items in plan order, optionally only those in `states`, at most `limit`; and the aliases
+/// of their keys.
 async fn change_items(
     client: &Client,
     change_request_id: &str,
     states: Vec<i32>,
     limit: usize,
-) -> Result<Vec<tablecrypt_proto::v1::ChangeItem>> {
-    all_pages(limit, |page_token| {
+) -> Result<(
+    Vec<tablecrypt_proto::v1::ChangeItem>,
+    crate::names::KeyAliases,
+)> {
+    let aliases = std::cell::RefCell::new(crate::names::KeyAliases::new());
+    let items = all_pages(limit, |page_token| {
         let request = tablecrypt_proto::v1::ListChangeItemsRequest {
             change_request_id: change_request_id.to_owned(),
             page_size: 1000,
             page_token,
             states: states.clone(),
         };
+        let aliases = &aliases;
         async move {
             let page = client
                 .call(request, |mut api, request| async move {
                     api.list_change_items(request).await
                 })
                 .await?;
+            aliases.borrow_mut().extend(page.key_aliases);
             Ok((page.items, page.next_page_token))
         }
     })
-    .await
+    .await?;
+    Ok((items, aliases.into_inner()))
 }
 
 /// `tablecrypt --version`: this CLI's version, then the server's, or why it could not be asked (exit 0 either

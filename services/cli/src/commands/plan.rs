@@ -25,7 +25,7 @@ pub fn print(plan: &pb::CreateChangeRequestResponse) {
     if let Some(request) = &plan.change_request {
         let target = request.target.clone().unwrap_or_default();
         let to = if request.rollback_of.is_empty() {
-            names::encryption(target.mode, &target.kms_key)
+            names::target(target.mode, &target.kms_key)
         } else {
             format!(
                 "each table's key before change request {}",

@@ -177,7 +177,7 @@ fn target(request: &pb::ChangeRequest) -> String {
         return format!("rollback of {}", request.rollback_of);
     }
     let target = request.target.clone().unwrap_or_default();
-    names::encryption(target.mode, &target.kms_key)
+    names::target(target.mode, &target.kms_key)
 }
 
 fn item_state_to_proto(state: ItemState) -> i32 {
@@ -210,10 +210,10 @@ async fn get(
             |mut api, request| async move { api.get_change_request(request).await },
         )
         .await?;
-    let items = if with_items {
+    let (items, aliases) = if with_items {
         change_items(client, &change_request_id, states, limit).await?
     } else {
-        Vec::new()
+        Default::default()
     };
     if ctx.out.is_json() {
         let mut document = to_json(&request);
@@ -236,8 +236,13 @@ async fn get(
                 i.table_name.clone(),
                 names::action(i.action),
                 names::item_state(i.state),
-                names::encryption(i.from_mode, &i.from_kms_key_arn),
-                names::encryption(i.to_mode, &i.to_kms_key_arn),
+                names::encryption(
+                    i.from_mode,
+                    &i.from_kms_key_arn,
+                    &aliases,
+                    ctx.out.is_wide(),
+                ),
+                names::encryption(i.to_mode, &i.to_kms_key_arn, &aliases, ctx.out.is_wide()),
                 names::reason(i.reason),
                 i.message.clone(),
             ]);

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, command: TablesCommand) -> Result<()> {
             if ctx.out.is_json() {
                 ctx.out.json(&to_json(&found));
             } else {
-                print_tables(ctx, vec![found]);
+                print_tables(ctx, vec![found], names::KeyAliases::new());
             }
             Ok(())
         }
@@ -64,23 +64,26 @@ async fn list(ctx: &Ctx, filters: TableFilters) -> Result<()> {
         include_gone: filters.include_gone,
         table_tag_selector: filters.tag.unwrap_or_default(),
     };
+    let aliases = std::cell::RefCell::new(names::KeyAliases::new());
     let tables = all_pages(filters.limit.unwrap_or(usize::MAX), |page_token| {
         let request = pb::ListTableEncryptionsRequest {
             page_token,
             ..base.clone()
         };
+        let aliases = &aliases;
         async move {
             let page = client
                 .call(request, |mut api, request| async move {
                     api.list_table_encryptions(request).await
                 })
                 .await?;
+            aliases.borrow_mut().extend(page.key_aliases);
             Ok((page.tables, page.next_page_token))
         }
     })
     .await?;
     let count = tables.len();
-    print_tables(ctx, tables);
+    print_tables(ctx, tables, aliases.into_inner());
     if !ctx.out.is_json() {
         eprintln!("{count} tables");
     }
@@ -100,11 +103,12 @@ fn iac_column(table: &pb::EncryptedTable) -> String {
     }
 }
 
-fn print_tables(ctx: &Ctx, tables: Vec<pb::EncryptedTable>) {
+fn print_tables(ctx: &Ctx, tables: Vec<pb::EncryptedTable>, key_aliases: names::KeyAliases) {
     if ctx.out.is_json() {
         ctx.out.json(&to_json(&pb::ListTableEncryptionsResponse {
             tables,
             next_page_token: String::new(),
+            key_aliases,
         }));
         return;
     }
@@ -130,7 +134,7 @@ fn print_tables(ctx: &Ctx, tables: Vec<pb::EncryptedTable>) {
             t.account_id.clone(),
             t.region.clone(),
             t.table_name.clone(),
-            names::encryption(t.mode, &t.kms_key_arn),
+            names::encryption(t.mode, &t.kms_key_arn, &key_aliases, ctx.out.is_wide()),
             t.sse_status.clone(),
             status,
             iac_column(t),

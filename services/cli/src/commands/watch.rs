@@ -356,7 +356,7 @@ pub async fn finish(
     let client = ctx.client().await?;
     let id = request.change_request_id.clone();
     // The failed tables, at most 10,000 of them.
-    let failed = change_items(
+    let (failed, _) = change_items(
         client,
         &id,
         vec![pb::ChangeItemState::Failed as i32],
