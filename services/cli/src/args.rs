@@ -91,16 +91,29 @@ pub enum Command {
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Plan, confirm, create and watch a batch key migration.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt migrate --selector team=payments --from-key alias/payments-a --to-key alias/payments-b --dry-run\n  \
+        tablecrypt migrate --account 111111111111 --region eu-west-1 --to-mode aws-managed --yes\n  \
+        tablecrypt migrate --selector team=payments --to-key alias/payments-b --tag app=checkout --include-iac-owned")]
     Migrate(MigrateArgs),
     /// Change requests: list, inspect, approve, pause, resume, cancel, roll back, watch.
     #[command(subcommand)]
     Requests(RequestsCommand),
     /// The key rotation history: every table change tablecrypt made.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt history --request 6f1c1f3e-8f1e-4a55-9a55-0123456789ab\n  \
+        tablecrypt history --account 111111111111 --since 7days -o wide")]
     History(HistoryArgs),
     /// The audit log (admins only).
+    #[command(after_help = "Examples:\n  \
+        tablecrypt audit --outcome PERMISSION_DENIED\n  \
+        tablecrypt audit --method DiscoverAccounts --limit 20")]
     Audit(AuditArgs),
     /// Print a shell completion script: `source <(tablecrypt completion bash)`, or save it where your shell
     /// loads completions (zsh: a file `_tablecrypt` on $fpath; fish: ~/.config/fish/completions/tablecrypt.fish).
+    #[command(after_help = "Examples:\n  \
+        tablecrypt completion bash\n  \
+        tablecrypt completion zsh")]
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -110,8 +123,13 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
     /// Register one member account.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts register --account-id 111111111111 --role-arn arn:aws:iam::111111111111:role/tablecrypt-member --region eu-west-1 --label team=payments")]
     Register(RegisterArgs),
     /// List registered accounts.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts list --selector team=payments,env!=dev\n  \
+        tablecrypt accounts list --selector org.tablecrypt/team=payments --limit 20")]
     List {
         /// Only accounts whose labels match, e.g. `team=payments,env!=dev`.
         #[arg(long, short = 'l')]
@@ -121,6 +139,8 @@ pub enum AccountsCommand {
         limit: Option<usize>,
     },
     /// Show one account.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts get 111111111111")]
     Get { account_id: String },
     /// Check that an account's role can be assumed and its tables listed, region by region; or every account a
     /// selector matches (--all: every account), with one summary row each.
@@ -139,6 +159,10 @@ pub enum AccountsCommand {
         all: bool,
     },
     /// Register (or bring up to date) every account in a YAML file; the whole file is checked first.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts import fleet.yaml --dry-run\n  \
+        tablecrypt accounts import fleet.yaml --check\n  \
+        tablecrypt accounts import fleet.yaml")]
     Import {
         /// YAML: `accounts: [{account_id, role_arn, regions, display_name?, labels?, external_id?, limits?}]`.
         file: PathBuf,
@@ -151,6 +175,8 @@ pub enum AccountsCommand {
         check: bool,
     },
     /// Remove an account from the registry.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt accounts deregister 111111111111")]
     Deregister { account_id: String },
     /// Register the accounts of the AWS Organization (the server's [discovery] settings): new ones registered,
     /// moved or retagged ones relabelled under org.tablecrypt/, and with --prune the ones that left deregistered.
@@ -228,11 +254,17 @@ pub struct TableFilters {
 #[derive(Debug, Subcommand)]
 pub enum TablesCommand {
     /// List the inventory.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt tables list --selector team=payments --mode customer-managed\n  \
+        tablecrypt tables list --kms-key arn:aws:kms:eu-west-1:111111111111:key/aaaaaaaa-1111-4111-8111-111111111111 -o wide\n  \
+        tablecrypt tables list --inaccessible")]
     List {
         #[command(flatten)]
         filters: TableFilters,
     },
     /// Describe one table live in AWS (and record it in the inventory).
+    #[command(after_help = "Examples:\n  \
+        tablecrypt tables get 111111111111 eu-west-1 orders")]
     Get {
         account_id: String,
         region: String,
@@ -243,6 +275,9 @@ pub enum TablesCommand {
 #[derive(Debug, Subcommand)]
 pub enum InventoryCommand {
     /// Scan accounts (all visible accounts by default) and wait for the scan, with a progress bar.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt inventory refresh\n  \
+        tablecrypt inventory refresh --account 111111111111 --region eu-west-1 -v")]
     Refresh {
         /// Only this account (repeat for more).
         #[arg(long = "account")]
@@ -258,6 +293,8 @@ pub enum InventoryCommand {
         verbose: bool,
     },
     /// Show a scan's progress and the account-regions that failed or are unfinished (-v: every one).
+    #[command(after_help = "Examples:\n  \
+        tablecrypt inventory scan 6f1c1f3e-8f1e-4a55-9a55-0123456789ab -v")]
     Scan {
         scan_id: String,
         /// A row for every account-region.
@@ -269,6 +306,9 @@ pub enum InventoryCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// The tables (and replicas) encrypted with a key, so you know whether it can be retired.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt keys usage alias/payments-a --account 111111111111 --region eu-west-1\n  \
+        tablecrypt keys usage arn:aws:kms:eu-west-1:111111111111:key/aaaaaaaa-1111-4111-8111-111111111111")]
     Usage {
         /// A key ARN, or a key id or alias (with --account and --region).
         #[arg(value_name = "KEY")]
@@ -376,6 +416,9 @@ pub struct FlowArgs {
 #[derive(Debug, Subcommand)]
 pub enum RequestsCommand {
     /// List change requests, newest first.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests list --state running --state paused\n  \
+        tablecrypt requests list --state pending-approval")]
     List {
         /// Only requests in this state (repeat for more), e.g. running, pending-approval.
         #[arg(long = "state", value_enum)]
@@ -385,6 +428,9 @@ pub enum RequestsCommand {
         limit: usize,
     },
     /// Show a request with its counts (and items with --items), e.g. `requests get ID --items --state failed`.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests get 6f1c1f3e-8f1e-4a55-9a55-0123456789ab\n  \
+        tablecrypt requests get 6f1c1f3e-8f1e-4a55-9a55-0123456789ab --items --state failed --limit 20")]
     Get {
         change_request_id: String,
         /// Also list its items.
@@ -398,18 +444,29 @@ pub enum RequestsCommand {
         limit: Option<usize>,
     },
     /// Let a request that waits for approval run (not by its creator).
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests approve 6f1c1f3e-8f1e-4a55-9a55-0123456789ab")]
     Approve { change_request_id: String },
     /// Stop new applies; tables already sent to AWS finish and are recorded.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests cancel 6f1c1f3e-8f1e-4a55-9a55-0123456789ab")]
     Cancel { change_request_id: String },
     /// Stop new applies until resumed.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests pause 6f1c1f3e-8f1e-4a55-9a55-0123456789ab --reason \"latency alarm on orders\"")]
     Pause {
         change_request_id: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Let a paused request run again.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests resume 6f1c1f3e-8f1e-4a55-9a55-0123456789ab")]
     Resume { change_request_id: String },
     /// Plan and create a request that returns every table the given request changed to its previous key.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests rollback 6f1c1f3e-8f1e-4a55-9a55-0123456789ab --dry-run\n  \
+        tablecrypt requests rollback 6f1c1f3e-8f1e-4a55-9a55-0123456789ab --yes -d \"undo the payments migration\"")]
     Rollback {
         change_request_id: String,
         #[arg(long, short = 'd', default_value = "")]
@@ -418,6 +475,8 @@ pub enum RequestsCommand {
         flow: FlowArgs,
     },
     /// Follow a request with progress bars until it ends; Ctrl-C detaches.
+    #[command(after_help = "Examples:\n  \
+        tablecrypt requests watch 6f1c1f3e-8f1e-4a55-9a55-0123456789ab")]
     Watch { change_request_id: String },
 }
 
@@ -495,6 +554,68 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    /// Splits an example the way a shell would (words, and double-quoted words).
+    fn words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+        words
+    }
+
+    #[test]
+    fn every_command_has_examples_that_parse() {
+        fn leaves(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+            let subcommands: Vec<&clap::Command> = command
+                .get_subcommands()
+                .filter(|c| c.get_name() != "help")
+                .collect();
+            if subcommands.is_empty() {
+                out.push((path.clone(), command.clone()));
+            }
+            for sub in subcommands {
+                leaves(sub, format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "tablecrypt".to_owned(), &mut all);
+        assert!(all.len() > 20, "{}", all.len());
+        for (path, command) in all {
+            let help = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let examples: Vec<&str> = help
+                .lines()
+                .map(|l| l.split(" #").next().unwrap_or_default().trim())
+                .filter(|l| l.starts_with("tablecrypt "))
+                .collect();
+            assert!(
+                help.starts_with("Examples:") && !examples.is_empty(),
+                "`{path} --help` has no examples"
+            );
+            for example in examples {
+                assert!(example.starts_with(&path), "{path}: {example}");
+                if let Err(e) = Cli::try_parse_from(words(example)) {
+                    panic!("{path}: the example `{example}` does not parse: {e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_command_line_is_consistent() {
