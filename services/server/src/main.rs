@@ -95,7 +95,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig => {
-            println!("{config:#?}");
+            print!("{}", config.to_toml()?);
             Ok(())
         }
         Command::Migrate => {

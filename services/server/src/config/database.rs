@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// libpq's `sslmode` values, with libpq's meanings, ordered from least to most protection (`>= Require` always encrypts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatabaseSslMode {
     /// Plaintext only.
@@ -282,6 +282,30 @@ impl std::fmt::Debug for DatabaseUrl {
             opts.get_port(),
             opts.get_database().unwrap_or("")
         )
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL with its password (if any) replaced by `[redacted]`, for printing.
+    pub fn redacted(&self) -> String {
+        let url = self.url.expose_secret();
+        if !self.has_password() {
+            return url.to_owned();
+        }
+        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let Some((userinfo, host)) = authority.rsplit_once('@') else {
+            return url.to_owned();
+        };
+        let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+        format!("{scheme}://{user}:{}@{host}{path}", super::show::REDACTED)
+    }
+}
+
+impl serde::Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
     }
 }
 

@@ -11,7 +11,7 @@ use tablecrypt_engine::DiscoverySettings;
 use tablecrypt_fleet::OrganizationAccess;
 
 /// How the organization is read and its accounts registered. Absent: discovery is off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// A role in the organization's management account (or a delegated administrator's) that the hub may assume,
@@ -19,14 +19,14 @@ pub struct DiscoveryConfig {
     /// account:ListRegions (`TABLECRYPT_DISCOVERY__ORGANIZATION_ROLE_ARN`).
     pub organization_role_arn: String,
     /// The external id that role's trust policy asks for, if any.
-    #[serde(default)]
+    #[serde(default, serialize_with = "super::show::redacted_text")]
     pub organization_external_id: String,
     /// The member role of every discovered account, with `{account_id}` for its id
     /// (default `arn:aws:iam::{account_id}:role/tablecrypt-member`, the name deploy/iam's StackSet creates).
     #[serde(default = "default_member_role")]
     pub member_role: String,
     /// The external id the member roles' trust policies ask for, if any.
-    #[serde(default)]
+    #[serde(default, serialize_with = "super::show::redacted_text")]
     pub member_external_id: String,
     /// The regions tablecrypt works in. Each discovered account is registered with those of them it has enabled
     /// (account:ListRegions), so an opt-in region the account never enabled is left out.
@@ -43,12 +43,16 @@ pub struct DiscoveryConfig {
     pub ou_labels: Vec<OuLabelsConfig>,
     /// How often to discover in the background, e.g. "1h"; "off" (default): only when asked. Background discovery
     /// registers and relabels but never deregisters (`TABLECRYPT_DISCOVERY__INTERVAL`).
-    #[serde(default, deserialize_with = "super::optional_duration")]
+    #[serde(
+        default,
+        deserialize_with = "super::optional_duration",
+        serialize_with = "super::show::optional_duration"
+    )]
     pub interval: Option<Duration>,
 }
 
 /// Labels for one OU's accounts.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OuLabelsConfig {
     /// The OU's path from the root, `Root/Workloads/Payments`.

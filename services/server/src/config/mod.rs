@@ -48,17 +48,23 @@ impl Role {
 
 /// The server's configuration. Every field has a default except where noted; see the README's configuration
 /// reference for the environment variable of each.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the gRPC API listens (`TABLECRYPT_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics` (`TABLECRYPT_METRICS_ADDR`); "off" disables the endpoint.
-    #[serde(deserialize_with = "optional_addr")]
+    #[serde(
+        deserialize_with = "optional_addr",
+        serialize_with = "show::optional_addr"
+    )]
     pub metrics_addr: Option<SocketAddr>,
     /// A second, plaintext gRPC listener that serves only grpc.health.v1 (`TABLECRYPT_HEALTH_ADDR`), for
     /// Kubernetes gRPC probes, which cannot speak TLS; "off" (default) disables it.
-    #[serde(deserialize_with = "optional_addr")]
+    #[serde(
+        deserialize_with = "optional_addr",
+        serialize_with = "show::optional_addr"
+    )]
     pub health_addr: Option<SocketAddr>,
     /// Postgres connection URL (`DATABASE_URL`); its password never appears in logs.
     pub database_url: DatabaseUrl,
@@ -118,7 +124,10 @@ pub struct Config {
     pub scan_lease: Duration,
     /// How often to scan the whole fleet in the background, e.g. "1h"; "off" (default) disables it
     /// (`TABLECRYPT_INVENTORY_SCAN_INTERVAL`).
-    #[serde(deserialize_with = "optional_duration")]
+    #[serde(
+        deserialize_with = "optional_duration",
+        serialize_with = "show::optional_duration"
+    )]
     pub inventory_scan_interval: Option<Duration>,
     /// all, api or worker (`TABLECRYPT_ROLE`; the `--role` flag wins).
     pub role: Role,
@@ -190,6 +199,7 @@ pub struct Config {
     /// still accepted (a rotation). Every API replica needs the same keys. Inline (`TABLECRYPT_PAGE_TOKEN_KEYS`)
     /// or from a file (`TABLECRYPT_PAGE_TOKEN_KEYS_FILE`), not both; neither: a key made at start, so page
     /// tokens work only on the replica that made them and until it restarts (a warning at start).
+    #[serde(serialize_with = "show::redacted_option")]
     pub page_token_keys: Option<SecretString>,
     /// A file holding the page-token keys as above (a mounted secret); read at start.
     pub page_token_keys_file: Option<PathBuf>,
@@ -225,7 +235,10 @@ pub struct Config {
     pub http2_keepalive_timeout: Duration,
     /// After this long a connection is asked to reconnect (GOAWAY; calls in flight get 10 minutes), so no
     /// connection is held for ever; "off" keeps connections (`TABLECRYPT_MAX_CONNECTION_AGE`).
-    #[serde(deserialize_with = "optional_duration")]
+    #[serde(
+        deserialize_with = "optional_duration",
+        serialize_with = "show::optional_duration"
+    )]
     pub max_connection_age: Option<Duration>,
     /// Where traces are sent over OTLP, e.g. "http://otel-collector:4317" (`TABLECRYPT_OTEL_EXPORTER_OTLP_ENDPOINT`,
     /// else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`); unset: no traces.
@@ -263,7 +276,7 @@ pub struct Config {
 }
 
 /// The server's certificate and key (PEM), and optionally the CA that client certificates must chain to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,
@@ -275,13 +288,14 @@ pub struct TlsConfig {
 }
 
 /// A static bearer token: never the token itself, only its SHA-256 (`printf %s "$TOKEN" | sha256sum`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The token's name: the caller is recorded as `token:<identity>` (created by, approved by, audit log), which
     /// is what grants name.
     pub identity: String,
     /// 64 hex digits.
+    #[serde(serialize_with = "show::redacted")]
     pub sha256: String,
 }
 
@@ -295,7 +309,7 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 /// Where JWTs come from; the caller is `jwt:<issuer>:<sub>`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     pub issuer: String,
@@ -308,7 +322,7 @@ pub struct JwtConfig {
 }
 
 /// How spans travel to the OTLP endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum OtlpProtocol {
     #[serde(rename = "grpc")]
     Grpc,
@@ -336,7 +350,7 @@ impl OtlpProtocol {
 /// `identity` holds `role` (viewer, operator, approver, admin) over the accounts `scope` (an account label
 /// selector such as "team=payments"; empty for every account) matches. The identity names its credential kind:
 /// `token:NAME`, `jwt:ISSUER:SUBJECT`, `spiffe://...`, `cert-uri:URI` or `cert-cn:NAME`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
     pub identity: String,
@@ -629,6 +643,16 @@ impl Config {
         Ok(())
     }
 
+    /// The configuration as TOML a file could hold, secrets redacted (`check-config`).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(format!(
+            "# The effective configuration (defaults, then the file, then the environment); secrets {}.\n{}",
+            show::REDACTED,
+            toml::to_string(self)
+                .map_err(|e| anyhow::anyhow!("printing the configuration as TOML: {e}"))?
+        ))
+    }
+
     /// Account discovery's settings, validated; `None` when `[discovery]` is absent.
     pub fn discovery_settings(
         &self,
@@ -818,6 +842,7 @@ mod database;
 pub mod discovery;
 pub mod notifications;
 pub mod page_tokens;
+mod show;
 #[cfg(test)]
 mod tests;
 

@@ -11,13 +11,14 @@ use tablecrypt_engine::Sink;
 
 /// One webhook. Its URL is often a secret (a Slack incoming webhook's is): give it inline or, better, from a
 /// mounted file; it never appears in logs, the audit log or errors.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationConfig {
     /// Names the sink in the logs, the audit log (`notify/<name>`) and the outbox; 1-64 characters of
     /// `[A-Za-z0-9._-]`, unique.
     pub name: String,
     /// The URL posted to: https, or http to a loopback address.
+    #[serde(serialize_with = "super::show::redacted_option")]
     pub url: Option<SecretString>,
     /// A file holding the URL (read at start), instead of `url`.
     pub url_file: Option<PathBuf>,

@@ -468,3 +468,45 @@ fn discovery_settings_are_checked_with_the_key_named() {
     .to_string();
     assert!(err.contains("discovery.regions"), "{err}");
 }
+
+#[test]
+fn check_config_prints_toml_that_loads_back_with_every_secret_redacted() {
+    let sha = "b".repeat(64);
+    let with_secrets = load(&format!(
+        "database_url = 'postgres://app:hunter2@db.internal:5432/tablecrypt'\n\
+         database_sslmode = 'require'\n\
+         page_token_keys = 'page-token-secret-key-material-0123456789'\n\
+         metrics_addr = 'off'\n\
+         inventory_scan_interval = '6h'\n\
+         [tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'\n\
+         [[auth_tokens]]\nidentity = 'ci'\nsha256 = '{sha}'\n\
+         [[grants]]\nidentity = 'token:ci'\nrole = 'viewer'\nscope = 'team=payments'\n\
+         [[notifications]]\nname = 'ops'\nurl = 'https://hooks.example.com/services/webhook-secret'\n\
+         [discovery]\norganization_role_arn = 'arn:aws:iam::100000000000:role/r'\n\
+         organization_external_id = 'org-external-secret'\nregions = ['eu-west-1']\n\
+         [[discovery.ou_labels]]\nou = 'Root/Workloads'\nlabels = {{ env = 'prod' }}\n"
+    ))
+    .expect("a configuration with secrets");
+    let printed = with_secrets.to_toml().expect("TOML");
+    for secret in [
+        "hunter2",
+        sha.as_str(),
+        "page-token-secret",
+        "webhook-secret",
+        "org-external-secret",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    assert!(printed.contains("[redacted]"), "{printed}");
+    assert!(printed.contains("metrics_addr = \"off\""), "{printed}");
+    assert!(printed.contains("[[discovery.ou_labels]]"), "{printed}");
+    // Without secrets, what is printed loads back as the same configuration.
+    let plain = load(
+        "inventory_scan_interval = '6h'\nmetrics_addr = 'off'\n[tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'\nclient_ca_file = 'ca.pem'\n\
+         [[grants]]\nidentity = 'spiffe://tablecrypt/ci'\nrole = 'viewer'\n\
+         [discovery]\norganization_role_arn = 'arn:aws:iam::100000000000:role/r'\nregions = ['eu-west-1']\n",
+    )
+    .expect("a configuration");
+    let again = Config::from_toml(&plain.to_toml().expect("TOML")).expect("loads back");
+    assert_eq!(format!("{plain:?}"), format!("{again:?}"));
+}
