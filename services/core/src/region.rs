@@ -39,88 +39,87 @@ impl fmt::Display for Partition {
     }
 }
 
-/// Every public AWS region with its partition, from AWS's "Regions and Availability Zones" list and the SDKs'
-/// partition metadata (endpoints.json) as of late 2026. A region not listed here is refused, so a typo such as
-/// `us-east1` is caught at registration rather than on the first AssumeRole. Add new regions here when AWS opens them.
-const KNOWN_REGIONS: &[(&str, Partition)] = &[
-    ("af-south-1", Partition::Aws),
-    ("ap-east-1", Partition::Aws),
-    ("ap-east-2", Partition::Aws),
-    ("ap-northeast-1", Partition::Aws),
-    ("ap-northeast-2", Partition::Aws),
-    ("ap-northeast-3", Partition::Aws),
-    ("ap-south-1", Partition::Aws),
-    ("ap-south-2", Partition::Aws),
-    ("ap-southeast-1", Partition::Aws),
-    ("ap-southeast-2", Partition::Aws),
-    ("ap-southeast-3", Partition::Aws),
-    ("ap-southeast-4", Partition::Aws),
-    ("ap-southeast-5", Partition::Aws),
-    ("ap-southeast-6", Partition::Aws),
-    ("ap-southeast-7", Partition::Aws),
-    ("ca-central-1", Partition::Aws),
-    ("ca-west-1", Partition::Aws),
-    ("eu-central-1", Partition::Aws),
-    ("eu-central-2", Partition::Aws),
-    ("eu-north-1", Partition::Aws),
-    ("eu-south-1", Partition::Aws),
-    ("eu-south-2", Partition::Aws),
-    ("eu-west-1", Partition::Aws),
-    ("eu-west-2", Partition::Aws),
-    ("eu-west-3", Partition::Aws),
-    ("il-central-1", Partition::Aws),
-    ("me-central-1", Partition::Aws),
-    ("me-south-1", Partition::Aws),
-    ("mx-central-1", Partition::Aws),
-    ("sa-east-1", Partition::Aws),
-    ("us-east-1", Partition::Aws),
-    ("us-east-2", Partition::Aws),
-    ("us-west-1", Partition::Aws),
-    ("us-west-2", Partition::Aws),
-    ("cn-north-1", Partition::AwsCn),
-    ("cn-northwest-1", Partition::AwsCn),
-    ("us-gov-east-1", Partition::AwsUsGov),
-    ("us-gov-west-1", Partition::AwsUsGov),
-];
+/// Longest region name accepted; AWS's longest today is 14 characters (`ap-southeast-5`).
+const MAX_REGION_LEN: usize = 24;
 
-/// A known AWS region name such as `eu-west-1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Region(&'static str);
+/// An AWS region name such as `eu-west-1`, checked for its shape (two letters, words, a number:
+/// `^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`), not against a list: which regions exist, and which of them an account has
+/// enabled, is AWS's to say (account discovery asks account:ListRegions; a verification shows a region AWS
+/// refuses). Held inline, so it stays `Copy` and needs no allocation or global table.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Region {
+    /// The name's bytes, zero-padded (so the derived order is the names' order).
+    name: [u8; MAX_REGION_LEN],
+    len: u8,
+}
 
 impl Region {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        if value.is_empty() {
-            return Err(InvalidValue::new(
-                "must be an AWS region name such as eu-west-1",
-            ));
+        let shape = || {
+            InvalidValue::new(format!(
+                "{value:?} is not an AWS region name (expected a name such as eu-west-1)"
+            ))
+        };
+        if value.is_empty() || value.len() > MAX_REGION_LEN {
+            return Err(shape());
         }
-        KNOWN_REGIONS
-            .iter()
-            .find(|(name, _)| *name == value)
-            .map(|(name, _)| Self(name))
-            .ok_or_else(|| {
-                InvalidValue::new(format!(
-                    "{value:?} is not an AWS region (expected a name such as eu-west-1)"
-                ))
-            })
+        let parts: Vec<&str> = value.split('-').collect();
+        let [first, words @ .., last] = parts.as_slice() else {
+            return Err(shape());
+        };
+        let shaped = !words.is_empty()
+            && first.len() == 2
+            && first.bytes().all(|b| b.is_ascii_lowercase())
+            && words
+                .iter()
+                .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+            && (1..=2).contains(&last.len())
+            && last.bytes().all(|b| b.is_ascii_digit());
+        if !shaped {
+            return Err(shape());
+        }
+        // The isolated partitions (us-iso-east-1, us-isob-east-1, eu-isoe-west-1, ...) are out of reach.
+        if words.iter().any(|w| w.starts_with("iso")) {
+            return Err(InvalidValue::new(format!(
+                "{value:?} is in an isolated AWS partition, which tablecrypt does not reach (aws, aws-cn and \
+                 aws-us-gov only)"
+            )));
+        }
+        let mut name = [0u8; MAX_REGION_LEN];
+        name[..value.len()].copy_from_slice(value.as_bytes());
+        Ok(Self {
+            name,
+            len: value.len() as u8,
+        })
     }
 
-    pub fn as_str(&self) -> &'static str {
-        self.0
+    pub fn as_str(&self) -> &str {
+        // Only ASCII was ever stored.
+        std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or_default()
     }
 
+    /// By the name's prefix: `cn-` China, `us-gov-` GovCloud (US), anything else the commercial partition.
     pub fn partition(&self) -> Partition {
-        KNOWN_REGIONS
-            .iter()
-            .find(|(name, _)| *name == self.0)
-            .map(|(_, p)| *p)
-            .unwrap_or(Partition::Aws)
+        let name = self.as_str();
+        if name.starts_with("cn-") {
+            Partition::AwsCn
+        } else if name.starts_with("us-gov-") {
+            Partition::AwsUsGov
+        } else {
+            Partition::Aws
+        }
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Region({:?})", self.as_str())
     }
 }
 
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -181,6 +180,36 @@ mod tests {
         );
         assert!(Region::parse("us-east1").is_err());
         assert!(Region::parse("mars-north-1").is_err());
+        // A region AWS opens after this release is accepted without a new release.
+        assert_eq!(
+            Region::parse("ap-southeast-9").map(|r| r.as_str().to_owned()),
+            Ok("ap-southeast-9".to_owned())
+        );
+        for bad in [
+            "",
+            "eu-west-",
+            "-west-1",
+            "eu--1",
+            "EU-WEST-1",
+            "eu-west-100",
+            "eu_west_1",
+            "eu-west-1 ",
+        ] {
+            assert!(Region::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Region::parse("us-isob-east-1").is_err());
+        assert!(Region::parse(&"a".repeat(30)).is_err());
+    }
+
+    #[test]
+    fn regions_order_as_their_names() {
+        let mut regions: Vec<Region> = ["eu-west-10", "eu-west-1", "ap-east-1"]
+            .iter()
+            .map(|r| Region::parse(r).expect("region"))
+            .collect();
+        regions.sort();
+        let names: Vec<&str> = regions.iter().map(Region::as_str).collect();
+        assert_eq!(names, ["ap-east-1", "eu-west-1", "eu-west-10"]);
     }
 
     #[test]
