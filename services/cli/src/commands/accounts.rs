@@ -128,12 +128,22 @@ async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
 }
 
 async fn list(ctx: &Ctx, label_selector: String, limit: usize) -> Result<()> {
-    let client = ctx.client().await?;
-    let accounts = all_pages(limit, |page_token| {
+    let accounts = accounts_matching(ctx.client().await?, &label_selector, limit).await?;
+    print_accounts(ctx, accounts);
+    Ok(())
+}
+
+/// The registered accounts (that the caller may see) whose labels match `label_selector`, at most `limit`.
+async fn accounts_matching(
+    client: &crate::client::Client,
+    label_selector: &str,
+    limit: usize,
+) -> Result<Vec<pb::Account>> {
+    all_pages(limit, |page_token| {
         let request = pb::ListAccountsRequest {
             page_size: 1000,
             page_token,
-            label_selector: label_selector.clone(),
+            label_selector: label_selector.to_owned(),
         };
         async move {
             let page = client
@@ -144,9 +154,7 @@ async fn list(ctx: &Ctx, label_selector: String, limit: usize) -> Result<()> {
             Ok((page.accounts, page.next_page_token))
         }
     })
-    .await?;
-    print_accounts(ctx, accounts);
-    Ok(())
+    .await
 }
 
 async fn get(ctx: &Ctx, account_id: String) -> Result<()> {
@@ -217,23 +225,7 @@ fn verdict(failed: usize, denied: usize, message: impl FnOnce() -> String) -> Re
 async fn verify_many(ctx: &Ctx, selector: String) -> Result<()> {
     use futures_util::{StreamExt as _, stream};
     let client = ctx.client().await?;
-    let accounts = all_pages(usize::MAX, |page_token| {
-        let request = pb::ListAccountsRequest {
-            page_size: 1000,
-            page_token,
-            label_selector: selector.clone(),
-        };
-        let client = &client;
-        async move {
-            let page = client
-                .call(request, |mut api, request| async move {
-                    api.list_accounts(request).await
-                })
-                .await?;
-            Ok((page.accounts, page.next_page_token))
-        }
-    })
-    .await?;
+    let accounts = accounts_matching(client, &selector, usize::MAX).await?;
     if accounts.is_empty() {
         return Err(CliError::Failed(if selector.is_empty() {
             "no account is registered (or none you may see)".to_owned()
