@@ -67,7 +67,6 @@ pub fn failure(failure: Option<&pb::AwsFailure>) -> String {
     })
 }
 
-/// A mode and key as one cell: the key ARN for customer managed keys, else the mode.
 /// A change's target as the caller gave it: the mode, or the key (ARN, id or alias) as written.
 pub fn target(mode_value: i32, kms_key: &str) -> String {
     if kms_key.is_empty() {
@@ -82,6 +81,20 @@ pub type KeyAliases = std::collections::HashMap<String, String>;
 
 /// How long a key id is shown when no alias is known: enough to tell a fleet's keys apart.
 const SHORT_KEY_ID: usize = 8;
+/// The longest alias shown in a table cell (AWS allows 256 characters; -o wide shows all).
+const SHORT_ALIAS: usize = 24;
+
+/// `text` cut to `max` characters, an ellipsis marking the cut.
+pub fn shortened(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!(
+            "{}…",
+            text.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
+    }
+}
 
 /// A table's encryption as a person reads it: the mode for AWS owned (no key); else the key's alias when one is
 /// known, or its short id (`key/1234abcd…`), keeping columns narrow; with `wide`, the alias and the full ARN.
@@ -97,16 +110,24 @@ pub fn encryption(mode_value: i32, key_arn: &str, aliases: &KeyAliases, wide: bo
         };
     }
     if let Some(alias) = alias {
-        return alias.clone();
+        return shortened(alias, SHORT_ALIAS);
     }
     if mode_value == pb::EncryptionMode::AwsManaged as i32 {
         return mode(mode_value);
     }
     match key_arn.rsplit_once(":key/") {
-        Some((_, id)) if id.chars().count() > SHORT_KEY_ID => {
-            format!("key/{}…", id.chars().take(SHORT_KEY_ID).collect::<String>())
+        Some((_, id)) => {
+            // A multi-Region key's id starts with mrk-: keep the part that tells keys apart.
+            let (prefix, unique) = id.strip_prefix("mrk-").map_or(("", id), |u| ("mrk-", u));
+            if unique.chars().count() > SHORT_KEY_ID {
+                format!(
+                    "key/{prefix}{}…",
+                    unique.chars().take(SHORT_KEY_ID).collect::<String>()
+                )
+            } else {
+                format!("key/{id}")
+            }
         }
-        Some((_, id)) => format!("key/{id}"),
         None => key_arn.to_owned(),
     }
 }
@@ -164,6 +185,13 @@ mod tests {
         assert_eq!(encryption(owned, "", &aliases, false), "AWS_OWNED");
         let managed = pb::EncryptionMode::AwsManaged as i32;
         assert_eq!(encryption(managed, other, &aliases, false), "AWS_MANAGED");
+        let mrk = "arn:aws:kms:eu-west-1:111111111111:key/mrk-1234abcd5678ef901234abcd5678ef90";
+        assert_eq!(encryption(cmk, mrk, &aliases, false), "key/mrk-1234abcd…");
+        let long = KeyAliases::from([(arn.to_owned(), format!("alias/{}", "x".repeat(80)))]);
+        assert_eq!(
+            encryption(cmk, arn, &long, false).chars().count(),
+            SHORT_ALIAS
+        );
     }
 
     #[test]

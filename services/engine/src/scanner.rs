@@ -342,7 +342,13 @@ impl InventoryScanner {
                     return store_failed(0, &error);
                 }
             }
-            Err(error) => tracing::debug!(%error, "could not list the key aliases"),
+            // A role without kms:ListAliases is a choice (keys then show by id); anything else is worth a look.
+            Err(error) if error.kind == FailureKind::AccessDenied => {
+                tracing::debug!(%error, "may not list the key aliases");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not list the key aliases; the ones known before stay")
+            }
         }
         let mut described = futures::stream::iter(names.iter().cloned())
             .map(|name| {

@@ -157,7 +157,9 @@ impl InventoryRepository {
     }
 
     /// Replaces the KMS aliases known in `account_id`/`region` with `aliases` (alias name, key ARN), as listed at
-    /// `observed`.
+    /// `observed`. Two scans of one account-region at once (two replicas, a refresh during a scan) cannot mix
+    /// their listings: a row is written only over an older one, and only rows older than this listing go.
+    #[tracing::instrument(skip_all, fields(account_id = %account_id, %region, aliases = aliases.len()), err(level = "debug"))]
     pub async fn record_aliases(
         &self,
         account_id: &AccountId,
@@ -168,16 +170,11 @@ impl InventoryRepository {
         let (names, keys): (Vec<String>, Vec<String>) = aliases.iter().cloned().unzip();
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
-            "DELETE FROM key_aliases WHERE account_id = $1 AND region = $2",
-            account_id.as_str(),
-            region.as_str()
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
             "INSERT INTO key_aliases (account_id, region, alias_name, key_arn, observe_time)
              SELECT $1, $2, name, key, $5 FROM UNNEST($3::text[], $4::text[]) AS a (name, key)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (account_id, region, alias_name) DO UPDATE
+                SET key_arn = EXCLUDED.key_arn, observe_time = EXCLUDED.observe_time
+                WHERE key_aliases.observe_time <= EXCLUDED.observe_time",
             account_id.as_str(),
             region.as_str(),
             &names,
@@ -186,11 +183,22 @@ impl InventoryRepository {
         )
         .execute(&mut *tx)
         .await?;
+        sqlx::query!(
+            "DELETE FROM key_aliases
+             WHERE account_id = $1 AND region = $2 AND observe_time < $3 AND alias_name <> ALL($4)",
+            account_id.as_str(),
+            region.as_str(),
+            observed,
+            &names
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// An alias of each of `key_arns` that has one (the first by name), as scans last listed them.
+    #[tracing::instrument(skip_all, fields(keys = key_arns.len()), err(level = "debug"))]
     pub async fn aliases_of(
         &self,
         key_arns: &[String],

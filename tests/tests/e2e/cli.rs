@@ -154,6 +154,18 @@ async fn migrate_with_yes_moves_the_tables_and_rollback_brings_them_back() {
         row.contains("alias/a") && row.contains("alias/b") && !row.contains("arn:aws:kms"),
         "{row}"
     );
+    assert!(
+        table.stdout.lines().all(|l| l.chars().count() <= 120),
+        "{table:?}"
+    );
+    let items = cli::run(&url, &["requests", "get", &id, "--items"])
+        .await
+        .expect_code(0);
+    assert!(items.stdout.contains("alias/b"), "{items:?}");
+    assert!(
+        items.stdout.lines().all(|l| l.chars().count() <= 120),
+        "{items:?}"
+    );
     let wide = cli::run(&url, &["history", "--request", &id, "-o", "wide"])
         .await
         .expect_code(0);

@@ -55,17 +55,20 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
     }
     let wide = ctx.out.is_wide();
     let mut rows = table(&[
-        "finished",
-        "account",
-        "region",
-        "table",
-        "from",
-        "to",
-        "request",
-        "by",
-        "approved by",
+        "finished", "account", "region", "table", "from", "to", "request", "by",
     ]);
     for r in &rotations {
+        // The request's first 8 characters tell a fleet's requests apart; -o wide (and JSON) shows the whole id.
+        let request = if wide {
+            r.change_request_id.clone()
+        } else {
+            r.change_request_id.chars().take(8).collect()
+        };
+        let by = if r.approved_by.is_empty() {
+            r.requested_by.clone()
+        } else {
+            format!("{}, approved {}", r.requested_by, r.approved_by)
+        };
         rows.add_row(vec![
             names::time(r.finish_time.as_ref()),
             r.account_id.clone(),
@@ -73,9 +76,8 @@ pub async fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
             r.table_name.clone(),
             names::encryption(r.from_mode, &r.from_kms_key_arn, &aliases, wide),
             names::encryption(r.to_mode, &r.to_kms_key_arn, &aliases, wide),
-            r.change_request_id.clone(),
-            r.requested_by.clone(),
-            r.approved_by.clone(),
+            request,
+            by,
         ]);
     }
     print_table(&rows);

@@ -219,36 +219,52 @@ async fn get(
         let mut document = to_json(&request);
         if with_items {
             document["items"] = serde_json::Value::Array(items.iter().map(to_json).collect());
+            document["keyAliases"] = serde_json::json!(aliases);
         }
         ctx.out.json(&document);
         return Ok(());
     }
     print_request(ctx, &request);
     if with_items {
-        let mut rows = table(&[
-            "item", "account", "region", "table", "action", "state", "from", "to", "reason", "why",
-        ]);
+        let wide = ctx.out.is_wide();
+        // The why of each item goes below the table (a message is a sentence; as a column it would push the
+        // table past 120 characters); -o wide keeps it as a column.
+        let mut headers = vec![
+            "item", "account", "region", "table", "action", "state", "from", "to", "reason",
+        ];
+        if wide {
+            headers.push("why");
+        }
+        let mut rows = table(&headers);
+        let mut whys = Vec::new();
         for i in &items {
-            rows.add_row(vec![
+            let mut row = vec![
                 i.item_id.to_string(),
                 i.account_id.clone(),
                 i.region.clone(),
                 i.table_name.clone(),
                 names::action(i.action),
                 names::item_state(i.state),
-                names::encryption(
-                    i.from_mode,
-                    &i.from_kms_key_arn,
-                    &aliases,
-                    ctx.out.is_wide(),
-                ),
-                names::encryption(i.to_mode, &i.to_kms_key_arn, &aliases, ctx.out.is_wide()),
+                names::encryption(i.from_mode, &i.from_kms_key_arn, &aliases, wide),
+                names::encryption(i.to_mode, &i.to_kms_key_arn, &aliases, wide),
                 names::reason(i.reason),
-                i.message.clone(),
-            ]);
+            ];
+            if wide {
+                row.push(i.message.clone());
+            } else if !i.message.is_empty() {
+                whys.push(format!("  item {}: {}", i.item_id, i.message));
+            }
+            rows.add_row(row);
         }
         crate::outln!();
         print_table(&rows);
+        if !whys.is_empty() {
+            crate::outln!();
+            crate::outln!("Why:");
+            for why in &whys {
+                crate::outln!("{why}");
+            }
+        }
     }
     Ok(())
 }
@@ -273,21 +289,26 @@ fn print_request(ctx: &Ctx, request: &pb::ChangeRequest) {
     row("created by", request.created_by.clone());
     row("approved by", request.approved_by.clone());
     row("created", names::time(request.create_time.as_ref()));
+    // Only the states some table is in: ten counts, mostly zero, would not fit a line.
+    let states = [
+        ("pending", counts.pending),
+        ("applying", counts.applying),
+        ("waiting for AWS", counts.waiting),
+        ("deferred", counts.deferred),
+        ("succeeded", counts.succeeded),
+        ("failed", counts.failed),
+        ("skipped", counts.skipped),
+        ("blocked", counts.blocked),
+        ("cancelled", counts.cancelled),
+    ];
+    let by_state: Vec<String> = states
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
     row(
         "tables",
-        format!(
-            "{} total: {} pending, {} applying, {} waiting, {} deferred, {} succeeded, {} failed, {} skipped, {} blocked, {} cancelled",
-            counts.total,
-            counts.pending,
-            counts.applying,
-            counts.waiting,
-            counts.deferred,
-            counts.succeeded,
-            counts.failed,
-            counts.skipped,
-            counts.blocked,
-            counts.cancelled
-        ),
+        format!("{} total: {}", counts.total, by_state.join(", ")),
     );
     // A key-value listing reads better without the header row.
     for line in rows.to_string().lines().skip(1) {

@@ -218,9 +218,13 @@ impl DatabaseUrl {
         self.url.expose_secret()
     }
 
-    /// Whether the URL carries a password (`user:password@`).
+    /// Whether the URL carries a password (`user:password@`, or a `password=` parameter).
     pub fn has_password(&self) -> bool {
         let url = self.url.expose_secret();
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        if form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "password") {
+            return true;
+        }
         let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
         authority
@@ -286,20 +290,9 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    /// The URL with its password (if any) replaced by `[redacted]`, for printing.
+    /// The URL with its password (in the userinfo or a `password=` parameter) replaced by `[redacted]`.
     pub fn redacted(&self) -> String {
-        let url = self.url.expose_secret();
-        if !self.has_password() {
-            return url.to_owned();
-        }
-        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(end);
-        let Some((userinfo, host)) = authority.rsplit_once('@') else {
-            return url.to_owned();
-        };
-        let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-        format!("{scheme}://{user}:{}@{host}{path}", super::show::REDACTED)
+        super::show::redact_url(self.url.expose_secret())
     }
 }
 

@@ -89,6 +89,11 @@ impl DiscoveryConfig {
         let role_arn = RoleArn::parse(&self.organization_role_arn)
             .map_err(|e| anyhow::anyhow!("{} {}", at("organization_role_arn"), e.0))?;
         let external_id = |key: &str, value: &str| -> anyhow::Result<Option<ExternalId>> {
+            anyhow::ensure!(
+                value != super::show::REDACTED,
+                "{} is check-config's redaction marker, not an external id: give the real value",
+                at(key)
+            );
             tablecrypt_core::parse_external_id(value)
                 .map_err(|e| anyhow::anyhow!("{} {}", at(key), e.0))
         };

@@ -107,6 +107,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
     /// Overrides every AWS endpoint, for the fleet emulator or moto (`TABLECRYPT_AWS_ENDPOINT_URL`); "" for AWS.
+    #[serde(serialize_with = "show::url")]
     pub aws_endpoint_url: String,
     /// Region STS AssumeRole calls go to (`TABLECRYPT_AWS_STS_REGION`).
     pub aws_sts_region: String,
@@ -242,6 +243,7 @@ pub struct Config {
     pub max_connection_age: Option<Duration>,
     /// Where traces are sent over OTLP, e.g. "http://otel-collector:4317" (`TABLECRYPT_OTEL_EXPORTER_OTLP_ENDPOINT`,
     /// else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`); unset: no traces.
+    #[serde(serialize_with = "show::optional_url")]
     pub otel_exporter_otlp_endpoint: Option<String>,
     /// `grpc` (port 4317, the default) or `http/protobuf` (port 4318; `/v1/traces` is appended)
     /// (`TABLECRYPT_OTEL_EXPORTER_OTLP_PROTOCOL`, else the standard `OTEL_EXPORTER_OTLP_PROTOCOL`).
@@ -318,6 +320,7 @@ pub struct JwtConfig {
     pub jwks_file: Option<PathBuf>,
     /// Or the identity provider's key set URL (its discovery document's `jwks_uri`), fetched at start, every
     /// `jwks_reload_interval`, on SIGHUP and for an unknown key id; https (http only to a loopback address).
+    #[serde(serialize_with = "show::optional_url")]
     pub jwks_uri: Option<String>,
 }
 
@@ -646,7 +649,8 @@ impl Config {
     /// The configuration as TOML a file could hold, secrets redacted (`check-config`).
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(format!(
-            "# The effective configuration (defaults, then the file, then the environment); secrets {}.\n{}",
+            "# The effective configuration (defaults, then the file, then the environment); secrets {}: put\n\
+             # the real values back before using it as a file.\n{}",
             show::REDACTED,
             toml::to_string(self)
                 .map_err(|e| anyhow::anyhow!("printing the configuration as TOML: {e}"))?

@@ -473,7 +473,8 @@ fn discovery_settings_are_checked_with_the_key_named() {
 fn check_config_prints_toml_that_loads_back_with_every_secret_redacted() {
     let sha = "b".repeat(64);
     let with_secrets = load(&format!(
-        "database_url = 'postgres://app:hunter2@db.internal:5432/tablecrypt'\n\
+        "database_url = 'postgres://app:hunter2@db.internal:5432/tablecrypt?password=query-password'\n\
+         otel_exporter_otlp_endpoint = 'http://otel:otel-password@otel:4317'\n\
          database_sslmode = 'require'\n\
          page_token_keys = 'page-token-secret-key-material-0123456789'\n\
          metrics_addr = 'off'\n\
@@ -494,6 +495,8 @@ fn check_config_prints_toml_that_loads_back_with_every_secret_redacted() {
         "page-token-secret",
         "webhook-secret",
         "org-external-secret",
+        "query-password",
+        "otel-password",
     ] {
         assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
     }
@@ -509,4 +512,12 @@ fn check_config_prints_toml_that_loads_back_with_every_secret_redacted() {
     .expect("a configuration");
     let again = Config::from_toml(&plain.to_toml().expect("TOML")).expect("loads back");
     assert_eq!(format!("{plain:?}"), format!("{again:?}"));
+    // A redacted value copied back into a file is refused, never sent to AWS.
+    let err = load(
+        "[discovery]\norganization_role_arn = 'arn:aws:iam::100000000000:role/r'\nregions = ['eu-west-1']\n\
+         member_external_id = '[redacted]'\n",
+    )
+    .expect_err("the marker")
+    .to_string();
+    assert!(err.contains("discovery.member_external_id"), "{err}");
 }
