@@ -112,9 +112,10 @@ impl From<ApiError> for Status {
                     FailureKind::NotFound => Status::not_found(message),
                     FailureKind::Throttled | FailureKind::Transient => Status::unavailable(message),
                     FailureKind::QuotaExceeded => Status::resource_exhausted(message),
-                    FailureKind::InvalidKey | FailureKind::InUse => {
-                        Status::failed_precondition(message)
-                    }
+                    // The region cannot be used in the account (not enabled, or an SCP): not the caller's doing.
+                    FailureKind::InvalidKey
+                    | FailureKind::InUse
+                    | FailureKind::RegionUnavailable => Status::failed_precondition(message),
                     FailureKind::Unknown => Status::unknown(message),
                 }
             }

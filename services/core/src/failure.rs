@@ -18,6 +18,10 @@ pub enum FailureKind {
     InUse,
     /// A network error, timeout or 5xx: retry.
     Transient,
+    /// The region cannot be used in the account: an opt-in region the account has not enabled (AWS does not
+    /// recognize the role's session there), or a service control policy that denies it. A state of the account,
+    /// not a failure of tablecrypt or of the role; nothing there to manage.
+    RegionUnavailable,
     /// Anything else.
     Unknown,
 }
@@ -32,6 +36,7 @@ impl FailureKind {
             Self::InvalidKey => "INVALID_KEY",
             Self::InUse => "IN_USE",
             Self::Transient => "TRANSIENT",
+            Self::RegionUnavailable => "REGION_UNAVAILABLE",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -45,6 +50,7 @@ impl FailureKind {
             Self::InvalidKey,
             Self::InUse,
             Self::Transient,
+            Self::RegionUnavailable,
             Self::Unknown,
         ]
         .into_iter()

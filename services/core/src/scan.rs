@@ -103,10 +103,15 @@ impl InventoryScan {
         self.targets.iter().filter(|t| t.state.is_done()).count()
     }
 
+    /// Account-regions that failed; one whose region the account cannot use (REGION_UNAVAILABLE) had nothing to
+    /// scan and is not counted.
     pub fn targets_failed(&self) -> usize {
         self.targets
             .iter()
-            .filter(|t| t.state == ScanTargetState::Failed)
+            .filter(|t| {
+                t.state == ScanTargetState::Failed
+                    && !matches!(t.failure, Some((FailureKind::RegionUnavailable, _)))
+            })
             .count()
     }
 

@@ -136,6 +136,14 @@ pub struct AccountSpec {
     /// Generated tables, for large fleets.
     #[serde(default)]
     pub generate: Vec<GenerateSpec>,
+    /// Opt-in regions the account has not enabled: a member session's calls signed for them are refused as AWS
+    /// refuses a session it does not know there (UnrecognizedClientException).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_regions: Vec<String>,
+    /// Regions a service control policy denies: a member session's calls there get AccessDeniedException "with
+    /// an explicit deny in a service control policy".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scp_denied_regions: Vec<String>,
 }
 
 /// A role in a member account, trusting the hub.

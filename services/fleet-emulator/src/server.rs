@@ -321,6 +321,24 @@ async fn aws_request(
         record(&caller.account_id, error.code);
         return error_for(service, &operation, error);
     }
+    // Regional services refuse a member session where the account cannot use the region.
+    if matches!(
+        service,
+        Service::DynamoDb | Service::Kms | Service::Tagging | Service::Sns
+    ) && let Some(account) = world.existing_account(&caller.account_id)
+    {
+        let action = format!("{}:{operation}", service.as_str());
+        let refused = crate::aws::permissions::require_region(
+            &crate::world::lock(&account),
+            &caller,
+            &action,
+            &signed.region,
+        );
+        if let Err(error) = refused {
+            record(&caller.account_id, error.code);
+            return error_for(service, &operation, error);
+        }
+    }
     match call {
         Call::Json { service, input, .. } => {
             type Handler = fn(&World, &Caller, &str, &str, &Value) -> Result<Value, AwsError>;

@@ -46,10 +46,19 @@ pub fn classify_code(code: &str, message: &str) -> FailureKind {
         | "TooManyRequestsException"
         | "ProvisionedThroughputExceededException" => FailureKind::Throttled,
         "LimitExceededException" => FailureKind::QuotaExceeded,
+        // The role's session works (AssumeRole succeeded) but this region does not know it: an opt-in region the
+        // account has not enabled. (A failed AssumeRole is classified where credentials load, not here.)
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "AuthFailure" => {
+            FailureKind::RegionUnavailable
+        }
+        // A service control policy denying the region (organizations fence regions with aws:RequestedRegion).
+        "AccessDenied" | "AccessDeniedException"
+            if message.contains("explicit deny in a service control policy") =>
+        {
+            FailureKind::RegionUnavailable
+        }
         "AccessDenied"
         | "AccessDeniedException"
-        | "UnrecognizedClientException"
-        | "InvalidClientTokenId"
         | "ExpiredTokenException"
         | "ExpiredToken"
         | "NotAuthorizedException"

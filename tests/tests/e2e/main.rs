@@ -24,6 +24,7 @@ mod inventory;
 mod moto;
 mod notifications;
 mod rate_slots;
+mod regions;
 mod rolling_upgrade;
 mod scan_replicas;
 mod security;

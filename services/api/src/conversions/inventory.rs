@@ -26,6 +26,7 @@ pub fn failure_kind_to_proto(kind: FailureKind) -> pb::FailureKind {
         FailureKind::InvalidKey => pb::FailureKind::InvalidKey,
         FailureKind::InUse => pb::FailureKind::InUse,
         FailureKind::Transient => pb::FailureKind::Transient,
+        FailureKind::RegionUnavailable => pb::FailureKind::RegionUnavailable,
         FailureKind::Unknown => pb::FailureKind::Unknown,
     }
 }

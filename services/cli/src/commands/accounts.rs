@@ -251,8 +251,8 @@ async fn verify_many(ctx: &Ctx, selector: String) -> Result<()> {
     for (account, answer) in accounts.iter().zip(answers) {
         let (ok, failures) = match &answer {
             Ok(answer) => {
-                let bad: Vec<&pb::RegionVerification> =
-                    answer.regions.iter().filter(|r| !r.ok).collect();
+                let bad = failed_regions(answer);
+                let unavailable = answer.regions.iter().filter(|r| is_unavailable(r)).count();
                 if bad.iter().any(|r| is_denied(r.failure.as_ref())) {
                     denied += 1;
                 }
@@ -261,14 +261,12 @@ async fn verify_many(ctx: &Ctx, selector: String) -> Result<()> {
                     .map(|r| format!("{}: {}", r.region, names::failure(r.failure.as_ref())))
                     .collect::<Vec<_>>()
                     .join("; ");
-                (
-                    format!(
-                        "{}/{}",
-                        answer.regions.len() - bad.len(),
-                        answer.regions.len()
-                    ),
-                    failures,
-                )
+                let ok = answer.regions.len() - bad.len() - unavailable;
+                let mut counts = format!("{ok}/{}", answer.regions.len());
+                if unavailable > 0 {
+                    counts.push_str(&format!(" ({unavailable} unavailable)"));
+                }
+                (counts, failures)
             }
             Err(e) => {
                 if matches!(e, CliError::AwsDenied(_)) {
@@ -316,6 +314,25 @@ fn is_denied(failure: Option<&pb::AwsFailure>) -> bool {
     failure.is_some_and(|f| f.kind == pb::FailureKind::AccessDenied as i32)
 }
 
+/// A region the account cannot use (an opt-in region it has not enabled, or one an SCP denies): its state, not a
+/// failure.
+fn is_unavailable(region: &pb::RegionVerification) -> bool {
+    !region.ok
+        && region
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.kind == pb::FailureKind::RegionUnavailable as i32)
+}
+
+/// The regions that failed verification: not ok, and not merely unavailable.
+fn failed_regions(answer: &pb::VerifyAccountResponse) -> Vec<&pb::RegionVerification> {
+    answer
+        .regions
+        .iter()
+        .filter(|r| !r.ok && !is_unavailable(r))
+        .collect()
+}
+
 async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
     let answer = verify_one(ctx.client().await?, account_id).await?;
     if ctx.out.is_json() {
@@ -323,9 +340,16 @@ async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
     } else {
         let mut rows = table(&["region", "ok", "tables", "identity or failure"]);
         for region in &answer.regions {
+            let ok = if region.ok {
+                "yes"
+            } else if is_unavailable(region) {
+                "unavailable"
+            } else {
+                "NO"
+            };
             rows.add_row(vec![
                 region.region.clone(),
-                if region.ok { "yes" } else { "NO" }.to_owned(),
+                ok.to_owned(),
                 region.table_count.to_string(),
                 if region.ok {
                     region.assumed_identity_arn.clone()
@@ -336,7 +360,7 @@ async fn verify(ctx: &Ctx, account_id: String) -> Result<()> {
         }
         print_table(&rows);
     }
-    let failed: Vec<&pb::RegionVerification> = answer.regions.iter().filter(|r| !r.ok).collect();
+    let failed = failed_regions(&answer);
     let denied = failed
         .iter()
         .filter(|r| is_denied(r.failure.as_ref()))

@@ -40,6 +40,8 @@ pub fn failure_reason(
         | FailureKind::InUse
         | FailureKind::QuotaExceeded => ItemReason::Throttled,
         FailureKind::Unknown => ItemReason::AwsError,
+        // The table's region cannot be reached in its account (not enabled, or denied by an SCP).
+        FailureKind::RegionUnavailable => ItemReason::AccountUnreachable,
     }
 }
 

@@ -12,6 +12,38 @@ fn role_of(caller: &Caller) -> Option<&str> {
         .and_then(|(_, rest)| rest.split('/').next())
 }
 
+/// Refuses a member session's call in a region the account cannot use: an opt-in region it has not enabled
+/// (AWS does not know the session there) or one a service control policy denies.
+pub fn require_region(
+    account: &AccountData,
+    caller: &Caller,
+    action: &str,
+    region: &str,
+) -> Result<(), AwsError> {
+    if role_of(caller).is_none() {
+        return Ok(());
+    }
+    if account.disabled_regions.iter().any(|r| r == region) {
+        return Err(AwsError::new(
+            400,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    }
+    if account.scp_denied_regions.iter().any(|r| r == region) {
+        return Err(AwsError::new(
+            400,
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform: {action} with an explicit deny in a service control \
+                 policy",
+                caller.arn
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses `action` on `resource` if the caller's role lacks it.
 pub fn require(
     account: &AccountData,

@@ -38,6 +38,8 @@ fn build_account(spec: &AccountSpec, now: DateTime<Utc>) -> anyhow::Result<Accou
             .iter()
             .map(|r| (r.name.clone(), r.clone()))
             .collect(),
+        disabled_regions: spec.disabled_regions.clone(),
+        scp_denied_regions: spec.scp_denied_regions.clone(),
         ..Default::default()
     };
     for region in &spec.regions {

@@ -50,6 +50,9 @@ pub struct AccountData {
     pub account_id: String,
     pub roles: HashMap<String, RoleSpec>,
     pub regions: BTreeMap<String, RegionData>,
+    /// Opt-in regions not enabled, and regions an SCP denies (the fleet file's).
+    pub disabled_regions: Vec<String>,
+    pub scp_denied_regions: Vec<String>,
 }
 
 impl AccountData {
