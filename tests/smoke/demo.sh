@@ -135,7 +135,7 @@ grep -Eq 'payments-sessions .* 2 .* ReplicaUpdates .* eu-west-1 .* us-east-1' <<
 out="$(tc "${MIGRATE[@]}" --yes -o json)" || fail "tablecrypt migrate --yes exited $?: $out"
 cli_id="$(python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["changeRequest"]["state"]=="CHANGE_REQUEST_STATE_SUCCEEDED", d["changeRequest"]; print(d["changeRequest"]["changeRequestId"])' <<<"$out")" \
   || fail "the CLI migration did not succeed: $(head -c 800 <<<"$out")"
-grep -q 'key/' <<<"$(tc history --request "$cli_id")" || fail "tablecrypt history shows nothing for $cli_id"
+grep -q 'alias/payments-b' <<<"$(tc history --request "$cli_id")" || fail "tablecrypt history does not show key B by its alias for $cli_id"
 # Retiring key A (guide section 6): refresh first, as the guide says, then ask about the key.
 tc inventory refresh --account 111111111111 >/dev/null || fail "refreshing the payments account failed"
 grep -q 'no inventoried table' <<<"$(tc keys usage alias/payments-a --account 111111111111 --region eu-west-1)" \
