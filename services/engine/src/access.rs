@@ -35,7 +35,8 @@ pub fn require_everywhere(
     match require(caller, permission, method)? {
         Scope::Everywhere => Ok(()),
         scope => Err(EngineError::PermissionDenied(format!(
-            "{} may not call {method}: it can register and relabel any account, so it needs the {} role over              every account, not only {}",
+            "{} may not call {method}: it can register and relabel any account, so it needs the {} role over \
+             every account, not only {}",
             caller.identity,
             permission.least_role(),
             scope.describe()
