@@ -153,6 +153,49 @@ impl Behaviour {
         })
     }
 
+    /// Every switch set to the value in force: what a behaviour profile file records, and what a calibration
+    /// run is compared against.
+    pub fn resolved(&self) -> Self {
+        Self {
+            profile: self.profile,
+            sse_change_table_status: Some(self.sse_change_table_status()),
+            old_key_visible_seconds: Some(self.old_key_visible_seconds()),
+            sse_status_names: Some(self.sse_status_names()),
+            identical_update_during_change: Some(self.identical_update_during_change()),
+            sse_with_other_changes: Some(self.sse_with_other_changes()),
+            global_sse_scope: Some(self.global_sse_scope()),
+            unusable_old_key: Some(self.unusable_old_key()),
+            current_key_resend: Some(self.current_key_resend()),
+            quota_check: Some(self.quota_check()),
+            key_refusal: Some(self.key_refusal()),
+        }
+    }
+
+    /// These switches with every switch `overrides` sets put over them (its `profile` is not used).
+    pub fn overlay(&self, overrides: &Self) -> Self {
+        Self {
+            profile: self.profile,
+            sse_change_table_status: overrides
+                .sse_change_table_status
+                .or(self.sse_change_table_status),
+            old_key_visible_seconds: overrides
+                .old_key_visible_seconds
+                .or(self.old_key_visible_seconds),
+            sse_status_names: overrides.sse_status_names.or(self.sse_status_names),
+            identical_update_during_change: overrides
+                .identical_update_during_change
+                .or(self.identical_update_during_change),
+            sse_with_other_changes: overrides
+                .sse_with_other_changes
+                .or(self.sse_with_other_changes),
+            global_sse_scope: overrides.global_sse_scope.or(self.global_sse_scope),
+            unusable_old_key: overrides.unusable_old_key.or(self.unusable_old_key),
+            current_key_resend: overrides.current_key_resend.or(self.current_key_resend),
+            quota_check: overrides.quota_check.or(self.quota_check),
+            key_refusal: overrides.key_refusal.or(self.key_refusal),
+        }
+    }
+
     pub fn sse_with_other_changes(&self) -> MixedUpdate {
         self.pick(
             self.sse_with_other_changes,
@@ -278,5 +321,26 @@ mod tests {
         assert_eq!(refused.key_refusal(), KeyRefusal::Validation);
         assert!(serde_norway::from_str::<Behaviour>("{profile: pessimistic}").is_err());
         assert!(serde_norway::from_str::<Behaviour>("{old_key_seconds: 3}").is_err());
+    }
+
+    #[test]
+    fn resolved_sets_every_switch_and_overlay_keeps_what_is_not_overridden() {
+        let observed = Behaviour::aws_observed().resolved();
+        assert_eq!(observed.old_key_visible_seconds, Some(8.0));
+        assert_eq!(observed.key_refusal, Some(KeyRefusal::AsObserved));
+        let text = serde_norway::to_string(&observed).expect("yaml");
+        assert!(!text.contains("null"), "{text}");
+        // Resolving a resolved behaviour changes nothing, whatever its named profile says.
+        let mut renamed = observed.clone();
+        renamed.profile = Profile::Optimistic;
+        assert_eq!(renamed.resolved().key_refusal, Some(KeyRefusal::AsObserved));
+        let overrides = Behaviour {
+            old_key_visible_seconds: Some(3.0),
+            ..Behaviour::default()
+        };
+        let merged = observed.overlay(&overrides);
+        assert_eq!(merged.old_key_visible_seconds(), 3.0);
+        assert_eq!(merged.sse_change_table_status(), ChangeTableStatus::Active);
+        assert_eq!(merged.profile, Profile::AwsObserved);
     }
 }

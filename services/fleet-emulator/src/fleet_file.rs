@@ -2,6 +2,9 @@
 //! one or generated.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,10 @@ pub struct FleetSpec {
     /// `settings.behaviour`, which it overrides when given.
     #[serde(default)]
     pub behaviour: Option<crate::behaviour::Behaviour>,
+    /// A behaviour profile file written by `fleet-emulator calibrate` (relative to the fleet file): its switches,
+    /// with `behaviour`'s switches over them, and where and when they were measured (`settings.behaviour_measured`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_profile: Option<std::path::PathBuf>,
     #[serde(default)]
     pub accounts: Vec<AccountSpec>,
     /// The AWS Organization the accounts belong to, for Organizations and Account Management calls.
@@ -104,6 +111,9 @@ pub struct Settings {
     pub request_log_capacity: usize,
     /// What AWS does where the sources disagree.
     pub behaviour: crate::behaviour::Behaviour,
+    /// Where and when `behaviour` was measured, when it came from a calibrated profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaviour_measured: Option<crate::profile::Provenance>,
 }
 
 impl Default for Settings {
@@ -114,6 +124,7 @@ impl Default for Settings {
             max_updating_tables_per_region: 500,
             request_log_capacity: 1_000_000,
             behaviour: crate::behaviour::Behaviour::default(),
+            behaviour_measured: None,
         }
     }
 }
@@ -233,7 +244,34 @@ fn default_prefix() -> String {
 }
 
 impl FleetSpec {
+    /// A fleet from YAML; a `behaviour_profile` is read relative to the working directory.
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("invalid fleet file: {e}"))
+        Self::from_yaml_in(text, Path::new("."))
+    }
+
+    /// A fleet file; its `behaviour_profile` is read relative to the file's directory.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        Self::from_yaml_in(&text, path.parent().unwrap_or(Path::new(".")))
+            .with_context(|| format!("failed to load {}", path.display()))
+    }
+
+    fn from_yaml_in(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let mut spec: Self =
+            serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("invalid fleet file: {e}"))?;
+        if let Some(file) = spec.behaviour_profile.clone() {
+            spec.use_profile(&base.join(file))?;
+        }
+        Ok(spec)
+    }
+
+    /// Takes the switches of a calibrated profile, keeping any switch the fleet's own `behaviour` sets.
+    pub fn use_profile(&mut self, path: &Path) -> anyhow::Result<()> {
+        let profile = crate::profile::BehaviourProfile::load(path)?;
+        let overrides = self.behaviour.take().unwrap_or_default();
+        self.behaviour = Some(profile.behaviour.overlay(&overrides));
+        self.settings.behaviour_measured = Some(profile.measured);
+        Ok(())
     }
 }

@@ -12,9 +12,11 @@
 pub mod admin;
 pub mod aws;
 pub mod behaviour;
+pub mod calibrate;
 pub mod clock;
 pub mod faults;
 pub mod fleet_file;
+pub mod profile;
 pub mod request_log;
 pub mod server;
 pub mod world;

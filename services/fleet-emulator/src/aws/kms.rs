@@ -206,6 +206,14 @@ pub fn handle(
             region_data.aliases.insert(name.to_owned(), (id, now));
             Ok(json!({}))
         }
+        "DeleteAlias" => {
+            let name = required(input, "AliasName")?;
+            alias_checks(name)?;
+            if region_data.aliases.remove(name).is_none() {
+                return Err(not_found(name, caller, region));
+            }
+            Ok(json!({}))
+        }
         "EnableKey" | "DisableKey" => {
             let reference = required(input, "KeyId")?;
             let key = key_mut(region_data, caller, region, reference, now)?;
