@@ -3,6 +3,7 @@
 
 mod accounts_and_sts;
 mod behaviour_switches;
+mod calibrate;
 mod common;
 mod encryption_switches;
 mod global_tables_and_faults;
