@@ -48,8 +48,11 @@ pub async fn watch(
             return trace;
         }
         tokio::time::sleep(every).await;
-        let since = sent.elapsed().as_secs_f64();
+        // AWS evaluated the poll between asking and answering: an unchanged answer bounds the change below by
+        // `asked`, a changed one above by `answered`.
+        let asked = sent.elapsed().as_secs_f64();
         let result = at.dynamodb.describe_table().table_name(table).send().await;
+        let answered = sent.elapsed().as_secs_f64();
         let answer = answer_of(&result);
         let view = result
             .ok()
@@ -57,13 +60,13 @@ pub async fn watch(
         session.record(
             &at.region,
             "DescribeTable",
-            format!("{table} (poll, +{since:.1}s)"),
+            format!("{table} (poll, +{asked:.1}s)"),
             view.as_ref().map_or_else(|| answer.text(), TableView::text),
         );
         let Some(view) = view else { continue };
         if trace.visible_after.is_none() {
             if view == *before {
-                last_unchanged = since;
+                last_unchanged = asked;
                 if sent.elapsed() > NO_CHANGE_GRACE {
                     trace.last = Some(view);
                     return trace;
@@ -71,12 +74,12 @@ pub async fn watch(
                 continue;
             }
             // Between the last poll that looked unchanged and this one.
-            trace.visible_after = Some((last_unchanged + since) / 2.0);
+            trace.visible_after = Some((last_unchanged + answered) / 2.0);
         }
         if view.changing() {
             trace.changing.push(view.clone());
         } else if view.settled() {
-            trace.settled_after = Some(since);
+            trace.settled_after = Some(answered);
             trace.last = Some(view);
             return trace;
         }
