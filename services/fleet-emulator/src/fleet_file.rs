@@ -249,12 +249,21 @@ impl FleetSpec {
         Self::from_yaml_in(text, Path::new("."))
     }
 
-    /// A fleet file; its `behaviour_profile` is read relative to the file's directory.
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+    /// A fleet file; its `behaviour_profile` is read relative to the file's directory, unless `profile` (a path
+    /// given on the command line, relative to the working directory) replaces it.
+    pub fn from_file(path: &Path, profile: Option<&Path>) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read {}", path.display()))?;
-        Self::from_yaml_in(&text, path.parent().unwrap_or(Path::new(".")))
-            .with_context(|| format!("failed to load {}", path.display()))
+        let mut spec: Self = serde_norway::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid fleet file: {e}"))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        match (profile, spec.behaviour_profile.clone()) {
+            (Some(file), _) => spec.use_profile(file),
+            (None, Some(file)) => spec.use_profile(&base.join(file)),
+            (None, None) => Ok(()),
+        }
+        .with_context(|| format!("failed to load {}", path.display()))?;
+        Ok(spec)
     }
 
     fn from_yaml_in(text: &str, base: &Path) -> anyhow::Result<Self> {
@@ -266,7 +275,8 @@ impl FleetSpec {
         Ok(spec)
     }
 
-    /// Takes the switches of a calibrated profile, keeping any switch the fleet's own `behaviour` sets.
+    /// Takes the switches of a calibrated profile, keeping any switch the fleet's own `behaviour` sets (call it
+    /// once: a second profile would be read over the first one's switches).
     pub fn use_profile(&mut self, path: &Path) -> anyhow::Result<()> {
         let profile = crate::profile::BehaviourProfile::load(path)?;
         let overrides = self.behaviour.take().unwrap_or_default();

@@ -37,8 +37,8 @@ struct Serve {
     /// Where to serve AWS requests and the admin API (/_emulator/).
     #[arg(long, env = "FLEET_EMULATOR_LISTEN", default_value = "127.0.0.1:4566")]
     listen: SocketAddr,
-    /// A behaviour profile written by `fleet-emulator calibrate`; the fleet file's `behaviour` switches stay
-    /// over it.
+    /// A behaviour profile written by `fleet-emulator calibrate`, in place of the fleet file's
+    /// `behaviour_profile`; the fleet file's `behaviour` switches stay over it.
     #[arg(long, env = "FLEET_EMULATOR_BEHAVIOUR_PROFILE")]
     behaviour_profile: Option<PathBuf>,
 }
@@ -90,13 +90,15 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Serve) -> anyhow::Result<()> {
-    let mut fleet = match &args.fleet {
-        Some(path) => FleetSpec::from_file(path)?,
-        None => FleetSpec::default(),
+    let fleet = match (&args.fleet, &args.behaviour_profile) {
+        (Some(path), profile) => FleetSpec::from_file(path, profile.as_deref())?,
+        (None, Some(profile)) => {
+            let mut fleet = FleetSpec::default();
+            fleet.use_profile(profile)?;
+            fleet
+        }
+        (None, None) => FleetSpec::default(),
     };
-    if let Some(path) = &args.behaviour_profile {
-        fleet.use_profile(path)?;
-    }
     let started = std::time::Instant::now();
     let emulator = Emulator::new(fleet).context("failed to build the fleet")?;
     let summary = emulator.shared().world.summary();

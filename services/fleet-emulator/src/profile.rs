@@ -6,7 +6,7 @@
 //! measured: {account_id: "123456789012", regions: [eu-west-1, us-east-1], endpoint: AWS, ...}
 //! behaviour: {profile: aws-observed, sse_change_table_status: ACTIVE, old_key_visible_seconds: 8.0, ...}
 //! undetermined: []            # switches the run could not observe: the base profile's value stands
-//! observations: {quota_message: "...", ...}   # measured facts no switch models, for the reader
+//! observations: {quota_refusal: "...", ...}   # measured facts no switch models, for the reader
 //! ```
 
 use std::collections::BTreeMap;

@@ -11,6 +11,9 @@ use super::session::{Regional, Session, answer_of};
 /// How long cleanup waits, in all, for tables to leave UPDATING before giving up (a change takes 20-25 s on
 /// AWS, a replica's removal minutes).
 pub const CLEANUP_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// DynamoDB's DescribeTable and KMS's ListKeys are eventually consistent for seconds after a create: a resource
+/// not found is looked for again after this many poll intervals before it counts as never created.
+const NOT_FOUND_RECHECK_POLLS: u32 = 10;
 
 /// What cleanup did.
 #[derive(Debug, Default)]
@@ -34,112 +37,110 @@ impl Summary {
     }
 }
 
+/// What one attempt at one resource found.
+enum Found {
+    /// Deleted (or scheduled for deletion) now or before.
+    Removed,
+    /// Not there: never created, or not visible yet.
+    NotFound,
+}
+
 struct Cleaner<'a> {
     session: &'a Session,
     manifest: &'a ManifestFile,
     run_id: String,
+    replica_region: String,
     poll: Duration,
     deadline: Instant,
-    summary: Summary,
-}
-
-fn regional<'s>(session: &'s Session, region: &str) -> Option<&'s Regional> {
-    [&session.main, &session.replica]
-        .into_iter()
-        .find(|r| r.region == region)
 }
 
 /// Removes everything `manifest` records that is not removed yet.
 pub async fn cleanup(session: &Session, manifest: &ManifestFile, poll: Duration) -> Summary {
     let snapshot = manifest.snapshot();
-    let mut cleaner = Cleaner {
+    let cleaner = Cleaner {
         session,
         manifest,
         run_id: snapshot.run_id.clone(),
+        replica_region: snapshot.replica_region.clone(),
         poll,
         deadline: Instant::now() + CLEANUP_LIMIT,
-        summary: Summary::default(),
     };
-    cleaner.tables(&snapshot).await;
-    for kind in [Kind::Alias, Kind::Key] {
-        for (index, resource) in snapshot.resources.iter().enumerate() {
-            if resource.kind != kind || resource.removed {
-                continue;
-            }
-            let Some(at) = regional(session, &resource.region) else {
-                cleaner.left(resource, "its region is not one of this run's");
-                continue;
-            };
-            let removed = match kind {
-                Kind::Alias => cleaner.alias(at, resource).await,
-                _ => cleaner.key(at, resource).await,
-            };
-            cleaner.done(index, resource, removed);
+    // Tables (replicas first: a global table's replica is its second entry), then the alias, then the keys.
+    let order = |r: &Resource| match r.kind {
+        Kind::Table if r.region == snapshot.replica_region => 0,
+        Kind::Table => 1,
+        Kind::Alias => 2,
+        Kind::Key => 3,
+    };
+    let mut todo: Vec<(usize, Resource)> = snapshot
+        .resources
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(_, r)| !r.removed)
+        .collect();
+    todo.sort_by_key(|(i, r)| (order(r), *i));
+    let mut summary = Summary::default();
+    let mut not_found = Vec::new();
+    for (index, resource) in &todo {
+        match cleaner.remove(&snapshot, resource).await {
+            Ok(Found::Removed) => cleaner.done(&mut summary, *index, resource),
+            Ok(Found::NotFound) => not_found.push((*index, resource.clone())),
+            Err(why) => summary.left.push(describe(resource, &why)),
         }
     }
-    if cleaner.summary.left.is_empty() {
+    if !not_found.is_empty() {
+        tokio::time::sleep(poll * NOT_FOUND_RECHECK_POLLS).await;
+        for (index, resource) in &not_found {
+            match cleaner.remove(&snapshot, resource).await {
+                Ok(_) => cleaner.done(&mut summary, *index, resource),
+                Err(why) => summary.left.push(describe(resource, &why)),
+            }
+        }
+    }
+    if summary.left.is_empty() {
         let _ = manifest.mark_cleaned_up();
     }
-    cleaner.summary
+    summary
+}
+
+fn describe(resource: &Resource, why: &str) -> String {
+    format!(
+        "{:?} {} in {}: {why}",
+        resource.kind, resource.name, resource.region
+    )
 }
 
 impl Cleaner<'_> {
-    fn left(&mut self, resource: &Resource, why: &str) {
-        self.summary.left.push(format!(
-            "{:?} {} in {}: {why}",
-            resource.kind, resource.name, resource.region
-        ));
+    fn done(&self, summary: &mut Summary, index: usize, resource: &Resource) {
+        let _ = self.manifest.update(index, |r| r.removed = true);
+        summary.removed.push(describe(resource, "removed"));
     }
 
-    fn done(&mut self, index: usize, resource: &Resource, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                let _ = self.manifest.update(index, |r| r.removed = true);
-                self.summary.removed.push(format!(
-                    "{:?} {} in {}",
-                    resource.kind, resource.name, resource.region
-                ));
+    async fn remove(&self, manifest: &Manifest, resource: &Resource) -> Result<Found, String> {
+        let at = self
+            .session
+            .regional(&resource.region)
+            .ok_or("its region is not one of this run's")?;
+        match resource.kind {
+            Kind::Table if resource.region == self.replica_region => {
+                self.replica(manifest, at, resource).await
             }
-            Err(why) => self.left(resource, &why),
+            Kind::Table => self.table(at, &resource.name, false).await,
+            Kind::Alias => self.alias(at, resource).await,
+            Kind::Key => self.key(at, resource).await,
         }
     }
 
-    /// Replicas first (from the table's other region), then the tables.
-    async fn tables(&mut self, manifest: &Manifest) {
-        let tables: Vec<(usize, Resource)> = manifest
-            .resources
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.kind == Kind::Table && !r.removed)
-            .map(|(i, r)| (i, r.clone()))
-            .collect();
-        // A replica is the table's second entry (same name, the replica region).
-        for (index, resource) in &tables {
-            let is_replica = resource.region == manifest.replica_region
-                && tables
-                    .iter()
-                    .any(|(_, r)| r.name == resource.name && r.region == manifest.region);
-            if !is_replica {
-                continue;
-            }
-            let outcome = self.replica(manifest, resource).await;
-            self.done(*index, resource, outcome);
-        }
-        for (index, resource) in &tables {
-            if self.manifest.snapshot().resources[*index].removed {
-                continue;
-            }
-            let Some(at) = regional(self.session, &resource.region) else {
-                self.left(resource, "its region is not one of this run's");
-                continue;
-            };
-            let outcome = self.table(at, &resource.name).await;
-            self.done(*index, resource, outcome);
-        }
-    }
-
-    /// Whether the table is this run's: its name is, and it carries the run's tag (or no tags: a replica).
-    async fn ours(&self, at: &Regional, name: &str, arn: &str) -> Result<(), String> {
+    /// Whether the table is this run's: its name is, and it carries the run's tag (a replica, which DynamoDB
+    /// creates without the table's tags, may carry none).
+    async fn ours(
+        &self,
+        at: &Regional,
+        name: &str,
+        arn: &str,
+        replica: bool,
+    ) -> Result<(), String> {
         if !name.starts_with(&plan::table_name(&self.run_id, "")) {
             return Err("its name is not this run's".to_owned());
         }
@@ -149,13 +150,14 @@ impl Cleaner<'_> {
             .resource_arn(arn)
             .send()
             .await;
+        let answer = answer_of(&result);
         self.session.record(
             &at.region,
             "ListTagsOfResource",
             name.to_owned(),
-            answer_of(&result).text(),
+            answer.text(),
         );
-        let tags = result.map_err(|e| format!("its tags cannot be read: {e}"))?;
+        let tags = result.map_err(|_| format!("its tags cannot be read: {}", answer.text()))?;
         let run = tags
             .tags()
             .iter()
@@ -163,7 +165,7 @@ impl Cleaner<'_> {
             .map(|t| t.value());
         match run {
             Some(run) if run == self.run_id => Ok(()),
-            None if tags.tags().is_empty() => Ok(()),
+            None if replica && tags.tags().is_empty() => Ok(()),
             _ => Err(format!(
                 "it does not carry the tag {RUN_TAG}={}",
                 self.run_id
@@ -171,9 +173,18 @@ impl Cleaner<'_> {
         }
     }
 
-    /// Removes the replica through the table's main region (ReplicaUpdates Delete); gone already is done.
-    async fn replica(&mut self, manifest: &Manifest, resource: &Resource) -> Result<(), String> {
-        let main = regional(self.session, &manifest.region).ok_or("no main region")?;
+    /// Removes the replica through the table's main region (ReplicaUpdates Delete), then any table of that name
+    /// left alone in the replica's region.
+    async fn replica(
+        &self,
+        manifest: &Manifest,
+        at: &Regional,
+        resource: &Resource,
+    ) -> Result<Found, String> {
+        let main = self
+            .session
+            .regional(&manifest.region)
+            .ok_or("no main region")?;
         loop {
             let result = main
                 .dynamodb
@@ -182,97 +193,106 @@ impl Cleaner<'_> {
                 .send()
                 .await;
             let answer = answer_of(&result);
+            self.session.record(
+                &main.region,
+                "DescribeTable",
+                resource.name.clone(),
+                answer.text(),
+            );
             let table = match result {
                 Ok(out) => out.table,
                 Err(_) if answer.code.as_deref() == Some("ResourceNotFoundException") => None,
                 Err(_) => return Err(format!("DescribeTable: {}", answer.text())),
             };
-            let Some(table) = table else {
-                // Without the main table the replica stands alone: `tables` deletes it as a table.
-                return self
-                    .table(
-                        regional(self.session, &resource.region).ok_or("no replica region")?,
-                        &resource.name,
-                    )
-                    .await;
+            let status = table.as_ref().and_then(|t| {
+                t.replicas()
+                    .iter()
+                    .find(|r| r.region_name() == Some(resource.region.as_str()))
+                    .map(|r| {
+                        r.replica_status()
+                            .map(|s| s.as_str().to_owned())
+                            .unwrap_or_default()
+                    })
+            });
+            let Some(status) = status else {
+                // Not (or no longer) in the group: a table of that name left alone there is deleted as a table.
+                return self.table(at, &resource.name, true).await;
             };
-            let has_replica = table
-                .replicas()
-                .iter()
-                .any(|r| r.region_name() == Some(resource.region.as_str()));
-            if !has_replica {
-                // Gone from the group; if it still exists alone, delete it.
-                return self
-                    .table(
-                        regional(self.session, &resource.region).ok_or("no replica region")?,
-                        &resource.name,
+            if matches!(
+                status.as_str(),
+                "ACTIVE" | "INACCESSIBLE_ENCRYPTION_CREDENTIALS"
+            ) {
+                let arn = table
+                    .as_ref()
+                    .and_then(|t| t.table_arn())
+                    .unwrap_or_default();
+                self.ours(main, &resource.name, arn, false).await?;
+                self.session.cleanup_step(&format!(
+                    "UpdateTable {} in {}: ReplicaUpdates Delete {}",
+                    resource.name, main.region, resource.region
+                ));
+                let delete = aws_sdk_dynamodb::types::DeleteReplicationGroupMemberAction::builder()
+                    .region_name(&resource.region)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let result = main
+                    .dynamodb
+                    .update_table()
+                    .table_name(&resource.name)
+                    .replica_updates(
+                        aws_sdk_dynamodb::types::ReplicationGroupUpdate::builder()
+                            .delete(delete)
+                            .build(),
                     )
+                    .send()
                     .await;
+                let answer = answer_of(&result);
+                self.session.record(
+                    &main.region,
+                    "UpdateTable",
+                    format!(
+                        "{}: ReplicaUpdates Delete {}",
+                        resource.name, resource.region
+                    ),
+                    answer.text(),
+                );
+                if !answer.is_ok() && answer.code.as_deref() != Some("ResourceInUseException") {
+                    return Err(format!("removing the replica: {}", answer.text()));
+                }
             }
-            self.ours(main, &resource.name, table.table_arn().unwrap_or_default())
-                .await?;
-            self.session.step(&format!(
-                "UpdateTable {} in {}: ReplicaUpdates Delete {}",
-                resource.name, main.region, resource.region
-            ));
-            let result = main
-                .dynamodb
-                .update_table()
-                .table_name(&resource.name)
-                .replica_updates(
-                    aws_sdk_dynamodb::types::ReplicationGroupUpdate::builder()
-                        .delete(
-                            aws_sdk_dynamodb::types::DeleteReplicationGroupMemberAction::builder()
-                                .region_name(&resource.region)
-                                .build()
-                                .map_err(|e| e.to_string())?,
-                        )
-                        .build(),
-                )
-                .send()
-                .await;
-            let answer = answer_of(&result);
-            self.session.record(
-                &main.region,
-                "UpdateTable",
-                format!(
-                    "{}: ReplicaUpdates Delete {}",
-                    resource.name, resource.region
-                ),
-                answer.text(),
-            );
-            if !answer.is_ok() && answer.code.as_deref() != Some("ResourceInUseException") {
-                return Err(format!("removing the replica: {}", answer.text()));
-            }
+            // CREATING, UPDATING, DELETING, or just asked to go: wait and look again.
             self.wait().await?;
         }
     }
 
-    /// Deletes one table, waiting while it is being updated; gone already is done.
-    async fn table(&mut self, at: &Regional, name: &str) -> Result<(), String> {
+    /// Deletes one table, waiting while it is being updated.
+    async fn table(&self, at: &Regional, name: &str, replica: bool) -> Result<Found, String> {
         loop {
             let result = at.dynamodb.describe_table().table_name(name).send().await;
             let answer = answer_of(&result);
+            self.session
+                .record(&at.region, "DescribeTable", name.to_owned(), answer.text());
             let table = match result {
                 Ok(out) => out.table.ok_or("DescribeTable answered without a table")?,
                 Err(_) if answer.code.as_deref() == Some("ResourceNotFoundException") => {
-                    return Ok(());
+                    return Ok(Found::NotFound);
                 }
                 Err(_) => return Err(format!("DescribeTable: {}", answer.text())),
             };
             if table.table_status().map(|s| s.as_str()) == Some("DELETING") {
-                return Ok(());
+                return Ok(Found::Removed);
             }
-            self.ours(at, name, table.table_arn().unwrap_or_default())
+            self.ours(at, name, table.table_arn().unwrap_or_default(), replica)
                 .await?;
             self.session
-                .step(&format!("DeleteTable {name} in {}", at.region));
+                .cleanup_step(&format!("DeleteTable {name} in {}", at.region));
             let result = at.dynamodb.delete_table().table_name(name).send().await;
             let answer = answer_of(&result);
             self.session
                 .record(&at.region, "DeleteTable", name.to_owned(), answer.text());
             match answer.code.as_deref() {
-                None | Some("ResourceNotFoundException") => return Ok(()),
+                None => return Ok(Found::Removed),
+                Some("ResourceNotFoundException") => return Ok(Found::NotFound),
                 // Being updated (or its replica being removed): wait and try again.
                 Some("ResourceInUseException") => self.wait().await?,
                 _ => return Err(format!("DeleteTable: {}", answer.text())),
@@ -287,18 +307,19 @@ impl Cleaner<'_> {
                 CLEANUP_LIMIT.as_secs() / 60
             ));
         }
-        tokio::time::sleep(self.poll.max(Duration::from_millis(200))).await;
+        tokio::time::sleep(self.poll).await;
         Ok(())
     }
 
-    async fn alias(&mut self, at: &Regional, resource: &Resource) -> Result<(), String> {
+    async fn alias(&self, at: &Regional, resource: &Resource) -> Result<Found, String> {
         if !resource
             .name
             .starts_with(&format!("alias/{}{}", plan::TABLE_PREFIX, self.run_id))
         {
             return Err("its name is not this run's".to_owned());
         }
-        self.session.step(&format!("DeleteAlias {}", resource.name));
+        self.session
+            .cleanup_step(&format!("DeleteAlias {}", resource.name));
         let result = at
             .kms
             .delete_alias()
@@ -313,20 +334,20 @@ impl Cleaner<'_> {
             answer.text(),
         );
         match answer.code.as_deref() {
-            None | Some("NotFoundException") => Ok(()),
+            None => Ok(Found::Removed),
+            Some("NotFoundException") => Ok(Found::NotFound),
             _ => Err(format!("DeleteAlias: {}", answer.text())),
         }
     }
 
     /// Schedules the key's deletion; a key whose id was never recorded is found by its description.
-    async fn key(&mut self, at: &Regional, resource: &Resource) -> Result<(), String> {
+    async fn key(&self, at: &Regional, resource: &Resource) -> Result<Found, String> {
         let id = match &resource.id {
-            Some(id) => Some(id.clone()),
-            None => self.find_key(at, &resource.name).await?,
-        };
-        let Some(id) = id else {
-            // CreateKey never got through.
-            return Ok(());
+            Some(id) => id.clone(),
+            None => match self.find_key(at, &resource.name).await? {
+                Some(id) => id,
+                None => return Ok(Found::NotFound),
+            },
         };
         let result = at.kms.describe_key().key_id(&id).send().await;
         let answer = answer_of(&result);
@@ -336,19 +357,23 @@ impl Cleaner<'_> {
             Ok(out) => out
                 .key_metadata
                 .ok_or("DescribeKey answered without metadata")?,
-            Err(_) if answer.code.as_deref() == Some("NotFoundException") => return Ok(()),
+            Err(_) if answer.code.as_deref() == Some("NotFoundException") => {
+                return Ok(Found::NotFound);
+            }
             Err(_) => return Err(format!("DescribeKey: {}", answer.text())),
         };
-        if metadata.description() != Some(resource.name.as_str()) {
+        if metadata.description() != Some(resource.name.as_str())
+            || metadata.key_manager() != Some(&aws_sdk_kms::types::KeyManagerType::Customer)
+        {
             return Err(format!(
                 "its description is not {:?}: not this run's key",
                 resource.name
             ));
         }
         if metadata.key_state().map(|s| s.as_str()) == Some("PendingDeletion") {
-            return Ok(());
+            return Ok(Found::Removed);
         }
-        self.session.step(&format!(
+        self.session.cleanup_step(&format!(
             "ScheduleKeyDeletion {id} ({KEY_DELETION_DAYS} days)"
         ));
         let result = at
@@ -362,13 +387,13 @@ impl Cleaner<'_> {
         self.session
             .record(&at.region, "ScheduleKeyDeletion", id, answer.text());
         if answer.is_ok() {
-            Ok(())
+            Ok(Found::Removed)
         } else {
             Err(format!("ScheduleKeyDeletion: {}", answer.text()))
         }
     }
 
-    /// The key with exactly this description, among the region's keys.
+    /// The customer managed key with exactly this description, among the region's keys.
     async fn find_key(&self, at: &Regional, description: &str) -> Result<Option<String>, String> {
         let mut marker: Option<String> = None;
         loop {
@@ -379,11 +404,17 @@ impl Cleaner<'_> {
             let page = result.map_err(|_| format!("ListKeys: {}", answer.text()))?;
             for key in page.keys() {
                 let Some(id) = key.key_id() else { continue };
-                let described = at.kms.describe_key().key_id(id).send().await;
-                if let Ok(out) = described
-                    && let Some(metadata) = out.key_metadata
-                    && metadata.description() == Some(description)
-                {
+                let result = at.kms.describe_key().key_id(id).send().await;
+                let answer = answer_of(&result);
+                self.session
+                    .record(&at.region, "DescribeKey", id.to_owned(), answer.text());
+                let metadata = match result {
+                    Ok(out) => out.key_metadata,
+                    // Deleted between the listing and now.
+                    Err(_) if answer.code.as_deref() == Some("NotFoundException") => None,
+                    Err(_) => return Err(format!("DescribeKey {id}: {}", answer.text())),
+                };
+                if metadata.is_some_and(|m| m.description() == Some(description)) {
                     return Ok(Some(id.to_owned()));
                 }
             }

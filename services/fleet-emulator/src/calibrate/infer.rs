@@ -274,18 +274,21 @@ pub fn infer(seen: &Observations) -> Inference {
         answer_text(seen.away_from_disabled_key.as_ref()),
     );
 
-    // Any other name for the current key accepted means only the exact ARN is recognised.
-    let resends = [
+    // The exact ARN refused and any other name for the current key accepted: only the ARN is recognised.
+    let by_arn_refused = seen
+        .resend_by_arn
+        .as_ref()
+        .is_some_and(|a| a.code_is("ValidationException"));
+    let others = [
         &seen.resend_by_key_id,
         &seen.resend_by_alias,
         &seen.resend_managed,
     ];
-    let resend = if resends
-        .iter()
-        .any(|a| a.as_ref().is_some_and(Answer::is_ok))
-    {
+    let resend = if !by_arn_refused {
+        None
+    } else if others.iter().any(|a| a.as_ref().is_some_and(Answer::is_ok)) {
         Some(CurrentKeyResend::RefusedByArnOnly)
-    } else if resends
+    } else if others
         .iter()
         .all(|a| a.as_ref().is_some_and(|a| a.code_is("ValidationException")))
     {
@@ -309,10 +312,10 @@ pub fn infer(seen: &Observations) -> Inference {
     let quota = seen.quota_with_missing_key.as_ref().and_then(|a| {
         if a.code_is("LimitExceededException") {
             Some(QuotaCheck::BeforeKeyValidation)
-        } else if a.is_ok() || a.status == 0 || a.status >= 500 {
-            None
-        } else {
+        } else if a.code_is("ValidationException") {
             Some(QuotaCheck::AfterKeyValidation)
+        } else {
+            None
         }
     });
     d.behaviour.quota_check = d.decide(
@@ -325,8 +328,9 @@ pub fn infer(seen: &Observations) -> Inference {
         ),
     );
 
+    // As observed: HTTP 500 InternalServerError (a failed KMS grant); a 503 or a throttle decides nothing.
     let refusal = seen.asymmetric_key.as_ref().and_then(|a| {
-        if a.status >= 500 {
+        if a.status == 500 && (a.code_is("InternalServerError") || a.code_is("InternalFailure")) {
             Some(KeyRefusal::AsObserved)
         } else if a.code_is("ValidationException") {
             Some(KeyRefusal::Validation)
@@ -481,6 +485,7 @@ mod tests {
             managed_on_global: validation("cannot mix AWS managed and customer managed KMS keys"),
             replica_after_managed: Some(ReplicaAfterManaged::Unchanged),
             away_from_disabled_key: Some(Answer::ok()),
+            resend_by_arn: validation("already encrypted"),
             resend_by_key_id: validation("already encrypted"),
             resend_by_alias: validation("already encrypted"),
             resend_managed: validation("already encrypted"),
@@ -528,6 +533,37 @@ mod tests {
         );
         assert_eq!(inference.behaviour, Behaviour::aws_observed().resolved());
         assert!(inference.evidence["key_refusal"].contains("AccessDeniedException"));
+    }
+
+    #[test]
+    fn a_rule_decides_only_on_the_answer_it_names() {
+        let mut seen = as_reported();
+        // Every name of the current key accepted, the exact ARN included: no setting describes that.
+        seen.resend_by_arn = Some(Answer::ok());
+        // After four switches, a throttle or a table still in use says nothing about the order of the checks.
+        seen.quota_with_missing_key = Some(Answer::error(
+            400,
+            "ResourceInUseException",
+            "still updating",
+        ));
+        // A 503 is AWS busy, not the observed 500 of a failed grant.
+        seen.asymmetric_key = Some(Answer::error(503, "ServiceUnavailable", "try again"));
+        // A call the run did not send (the table's switches were spent).
+        seen.away_from_disabled_key = Some(Answer {
+            status: 0,
+            code: Some("NotSent".to_owned()),
+            message: None,
+        });
+        let inference = infer(&seen);
+        assert_eq!(
+            inference.undetermined,
+            [
+                "unusable_old_key",
+                "current_key_resend",
+                "quota_check",
+                "key_refusal"
+            ]
+        );
     }
 
     #[test]

@@ -5,10 +5,12 @@
 
 pub mod cleanup;
 pub mod experiments;
+mod global;
 pub mod infer;
 pub mod manifest;
 pub mod plan;
 pub mod report;
+pub mod resources;
 pub mod session;
 pub mod watch;
 
@@ -23,9 +25,9 @@ use crate::profile::{BehaviourProfile, Provenance};
 use manifest::{Manifest, ManifestFile};
 use session::{Access, Session};
 
-/// The shortest DescribeTable poll interval: AWS's control plane allows 10 DescribeTable calls a second per
-/// account; a run polls at most 7 tables at once.
-const MIN_POLL_SECONDS: f64 = 0.05;
+/// The shortest DescribeTable poll interval: a run polls at most 7 tables at once, 70 calls a second at this
+/// interval, for runs against the emulator; on AWS keep the default second (7 calls a second).
+const MIN_POLL_SECONDS: f64 = 0.1;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -38,7 +40,8 @@ pub struct Options {
     /// Where the manifest, the profile and the report are written.
     #[arg(long, default_value = ".")]
     pub output_dir: PathBuf,
-    /// An endpoint override (the emulator, a VPC endpoint); AWS's own endpoints when absent.
+    /// One endpoint for DynamoDB, KMS and STS in both regions (the fleet emulator); AWS's own endpoints when
+    /// absent.
     #[arg(long)]
     pub endpoint_url: Option<String>,
     /// A role to assume in the sandbox account; the default credential chain's identity otherwise.
@@ -53,13 +56,15 @@ pub struct Options {
     /// Go ahead and create the resources the plan lists (without it, the plan is printed and nothing is done).
     #[arg(long)]
     pub yes: bool,
-    /// Stop the experiments after this many minutes and clean up.
+    /// Stop starting experiments after this many minutes and clean up (cleanup has its own 30-minute limit). An
+    /// hour is twice a typical run; ten hours stays inside the 12 h an assumed role's session can last.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub max_minutes: u64,
     /// DescribeTable poll interval through a change, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub poll_seconds: f64,
-    /// Seconds to wait after DisableKey before asking DynamoDB to switch away from the key.
+    /// Seconds to wait after DisableKey before asking DynamoDB to switch away from the key: KMS changes a key's
+    /// state "within seconds" (eventual consistency); five is a margin, not a measurement.
     #[arg(long, default_value_t = 5.0)]
     pub key_settle_seconds: f64,
     /// Finish the cleanup of an interrupted run from its manifest (nothing else is done).
@@ -122,7 +127,7 @@ async fn ensure_sandbox(session: &Session, options: &Options) -> anyhow::Result<
                     anyhow::anyhow!(
                         "ListTables in {}: {}",
                         at.region,
-                        experiments::DisplayAnswer(&e)
+                        resources::DisplayAnswer(&e)
                     )
                 })?;
             foreign.extend(
@@ -156,7 +161,9 @@ pub async fn run(options: Options, cancel: CancellationToken) -> anyhow::Result<
     let poll = seconds(options.poll_seconds, "poll-seconds", MIN_POLL_SECONDS)?;
     let key_settle = seconds(options.key_settle_seconds, "key-settle-seconds", 0.0)?;
     if let Some(path) = &options.cleanup {
-        return cleanup_only(&options, path, poll).await.map(|()| None);
+        return cleanup_only(&options, path, poll, cancel)
+            .await
+            .map(|()| None);
     }
     let (Some(region), Some(replica_region)) = (&options.region, &options.replica_region) else {
         anyhow::bail!("--region and --replica-region are required");
@@ -169,7 +176,7 @@ pub async fn run(options: Options, cancel: CancellationToken) -> anyhow::Result<
         role_arn: options.role_arn.clone(),
         external_id: options.external_id.clone(),
     };
-    let session = Session::connect(&access, region, replica_region).await?;
+    let session = Session::connect(&access, region, replica_region, cancel).await?;
     let run_id = new_run_id();
     let file = |suffix: &str| {
         options
@@ -207,18 +214,18 @@ pub async fn run(options: Options, cancel: CancellationToken) -> anyhow::Result<
             cleaned_up: None,
         },
     )?;
-    let deadline = Instant::now() + Duration::from_secs(options.max_minutes * 60);
-    let run = experiments::Run::new(&session, &manifest, &run_id, poll, key_settle, deadline);
-    let work = async {
+    session.set_deadline(Instant::now() + Duration::from_secs(options.max_minutes * 60));
+    let run = resources::Run::new(&session, &manifest, &run_id, poll, key_settle);
+    // No call is dropped half-way: Ctrl-C and the deadline stop new steps, so what exists is in the manifest.
+    let outcome = async {
         run.create_resources().await?;
         run.experiments().await
-    };
-    let cut_short = tokio::select! {
-        result = work => result.err().map(|e| format!("{e:#}")),
-        () = cancel.cancelled() => Some("interrupted".to_owned()),
-        () = tokio::time::sleep_until(deadline.into()) => {
-            Some(format!("stopped at --max-minutes {}", options.max_minutes))
-        }
+    }
+    .await;
+    let cut_short = match (outcome, session.stopped()) {
+        (Ok(()), _) => None,
+        (Err(_), Some(why)) => Some(why.to_owned()),
+        (Err(error), None) => Some(format!("{error:#}")),
     };
     if let Some(why) = &cut_short {
         eprintln!("calibration cut short ({why}); cleaning up");
@@ -240,8 +247,11 @@ pub async fn run(options: Options, cancel: CancellationToken) -> anyhow::Result<
         observations: inference.observations.clone(),
     };
     let profile_path = file("profile.yaml");
-    std::fs::write(&profile_path, profile.to_yaml()?)
-        .with_context(|| format!("failed to write {}", profile_path.display()))?;
+    // Written before cleanup (a crash in cleanup keeps it), but a failure to write it never skips cleanup.
+    let written = profile
+        .to_yaml()
+        .and_then(|text| Ok(std::fs::write(&profile_path, text)?))
+        .with_context(|| format!("failed to write {}", profile_path.display()));
 
     let summary = cleanup::cleanup(&session, &manifest, poll).await;
     let report_path = file("report.md");
@@ -267,6 +277,7 @@ pub async fn run(options: Options, cancel: CancellationToken) -> anyhow::Result<
             manifest_path.display()
         );
     }
+    written?;
     if let Some(why) = cut_short {
         anyhow::bail!(
             "calibration cut short ({why}); the profile holds what was observed, undetermined: {}",
@@ -282,22 +293,30 @@ pub async fn run(options: Options, cancel: CancellationToken) -> anyhow::Result<
     }))
 }
 
-/// `--cleanup MANIFEST`: removes what an interrupted run left, in the account the manifest names.
+/// `--cleanup MANIFEST`: removes what an interrupted run left, in the account and at the endpoint the manifest
+/// names.
 async fn cleanup_only(
     options: &Options,
     path: &std::path::Path,
     poll: Duration,
+    cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let recorded = Manifest::load(path)?;
+    if options.endpoint_url.is_some() && options.endpoint_url != recorded.endpoint_url {
+        anyhow::bail!(
+            "the run used the endpoint {}, not {}: refusing (the same account id at another endpoint is not the \
+             same account)",
+            endpoint_name(recorded.endpoint_url.as_ref()),
+            endpoint_name(options.endpoint_url.as_ref())
+        );
+    }
     let access = Access {
-        endpoint_url: options
-            .endpoint_url
-            .clone()
-            .or(recorded.endpoint_url.clone()),
+        endpoint_url: recorded.endpoint_url.clone(),
         role_arn: options.role_arn.clone().or(recorded.role_arn.clone()),
         external_id: options.external_id.clone().or(recorded.external_id.clone()),
     };
-    let session = Session::connect(&access, &recorded.region, &recorded.replica_region).await?;
+    let session =
+        Session::connect(&access, &recorded.region, &recorded.replica_region, cancel).await?;
     if session.account_id != recorded.account_id {
         anyhow::bail!(
             "the manifest is of account {}, but these credentials act in account {}: refusing",

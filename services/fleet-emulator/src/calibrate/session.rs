@@ -1,8 +1,8 @@
 //! The calibration run's view of AWS: SDK clients for the two regions (no SDK retries, so every answer is AWS's
 //! own), the transcript of every call and answer, and the numbered steps it prints as it changes things.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
@@ -11,10 +11,20 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::TableDescription;
 
+use tokio_util::sync::CancellationToken;
+
 use super::infer::Answer;
 
-/// How long one call may take before the run records it as unanswered.
+/// How long one call may take before the run records it as unanswered: AWS's control-plane calls answer in
+/// well under a second; 30 s is a network that is gone, not a slow answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A lock that a panicking holder did not poison for the rest of the run.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// DynamoDB and KMS clients for one region.
 #[derive(Debug, Clone)]
@@ -52,6 +62,10 @@ pub struct Session {
     pub started: Instant,
     transcript: Mutex<Vec<Entry>>,
     steps: AtomicU64,
+    /// Ctrl-C: no new step starts (a call under way finishes and is recorded, so cleanup knows what exists).
+    stop: CancellationToken,
+    /// `--max-minutes`: the same, once it passes.
+    deadline: Mutex<Option<Instant>>,
 }
 
 async fn config(access: &Access, region: &str) -> aws_config::SdkConfig {
@@ -90,6 +104,7 @@ impl Session {
         access: &Access,
         region: &str,
         replica_region: &str,
+        stop: CancellationToken,
     ) -> anyhow::Result<Self> {
         let main_config = config(access, region).await;
         let replica_config = config(access, replica_region).await;
@@ -103,6 +118,10 @@ impl Session {
                     aws_sdk_dynamodb::error::DisplayErrorContext(e)
                 )
             })?;
+        let account_id = identity
+            .account
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("sts:GetCallerIdentity answered without an account"))?;
         let regional = |config: &aws_config::SdkConfig, region: &str| Regional {
             region: region.to_owned(),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
@@ -111,11 +130,57 @@ impl Session {
         Ok(Self {
             main: regional(&main_config, region),
             replica: regional(&replica_config, replica_region),
-            account_id: identity.account.unwrap_or_default(),
+            account_id,
             started: Instant::now(),
             transcript: Mutex::new(Vec::new()),
             steps: AtomicU64::new(0),
+            stop,
+            deadline: Mutex::new(None),
         })
+    }
+
+    /// The experiments stop starting steps at `deadline`.
+    pub fn set_deadline(&self, deadline: Instant) {
+        *lock(&self.deadline) = Some(deadline);
+    }
+
+    /// Why no new step may start: Ctrl-C, or `--max-minutes` passed.
+    pub fn stopped(&self) -> Option<&'static str> {
+        if self.stop.is_cancelled() {
+            Some("interrupted")
+        } else if lock(&self.deadline).is_some_and(|d| Instant::now() >= d) {
+            Some("--max-minutes passed")
+        } else {
+            None
+        }
+    }
+
+    /// The region's clients, if it is one of this run's two.
+    pub fn regional(&self, region: &str) -> Option<&Regional> {
+        [&self.main, &self.replica]
+            .into_iter()
+            .find(|r| r.region == region)
+    }
+
+    /// DescribeTable, recorded: the answer, and the table as it showed it.
+    pub async fn describe(
+        &self,
+        at: &Regional,
+        name: &str,
+        note: &str,
+    ) -> (Answer, Option<TableView>) {
+        let result = at.dynamodb.describe_table().table_name(name).send().await;
+        let answer = answer_of(&result);
+        let view = result
+            .ok()
+            .and_then(|out| out.table.map(|t| TableView::of(&t)));
+        self.record(
+            &at.region,
+            "DescribeTable",
+            format!("{name}{note}"),
+            view.as_ref().map_or_else(|| answer.text(), TableView::text),
+        );
+        (answer, view)
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -124,7 +189,17 @@ impl Session {
 
     /// Announces a call that changes something: `step N: ...` on stderr, so a reader (or a test that kills the run
     /// at a chosen step) can follow.
-    pub fn step(&self, what: &str) {
+    pub fn step(&self, what: &str) -> anyhow::Result<()> {
+        if let Some(why) = self.stopped() {
+            anyhow::bail!("{why}");
+        }
+        let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        eprintln!("step {n}: {what}");
+        Ok(())
+    }
+
+    /// A cleanup step: announced like any other, and never stopped by Ctrl-C or the deadline.
+    pub fn cleanup_step(&self, what: &str) {
         let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
         eprintln!("step {n}: {what}");
     }
@@ -137,17 +212,11 @@ impl Session {
             request,
             answer,
         };
-        self.transcript
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(entry);
+        lock(&self.transcript).push(entry);
     }
 
     pub fn transcript(&self) -> Vec<Entry> {
-        self.transcript
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.transcript).clone()
     }
 }
 

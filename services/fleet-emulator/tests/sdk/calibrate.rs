@@ -436,21 +436,48 @@ async fn cleanup_never_touches_a_table_of_the_same_name_that_is_not_the_runs() {
             .expect("create key");
         ids.push(key.key_metadata.expect("metadata").key_id);
     }
+    // A table of the run that a kill left unrecorded (created: false), which cleanup must still delete.
+    let unrecorded = format!("tc-calibrate-{run_id}-quota");
+    c.dynamodb
+        .create_table()
+        .table_name(&unrecorded)
+        .tags(
+            aws_sdk_dynamodb::types::Tag::builder()
+                .key("tablecrypt-calibrate-run")
+                .value(run_id)
+                .build()
+                .expect("tag"),
+        )
+        .send()
+        .await
+        .expect("create");
     let manifest = dir.join("m.json");
-    std::fs::write(
-        &manifest,
-        serde_json::json!({
-            "run_id": run_id, "account_id": ACCOUNT, "region": MAIN, "replica_region": REPLICA,
-            "started": "2026-12-04T00:00:00Z",
-            "resources": [
-                {"kind": "table", "region": MAIN, "name": name, "created": true},
-                {"kind": "key", "region": MAIN, "name": description, "created": false},
-                {"kind": "key", "region": MAIN, "name": "tablecrypt calibrate run x key b", "id": ids[1], "created": true},
-            ],
-        })
-        .to_string(),
-    )
-    .expect("manifest");
+    let mut recorded = serde_json::json!({
+        "run_id": run_id, "account_id": ACCOUNT, "region": MAIN, "replica_region": REPLICA,
+        "started": "2026-12-04T00:00:00Z",
+        "resources": [
+            {"kind": "table", "region": MAIN, "name": name, "created": true},
+            {"kind": "table", "region": MAIN, "name": unrecorded, "created": false},
+            {"kind": "key", "region": MAIN, "name": description, "created": false},
+            {"kind": "key", "region": MAIN, "name": "tablecrypt calibrate run x key b", "id": ids[1], "created": true},
+        ],
+    });
+    // A manifest of a run against AWS is not cleaned up at another endpoint with the same account id.
+    std::fs::write(&manifest, recorded.to_string()).expect("manifest");
+    let out = calibrate(&emulator, &dir)
+        .arg("--cleanup")
+        .arg(&manifest)
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the run used the endpoint AWS, not http://127.0.0.1:"),
+        "{stderr}"
+    );
+    recorded["endpoint_url"] = serde_json::json!(emulator.endpoint());
+    std::fs::write(&manifest, recorded.to_string()).expect("manifest");
     let out = calibrate(&emulator, &dir)
         .arg("--cleanup")
         .arg(&manifest)
@@ -476,6 +503,8 @@ async fn cleanup_never_touches_a_table_of_the_same_name_that_is_not_the_runs() {
             "CreateTable",
             "CreateKey",
             "CreateKey",
+            "CreateTable",
+            "DeleteTable",
             "ScheduleKeyDeletion"
         ]
     );
@@ -590,7 +619,8 @@ async fn an_emulator_loaded_from_a_calibrated_profile_calibrates_back_to_it() {
     );
     assert!(fleet_text.contains("behaviour_profile"), "{fleet_text}");
     std::fs::write(dir.join("fleet.yaml"), fleet_text).expect("write");
-    let spec = fleet_emulator::FleetSpec::from_file(&dir.join("fleet.yaml")).expect("fleet loads");
+    let spec =
+        fleet_emulator::FleetSpec::from_file(&dir.join("fleet.yaml"), None).expect("fleet loads");
     let emulator = fleet_emulator::Emulator::spawn(spec).await.expect("starts");
     let (status, body) = admin(&emulator, "GET", "/settings", "").await;
     assert_eq!(status, 200);
