@@ -58,6 +58,12 @@ const SLOW_ANSWER: Duration = Duration::from_secs(1);
 /// [`SLOT_LOOKAHEAD`], so a loaded database still sends (a slot due the moment it was reserved was missed by
 /// every send once the fleet rate's spacing fell below a database round trip).
 const SLOT_LEAD: Duration = Duration::from_millis(50);
+/// The lead a process starts with, before it has timed any mark: a new process (a restarted worker) meets a
+/// database already busy with the others, on a pool still opening connections, so its marks are slow at first.
+/// Starting at the floor, a restarted worker missed nearly every slot it reserved for its first seconds, and
+/// the whole fleet's sends fell to a few a second after each kill -9 in the migration benchmark. From here the
+/// lead learns down (or up) within a few dozen marks; a longer lead only marks the item earlier.
+const FIRST_SEND_LEAD: Duration = Duration::from_millis(250);
 /// The shortest wait before asking again for a slot when none is within reach (with jitter), so waiting
 /// workers do not hammer the scope's row.
 const SLOT_RETRY_MIN: Duration = Duration::from_millis(50);
@@ -191,7 +197,7 @@ impl Workers {
                 owner: Uuid::new_v4(),
                 accounts: Mutex::new(HashMap::new()),
                 held: std::sync::Mutex::new(HashMap::new()),
-                send_lead: std::sync::Mutex::new(SLOT_LEAD),
+                send_lead: std::sync::Mutex::new(FIRST_SEND_LEAD),
                 slot_queues: std::sync::Mutex::new(HashMap::new()),
                 schema_fence: tokio::sync::watch::Sender::new(None),
                 metrics,

@@ -155,6 +155,8 @@ impl Inner {
             );
             self.metrics.missed_slots.inc();
             lead = (lead * 2).min(SLOT_LOOKAHEAD / 2);
+            // The other sends of this process would miss theirs the same way: they start from this lead too.
+            self.learn_missed_slot(lead);
         }
     }
 
@@ -176,6 +178,15 @@ impl Inner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *lead = learned_lead(*lead, took);
+    }
+
+    /// A send missed its slot with a lead shorter than `lead`: the process's lead is at least that now.
+    fn learn_missed_slot(&self, lead: Duration) {
+        let mut learned = self
+            .send_lead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *learned = (*learned).max(lead);
     }
 
     /// The local instant of the next slot in all of `scopes` at once, at least `lead` from now, waiting (with
