@@ -21,6 +21,7 @@ mod database_tls;
 mod discovery;
 mod fleet_wide;
 mod inventory;
+mod lease_heartbeat;
 mod moto;
 mod notifications;
 mod rate_slots;

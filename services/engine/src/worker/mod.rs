@@ -381,9 +381,9 @@ impl Inner {
         }
     }
 
-    /// Extends the leases this process's tasks hold; a task whose lease was not extended (it expired during a
-    /// stall, or another claim took the item) is stopped before it writes or sends anything more. Returns
-    /// whether the database answered.
+    /// Extends the leases this process's tasks hold; a task whose lease was lost (it expired during a stall, or
+    /// another claim took the item) is stopped before it writes or sends anything more. A task that recorded
+    /// its outcome just before the heartbeat is left to finish, quietly. Returns whether the database answered.
     async fn renew_leases(&self) -> bool {
         let held = self.held_leases();
         if held.is_empty() {
@@ -395,18 +395,18 @@ impl Inner {
             .heartbeat(&held, self.settings.lease.as_secs_f64())
             .await
         {
-            Ok(renewed) => {
-                let renewed: std::collections::HashSet<i64> = renewed.into_iter().collect();
+            Ok(lost) => {
+                let lost: std::collections::HashSet<i64> = lost.into_iter().collect();
                 let mut tasks = self
                     .held
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (item_id, token) in held {
-                    if !renewed.contains(&item_id)
-                        && let Some(lost) = tasks.get(&item_id).filter(|h| h.token == token)
+                    if lost.contains(&item_id)
+                        && let Some(task) = tasks.get(&item_id).filter(|h| h.token == token)
                     {
                         tracing::warn!(item = item_id, "lease lost; stopping the item's task");
-                        lost.cancel.cancel();
+                        task.cancel.cancel();
                         tasks.remove(&item_id);
                     }
                 }

@@ -164,7 +164,9 @@ impl ChangeItemRepository {
 
     /// Extends the leases of `held` (item, token) that are still this claim's and not expired: an expired lease
     /// is never revived (another claim may be about to take the item). Returns the items whose leases were
-    /// extended; a task whose item is missing has lost its lease and must stop without writing. Renewed
+    /// lost: taken by another claim, handed back, or expired while the item was still applying or waiting. Their
+    /// tasks must stop without writing. An item not renewed because its own task has just recorded its outcome
+    /// (this claim's token, no longer APPLYING or WAITING) is not lost: that task is finishing. Renewed
     /// [`HEARTBEAT_CHUNK`] at a time.
     #[tracing::instrument(skip_all, fields(held = held.len()), err(level = "debug"), level = "debug")]
     pub async fn heartbeat(
@@ -172,29 +174,48 @@ impl ChangeItemRepository {
         held: &[(i64, i64)],
         lease_seconds: f64,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut renewed = Vec::with_capacity(held.len());
+        let mut lost = Vec::new();
         // One connection for every chunk: asking the pool again per chunk would queue each behind the item
         // tasks' writes, and stretch the renewal past the lease's margin.
         let mut conn = self.pool.acquire().await?;
         for chunk in held.chunks(HEARTBEAT_CHUNK) {
             let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
             let tokens: Vec<i64> = chunk.iter().map(|(_, token)| *token).collect();
-            renewed.extend(
+            let renewed: Vec<i64> = sqlx::query_scalar!(
+                "UPDATE change_items i SET lease_expire_time = now() + make_interval(secs => $3)
+                 FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
+                 WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
+                   AND i.state IN ('APPLYING', 'WAITING') AND i.lease_expire_time > now()
+                 RETURNING i.item_id",
+                &ids,
+                &tokens,
+                lease_seconds
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            if renewed.len() == chunk.len() {
+                continue;
+            }
+            let (ids, tokens): (Vec<i64>, Vec<i64>) = chunk
+                .iter()
+                .filter(|(id, _)| !renewed.contains(id))
+                .copied()
+                .unzip();
+            lost.extend(
                 sqlx::query_scalar!(
-                    "UPDATE change_items i SET lease_expire_time = now() + make_interval(secs => $3)
-                     FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
-                     WHERE i.item_id = h.item_id AND i.lease_token = h.lease_token
-                       AND i.state IN ('APPLYING', 'WAITING') AND i.lease_expire_time > now()
-                     RETURNING i.item_id",
+                    r#"SELECT h.item_id AS "item_id!"
+                       FROM unnest($1::bigint[], $2::bigint[]) AS h(item_id, lease_token)
+                       LEFT JOIN change_items i ON i.item_id = h.item_id
+                       WHERE i.item_id IS NULL OR i.lease_token IS DISTINCT FROM h.lease_token
+                          OR i.state IN ('APPLYING', 'WAITING')"#,
                     &ids,
-                    &tokens,
-                    lease_seconds
+                    &tokens
                 )
                 .fetch_all(&mut *conn)
                 .await?,
             );
         }
-        Ok(renewed)
+        Ok(lost)
     }
 
     /// Hands leases back at shutdown so another worker resumes the items at once instead of after the lease. The
