@@ -344,34 +344,32 @@ pub fn infer(seen: &Observations) -> Inference {
         answer_text(seen.asymmetric_key.as_ref()),
     );
 
-    let mut observations = BTreeMap::new();
+    let mut observations: BTreeMap<String, String> = [
+        (
+            "different_change_during_change",
+            &seen.different_during_change,
+        ),
+        ("current_key_resent_by_arn", &seen.resend_by_arn),
+        (
+            "owned_key_resent_as_enabled_false",
+            &seen.owned_disabled_on_owned,
+        ),
+        ("quota_refusal", &seen.quota_with_real_key),
+        (
+            "replica_key_by_replica_updates",
+            &seen.replica_key_by_replica_updates,
+        ),
+        (
+            "replica_key_by_sse_in_its_region",
+            &seen.replica_key_by_sse_in_its_region,
+        ),
+    ]
+    .into_iter()
+    .map(|(key, answer)| (key.to_owned(), answer_text(answer.as_ref())))
+    .collect();
     let mut note = |key: &str, value: String| {
         observations.insert(key.to_owned(), value);
     };
-    note(
-        "different_change_during_change",
-        answer_text(seen.different_during_change.as_ref()),
-    );
-    note(
-        "current_key_resent_by_arn",
-        answer_text(seen.resend_by_arn.as_ref()),
-    );
-    note(
-        "owned_key_resent_as_enabled_false",
-        answer_text(seen.owned_disabled_on_owned.as_ref()),
-    );
-    note(
-        "quota_refusal",
-        answer_text(seen.quota_with_real_key.as_ref()),
-    );
-    note(
-        "replica_key_by_replica_updates",
-        answer_text(seen.replica_key_by_replica_updates.as_ref()),
-    );
-    note(
-        "replica_key_by_sse_in_its_region",
-        answer_text(seen.replica_key_by_sse_in_its_region.as_ref()),
-    );
     if !seen.status_to_owned.is_empty() {
         let shown = seen.status_to_owned.iter().any(|(_, key)| *key);
         note(

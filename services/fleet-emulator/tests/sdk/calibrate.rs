@@ -183,22 +183,41 @@ fn seed(default: u64) -> u64 {
     seed
 }
 
-/// Calibrates a fresh emulator running under `behaviour`; returns what the run wrote and what it left.
-async fn round_trip(behaviour: Behaviour) -> (Behaviour, BehaviourProfile, Vec<String>) {
-    let emulator = start(&fleet(&behaviour, "")).await;
-    let dir = scratch_dir();
-    let out = run_args(&mut calibrate(&emulator, &dir))
+/// `--cleanup MANIFEST` against `emulator`.
+async fn run_cleanup(
+    emulator: &RunningEmulator,
+    dir: &Path,
+    manifest: &Path,
+) -> std::process::Output {
+    calibrate(emulator, dir)
+        .arg("--cleanup")
+        .arg(manifest)
+        .output()
+        .await
+        .expect("cleanup runs")
+}
+
+/// A whole calibration run against `emulator` that must succeed: the profile it wrote into `dir`.
+async fn calibrate_to_the_end(emulator: &RunningEmulator, dir: &Path) -> BehaviourProfile {
+    let out = run_args(&mut calibrate(emulator, dir))
         .output()
         .await
         .expect("calibrate runs");
     assert!(
         out.status.success(),
-        "calibrate under {behaviour:?} failed: {}\n{}",
+        "calibrate failed: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let profile = BehaviourProfile::load(&find(&dir, ".profile.yaml").expect("profile written"))
-        .expect("profile loads");
+    BehaviourProfile::load(&find(dir, ".profile.yaml").expect("profile written"))
+        .expect("profile loads")
+}
+
+/// Calibrates a fresh emulator running under `behaviour`; returns what the run wrote and what it left.
+async fn round_trip(behaviour: Behaviour) -> (Behaviour, BehaviourProfile, Vec<String>) {
+    let emulator = start(&fleet(&behaviour, "")).await;
+    let dir = scratch_dir();
+    let profile = calibrate_to_the_end(&emulator, &dir).await;
     assert!(find(&dir, ".report.md").is_some(), "report written");
     let left = leftovers(&emulator).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -283,12 +302,7 @@ async fn a_run_killed_at_a_random_step_leaves_nothing_after_cleanup() {
             let _ = child.wait().await;
             assert!(reached, "the run ended before step {step}");
             let manifest = find(&dir, ".manifest.json").expect("manifest written before step 1");
-            let out = calibrate(&emulator, &dir)
-                .arg("--cleanup")
-                .arg(&manifest)
-                .output()
-                .await
-                .expect("cleanup runs");
+            let out = run_cleanup(&emulator, &dir, &manifest).await;
             assert!(
                 out.status.success(),
                 "cleanup after a kill at step {step} failed: {}{}",
@@ -303,12 +317,7 @@ async fn a_run_killed_at_a_random_step_leaves_nothing_after_cleanup() {
             let recorded = Manifest::load(&manifest).expect("manifest");
             assert!(recorded.cleaned_up.is_some(), "{recorded:?}");
             // A second cleanup finds nothing to do and says so.
-            let again = calibrate(&emulator, &dir)
-                .arg("--cleanup")
-                .arg(&manifest)
-                .output()
-                .await
-                .expect("cleanup runs");
+            let again = run_cleanup(&emulator, &dir, &manifest).await;
             assert!(again.status.success());
             let _ = std::fs::remove_dir_all(&dir);
             step
@@ -464,12 +473,7 @@ async fn cleanup_never_touches_a_table_of_the_same_name_that_is_not_the_runs() {
     });
     // A manifest of a run against AWS is not cleaned up at another endpoint with the same account id.
     std::fs::write(&manifest, recorded.to_string()).expect("manifest");
-    let out = calibrate(&emulator, &dir)
-        .arg("--cleanup")
-        .arg(&manifest)
-        .output()
-        .await
-        .expect("runs");
+    let out = run_cleanup(&emulator, &dir, &manifest).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -478,12 +482,7 @@ async fn cleanup_never_touches_a_table_of_the_same_name_that_is_not_the_runs() {
     );
     recorded["endpoint_url"] = serde_json::json!(emulator.endpoint());
     std::fs::write(&manifest, recorded.to_string()).expect("manifest");
-    let out = calibrate(&emulator, &dir)
-        .arg("--cleanup")
-        .arg(&manifest)
-        .output()
-        .await
-        .expect("runs");
+    let out = run_cleanup(&emulator, &dir, &manifest).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
@@ -636,17 +635,7 @@ async fn an_emulator_loaded_from_a_calibrated_profile_calibrates_back_to_it() {
     );
 
     let out_dir = scratch_dir();
-    let out = run_args(&mut calibrate(&emulator, &out_dir))
-        .output()
-        .await
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let written =
-        BehaviourProfile::load(&find(&out_dir, ".profile.yaml").expect("profile")).expect("loads");
+    let written = calibrate_to_the_end(&emulator, &out_dir).await;
     assert_eq!(
         switches(&written.behaviour),
         switches(&behaviour),
