@@ -70,6 +70,10 @@ struct Args {
     /// timing after a run; off by default, since the log costs the emulator memory and time.
     #[arg(long)]
     request_log: bool,
+    /// The servers' `log_filter` (on stderr): `warn,tablecrypt_engine::worker::pace=debug` adds a line per send
+    /// that missed its rate slot.
+    #[arg(long, default_value = "warn")]
+    log_filter: String,
     /// Postgres server to create the benchmark database on.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
@@ -172,12 +176,17 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
         format!("{}s", (shown_after * 2.5_f64).max(5.0))
     });
     let common = format!(
-        "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = 'warn'\naws_endpoint_url = '{}'\n\
+        "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = '{}'\naws_endpoint_url = '{}'\n\
          scan_describe_rate = 500\nscan_concurrent_targets = {}\n\
          update_rate = {rate}\nglobal_update_rate = 100000.0\nmax_tables_in_flight = 500\n\
          worker_concurrency = {}\nworker_claim_interval = '100ms'\nworker_lease = '{}'\n\
          worker_settle_timeout = '{settle}'\n{poll}",
-        db.url, args.emulator, args.accounts, args.worker_concurrency, args.worker_lease
+        db.url,
+        args.log_filter,
+        args.emulator,
+        args.accounts,
+        args.worker_concurrency,
+        args.worker_lease
     );
     // Without kills the workers run in this process; with kills, in two processes of their own.
     let role = if args.kills > 0 { "role = 'api'" } else { "" };
