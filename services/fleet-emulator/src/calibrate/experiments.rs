@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::SseSpecification;
 use super::infer::Answer;
 use super::plan::{self, SWITCHES_PER_TABLE};
 use super::resources::{Run, sse_key, sse_managed, sse_owned};
-use super::session::{Regional, TableView, answer_of, lock};
+use super::session::{Regional, TableView, answer_of, lock, table_text};
 use super::watch::{NO_CHANGE_GRACE, Trace, Watch, watch};
 
 /// How a watched change counts in the observations.
@@ -68,8 +68,10 @@ impl Run<'_> {
         // Recorded, but never used to time the change: AWS's answer may show it before DescribeTable does.
         let shown = result
             .ok()
-            .and_then(|out| out.table_description.map(|t| TableView::of(&t)))
-            .map_or_else(String::new, |v| format!(" (answered with {})", v.text()));
+            .and_then(|out| out.table_description)
+            .map_or_else(String::new, |t| {
+                format!(" (answered with {})", table_text(&t))
+            });
         self.session.record(
             &at.region,
             "UpdateTable",

@@ -171,16 +171,14 @@ impl Session {
     ) -> (Answer, Option<TableView>) {
         let result = at.dynamodb.describe_table().table_name(name).send().await;
         let answer = answer_of(&result);
-        let view = result
-            .ok()
-            .and_then(|out| out.table.map(|t| TableView::of(&t)));
+        let table = result.ok().and_then(|out| out.table);
         self.record(
             &at.region,
             "DescribeTable",
             format!("{name}{note}"),
-            view.as_ref().map_or_else(|| answer.text(), TableView::text),
+            table.as_ref().map_or_else(|| answer.text(), table_text),
         );
-        (answer, view)
+        (answer, table.as_ref().map(TableView::of))
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -249,6 +247,31 @@ where
             }
         }
     }
+}
+
+/// Everything DescribeTable (or UpdateTable's answer) said of a table's encryption, for the report: the view,
+/// the SSE type, when the table became inaccessible, and each replica's status and key.
+pub fn table_text(table: &TableDescription) -> String {
+    let mut out = TableView::of(table).text();
+    if let Some(sse) = table.sse_description() {
+        if let Some(kind) = sse.sse_type() {
+            out.push_str(&format!(", SSEType {}", kind.as_str()));
+        }
+        if let Some(at) = sse.inaccessible_encryption_date_time() {
+            out.push_str(&format!(", inaccessible since {at}"));
+        }
+    }
+    for replica in table.replicas() {
+        out.push_str(&format!(
+            "; replica {} {} {}",
+            replica.region_name().unwrap_or_default(),
+            replica
+                .replica_status()
+                .map_or("(no status)", |s| s.as_str()),
+            replica.kms_master_key_id().unwrap_or("(no key)")
+        ));
+    }
+    out
 }
 
 /// What DescribeTable (or UpdateTable's answer) shows of a table's encryption.
