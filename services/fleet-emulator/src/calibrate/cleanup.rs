@@ -186,24 +186,10 @@ impl Cleaner<'_> {
             .regional(&manifest.region)
             .ok_or("no main region")?;
         loop {
-            let result = main
-                .dynamodb
-                .describe_table()
-                .table_name(&resource.name)
-                .send()
-                .await;
-            let answer = answer_of(&result);
-            self.session.record(
-                &main.region,
-                "DescribeTable",
-                resource.name.clone(),
-                answer.text(),
-            );
-            let table = match result {
-                Ok(out) => out.table,
-                Err(_) if answer.code.as_deref() == Some("ResourceNotFoundException") => None,
-                Err(_) => return Err(format!("DescribeTable: {}", answer.text())),
-            };
+            let (answer, table) = self.session.describe_table(main, &resource.name, "").await;
+            if table.is_none() && answer.code.as_deref() != Some("ResourceNotFoundException") {
+                return Err(format!("DescribeTable: {}", answer.text()));
+            }
             let status = table.as_ref().and_then(|t| {
                 t.replicas()
                     .iter()
@@ -268,16 +254,12 @@ impl Cleaner<'_> {
     /// Deletes one table, waiting while it is being updated.
     async fn table(&self, at: &Regional, name: &str, replica: bool) -> Result<Found, String> {
         loop {
-            let result = at.dynamodb.describe_table().table_name(name).send().await;
-            let answer = answer_of(&result);
-            self.session
-                .record(&at.region, "DescribeTable", name.to_owned(), answer.text());
-            let table = match result {
-                Ok(out) => out.table.ok_or("DescribeTable answered without a table")?,
-                Err(_) if answer.code.as_deref() == Some("ResourceNotFoundException") => {
-                    return Ok(Found::NotFound);
-                }
-                Err(_) => return Err(format!("DescribeTable: {}", answer.text())),
+            let (answer, table) = self.session.describe_table(at, name, "").await;
+            let Some(table) = table else {
+                return match answer.code.as_deref() {
+                    Some("ResourceNotFoundException") => Ok(Found::NotFound),
+                    _ => Err(format!("DescribeTable: {}", answer.text())),
+                };
             };
             if table.table_status().map(|s| s.as_str()) == Some("DELETING") {
                 return Ok(Found::Removed);

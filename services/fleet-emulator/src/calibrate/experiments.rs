@@ -273,14 +273,10 @@ impl Run<'_> {
         let at = &self.session.main;
         self.session.step("DisableKey disabled")?;
         let result = at.kms.disable_key().key_id(&disabled.id).send().await;
-        self.session.record(
-            &at.region,
-            "DisableKey",
-            disabled.id.clone(),
-            answer_of(&result).text(),
-        );
-        result
-            .map_err(|e| anyhow::anyhow!("DisableKey: {}", super::resources::DisplayAnswer(&e)))?;
+        let answer = answer_of(&result);
+        self.session
+            .record(&at.region, "DisableKey", disabled.id.clone(), answer.text());
+        result.map_err(|_| anyhow::anyhow!("DisableKey: {}", answer.text()))?;
         tokio::time::sleep(self.key_settle).await;
         let a = self.key("a")?;
         let outcome = self

@@ -89,9 +89,7 @@ impl ManifestFile {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Manifest> {
-        self.manifest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        super::session::lock(&self.manifest)
     }
 
     fn save(&self, manifest: &Manifest) -> anyhow::Result<()> {

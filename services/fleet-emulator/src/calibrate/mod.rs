@@ -117,19 +117,15 @@ async fn ensure_sandbox(session: &Session, options: &Options) -> anyhow::Result<
     for at in [&session.main, &session.replica] {
         let mut start: Option<String> = None;
         loop {
-            let page = at
+            let result = at
                 .dynamodb
                 .list_tables()
                 .set_exclusive_start_table_name(start.clone())
                 .send()
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "ListTables in {}: {}",
-                        at.region,
-                        resources::DisplayAnswer(&e)
-                    )
-                })?;
+                .await;
+            let answer = session::answer_of(&result);
+            let page = result
+                .map_err(|_| anyhow::anyhow!("ListTables in {}: {}", at.region, answer.text()))?;
             foreign.extend(
                 page.table_names()
                     .iter()

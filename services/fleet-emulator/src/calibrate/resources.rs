@@ -6,7 +6,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ReplicationGroupUpdate,
     ScalarAttributeType, SseSpecification, SseType, StreamSpecification, StreamViewType, Tag,
@@ -133,7 +132,7 @@ impl<'a> Run<'a> {
             self.session
                 .record(&at.region, "CreateKey", description.clone(), answer.text());
             let metadata = result
-                .map_err(|e| anyhow::anyhow!("CreateKey {}: {}", key.label, DisplayAnswer(&e)))?
+                .map_err(|_| anyhow::anyhow!("CreateKey {}: {}", key.label, answer.text()))?
                 .key_metadata
                 .context("CreateKey answered without KeyMetadata")?;
             let created = CreatedKey {
@@ -154,13 +153,10 @@ impl<'a> Run<'a> {
             .target_key_id(self.key("b")?.id)
             .send()
             .await;
-        self.session.record(
-            &at.region,
-            "CreateAlias",
-            alias.clone(),
-            answer_of(&result).text(),
-        );
-        result.map_err(|e| anyhow::anyhow!("CreateAlias {alias}: {}", DisplayAnswer(&e)))?;
+        let answer = answer_of(&result);
+        self.session
+            .record(&at.region, "CreateAlias", alias.clone(), answer.text());
+        result.map_err(|_| anyhow::anyhow!("CreateAlias {alias}: {}", answer.text()))?;
         self.manifest.created(index, None)?;
 
         for table in &TABLES {
@@ -202,13 +198,10 @@ impl<'a> Run<'a> {
                 );
             }
             let result = create.send().await;
-            self.session.record(
-                &at.region,
-                "CreateTable",
-                name.clone(),
-                answer_of(&result).text(),
-            );
-            result.map_err(|e| anyhow::anyhow!("CreateTable {name}: {}", DisplayAnswer(&e)))?;
+            let answer = answer_of(&result);
+            self.session
+                .record(&at.region, "CreateTable", name.clone(), answer.text());
+            result.map_err(|_| anyhow::anyhow!("CreateTable {name}: {}", answer.text()))?;
             self.manifest.created(index, None)?;
         }
         for table in &TABLES {
@@ -267,26 +260,6 @@ impl<'a> Run<'a> {
                 anyhow::bail!("{name} in {} was not ACTIVE yet: {why}", at.region);
             }
             tokio::time::sleep(self.poll).await;
-        }
-    }
-}
-
-/// An SDK error as one line: AWS's code and message when it sent them.
-pub struct DisplayAnswer<'e, E>(pub &'e E);
-
-impl<E, R> std::fmt::Display for DisplayAnswer<'_, aws_sdk_dynamodb::error::SdkError<E, R>>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.0.code(), self.0.message()) {
-            (Some(code), message) => write!(f, "{code}: {}", message.unwrap_or_default()),
-            _ => write!(
-                f,
-                "{}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(self.0)
-            ),
         }
     }
 }

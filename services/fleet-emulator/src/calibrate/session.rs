@@ -163,12 +163,12 @@ impl Session {
     }
 
     /// DescribeTable, recorded: the answer, and the table as it showed it.
-    pub async fn describe(
+    pub async fn describe_table(
         &self,
         at: &Regional,
         name: &str,
         note: &str,
-    ) -> (Answer, Option<TableView>) {
+    ) -> (Answer, Option<TableDescription>) {
         let result = at.dynamodb.describe_table().table_name(name).send().await;
         let answer = answer_of(&result);
         let table = result.ok().and_then(|out| out.table);
@@ -178,6 +178,17 @@ impl Session {
             format!("{name}{note}"),
             table.as_ref().map_or_else(|| answer.text(), table_text),
         );
+        (answer, table)
+    }
+
+    /// DescribeTable, recorded: the answer, and the table's encryption as it showed it.
+    pub async fn describe(
+        &self,
+        at: &Regional,
+        name: &str,
+        note: &str,
+    ) -> (Answer, Option<TableView>) {
+        let (answer, table) = self.describe_table(at, name, note).await;
         (answer, table.as_ref().map(TableView::of))
     }
 

@@ -183,6 +183,23 @@ fn seed(default: u64) -> u64 {
     seed
 }
 
+/// A calibration run started against `emulator`, and its stderr's lines (`step N: ...` as it goes).
+fn start_run(
+    emulator: &RunningEmulator,
+    dir: &Path,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut child = run_args(&mut calibrate(emulator, dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("calibrate starts");
+    let lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    (child, lines)
+}
+
 /// `--cleanup MANIFEST` against `emulator`.
 async fn run_cleanup(
     emulator: &RunningEmulator,
@@ -284,12 +301,7 @@ async fn a_run_killed_at_a_random_step_leaves_nothing_after_cleanup() {
         set.spawn(async move {
             let emulator = start(&fleet(&Behaviour::aws_observed(), "")).await;
             let dir = scratch_dir();
-            let mut child = run_args(&mut calibrate(&emulator, &dir))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("calibrate starts");
-            let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+            let (mut child, mut lines) = start_run(&emulator, &dir);
             let marker = format!("step {step}:");
             let mut reached = false;
             while let Ok(Some(line)) = lines.next_line().await {
@@ -537,12 +549,7 @@ async fn cleanup_never_touches_a_table_of_the_same_name_that_is_not_the_runs() {
 async fn ctrl_c_stops_the_experiments_and_cleans_up_before_exiting() {
     let emulator = start(&fleet(&Behaviour::aws_observed(), "")).await;
     let dir = scratch_dir();
-    let mut child = run_args(&mut calibrate(&emulator, &dir))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("calibrate starts");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut child, mut lines) = start_run(&emulator, &dir);
     let mut seen = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
         let interrupt = line.starts_with("step 20:");
