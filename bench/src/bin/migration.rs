@@ -171,10 +171,18 @@ async fn run(args: &Args, profile: &str) -> anyhow::Result<()> {
             "worker_poll_initial = '2s'\nworker_poll_max = '2s'\npoll_rate = 50.0",
         )
     };
-    let settle = args.settle_timeout.clone().unwrap_or_else(|| {
-        let shown_after = if profile == "aws-observed" { 8.0 } else { 0.0 };
-        format!("{}s", (shown_after * 2.5_f64).max(5.0))
-    });
+    let settle = match &args.settle_timeout {
+        Some(settle) => settle.clone(),
+        None => {
+            // The emulator's own value for the profile, not a copy of it.
+            let behaviour = fleet_emulator::behaviour::Behaviour {
+                profile: serde_json::from_value(serde_json::json!(profile))
+                    .with_context(|| format!("unknown profile {profile}"))?,
+                ..Default::default()
+            };
+            format!("{}s", (behaviour.old_key_visible_seconds() * 2.5).max(5.0))
+        }
+    };
     let common = format!(
         "database_url = '{}'\nlog_format = 'pretty'\nlog_filter = '{}'\naws_endpoint_url = '{}'\n\
          scan_describe_rate = 500\nscan_concurrent_targets = {}\n\
