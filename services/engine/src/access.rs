@@ -153,12 +153,12 @@ pub async fn check_request(
     method: &str,
     id: Uuid,
 ) -> Result<(), EngineError> {
-    let mut accounts = store.change_items.accounts_of(&[id]).await?;
-    let accounts = accounts.remove(&id).unwrap_or_default();
     let scope = require(caller, permission, method)?;
     if scope == Scope::Everywhere {
         return Ok(());
     }
+    let mut accounts = store.change_items.accounts_of(&[id]).await?;
+    let accounts = accounts.remove(&id).unwrap_or_default();
     let labels = account_labels(store).await?;
     if accounts.iter().any(|account| !labels.contains_key(account)) {
         return Err(EngineError::PermissionDenied(format!(

@@ -280,8 +280,8 @@ impl ChangeRequestRepository {
             "WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
                AND ($2::timestamptz IS NULL OR (create_time, request_id) < ($2, $3::uuid))
                AND ($5::text[] IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM change_items i
-                    WHERE i.request_id = change_requests.request_id AND i.account_id <> ALL($5)))
+                    SELECT 1 FROM change_request_accounts a
+                    WHERE a.request_id = change_requests.request_id AND a.account_id <> ALL($5)))
              ORDER BY create_time DESC, request_id DESC
              LIMIT $4",
             &states,

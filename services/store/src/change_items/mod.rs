@@ -246,14 +246,15 @@ impl ChangeItemRepository {
         self.list(request_id, &[], None, i64::MAX).await
     }
 
-    /// The accounts each request's items are in, for authorization.
+    /// The accounts each request's items are in, for authorization (kept per request by the database as items
+    /// are written: reading them costs one row per account, not one per item).
     #[tracing::instrument(skip_all, err(level = "debug"), level = "debug")]
     pub async fn accounts_of(
         &self,
         request_ids: &[Uuid],
     ) -> Result<std::collections::HashMap<Uuid, Vec<String>>, StoreError> {
         let rows = sqlx::query!(
-            r#"SELECT DISTINCT request_id, account_id FROM change_items WHERE request_id = ANY($1)"#,
+            r#"SELECT request_id, account_id FROM change_request_accounts WHERE request_id = ANY($1)"#,
             request_ids
         )
         .fetch_all(&self.pool)
