@@ -58,11 +58,15 @@ updated AS (
     RETURNING GREATEST(0, EXTRACT(EPOCH FROM (b.at - clock_timestamp())))::float8 AS wait_seconds, b.slots
 )
 -- missing: how many of the wanted scopes' rows do not exist (create them, ensure_rate_slots.sql); wait_seconds:
--- NULL when no slot was within reach (the first slot's wait when one was); slots: how many slots, one
--- step_seconds apart; spacing_seconds: the smallest spacing of the scopes the slot was taken in (how late a send
--- may go without falling together with the next slot's).
+-- NULL when no slot was within reach (the first slot's wait when one was); reach_seconds: how long until the
+-- next slot comes within reach, as the scopes stand now (0 when one was handed out), so a caller that got none
+-- asks again then instead of polling the rows; slots: how many slots, one step_seconds apart; spacing_seconds:
+-- the smallest spacing of the scopes the slot was taken in (how late a send may go without falling together
+-- with the next slot's).
 SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM locked) AS "missing!",
        (SELECT wait_seconds FROM updated LIMIT 1) AS wait_seconds,
+       (SELECT GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp() - make_interval(secs => $3))))::float8
+        FROM slot) AS reach_seconds,
        (SELECT slots FROM updated LIMIT 1) AS slots,
        (SELECT min(spacing) FROM locked) AS spacing_seconds,
        (SELECT max(spacing) FROM locked) AS step_seconds

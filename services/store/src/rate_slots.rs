@@ -23,6 +23,27 @@ pub struct Slot {
     pub step: Duration,
 }
 
+/// What a reservation got: slots, or none within reach and how long until the next one comes within reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reserved {
+    Slot(Slot),
+    /// No slot within the lookahead: ask again after this (as the scopes stood; another caller may take it
+    /// first).
+    NotYet {
+        within_reach_in: Duration,
+    },
+}
+
+impl Reserved {
+    /// The slots, if any were handed out.
+    pub fn slot(self) -> Option<Slot> {
+        match self {
+            Self::Slot(slot) => Some(slot),
+            Self::NotYet { .. } => None,
+        }
+    }
+}
+
 /// A spacing read back is never taken as longer than a day (rates are at least one a day).
 const SLOWEST_SPACING_SECONDS: f64 = 86_400.0;
 
@@ -43,8 +64,8 @@ impl RateSlotRepository {
     }
 
     /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, at least `lead`
-    /// and at most `lookahead` away, and returns how long to wait for it; `None` when it would be further away
-    /// (ask again later). Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds
+    /// and at most `lookahead` away, and returns how long to wait for it; [`Reserved::NotYet`] when it would be
+    /// further away, with when to ask again. Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds
     /// more than its rate. `fleet` names the fleet-wide scope and the service's account-region rate: that scope
     /// is left out while it cannot bind (its rate at least the sum of every account-region's rate). Up to `batch`
     /// slots are reserved at once, as many as fit within `lookahead`: one statement for many calls of a busy scope.
@@ -56,7 +77,7 @@ impl RateSlotRepository {
         lookahead: Duration,
         fleet: Option<(&str, f64)>,
         batch: u32,
-    ) -> Result<Option<Slot>, StoreError> {
+    ) -> Result<Reserved, StoreError> {
         let names: Vec<String> = scopes.iter().map(|(scope, _)| scope.clone()).collect();
         let spacings: Vec<f64> = scopes
             .iter()
@@ -100,18 +121,25 @@ impl RateSlotRepository {
             let seconds = |s: Option<f64>| {
                 Duration::from_secs_f64(s.unwrap_or(0.0).clamp(0.0, SLOWEST_SPACING_SECONDS))
             };
-            return Ok(reserved.wait_seconds.map(|wait| Slot {
-                wait: Duration::from_secs_f64(wait.max(0.0)),
-                spacing: seconds(reserved.spacing_seconds),
-                count: reserved
-                    .slots
-                    .and_then(|n| u32::try_from(n).ok())
-                    .unwrap_or(1)
-                    .max(1),
-                step: seconds(reserved.step_seconds),
-            }));
+            return Ok(match reserved.wait_seconds {
+                Some(wait) => Reserved::Slot(Slot {
+                    wait: Duration::from_secs_f64(wait.max(0.0)),
+                    spacing: seconds(reserved.spacing_seconds),
+                    count: reserved
+                        .slots
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(1)
+                        .max(1),
+                    step: seconds(reserved.step_seconds),
+                }),
+                None => Reserved::NotYet {
+                    within_reach_in: seconds(reserved.reach_seconds),
+                },
+            });
         }
-        Ok(None)
+        Ok(Reserved::NotYet {
+            within_reach_in: Duration::ZERO,
+        })
     }
 
     fn remember(&self, names: &[String], ensured: bool) {

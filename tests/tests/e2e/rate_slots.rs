@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tablecrypt_store::Store;
-use tablecrypt_store::rate_slots::Slot;
+use tablecrypt_store::rate_slots::{Reserved, Slot};
 use tablecrypt_tests::TestDatabase;
 
 const FLEET: &str = "update:*";
@@ -39,6 +39,7 @@ async fn try_reserve(
         )
         .await
         .expect("reserve")
+        .slot()
 }
 
 /// A slot as an instant, so slots reserved by successive calls compare whatever time passed between the calls.
@@ -140,7 +141,8 @@ async fn a_batch_of_slots_fits_in_the_lookahead_and_the_next_reservation_comes_a
                 .rate_slots
                 .reserve(&scope, Duration::ZERO, LOOKAHEAD, None, wanted)
                 .await
-                .expect("reserve");
+                .expect("reserve")
+                .slot();
             slot.map(|slot| (asked + slot.wait, slot))
         }
     };
@@ -170,5 +172,41 @@ async fn a_batch_of_slots_fits_in_the_lookahead_and_the_next_reservation_comes_a
     assert!(
         next >= last + Duration::from_millis(150),
         "the next slot {next:?} falls within the batch ending {last:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reservation_with_no_slot_in_reach_says_when_one_will_be() {
+    let (_db, pool, store) = store().await;
+    register(&pool, 1).await;
+    warm_up(&store, &["a"], 1000.0).await;
+    // At 0.4/s a slot every 2.5 s: after the first, the next is 2.5 s away, 1.5 s beyond the 1 s lookahead.
+    let first = reserve(&store, "a", 0.4, 1000.0).await;
+    let asked = Instant::now();
+    let answer = store
+        .rate_slots
+        .reserve(
+            &[("update:a".to_owned(), 0.4), (FLEET.to_owned(), 1000.0)],
+            Duration::ZERO,
+            LOOKAHEAD,
+            Some((FLEET, 2.0)),
+            1,
+        )
+        .await
+        .expect("reserve");
+    let Reserved::NotYet { within_reach_in } = answer else {
+        panic!("a slot 2.5 s away was handed out with a 1 s lookahead: {answer:?}");
+    };
+    // The next slot (first + 2.5 s) comes within reach 1 s before it.
+    let expected = (first.0 + Duration::from_millis(1500)).saturating_duration_since(asked);
+    assert!(
+        within_reach_in.abs_diff(expected) < Duration::from_millis(150),
+        "within reach in {within_reach_in:?}, expected about {expected:?}"
+    );
+    // Asked again then, it is handed out.
+    tokio::time::sleep(within_reach_in + Duration::from_millis(20)).await;
+    assert!(
+        try_reserve(&store, "a", 0.4, 1000.0).await.is_some(),
+        "no slot once the answer said one would be in reach"
     );
 }

@@ -11,13 +11,13 @@ use tablecrypt_core::{ItemReason, Region, TableEncryption, TableName};
 use tablecrypt_fleet::{AccountAccess, ApplyTarget};
 
 use rand::Rng as _;
+use tablecrypt_store::rate_slots::Reserved;
 use tablecrypt_store::{ClaimedItem, ItemEnd, SendCheck, StoreError};
 
 use super::item::{failed, lost_or_retry};
 
 use super::{
     Inner, SLOT_LEAD, SLOT_LOOKAHEAD, SLOT_RETRY_MIN, SLOT_WINDOW, SLOW_ANSWER, Stop, WAKE_SLACK,
-    spacing,
 };
 
 /// The tasks of this process wanting slots in one set of scopes: they take turns asking the database, and slots
@@ -189,8 +189,8 @@ impl Inner {
         *learned = (*learned).max(lead);
     }
 
-    /// The local instant of the next slot in all of `scopes` at once, at least `lead` from now, waiting (with
-    /// jitter) while none is within [`SLOT_LOOKAHEAD`]. Counted from when the answer arrived, so never earlier than the database's
+    /// The local instant of the next slot in all of `scopes` at once, at least `lead` from now, waiting while
+    /// none is within [`SLOT_LOOKAHEAD`] (until the database says one will be, with jitter). Counted from when the answer arrived, so never earlier than the database's
     /// slot; an answer slower than [`SLOW_ANSWER`] is not used (its slot may fall together with others that
     /// were also answered late, a burst), and another slot is taken. Within this process the tasks wanting the
     /// same scopes take turns asking, so a thousand waiting items are one poller per scope, not a thousand.
@@ -244,7 +244,7 @@ impl Inner {
                 )
                 .await
             {
-                Ok(Some(slot)) if asked.elapsed() <= SLOW_ANSWER => {
+                Ok(Reserved::Slot(slot)) if asked.elapsed() <= SLOW_ANSWER => {
                     let window = slot.spacing.max(WAKE_SLACK).min(SLOT_WINDOW);
                     let first = Instant::now() + slot.wait;
                     // Counted from the answer, the slots are as late as the answer was: one late slot is one
@@ -255,16 +255,18 @@ impl Inner {
                     }
                     return Ok((first, window));
                 }
-                Ok(Some(_)) => tracing::debug!("a rate slot was answered too late to use"),
-                Ok(None) => {
-                    let slowest = scopes
-                        .iter()
-                        .map(|(_, rate)| spacing(*rate))
-                        .max()
-                        .unwrap_or(SLOT_LOOKAHEAD);
-                    let base = slowest.clamp(SLOT_RETRY_MIN, SLOT_LOOKAHEAD) / 2;
-                    let jitter = rand::rng().random_range(0.5..=1.5);
-                    tokio::time::sleep(base.mul_f64(jitter)).await;
+                Ok(Reserved::Slot(_)) => {
+                    tracing::debug!("a rate slot was answered too late to use")
+                }
+                Ok(Reserved::NotYet { within_reach_in }) => {
+                    // Not before the next slot comes within reach (asking earlier only finds none again), a
+                    // little after it so the replicas' queues do not ask at the same instant; at most a
+                    // lookahead, so a scope that sped up (a raised limit) is seen soon.
+                    let jitter = rand::rng().random_range(1.0..=1.2);
+                    let wait = within_reach_in
+                        .mul_f64(jitter)
+                        .clamp(SLOT_RETRY_MIN, SLOT_LOOKAHEAD);
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(lost_or_retry(e)),
             }
