@@ -219,13 +219,14 @@ impl Workers {
             tracker.spawn(inner.heartbeat(token))
         };
         let items = TaskTracker::new();
-        let few_free = (self.inner.settings.concurrency / FEW_FREE_SHARE).max(1);
         let mut claimed_at = std::time::Instant::now();
         loop {
             let available = self.inner.permits.available_permits();
-            let claim_now = available >= few_free
-                || (available > 0 && claimed_at.elapsed() >= FEW_FREE_CLAIM_AFTER);
-            let claimed = if !claim_now {
+            let claimed = if !claim_now(
+                available,
+                self.inner.settings.concurrency,
+                claimed_at.elapsed(),
+            ) {
                 // No claim to find out by: ask, so health reports a newer schema while (nearly) every permit
                 // is taken.
                 match self
@@ -305,6 +306,13 @@ impl Workers {
         let _ = heartbeat.await;
         tracing::info!("change workers stopped");
     }
+}
+
+/// Whether a worker with `available` of its `concurrency` permits free, `since` its last claim, claims now: when
+/// an eighth of its permits are free, or any are and [`FEW_FREE_CLAIM_AFTER`] has passed.
+fn claim_now(available: usize, concurrency: usize, since: Duration) -> bool {
+    available >= (concurrency / FEW_FREE_SHARE).max(1)
+        || (available > 0 && since >= FEW_FREE_CLAIM_AFTER)
 }
 
 impl Inner {
@@ -513,3 +521,23 @@ mod item;
 mod pace;
 
 use item::{failed, lost_or_retry};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_worker_claims_when_an_eighth_of_its_permits_are_free_or_after_a_second() {
+        let now = Duration::ZERO;
+        // 2,000 permits: 249 free wait for more, 250 claim at once; after a second even one claims.
+        assert!(!claim_now(249, 2000, now));
+        assert!(claim_now(250, 2000, now));
+        assert!(!claim_now(1, 2000, Duration::from_millis(999)));
+        assert!(claim_now(1, 2000, FEW_FREE_CLAIM_AFTER));
+        // Nothing free: no claim, however long ago the last one was.
+        assert!(!claim_now(0, 2000, Duration::from_secs(3600)));
+        // Fewer than eight permits: any free permit is claimed at once.
+        assert!(claim_now(1, 7, now));
+        assert!(claim_now(1, 1, now));
+    }
+}
