@@ -274,14 +274,18 @@ impl ChangeRequestRepository {
     ) -> Result<Vec<ChangeRequest>, StoreError> {
         let states: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
         // $5, the accounts the caller may see (NULL: every account): a request is listed only if every account
-        // it touches is one of them. Applied before the limit, so a page (and the token made from its last row)
-        // holds only requests the caller may see.
+        // it touches is one of them (and, should its accounts be missing, only if it has no items). Applied before
+        // the limit, so a page (and the token made from its last row) holds only requests the caller may see.
         select_request!(
             "WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
                AND ($2::timestamptz IS NULL OR (create_time, request_id) < ($2, $3::uuid))
                AND ($5::text[] IS NULL OR NOT EXISTS (
                     SELECT 1 FROM change_request_accounts a
-                    WHERE a.request_id = change_requests.request_id AND a.account_id <> ALL($5)))
+                    WHERE a.request_id = change_requests.request_id AND a.account_id <> ALL($5))
+                  AND (EXISTS (SELECT 1 FROM change_request_accounts a
+                               WHERE a.request_id = change_requests.request_id)
+                       OR NOT EXISTS (SELECT 1 FROM change_items i
+                                      WHERE i.request_id = change_requests.request_id)))
              ORDER BY create_time DESC, request_id DESC
              LIMIT $4",
             &states,

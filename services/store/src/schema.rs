@@ -79,11 +79,13 @@ mod tests {
     ];
 
     /// Statements that may refuse what an older replica still writes, or drop what it still uses (a new CHECK,
-    /// UNIQUE or foreign key, a column made NOT NULL, a dropped index, trigger or function). Allowed with a line
-    /// starting `-- old replicas:` saying why the older binary is unaffected. Checked from the first migration
-    /// written after rolling upgrades were supported (earlier ones are applied everywhere and cannot change).
-    const NEEDS_A_REASON: [&str; 6] = [
+    /// UNIQUE or foreign key, a column made NOT NULL, a new trigger, a dropped index, trigger or function).
+    /// Allowed with a line starting `-- old replicas:` saying why the older binary is unaffected. Checked from the
+    /// first migration written after rolling upgrades were supported (earlier ones are applied everywhere and
+    /// cannot change).
+    const NEEDS_A_REASON: [&str; 7] = [
         "ADD CONSTRAINT",
+        "CREATE TRIGGER",
         "DROP CONSTRAINT",
         "SET NOT NULL",
         "DROP INDEX",

@@ -26,6 +26,7 @@ mod moto;
 mod notifications;
 mod rate_slots;
 mod regions;
+mod request_accounts;
 mod rolling_upgrade;
 mod scan_replicas;
 mod security;

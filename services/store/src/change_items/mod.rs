@@ -247,14 +247,23 @@ impl ChangeItemRepository {
     }
 
     /// The accounts each request's items are in, for authorization (kept per request by the database as items
-    /// are written: reading them costs one row per account, not one per item).
+    /// are written: reading them costs one row per account, not one per item). A request with none kept (rows
+    /// a restore or a disabled trigger left out) is read from its items, so a gap never reads as "no accounts",
+    /// which every scope would cover.
     #[tracing::instrument(skip_all, err(level = "debug"), level = "debug")]
     pub async fn accounts_of(
         &self,
         request_ids: &[Uuid],
     ) -> Result<std::collections::HashMap<Uuid, Vec<String>>, StoreError> {
         let rows = sqlx::query!(
-            r#"SELECT request_id, account_id FROM change_request_accounts WHERE request_id = ANY($1)"#,
+            r#"WITH unrecorded AS (
+                   SELECT r.request_id FROM unnest($1::uuid[]) AS r(request_id)
+                   WHERE NOT EXISTS (SELECT 1 FROM change_request_accounts a WHERE a.request_id = r.request_id))
+               SELECT request_id AS "request_id!", account_id AS "account_id!"
+               FROM change_request_accounts WHERE request_id = ANY($1)
+               UNION ALL
+               SELECT DISTINCT i.request_id, i.account_id
+               FROM change_items i JOIN unrecorded u USING (request_id)"#,
             request_ids
         )
         .fetch_all(&self.pool)
