@@ -66,7 +66,7 @@ updated AS (
 SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM locked) AS "missing!",
        (SELECT wait_seconds FROM updated LIMIT 1) AS wait_seconds,
        (SELECT GREATEST(0, EXTRACT(EPOCH FROM (slot.at - clock_timestamp() - make_interval(secs => $3))))::float8
-        FROM slot) AS reach_seconds,
+        FROM slot) AS "reach_seconds!",
        (SELECT slots FROM updated LIMIT 1) AS slots,
        (SELECT min(spacing) FROM locked) AS spacing_seconds,
        (SELECT max(spacing) FROM locked) AS step_seconds

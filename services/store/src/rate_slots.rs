@@ -65,10 +65,11 @@ impl RateSlotRepository {
 
     /// Reserves one slot in every scope of `scopes` (each with its calls per second) at once, at least `lead`
     /// and at most `lookahead` away, and returns how long to wait for it; [`Reserved::NotYet`] when it would be
-    /// further away, with when to ask again. Slots are spaced evenly per scope (no burst), so no one-second window of a scope holds
-    /// more than its rate. `fleet` names the fleet-wide scope and the service's account-region rate: that scope
-    /// is left out while it cannot bind (its rate at least the sum of every account-region's rate). Up to `batch`
-    /// slots are reserved at once, as many as fit within `lookahead`: one statement for many calls of a busy scope.
+    /// further away, with when to ask again. Slots are spaced evenly per scope (no burst), so no one-second
+    /// window of a scope holds more than its rate. `fleet` names the fleet-wide scope and the service's
+    /// account-region rate: that scope is left out while it cannot bind (its rate at least the sum of every
+    /// account-region's rate). Up to `batch` slots are reserved at once, as many as fit within `lookahead`: one
+    /// statement for many calls of a busy scope.
     #[tracing::instrument(skip(self), err(level = "debug"), level = "debug")]
     pub async fn reserve(
         &self,
@@ -133,7 +134,7 @@ impl RateSlotRepository {
                     step: seconds(reserved.step_seconds),
                 }),
                 None => Reserved::NotYet {
-                    within_reach_in: seconds(reserved.reach_seconds),
+                    within_reach_in: seconds(Some(reserved.reach_seconds)),
                 },
             });
         }

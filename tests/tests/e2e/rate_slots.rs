@@ -198,9 +198,10 @@ async fn a_reservation_with_no_slot_in_reach_says_when_one_will_be() {
         panic!("a slot 2.5 s away was handed out with a 1 s lookahead: {answer:?}");
     };
     // The next slot (first + 2.5 s) comes within reach 1 s before it.
+    // Read by the database somewhere between the ask and the answer: allow for that round trip.
     let expected = (first.0 + Duration::from_millis(1500)).saturating_duration_since(asked);
     assert!(
-        within_reach_in.abs_diff(expected) < Duration::from_millis(150),
+        within_reach_in.abs_diff(expected) < Duration::from_millis(100) + asked.elapsed(),
         "within reach in {within_reach_in:?}, expected about {expected:?}"
     );
     // Asked again then, it is handed out.

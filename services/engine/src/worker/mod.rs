@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tablecrypt_core::{AccountId, ItemReason};
@@ -132,7 +132,7 @@ struct Inner {
     owner: Uuid,
     permits: Arc<Semaphore>,
     /// Each account's role as last read, and when.
-    accounts: Mutex<HashMap<String, (AccountAccess, std::time::Instant)>>,
+    accounts: Mutex<HashMap<String, (AccountAccess, Instant)>>,
     /// The items this process's tasks work on: each claim's lease token, and how to stop its task once the
     /// heartbeat finds the lease lost.
     held: std::sync::Mutex<HashMap<i64, Held>>,
@@ -219,14 +219,15 @@ impl Workers {
             tracker.spawn(inner.heartbeat(token))
         };
         let items = TaskTracker::new();
-        let mut claimed_at = std::time::Instant::now();
+        let mut claimed_at = Instant::now();
         loop {
             let available = self.inner.permits.available_permits();
-            let claimed = if !claim_now(
+            let claiming = claim_now(
                 available,
                 self.inner.settings.concurrency,
                 claimed_at.elapsed(),
-            ) {
+            );
+            let claimed = if !claiming {
                 // No claim to find out by: ask, so health reports a newer schema while (nearly) every permit
                 // is taken.
                 match self
@@ -244,7 +245,7 @@ impl Workers {
                 }
                 Vec::new()
             } else {
-                claimed_at = std::time::Instant::now();
+                claimed_at = Instant::now();
                 match self
                     .inner
                     .store
@@ -288,6 +289,14 @@ impl Workers {
             }
             let pause = if got > 0 {
                 CLAIM_AGAIN_AFTER
+            } else if available > 0 && !claiming {
+                // A few permits free: look again when they may be claimed for alone, or sooner if more free up.
+                FEW_FREE_CLAIM_AFTER
+                    .saturating_sub(claimed_at.elapsed())
+                    .clamp(
+                        CLAIM_AGAIN_AFTER,
+                        self.inner.settings.claim_interval.max(CLAIM_AGAIN_AFTER),
+                    )
             } else {
                 self.inner.settings.claim_interval
             };
@@ -309,9 +318,10 @@ impl Workers {
 }
 
 /// Whether a worker with `available` of its `concurrency` permits free, `since` its last claim, claims now: when
-/// an eighth of its permits are free, or any are and [`FEW_FREE_CLAIM_AFTER`] has passed.
+/// an eighth of its permits are free (a full claim's worth at most), or any are and [`FEW_FREE_CLAIM_AFTER`] has
+/// passed.
 fn claim_now(available: usize, concurrency: usize, since: Duration) -> bool {
-    available >= (concurrency / FEW_FREE_SHARE).max(1)
+    available >= (concurrency / FEW_FREE_SHARE).clamp(1, CLAIM_BATCH)
         || (available > 0 && since >= FEW_FREE_CLAIM_AFTER)
 }
 
@@ -361,14 +371,14 @@ impl Inner {
                 }
             })
         };
-        let mut renewed_at = std::time::Instant::now();
+        let mut renewed_at = Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = shutdown.cancelled() => break,
             }
             if self.renew_leases().await {
-                renewed_at = std::time::Instant::now();
+                renewed_at = Instant::now();
             } else if renewed_at.elapsed() >= self.settings.lease {
                 // No renewal for a whole lease: every lease may have expired and been taken over.
                 self.stop_every_task();
@@ -509,10 +519,10 @@ impl Inner {
             Err(e) => return Err(lost_or_retry(e)),
         };
         let access = AccountAccess::of(&account);
-        self.accounts.lock().await.insert(
-            account_id.to_string(),
-            (access.clone(), std::time::Instant::now()),
-        );
+        self.accounts
+            .lock()
+            .await
+            .insert(account_id.to_string(), (access.clone(), Instant::now()));
         Ok(access)
     }
 }
@@ -536,8 +546,13 @@ mod tests {
         assert!(claim_now(1, 2000, FEW_FREE_CLAIM_AFTER));
         // Nothing free: no claim, however long ago the last one was.
         assert!(!claim_now(0, 2000, Duration::from_secs(3600)));
-        // Fewer than eight permits: any free permit is claimed at once.
-        assert!(claim_now(1, 7, now));
+        // Fewer than sixteen permits: any free permit is claimed at once; sixteen wait for two.
+        assert!(claim_now(1, 15, now));
         assert!(claim_now(1, 1, now));
+        assert!(!claim_now(1, 16, now));
+        assert!(claim_now(2, 16, now));
+        // Above 2,048 permits, a full claim (256) is enough: 4,000 do not wait for 500.
+        assert!(claim_now(CLAIM_BATCH, 4000, now));
+        assert!(!claim_now(CLAIM_BATCH - 1, 4000, now));
     }
 }

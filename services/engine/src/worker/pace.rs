@@ -190,10 +190,11 @@ impl Inner {
     }
 
     /// The local instant of the next slot in all of `scopes` at once, at least `lead` from now, waiting while
-    /// none is within [`SLOT_LOOKAHEAD`] (until the database says one will be, with jitter). Counted from when the answer arrived, so never earlier than the database's
-    /// slot; an answer slower than [`SLOW_ANSWER`] is not used (its slot may fall together with others that
-    /// were also answered late, a burst), and another slot is taken. Within this process the tasks wanting the
-    /// same scopes take turns asking, so a thousand waiting items are one poller per scope, not a thousand.
+    /// none is within [`SLOT_LOOKAHEAD`] (until the database says one will be, with jitter). Counted from when
+    /// the answer arrived, so never earlier than the database's slot; an answer slower than [`SLOW_ANSWER`] is
+    /// not used (its slot may fall together with others that were also answered late, a burst), and another slot
+    /// is taken. Within this process the tasks wanting the same scopes take turns asking, so a thousand waiting
+    /// items are one poller per scope, not a thousand.
     ///
     /// Returns the slot and how late after it the send may still go: a send later than its slot by more than
     /// the spacing of the scopes it was taken in could fall together with the next slot's, so the window is that
@@ -259,14 +260,8 @@ impl Inner {
                     tracing::debug!("a rate slot was answered too late to use")
                 }
                 Ok(Reserved::NotYet { within_reach_in }) => {
-                    // Not before the next slot comes within reach (asking earlier only finds none again), a
-                    // little after it so the replicas' queues do not ask at the same instant; at most a
-                    // lookahead, so a scope that sped up (a raised limit) is seen soon.
-                    let jitter = rand::rng().random_range(1.0..=1.2);
-                    let wait = within_reach_in
-                        .mul_f64(jitter)
-                        .clamp(SLOT_RETRY_MIN, SLOT_LOOKAHEAD);
-                    tokio::time::sleep(wait).await;
+                    let jitter = rand::rng().random_range(1.0..=1.0 + REACH_JITTER);
+                    tokio::time::sleep(ask_again_after(within_reach_in, jitter)).await;
                 }
                 Err(e) => return Err(lost_or_retry(e)),
             }
@@ -407,6 +402,21 @@ impl Inner {
     }
 }
 
+/// How much later than the database said a queue asks again for a slot, at most (a random share of the wait):
+/// the replicas' queues waiting on one scope then do not all ask at the same instant.
+const REACH_JITTER: f64 = 0.2;
+
+/// How long a queue waits after a reservation found no slot within reach, told the next one comes within reach
+/// in `within_reach_in`: not before (asking earlier only finds none again), `jitter` (1 to 1 + [`REACH_JITTER`])
+/// times it; at least [`SLOT_RETRY_MIN`], and at most a lookahead, so a scope row that changed under the answer
+/// is seen soon (re-created after a crash empties the table, or the fleet's scope no longer left out once an
+/// account registers).
+fn ask_again_after(within_reach_in: Duration, jitter: f64) -> Duration {
+    within_reach_in
+        .mul_f64(jitter)
+        .clamp(SLOT_RETRY_MIN, SLOT_LOOKAHEAD)
+}
+
 /// The send lead after a mark that took `took`: a moving average that settles at twice the marks' time, within
 /// [`SLOT_LEAD`] and half of [`SLOT_LOOKAHEAD`].
 fn learned_lead(lead: Duration, took: Duration) -> Duration {
@@ -479,6 +489,19 @@ mod tests {
         let _ = waiter.await;
         assert_eq!(queue.waiting.load(Ordering::Relaxed), 0);
         drop(held);
+    }
+
+    #[test]
+    fn a_queue_asks_again_when_the_next_slot_comes_within_reach_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(ask_again_after(ms(300), 1.0), ms(300));
+        assert_eq!(ask_again_after(ms(300), 1.0 + REACH_JITTER), ms(360));
+        // A slot just taken by another replica (0): not at once. A slow scope's far slot: within a lookahead.
+        assert_eq!(ask_again_after(Duration::ZERO, 1.1), SLOT_RETRY_MIN);
+        assert_eq!(
+            ask_again_after(Duration::from_secs(99), 1.0),
+            SLOT_LOOKAHEAD
+        );
     }
 
     #[test]
