@@ -48,6 +48,18 @@ fn sorted(mut accounts: Vec<String>) -> Vec<String> {
     accounts
 }
 
+/// `accounts_of` both requests at once gives each its own accounts.
+async fn assert_accounts(store: &Store, (a, of_a): (Uuid, &[&str]), (b, of_b): (Uuid, &[&str])) {
+    let mut of = store
+        .change_items
+        .accounts_of(&[a, b])
+        .await
+        .expect("accounts");
+    for (id, expected) in [(a, of_a), (b, of_b)] {
+        assert_eq!(sorted(of.remove(&id).unwrap_or_default()), expected, "{id}");
+    }
+}
+
 #[tokio::test]
 async fn a_requests_accounts_are_kept_as_items_are_written_and_a_gap_never_reads_as_none() {
     let (_db, pool, store) = store().await;
@@ -62,16 +74,7 @@ async fn a_requests_accounts_are_kept_as_items_are_written_and_a_gap_never_reads
             .await
             .expect("kept");
     assert_eq!(sorted(kept), ours.map(str::to_owned).to_vec());
-    let mut of = store
-        .change_items
-        .accounts_of(&[id, other])
-        .await
-        .expect("accounts");
-    assert_eq!(
-        sorted(of.remove(&id).unwrap_or_default()),
-        ours.map(str::to_owned).to_vec()
-    );
-    assert_eq!(of.remove(&other).unwrap_or_default(), ["333333333333"]);
+    assert_accounts(&store, (id, &ours), (other, &["333333333333"])).await;
 
     let listed = |scope: Vec<String>| {
         let store = store.clone();
@@ -96,16 +99,7 @@ async fn a_requests_accounts_are_kept_as_items_are_written_and_a_gap_never_reads
         .execute(&pool)
         .await
         .expect("gap");
-    let mut of = store
-        .change_items
-        .accounts_of(&[id, other])
-        .await
-        .expect("accounts");
-    assert_eq!(
-        sorted(of.remove(&id).unwrap_or_default()),
-        ours.map(str::to_owned).to_vec()
-    );
-    assert_eq!(of.remove(&other).unwrap_or_default(), ["333333333333"]);
+    assert_accounts(&store, (id, &ours), (other, &["333333333333"])).await;
     assert!(listed(vec!["444444444444".to_owned()]).await.is_empty());
     assert!(listed(both).await.is_empty());
 }
