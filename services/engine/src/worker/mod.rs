@@ -25,11 +25,11 @@ use crate::metrics::EngineMetrics;
 const CLAIM_BATCH: usize = 256;
 /// Pause between claims while claims find work: lets the items just started take their rate slots first.
 const CLAIM_AGAIN_AFTER: Duration = Duration::from_millis(20);
-/// While nearly every permit is taken, a claim waits until this share of them (1/8) is free, or
-/// [`FEW_FREE_CLAIM_AFTER`] has passed. A claim ranks every claimable item under the lock every replica takes
-/// turns on (19 ms of database time for 10,000 items in the migration benchmark), whatever it takes: claiming
-/// each permit as it came free cost a claim every ~150 ms per worker there, for items that then waited seconds
-/// for their rate slots anyway.
+/// While nearly every permit is taken, a claim waits until this share of them (1/8, at most a full claim) is
+/// free, or [`FEW_FREE_CLAIM_AFTER`] has passed. A claim ranks every claimable item under the lock every replica
+/// takes turns on (19 ms of database time for 10,000 items in the migration benchmark), whatever it takes:
+/// claiming each permit as it came free cost about 3.5 claims a second per worker there, for items that then
+/// waited seconds for their rate slots anyway.
 const FEW_FREE_SHARE: usize = 8;
 /// The longest a free permit waits for others before it is claimed for alone: an item becoming due (a retry, a
 /// newly approved request) starts within about a second while the worker is busy.
