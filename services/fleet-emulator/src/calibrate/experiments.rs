@@ -273,10 +273,13 @@ impl Run<'_> {
         let at = &self.session.main;
         self.session.step("DisableKey disabled")?;
         let result = at.kms.disable_key().key_id(&disabled.id).send().await;
-        let answer = answer_of(&result);
-        self.session
-            .record(&at.region, "DisableKey", disabled.id.clone(), answer.text());
-        result.map_err(|_| anyhow::anyhow!("DisableKey: {}", answer.text()))?;
+        self.session.recorded_ok(
+            &at.region,
+            "DisableKey",
+            disabled.id.clone(),
+            "DisableKey",
+            result,
+        )?;
         tokio::time::sleep(self.key_settle).await;
         let a = self.key("a")?;
         let outcome = self

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use super::infer::Observations;
 use super::manifest::{Kind, ManifestFile};
 use super::plan::{self, KEYS, Place, RUN_TAG, Start, TABLES};
-use super::session::{Regional, Session, answer_of, lock};
+use super::session::{Regional, Session, lock};
 
 /// A key the run created.
 #[derive(Debug, Clone)]
@@ -127,12 +127,15 @@ impl<'a> Run<'a> {
             if key.spec != "SYMMETRIC_DEFAULT" {
                 create = create.key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt);
             }
-            let result = create.send().await;
-            let answer = answer_of(&result);
-            self.session
-                .record(&at.region, "CreateKey", description.clone(), answer.text());
-            let metadata = result
-                .map_err(|_| anyhow::anyhow!("CreateKey {}: {}", key.label, answer.text()))?
+            let metadata = self
+                .session
+                .recorded_ok(
+                    &at.region,
+                    "CreateKey",
+                    description.clone(),
+                    &format!("CreateKey {}", key.label),
+                    create.send().await,
+                )?
                 .key_metadata
                 .context("CreateKey answered without KeyMetadata")?;
             let created = CreatedKey {
@@ -153,10 +156,13 @@ impl<'a> Run<'a> {
             .target_key_id(self.key("b")?.id)
             .send()
             .await;
-        let answer = answer_of(&result);
-        self.session
-            .record(&at.region, "CreateAlias", alias.clone(), answer.text());
-        result.map_err(|_| anyhow::anyhow!("CreateAlias {alias}: {}", answer.text()))?;
+        self.session.recorded_ok(
+            &at.region,
+            "CreateAlias",
+            alias.clone(),
+            &format!("CreateAlias {alias}"),
+            result,
+        )?;
         self.manifest.created(index, None)?;
 
         for table in &TABLES {
@@ -197,11 +203,13 @@ impl<'a> Run<'a> {
                         .build()?,
                 );
             }
-            let result = create.send().await;
-            let answer = answer_of(&result);
-            self.session
-                .record(&at.region, "CreateTable", name.clone(), answer.text());
-            result.map_err(|_| anyhow::anyhow!("CreateTable {name}: {}", answer.text()))?;
+            self.session.recorded_ok(
+                &at.region,
+                "CreateTable",
+                name.clone(),
+                &format!("CreateTable {name}"),
+                create.send().await,
+            )?;
             self.manifest.created(index, None)?;
         }
         for table in &TABLES {

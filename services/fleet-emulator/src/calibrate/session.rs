@@ -224,6 +224,24 @@ impl Session {
         lock(&self.transcript).push(entry);
     }
 
+    /// Records a call that must succeed with its answer, and gives back its output, or an error naming `what`
+    /// with the answer AWS sent.
+    pub fn recorded_ok<T, E>(
+        &self,
+        region: &str,
+        operation: &str,
+        request: String,
+        what: &str,
+        result: Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    ) -> anyhow::Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let answer = answer_of(&result);
+        self.record(region, operation, request, answer.text());
+        result.map_err(|_| anyhow::anyhow!("{what}: {}", answer.text()))
+    }
+
     pub fn transcript(&self) -> Vec<Entry> {
         lock(&self.transcript).clone()
     }
